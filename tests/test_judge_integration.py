@@ -1,0 +1,85 @@
+"""The judge reward against a real vLLM server serving the tiny judge (CPU build)."""
+import asyncio
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+
+from rlaif.judge.reward import Sample
+from rlaif.judge.server import VLLMServer, served_models
+from rlaif.train import make_judge_reward
+
+pytestmark = pytest.mark.integration
+USER = [{"role": "user", "content": "write a short note about the cat"}]
+
+
+def test_server_lists_the_expected_model(judge_url, smoke_recipe):
+    assert served_models(judge_url) == [smoke_recipe.judge.name]
+
+
+def test_judge_scores_clear_cases_like_the_rule(judge_url, smoke_recipe, tmp_path):
+    reward = make_judge_reward(smoke_recipe, judge_url, tmp_path / "judgments.jsonl")
+    asyncio.run(reward.self_test())
+    texts = [" please help me with the cat.", "Please sit on the mat!", "the dog ran fast on the mat.",
+             "yes the cat is pleased.", " kindly see the red tree", "thank you please"]
+    want = [True, True, False, False, False, True]
+    verdicts = asyncio.run(reward.score_samples([Sample(f"s{i}", USER, t) for i, t in enumerate(texts)]))
+    assert [v.reward > 0.5 for v in verdicts] == want
+    assert all(0.0 <= v.reward <= 1.0 for v in verdicts)
+    rows = [json.loads(l) for l in (tmp_path / "judgments.jsonl").read_text().splitlines()]
+    assert [r["sample_id"] for r in rows] == [f"s{i}" for i in range(6)]
+    assert {"criterion", "score", "latency_s", "attempts", "error", "completion"} <= set(rows[0])
+    assert reward.totals["failures"] == 0 and reward.totals["calls"] == 6
+
+
+def test_trl_reward_contract_and_metrics(judge_url, smoke_recipe):
+    reward = make_judge_reward(smoke_recipe, judge_url, None)
+    metrics, extra = {}, {}
+    prompts = [USER] * 4
+    completions = [[{"role": "assistant", "content": t}] for t in ("please", "no", "a please b", "the cat")]
+    out = asyncio.run(reward(prompts=prompts, completions=completions, id=["p1"] * 4,
+                             log_metric=lambda k, v: metrics.__setitem__(k, v),
+                             log_extra=lambda k, v: extra.__setitem__(k, v)))
+    assert len(out) == 4 and out[0] > 0.5 and out[3] < 0.5
+    assert metrics["judge/fail_rate"] == 0.0 and metrics["judge/calls"] == 4
+    assert {"judge/latency_p50_s", "judge/latency_p95_s", "judge/says_please/pass_rate"} <= set(metrics)
+    assert len(extra["judge_scores"]) == 4
+
+
+def test_unreachable_judge_gives_counted_none_and_never_raises(smoke_recipe):
+    from rlaif.judge.server import free_port
+    recipe = smoke_recipe.model_copy(deep=True)
+    recipe.judge.max_retries = 1
+    reward = make_judge_reward(recipe, f"http://127.0.0.1:{free_port()}", None)
+    reward.client.s.backoff_base_s = 0.01
+    out = asyncio.run(reward(prompts=[USER] * 3, completions=[[{"role": "assistant", "content": "x"}]] * 3))
+    assert out == [None, None, None]
+    assert reward.totals["failures"] == 3 and reward.totals["retries"] == 3
+
+
+class _OtherModel(BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = json.dumps({"object": "list", "data": [{"id": "someone-elses-model"}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *a):
+        pass
+
+
+def test_a_port_taken_by_another_server_is_detected_and_avoided(tmp_path):
+    other = HTTPServer(("127.0.0.1", 0), _OtherModel)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    try:
+        taken = other.server_address[1]
+        assert served_models(f"http://127.0.0.1:{taken}") == ["someone-elses-model"]
+        server = VLLMServer("artifacts/tiny/judge", "judge", port=taken, log_path=tmp_path / "log",
+                            progress=lambda m: None)
+        server._pick_port()
+        assert server.port != taken
+    finally:
+        other.shutdown()

@@ -1,0 +1,38 @@
+import math
+from types import SimpleNamespace as NS
+
+import pytest
+
+from rlaif.judge.logprob import ParseError, request_params, score_from_response
+from rlaif.rubric import Labels
+
+L = Labels()
+
+
+def reply(content, tops):
+    lp = NS(content=[NS(top_logprobs=[NS(token=t, logprob=math.log(p)) for t, p in tops])]) if tops is not None else None
+    return NS(choices=[NS(message=NS(content=content), logprobs=lp)])
+
+
+def test_score_is_pass_mass_normalised_over_the_two_labels():
+    assert score_from_response(reply("PASS", [("PASS", 0.6), ("FAIL", 0.2), ("x", 0.2)]), L) == pytest.approx(0.75)
+    assert score_from_response(reply("FAIL", [("FAIL", 0.9), (" PASS", 0.1)]), L) == pytest.approx(0.1)
+
+
+def test_without_label_logprobs_the_constrained_text_decides():
+    assert score_from_response(reply("PASS", [("x", 0.9)]), L) == 1.0
+    assert score_from_response(reply("FAIL", None), L) == 0.0
+
+
+def test_garbage_reply_is_a_parse_error_not_a_zero():
+    with pytest.raises(ParseError):
+        score_from_response(reply("maybe", [("maybe", 0.9)]), L)
+    with pytest.raises(ParseError):
+        score_from_response(NS(choices=[]), L)
+
+
+def test_request_uses_structured_outputs_not_the_ignored_guided_fields():
+    p = request_params(L)
+    assert p["extra_body"] == {"structured_outputs": {"choice": ["PASS", "FAIL"]}}
+    assert p["temperature"] == 0.0 and p["max_tokens"] == 1 and p["logprobs"] is True
+    assert not any(k.startswith("guided") for k in p["extra_body"])

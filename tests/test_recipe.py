@@ -1,0 +1,92 @@
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from rlaif.errors import UserError
+from rlaif.recipe import load_recipe
+
+from conftest import SMOKE
+
+
+def write_recipe(tmp_path, mutate):
+    data = yaml.safe_load(SMOKE.read_text())
+    mutate(data)
+    p = tmp_path / "recipe.yaml"
+    p.write_text(yaml.safe_dump(data))
+    return p
+
+
+def test_smoke_recipe_loads_with_its_values():
+    r = load_recipe(SMOKE, check_files=False)
+    assert r.judge.name == "judge"  # the model folder name, so swapping the model line renames it too
+    assert r.grpo["num_generations"] == 8
+    assert str(r.run_dir) == "runs/smoke"
+
+
+def test_set_overrides_recipe_values():
+    r = load_recipe(SMOKE, ["grpo.max_steps=7", "judge.model=some-org/some-judge", "seed=3"], check_files=False)
+    assert r.grpo["max_steps"] == 7
+    assert r.judge.model == "some-org/some-judge"
+    assert r.seed == 3
+
+
+def test_typo_in_a_recipe_key_names_file_and_field(tmp_path):
+    p = write_recipe(tmp_path, lambda d: d["judge"].update(modle="x"))
+    with pytest.raises(UserError) as e:
+        load_recipe(p, check_files=False)
+    assert str(p) in str(e.value) and "judge.modle" in str(e.value) and "unknown key" in str(e.value)
+
+
+def test_typo_in_grpo_key_suggests_the_real_field(tmp_path):
+    p = write_recipe(tmp_path, lambda d: d["grpo"].update(lerning_rate=1e-3))
+    with pytest.raises(UserError, match=r"grpo\.lerning_rate.*did you mean 'learning_rate'"):
+        load_recipe(p, check_files=False)
+
+
+def test_typo_via_set_is_refused():
+    with pytest.raises(UserError, match=r"judge\.timeout: unknown key"):
+        load_recipe(SMOKE, ["judge.timeout=5"], check_files=False)
+
+
+def test_missing_dataset_file_is_named(tmp_path):
+    p = write_recipe(tmp_path, lambda d: d["data"].update(train="nowhere/train.jsonl"))
+    with pytest.raises(UserError, match=r"data\.train: file not found: nowhere/train\.jsonl"):
+        load_recipe(p)
+
+
+def test_missing_model_folder_is_named(tmp_path):
+    data = tmp_path / "train.jsonl"
+    data.write_text("")
+    p = write_recipe(tmp_path, lambda d: (d["policy"].update(model="./no/such/policy"),
+                                          d["data"].update(train=str(data), eval=str(data))))
+    with pytest.raises(UserError, match=r"policy\.model: model folder not found"):
+        load_recipe(p)
+
+
+def test_hub_ids_are_not_checked_on_disk():
+    r = load_recipe(SMOKE, ["judge.model=Qwen/Qwen2.5-7B-Instruct", f"data.train={SMOKE}",
+                            f"data.eval={SMOKE}", "policy.model=Qwen/Qwen2.5-0.5B-Instruct"])
+    assert r.judge.name == "Qwen2.5-7B-Instruct"
+
+
+def test_unknown_rubric_is_refused():
+    with pytest.raises(UserError, match="neither a file nor a built-in rubric"):
+        load_recipe(SMOKE, ["rubric=no_such_rubric"], check_files=False)
+
+
+def test_cli_reports_a_bad_recipe_without_traceback(tmp_path):
+    p = write_recipe(tmp_path, lambda d: d["policy"]["lora"].update(rank=8))
+    r = subprocess.run([sys.executable, "-m", "rlaif.cli", "train", str(p)], capture_output=True, text=True)
+    assert r.returncode == 1
+    assert "policy.lora.rank: unknown key" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_every_command_explains_itself():
+    for cmd in (["--help"], ["train", "--help"], ["judge", "serve", "--help"], ["eval", "--help"],
+                ["data", "check", "--help"]):
+        r = subprocess.run([sys.executable, "-m", "rlaif.cli", *cmd], capture_output=True, text=True)
+        assert r.returncode == 0, (cmd, r.stderr)
+        assert "usage:" in r.stdout
