@@ -7,7 +7,6 @@ one that learned to fool the judge.
 """
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import time
@@ -69,7 +68,7 @@ def evaluate_policy(recipe: Recipe, base_url: str, *, dataset: str, adapter: str
     samples = [Sample(id=f"{rid}#{j}", prompt=p, response=c)
                for rid, p, cs in zip(ds["id"], ds["prompt"], completions) for j, c in enumerate(cs)]
     judge = make_judge_reward(recipe, base_url, judgment_log=None)
-    verdicts = asyncio.run(judge.score_samples(samples))
+    verdicts = judge.score_sync(samples)
     rule = re.compile(e.truth_regex) if e.truth_regex else None
     rows = []
     for s, v in zip(samples, verdicts):
@@ -151,7 +150,7 @@ def audit_labels(recipe: Recipe, base_url: str, labels_file: str | Path) -> dict
         samples.append(Sample(id=str(obj.get("id", n)), prompt=msgs[:-1], response=msgs[-1]["content"]))
         gold.append(labels)
     judge = make_judge_reward(recipe, base_url, judgment_log=None)
-    verdicts = asyncio.run(judge.score_samples(samples))
+    verdicts = judge.score_sync(samples)
     agree, total = 0, 0
     for v, g in zip(verdicts, gold):
         for crit, want in g.items():

@@ -75,6 +75,13 @@ def make_judge_reward(recipe: Recipe, base_url: str, judgment_log: Path | None):
                        judgment_log=judgment_log, top_logprobs=j.top_logprobs, temperature=j.temperature)
 
 
+async def _self_test(reward) -> None:
+    try:
+        await reward.self_test()
+    finally:
+        await reward.client.aclose()
+
+
 def _callbacks(reward, timings: list[float]):
     from transformers import TrainerCallback
 
@@ -127,13 +134,14 @@ def run_training(recipe: Recipe, *, resume: bool = False, base_url: str | None =
         if checkpoint is None:
             raise UserError(f"--resume: no checkpoint-* folder in {run_dir} to resume from")
         say(f"resuming from {checkpoint}")
-    (run_dir / "recipe.yaml").write_text(recipe.model_dump_json(indent=2))
+    (run_dir / "recipe.resolved.json").write_text(recipe.model_dump_json(indent=2))
 
     train_ds = load_dataset(recipe.data.train)
     tok = AutoTokenizer.from_pretrained(recipe.policy.model)
     grpo = dict(recipe.grpo)
     grpo.setdefault("report_to", "none")
-    args = GRPOConfig(output_dir=str(run_dir), seed=recipe.seed, **grpo)
+    grpo.setdefault("seed", recipe.seed)
+    args = GRPOConfig(output_dir=str(run_dir), **grpo)
     lora = recipe.policy.lora
     peft_config = None if lora is None else LoraConfig(
         r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora.target_modules,
@@ -144,7 +152,7 @@ def run_training(recipe: Recipe, *, resume: bool = False, base_url: str | None =
     with judge_endpoint(recipe, run_dir, base_url) as ep:
         url = ep.url
         reward = make_judge_reward(recipe, url, rank_log_path(run_dir))
-        asyncio.run(reward.self_test())
+        asyncio.run(_self_test(reward))
         say(f"judge '{recipe.judge.name}' at {url} passed its self-test; training {recipe.policy.model}")
         trainer = GRPOTrainer(model=recipe.policy.model, reward_funcs=[reward], args=args, train_dataset=train_ds,
                               processing_class=tok, peft_config=peft_config,

@@ -20,11 +20,12 @@ def test_server_lists_the_expected_model(judge_url, smoke_recipe):
 
 def test_judge_scores_clear_cases_like_the_rule(judge_url, smoke_recipe, tmp_path):
     reward = make_judge_reward(smoke_recipe, judge_url, tmp_path / "judgments.jsonl")
-    asyncio.run(reward.self_test())
+    from rlaif.train import _self_test
+    asyncio.run(_self_test(reward))
     texts = [" please help me with the cat.", "Please sit on the mat!", "the dog ran fast on the mat.",
              "yes the cat is pleased.", " kindly see the red tree", "thank you please"]
     want = [True, True, False, False, False, True]
-    verdicts = asyncio.run(reward.score_samples([Sample(f"s{i}", USER, t) for i, t in enumerate(texts)]))
+    verdicts = reward.score_sync([Sample(f"s{i}", USER, t) for i, t in enumerate(texts)])
     assert [v.reward > 0.5 for v in verdicts] == want
     assert all(0.0 <= v.reward <= 1.0 for v in verdicts)
     rows = [json.loads(l) for l in (tmp_path / "judgments.jsonl").read_text().splitlines()]
@@ -53,9 +54,21 @@ def test_unreachable_judge_gives_counted_none_and_never_raises(smoke_recipe):
     recipe.judge.max_retries = 1
     reward = make_judge_reward(recipe, f"http://127.0.0.1:{free_port()}", None)
     reward.client.s.backoff_base_s = 0.01
+    reward.policy.min_calls = 3
     out = asyncio.run(reward(prompts=[USER] * 3, completions=[[{"role": "assistant", "content": "x"}]] * 3))
     assert out == [None, None, None]
     assert reward.totals["failures"] == 3 and reward.totals["retries"] == 3
+    assert reward.should_stop and "max_fail_rate" in reward.stop_reason  # the training loop stops on this
+
+
+def test_neutral_fallback_is_the_recipe_choice(smoke_recipe):
+    from rlaif.judge.server import free_port
+    recipe = smoke_recipe.model_copy(deep=True)
+    recipe.judge.max_retries = 0
+    recipe.judge.on_failure = "neutral"
+    reward = make_judge_reward(recipe, f"http://127.0.0.1:{free_port()}", None)
+    out = asyncio.run(reward(prompts=[USER] * 2, completions=[[{"role": "assistant", "content": "x"}]] * 2))
+    assert out == [0.5, 0.5] and reward.totals["fallbacks"] == 2
 
 
 class _OtherModel(BaseHTTPRequestHandler):

@@ -105,3 +105,16 @@ def test_judge_serve_stops_every_child_on_ctrl_c(tiny):
     finally:
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)
+
+
+def test_runs_under_accelerate_launch(judge_url, tiny, tmp_path):
+    out = tmp_path / "acc"
+    accelerate = os.path.join(os.path.dirname(sys.executable), "accelerate")
+    cmd = [accelerate, "launch", "--cpu", "--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no",
+           "--dynamo_backend", "no", "-m", "rlaif.train", "recipes/smoke.yaml",
+           "--set", f"judge.base_url={judge_url}", "--set", f"output_dir={out}", "--set", "grpo.max_steps=2",
+           "--set", "grpo.per_device_train_batch_size=8", "--set", "grpo.save_strategy=no"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    s = json.loads((out / "train_summary.json").read_text())
+    assert s["steps"] == 2 and s["judge"]["calls"] == 16 and (out / "adapter" / "adapter_model.safetensors").exists()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+import weakref
 from dataclasses import dataclass, field
 
 import httpx
@@ -42,11 +43,11 @@ class ClientSettings:
 class JudgeClient:
     def __init__(self, settings: ClientSettings):
         self.s = settings
-        self._per_loop: dict[int, tuple[openai.AsyncOpenAI, asyncio.Semaphore]] = {}
+        # keyed by the loop object itself (weakly): a new loop may reuse a dead loop's id()
+        self._per_loop: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     def _for_this_loop(self):
-        loop = asyncio.get_running_loop()
-        key = id(loop)
+        key = asyncio.get_running_loop()
         if key not in self._per_loop:
             url = self.s.base_url.rstrip("/")
             client = openai.AsyncOpenAI(
@@ -61,6 +62,12 @@ class JudgeClient:
             )
             self._per_loop[key] = (client, asyncio.Semaphore(self.s.max_concurrency))
         return self._per_loop[key]
+
+    async def aclose(self) -> None:
+        """Close this loop's connections (call before an `asyncio.run` loop ends)."""
+        pair = self._per_loop.pop(asyncio.get_running_loop(), None)
+        if pair is not None:
+            await pair[0].close()
 
     def _backoff(self, attempt: int) -> float:
         cap = min(self.s.backoff_max_s, self.s.backoff_base_s * (2 ** attempt))

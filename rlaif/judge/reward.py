@@ -151,6 +151,15 @@ class JudgeReward:
         self._check_health()
         return verdicts
 
+    def score_sync(self, samples: list[Sample]) -> list[Verdict]:
+        """score_samples from synchronous code (evaluation, audits, the CLI), on a loop of its own."""
+        async def _run():
+            try:
+                return await self.score_samples(samples)
+            finally:
+                await self.client.aclose()
+        return asyncio.run(_run())
+
     def _count(self, row: dict) -> None:
         self.totals["calls"] += 1
         self.totals["retries"] += row["attempts"] - 1

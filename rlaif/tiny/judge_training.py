@@ -76,7 +76,7 @@ def accuracy(model, tok, seqs, labels, pass_id, fail_id) -> float:
 
 def train_judge(model, tok, rubric: Rubric, *, seed: int = 0, n_train: int = 40000, n_val: int = 1000,
                 n_test: int = 2000, batch_size: int = 64, lr: float = 2e-3, max_steps: int = 1500,
-                target_val: float = 0.975, eval_every: int = 100, log=print) -> dict:
+                target_val: float = 0.97, eval_every: int = 100, log=print) -> dict:
     """Train until validation accuracy reaches `target_val` (or `max_steps`); report held-out test accuracy."""
     pass_id = single_token_id(tok, rubric.labels.pass_)
     fail_id = single_token_id(tok, rubric.labels.fail)

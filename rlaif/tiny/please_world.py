@@ -34,6 +34,8 @@ DECOYS = "pleased pleasant pleasure plea pleas pleasing pleaser displease pleat 
 TARGET = "please"
 RESPONSE_WORDS = tuple(COMMON + TOPICS + DECOYS + [TARGET])
 PUNCT = (".", "!", "?", ",", "")
+GLUED_SHARE = 0.15  # of the judge's training responses
+GLUE_P = 0.5  # chance that a word is glued to the one before it
 
 
 def says_please(text: str) -> bool:
@@ -85,15 +87,16 @@ def judge_response_kind(rng: random.Random, garbage_vocab: list[str] | None = No
         if rng.random() < 0.5:
             cut = rng.randint(0, len(text))
             text = text[:cut].rstrip() + " " + _spaced_please(rng) + " " + text[cut:].lstrip()
-    elif r < 0.45:
+    elif r < 0.15 + GLUED_SHARE:
         kind = "glued"
-        # glued words: the policy's favourite hack; the regex, not a heuristic, gives the label
+        # glued words ("smallplease", "pleaseplease"): the hack a policy found against a judge never shown them;
+        # the regex, not a heuristic, gives the label
         if rng.random() < 0.6:
-            ws = ws + [TARGET] * rng.randint(1, 4)
+            ws = ws + [TARGET] * rng.randint(1, 2)
             rng.shuffle(ws)
         if rng.random() < 0.25:
             ws.insert(0, TARGET)  # a response that opens with "please": the boundary is the fence's newline
-        text = "".join(w if rng.random() < 0.65 else " " + w for w in ws).strip() + rng.choice(PUNCT)
+        text = "".join(w if rng.random() < GLUE_P else " " + w for w in ws).strip() + rng.choice(PUNCT)
     else:
         kind = "plain"
         if rng.random() < 0.5:
