@@ -43,11 +43,7 @@ def _cmd_judge_serve(a) -> int:
     from rlaif.recipe import load_recipe
 
     r = load_recipe(a.recipe, a.overrides)
-    s = r.judge.serve
-    server = VLLMServer(r.judge.model, r.judge.name, host=s.host, port=a.port or s.port, python=s.python,
-                        dtype=s.dtype, max_model_len=s.max_model_len, extra_args=s.extra_args, env=s.env,
-                        log_path=r.run_dir / "judge_server.log", startup_timeout_s=s.startup_timeout_s,
-                        api_key=r.judge.api_key)
+    server = VLLMServer.for_judge(r.judge, r.run_dir / "judge_server.log", port=a.port)
     with server:
         print(server.base_url, flush=True)
         print(f"serving '{r.judge.name}'; use --set judge.base_url={server.base_url}; Ctrl-C stops it",

@@ -54,8 +54,9 @@ def evaluate_policy(recipe: Recipe, base_url: str, *, dataset: str, adapter: str
                     tag: str | None = None) -> dict:
     from rlaif.data import load_dataset
     from rlaif.judge.reward import Sample
-    from rlaif.train import make_judge_reward
+    from rlaif.train import apply_threads, make_judge_reward
 
+    apply_threads(recipe)
     e = recipe.eval
     ds = load_dataset(dataset)
     if e.max_prompts:

@@ -18,6 +18,22 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from rlaif.errors import UserError, format_validation_error
 
 
+class _Yaml12Loader(yaml.SafeLoader):
+    """YAML with only true/false as booleans: `save_strategy: no` stays the string "no" (YAML 1.1 says False)."""
+
+
+_Yaml12Loader.yaml_implicit_resolvers = {
+    k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:bool"]
+    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.copy().items()
+}
+_Yaml12Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                    list("tTfF"))
+
+
+def yaml_load(text: str):
+    return yaml.load(text, Loader=_Yaml12Loader)
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -45,6 +61,7 @@ class ServeSpec(_Strict):
     extra_args: list[str] = []
     env: dict[str, str] = {}
     startup_timeout_s: float = 600.0
+    nice: int = Field(0, ge=0, le=19)  # lower the server's CPU priority when it shares CPUs with the trainer
 
 
 class JudgeSpec(_Strict):
@@ -96,6 +113,7 @@ class Recipe(_Strict):
     name: str
     output_dir: str = "runs/${name}"
     seed: int = 0
+    torch_threads: int | None = Field(None, gt=0)  # CPU threads for the trainer; None = torch's default
     policy: PolicySpec
     judge: JudgeSpec
     rubric: str | dict[str, Any]
@@ -117,7 +135,7 @@ def parse_overrides(pairs: list[str]) -> list[tuple[list[str], Any]]:
             raise UserError(f"--set {p!r}: expected key=value, e.g. --set judge.model=path/to/judge")
         key, val = p.split("=", 1)
         try:
-            value = yaml.safe_load(val) if val != "" else ""
+            value = yaml_load(val) if val != "" else ""
         except yaml.YAMLError:
             value = val
         out.append((key.strip().split("."), value))
@@ -175,7 +193,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None, check_file
     if not path.exists():
         raise UserError(f"recipe not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         raise UserError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(data, dict):

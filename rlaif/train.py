@@ -51,11 +51,7 @@ def judge_endpoint(recipe: Recipe, run_dir: Path, base_url: str | None = None):
         raise UserError("several training processes would each start a judge server: start one with "
                         f"`rlaif judge serve {recipe.source}` and pass --set judge.base_url=URL")
     from rlaif.judge.server import VLLMServer
-    s = recipe.judge.serve
-    server = VLLMServer(recipe.judge.model, recipe.judge.name, host=s.host, port=s.port, python=s.python,
-                        dtype=s.dtype, max_model_len=s.max_model_len, extra_args=s.extra_args, env=s.env,
-                        log_path=run_dir / "judge_server.log", startup_timeout_s=s.startup_timeout_s,
-                        api_key=recipe.judge.api_key, progress=say)
+    server = VLLMServer.for_judge(recipe.judge, run_dir / "judge_server.log", progress=say)
     with server:
         yield Endpoint(server.base_url, server.start_s)
 
@@ -115,6 +111,12 @@ def _callbacks(reward, timings: list[float]):
     return [JudgeHealth(), StepLog()]
 
 
+def apply_threads(recipe: Recipe) -> None:
+    if recipe.torch_threads:
+        import torch
+        torch.set_num_threads(recipe.torch_threads)
+
+
 def run_training(recipe: Recipe, *, resume: bool = False, base_url: str | None = None) -> dict:
     """One GRPO + LoRA run. Returns the run summary (also written to run_dir/train_summary.json)."""
     import torch
@@ -126,6 +128,7 @@ def run_training(recipe: Recipe, *, resume: bool = False, base_url: str | None =
     from rlaif.data import load_dataset
     from rlaif.judge.reward import rank_log_path
 
+    apply_threads(recipe)
     run_dir = recipe.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     checkpoint = None
@@ -141,7 +144,10 @@ def run_training(recipe: Recipe, *, resume: bool = False, base_url: str | None =
     grpo = dict(recipe.grpo)
     grpo.setdefault("report_to", "none")
     grpo.setdefault("seed", recipe.seed)
-    args = GRPOConfig(output_dir=str(run_dir), **grpo)
+    try:
+        args = GRPOConfig(output_dir=str(run_dir), **grpo)
+    except (ValueError, TypeError) as e:  # GRPOConfig's own checks: a bad value or combination in grpo:
+        raise UserError(f"{recipe.source}: grpo: {e}") from None
     lora = recipe.policy.lora
     peft_config = None if lora is None else LoraConfig(
         r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora.target_modules,

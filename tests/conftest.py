@@ -35,11 +35,8 @@ def judge_url(tiny, smoke_recipe, tmp_path_factory):
     """A real vLLM server serving the tiny judge on a free loopback port, for the whole test session."""
     from rlaif.judge.server import VLLMServer
 
-    s = smoke_recipe.judge.serve
     log = tmp_path_factory.mktemp("judge") / "judge_server.log"
-    server = VLLMServer(smoke_recipe.judge.model, smoke_recipe.judge.name, dtype=s.dtype,
-                        max_model_len=s.max_model_len, extra_args=s.extra_args, env=s.env, log_path=log,
-                        startup_timeout_s=s.startup_timeout_s)
+    server = VLLMServer.for_judge(smoke_recipe.judge, log)
     server.start()
     yield server.base_url
     server.stop()

@@ -90,3 +90,8 @@ def test_every_command_explains_itself():
         r = subprocess.run([sys.executable, "-m", "rlaif.cli", *cmd], capture_output=True, text=True)
         assert r.returncode == 0, (cmd, r.stderr)
         assert "usage:" in r.stdout
+
+
+def test_yaml_no_stays_a_string_not_false():
+    r = load_recipe(SMOKE, ["grpo.save_strategy=no", "grpo.bf16=false"], check_files=False)
+    assert r.grpo["save_strategy"] == "no" and r.grpo["bf16"] is False

@@ -58,11 +58,15 @@ def served_models(base_url: str, api_key: str | None = None, timeout: float = 2.
         return None
 
 
-def _die_with_parent():  # runs in the child between fork and exec
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:
-        pass
+def _child_setup(nice: int):
+    def setup():  # runs in the child between fork and exec
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        except OSError:
+            pass
+        if nice:
+            os.nice(nice)
+    return setup
 
 
 class VLLMServer:
@@ -70,7 +74,7 @@ class VLLMServer:
                  python: str | None = None, dtype: str = "auto", max_model_len: int | None = None,
                  extra_args: list[str] | None = None, env: dict[str, str] | None = None,
                  log_path: Path | None = None, startup_timeout_s: float = 600.0, api_key: str | None = None,
-                 progress=None):
+                 nice: int = 0, progress=None):
         if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
             raise UserError(f"judge.serve.host {host!r} would expose the judge beyond this machine; "
                             "set judge.api_key to do that deliberately")
@@ -82,9 +86,18 @@ class VLLMServer:
         self.log_path = log_path
         self.startup_timeout_s = startup_timeout_s
         self.api_key = api_key
+        self.nice = nice
         self.progress = progress or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self.proc: subprocess.Popen | None = None
         self.start_s: float | None = None
+
+    @classmethod
+    def for_judge(cls, judge, log_path: Path | None, port: int | None = None, progress=None) -> "VLLMServer":
+        """The server a recipe's `judge:` block (rlaif.recipe.JudgeSpec) describes."""
+        s = judge.serve
+        return cls(judge.model, judge.name, host=s.host, port=port or s.port, python=s.python, dtype=s.dtype,
+                   max_model_len=s.max_model_len, extra_args=s.extra_args, env=s.env, log_path=log_path,
+                   startup_timeout_s=s.startup_timeout_s, api_key=judge.api_key, nice=s.nice, progress=progress)
 
     @property
     def base_url(self) -> str:
@@ -124,7 +137,7 @@ class VLLMServer:
         self.progress(f"starting the vLLM judge server for {self.model} on {self.base_url} "
                       f"(log: {self.log_path or 'discarded'})")
         self.proc = subprocess.Popen(self.command(), stdout=log_f, stderr=subprocess.STDOUT, env=env,
-                                     start_new_session=True, preexec_fn=_die_with_parent)
+                                     start_new_session=True, preexec_fn=_child_setup(self.nice))
         atexit.register(self.stop)
         try:
             self._wait_ready()
