@@ -85,9 +85,9 @@ def test_resume_without_a_checkpoint_says_so(tmp_path, judge_url):
     assert r.returncode == 1 and "no checkpoint" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_judge_serve_stops_every_child_on_ctrl_c(tiny):
+def test_judge_serve_stops_every_child_on_ctrl_c(tiny, tmp_path):
     import psutil
-    p = subprocess.Popen(RLAIF + ["judge", "serve", "recipes/smoke.yaml", "--set", f"output_dir={tiny.parent}/serve-test"],
+    p = subprocess.Popen(RLAIF + ["judge", "serve", "recipes/smoke.yaml", "--set", f"output_dir={tmp_path}/serve-test"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         url = p.stdout.readline().strip()  # printed once the server answers with the right model

@@ -130,14 +130,16 @@ class VLLMServer:
         if Path(self.model).exists():
             env.setdefault("HF_HUB_OFFLINE", "1")  # a local judge never needs the hub
         env.update(self.env)
-        log_f = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         if self.log_path:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_f = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         t0 = time.perf_counter()
         self.progress(f"starting the vLLM judge server for {self.model} on {self.base_url} "
                       f"(log: {self.log_path or 'discarded'})")
         self.proc = subprocess.Popen(self.command(), stdout=log_f, stderr=subprocess.STDOUT, env=env,
                                      start_new_session=True, preexec_fn=_child_setup(self.nice))
+        if log_f is not subprocess.DEVNULL:
+            log_f.close()  # the child holds its own copy
         atexit.register(self.stop)
         try:
             self._wait_ready()
