@@ -56,6 +56,20 @@ def _cmd_judge_serve(a) -> int:
     return 0
 
 
+def _cmd_judge_score(a) -> int:
+    from rlaif.judge.score import score_file
+    from rlaif.recipe import load_recipe
+    from rlaif.train import judge_endpoint
+
+    r = load_recipe(a.recipe, a.overrides)
+    with judge_endpoint(r, r.run_dir) as ep:
+        res = score_file(r, ep.url, a.input, a.output)
+    print(f"{a.output}: {res['written']} verdict(s) ({res['empty']} empty responses scored 0, "
+          f"{res['judge_failures']} judge failure(s) given the neutral reward); {res['refused']} input line(s) "
+          f"refused", file=sys.stderr)
+    return 1 if a.strict and res["problems"] else 0
+
+
 def _cmd_eval(a) -> int:
     import json
 
@@ -114,6 +128,20 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--port", type=int, help="port to use (default: the recipe's, else a free one)")
     sp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     sp.set_defaults(fn=_cmd_judge_serve)
+
+    sc = jsub.add_parser("score", help="score Nova reward-Lambda samples with the recipe's rubric and judge",
+                         description="Read Nova reward-Lambda event samples (one JSON object per line: id, messages "
+                                     "ending with the assistant turn, metadata and/or reference_answer) and write one "
+                                     "Nova reward-Lambda response per valid sample (id, aggregate_reward_score, "
+                                     "metrics_list, rationale). Malformed lines are reported with their line number "
+                                     "and skipped; --strict makes them exit 1. Starts the judge server if the recipe "
+                                     "says so.")
+    sc.add_argument("recipe")
+    sc.add_argument("--input", required=True, help="Nova Lambda-event samples, JSONL")
+    sc.add_argument("--output", required=True, help="where to write the Lambda responses, JSONL")
+    sc.add_argument("--strict", action="store_true", help="exit 1 if any input line was refused")
+    sc.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    sc.set_defaults(fn=_cmd_judge_score)
 
     ep = sub.add_parser("eval", help="sample the policy on held-out prompts and score it with the judge",
                         description="Sample completions (recipe's eval block) for held-out prompts from the base "

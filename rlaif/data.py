@@ -45,18 +45,26 @@ def text_of(content: Any) -> str | None:
     return None
 
 
-def normalise_messages(msgs: Any, where: str, allow_assistant_last: bool = False) -> tuple[list[dict], list[str]]:
-    """Validated `[{"role", "content": str}]` and a list of `field: message` problems."""
+def normalise_messages(msgs: Any, where: str, completion_last: bool = False) -> tuple[list[dict], list[str]]:
+    """Validated `[{"role", "content": str}]` and a list of `field: message` problems.
+
+    A prompt (the default) must not end with an assistant turn. With `completion_last` (a Lambda-event sample)
+    it must: the last message is the completion to judge, and it may be empty (an empty answer is a real
+    policy output, scored, not refused). `nova_assistant` is read as `assistant` there, as AWS's graders do.
+    """
     errs: list[str] = []
     if not isinstance(msgs, list) or not msgs:
         return [], [f"{where}: must be a non-empty list of messages"]
     out = []
     for i, m in enumerate(msgs):
         f = f"{where}[{i}]"
+        is_completion = completion_last and i == len(msgs) - 1
         if not isinstance(m, dict):
             errs.append(f"{f}: must be an object with 'role' and 'content'")
             continue
         role = m.get("role")
+        if is_completion and role == "nova_assistant":
+            role = "assistant"
         if role not in ROLES:
             errs.append(f"{f}.role: {role!r} is not one of {', '.join(ROLES)}")
             continue
@@ -64,19 +72,23 @@ def normalise_messages(msgs: Any, where: str, allow_assistant_last: bool = False
         if text is None:
             errs.append(f"{f}.content: must be a string or a list of {{\"type\": \"text\", \"text\": ...}} chunks")
             continue
-        if not text.strip():
+        if not text.strip() and not is_completion:
             errs.append(f"{f}.content: is empty")
             continue
         out.append({"role": role, "content": text})
     if errs:
         return out, errs
     roles = [m["role"] for m in out]
+    if completion_last:
+        if roles[-1] != "assistant":
+            errs.append(f"{where}: must end with the assistant turn to judge")
+        roles = roles[:-1]
+    elif roles[-1] == "assistant":
+        errs.append(f"{where}: the prompt must not end with an assistant turn (the policy writes that)")
     if "system" in roles[1:]:
         errs.append(f"{where}: a system message may only come first")
     if "user" not in roles:
         errs.append(f"{where}: needs at least one user message")
-    if not allow_assistant_last and roles and roles[-1] == "assistant":
-        errs.append(f"{where}: the prompt must not end with an assistant turn (the policy writes that)")
     return out, errs
 
 
@@ -104,6 +116,40 @@ def parse_record(obj: Any) -> tuple[dict | None, list[str]]:
 
 
 def read_jsonl(path: str | Path) -> ReadResult:
+    """A Nova RFT dataset: records normalised for TRL, problems with file, line and field."""
+    res = read_jsonl_with(path, parse_record)
+    for rec in res.records:
+        n = rec.pop("_line")
+        if rec["id"] is None:
+            rec["id"] = f"{Path(path).stem}-{n}"
+    return res
+
+
+def parse_lambda_sample(obj: Any) -> tuple[dict | None, list[str]]:
+    """A Nova reward-Lambda event sample -> {id, prompt, response, metadata, reference_answer}, or problems.
+
+    `reference_answer` may sit under `metadata` (Bedrock's docs) or at the top level (SageMaker's); AWS's own
+    graders read metadata first and fall back to the top level, and so does this.
+    """
+    if not isinstance(obj, dict):
+        return None, ["(record): must be a JSON object"]
+    msgs, errs = normalise_messages(obj.get("messages"), "messages", completion_last=True)
+    meta = obj.get("metadata", {})
+    if not isinstance(meta, dict):
+        errs.append("metadata: must be an object")
+        meta = {}
+    rid = obj.get("id")
+    if rid is None or not isinstance(rid, (str, int)):
+        errs.append("id: required, a string or an integer")
+    if errs:
+        return None, errs
+    ref = meta.get("reference_answer", obj.get("reference_answer"))
+    return {"id": str(rid), "prompt": msgs[:-1], "response": msgs[-1]["content"], "metadata": meta,
+            "reference_answer": ref}, []
+
+
+def read_jsonl_with(path: str | Path, parse) -> ReadResult:
+    """Every non-empty line of a JSONL file through `parse`; problems carry file, line and field."""
     path = Path(path)
     res = ReadResult()
     try:
@@ -122,13 +168,12 @@ def read_jsonl(path: str | Path) -> ReadResult:
         except json.JSONDecodeError as e:
             res.problems.append(Problem(str(path), n, "(line)", f"not valid JSON: {e.msg} at column {e.colno}"))
             continue
-        rec, errs = parse_record(obj)
+        rec, errs = parse(obj)
         for e in errs:
             fld, _, msg = e.partition(": ")
             res.problems.append(Problem(str(path), n, fld, msg))
         if rec is not None:
-            if rec["id"] is None:
-                rec["id"] = f"{path.stem}-{n}"
+            rec["_line"] = n
             res.records.append(rec)
     return res
 

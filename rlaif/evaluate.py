@@ -142,12 +142,12 @@ def audit_labels(recipe: Recipe, base_url: str, labels_file: str | Path) -> dict
             continue
         try:
             obj = json.loads(line)
-            msgs, errs = normalise_messages(obj["messages"], "messages", allow_assistant_last=True)
+            msgs, errs = normalise_messages(obj["messages"], "messages", completion_last=True)
             labels = obj["labels"]
         except (ValueError, KeyError, TypeError) as ex:
             raise UserError(f"{labels_file}:{n}: expected a JSON object with messages and labels ({ex})") from None
-        if errs or msgs[-1]["role"] != "assistant":
-            raise UserError(f"{labels_file}:{n}: messages must end with the assistant turn to judge")
+        if errs:
+            raise UserError(f"{labels_file}:{n}: {errs[0]}")
         samples.append(Sample(id=str(obj.get("id", n)), prompt=msgs[:-1], response=msgs[-1]["content"]))
         gold.append(labels)
     judge = make_judge_reward(recipe, base_url, judgment_log=None)

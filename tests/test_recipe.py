@@ -95,3 +95,17 @@ def test_every_command_explains_itself():
 def test_yaml_no_stays_a_string_not_false():
     r = load_recipe(SMOKE, ["grpo.save_strategy=no", "grpo.bf16=false"], check_files=False)
     assert r.grpo["save_strategy"] == "no" and r.grpo["bf16"] is False
+
+
+def test_every_shipped_recipe_is_valid(tmp_path):
+    from pathlib import Path
+    recipes = sorted(Path("recipes").glob("*.yaml"))
+    assert len(recipes) >= 2
+    for p in recipes:
+        r = load_recipe(p, check_files=False)
+        assert r.judge.model and r.policy.model and r.grpo, p
+        from trl import GRPOConfig
+        GRPOConfig(output_dir=str(tmp_path / r.name), **r.grpo)  # TRL's own checks accept the grpo block
+    for p in Path("recipes/accelerate").glob("*.yaml"):
+        cfg = yaml.safe_load(p.read_text())
+        assert cfg["num_processes"] >= 1 and cfg["distributed_type"] in ("NO", "MULTI_GPU"), p
