@@ -15,6 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from rlaif.checks import Check
 from rlaif.errors import UserError, format_validation_error
 
 
@@ -67,7 +68,7 @@ class ServeSpec(_Strict):
 class JudgeSpec(_Strict):
     model: str = Field(description="local folder or hub id of the judge; swap judges by changing this line")
     served_model_name: str | None = None  # default: the model's folder name
-    mode: Literal["logprob"] = "logprob"
+    mode: Literal["logprob", "verdict"] = "logprob"  # one token per criterion / one JSON verdict per sample
     base_url: str | None = None  # a running OpenAI-compatible server; when set, nothing is launched
     api_key: str | None = None
     serve: ServeSpec = ServeSpec()
@@ -79,6 +80,8 @@ class JudgeSpec(_Strict):
     max_fail_rate: float = Field(0.5, gt=0, le=1)
     top_logprobs: int = Field(5, ge=2, le=20)
     temperature: float = Field(0.0, ge=0)
+    cache: bool = True  # judge identical (judge, rubric, sample) requests once
+    weight: float = Field(1.0, gt=0)  # the judge's weight beside checks in `weight` mode
 
     @property
     def name(self) -> str:
@@ -117,6 +120,7 @@ class Recipe(_Strict):
     policy: PolicySpec
     judge: JudgeSpec
     rubric: str | dict[str, Any]
+    checks: list[Check] = []  # deterministic checks, run before the judge (rlaif/checks.py)
     data: DataSpec
     grpo: dict[str, Any] = {}
     eval: EvalSpec = EvalSpec()

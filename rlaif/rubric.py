@@ -16,12 +16,27 @@ BUILTIN_DIR = Path(__file__).parent / "rubrics"
 
 
 class Criterion(BaseModel):
+    """One question. pass_fail scores are P(pass) in [0, 1]; scale answers 1-5 become (s - 1) / 4."""
+
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_]{0,63}$", description="identifier used in metrics and logs")
     question: str = Field(min_length=1, description="the plain-language question the judge answers")
-    kind: Literal["pass_fail"] = "pass_fail"
+    kind: Literal["pass_fail", "scale"] = "pass_fail"
+    levels: dict[int, str] | None = None  # scale only: what each of 1..5 means
     weight: float = Field(default=1.0, gt=0)
+    essential: bool = False  # with aggregation "gate": failing it zeroes the reward
+    uses_reference: bool = False  # show the judge the sample's reference answer for this criterion
+
+    @model_validator(mode="after")
+    def _levels(self):
+        if self.kind == "scale":
+            if not self.levels or sorted(self.levels) != [1, 2, 3, 4, 5]:
+                raise ValueError(f"criterion '{self.name}': a scale criterion needs levels 1, 2, 3, 4 and 5, "
+                                 "each with a description")
+        elif self.levels:
+            raise ValueError(f"criterion '{self.name}': levels are only for kind: scale")
+        return self
 
 
 class Labels(BaseModel):
@@ -45,6 +60,26 @@ class Rubric(BaseModel):
     description: str = ""
     criteria: list[Criterion] = Field(min_length=1)
     labels: Labels = Labels()
+    # weighted_mean: sum(w * s) / sum(w). gate: 0 if any essential criterion scores below 0.5, else the
+    # weighted mean of the others. formula: your expression over criterion names (see rlaif/formula.py).
+    aggregation: Literal["weighted_mean", "gate", "formula"] = "weighted_mean"
+    formula: str | None = None
+
+    @model_validator(mode="after")
+    def _aggregation(self):
+        from rlaif import formula as fm
+        if self.aggregation == "formula":
+            if not self.formula:
+                raise ValueError("aggregation: formula needs a 'formula'")
+            try:
+                fm.parse(self.formula, {c.name for c in self.criteria})
+            except fm.FormulaError as e:
+                raise ValueError(str(e)) from None
+        elif self.formula:
+            raise ValueError("'formula' is only used with aggregation: formula")
+        if self.aggregation == "gate" and not any(c.essential for c in self.criteria):
+            raise ValueError("aggregation: gate needs at least one criterion with essential: true")
+        return self
 
     @field_validator("criteria")
     @classmethod
@@ -56,9 +91,21 @@ class Rubric(BaseModel):
         return v
 
     def aggregate(self, scores: dict[str, float]) -> float:
-        """Weighted mean of per-criterion scores in [0, 1]."""
-        total = sum(c.weight for c in self.criteria)
-        return sum(c.weight * scores[c.name] for c in self.criteria) / total
+        """One reward in [0, 1] from per-criterion scores in [0, 1]."""
+        if self.aggregation == "formula":
+            from rlaif import formula as fm
+            try:
+                value = fm.evaluate(fm.parse(self.formula, set(scores)), scores)
+            except (ValueError, ZeroDivisionError, OverflowError):
+                return 0.0  # e.g. log(0): the formula's own edge case, not a judge failure
+            return min(1.0, max(0.0, value))
+        crits = self.criteria
+        if self.aggregation == "gate":
+            if any(scores[c.name] < 0.5 for c in crits if c.essential):
+                return 0.0
+            crits = [c for c in crits if not c.essential] or crits
+        total = sum(c.weight for c in crits)
+        return sum(c.weight * scores[c.name] for c in crits) / total
 
 
 def builtin_rubrics() -> list[str]:

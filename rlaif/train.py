@@ -68,7 +68,8 @@ def make_judge_reward(recipe: Recipe, base_url: str, judgment_log: Path | None):
     return JudgeReward(load_rubric(recipe.rubric, where=f"{recipe.source}: rubric"), client,
                        policy=FailurePolicy(on_failure=j.on_failure, neutral_reward=j.neutral_reward,
                                             max_fail_rate=j.max_fail_rate),
-                       judgment_log=judgment_log, top_logprobs=j.top_logprobs, temperature=j.temperature)
+                       judgment_log=judgment_log, mode=j.mode, top_logprobs=j.top_logprobs,
+                       temperature=j.temperature, cache=j.cache, checks=recipe.checks, judge_weight=j.weight)
 
 
 async def _self_test(reward) -> None:

@@ -55,7 +55,7 @@ def test_unreachable_judge_gives_counted_none_and_never_raises(smoke_recipe):
     reward = make_judge_reward(recipe, f"http://127.0.0.1:{free_port()}", None)
     reward.client.s.backoff_base_s = 0.01
     reward.policy.min_calls = 3
-    out = asyncio.run(reward(prompts=[USER] * 3, completions=[[{"role": "assistant", "content": "x"}]] * 3))
+    out = asyncio.run(reward(prompts=[USER] * 3, completions=[[{"role": "assistant", "content": t}] for t in "xyz"]))
     assert out == [None, None, None]
     assert reward.totals["failures"] == 3 and reward.totals["retries"] == 3
     assert reward.should_stop and "max_fail_rate" in reward.stop_reason  # the training loop stops on this
@@ -69,6 +69,35 @@ def test_neutral_fallback_is_the_recipe_choice(smoke_recipe):
     reward = make_judge_reward(recipe, f"http://127.0.0.1:{free_port()}", None)
     out = asyncio.run(reward(prompts=[USER] * 2, completions=[[{"role": "assistant", "content": "x"}]] * 2))
     assert out == [0.5, 0.5] and reward.totals["fallbacks"] == 2
+
+
+def test_identical_completions_are_judged_once(judge_url, smoke_recipe):
+    reward = make_judge_reward(smoke_recipe, judge_url, None)
+    group = ["please go", "the cat", "please go", "please go", "the cat", "a dog"]
+    first = reward.score_sync([Sample(f"g{i}", USER, t) for i, t in enumerate(group)])
+    assert reward.totals["calls"] == 3 and reward.totals["cache_hits"] == 3
+    again = reward.score_sync([Sample("h", USER, "the cat")])
+    assert reward.totals["calls"] == 3 and reward.totals["cache_hits"] == 4
+    assert again[0].reward == first[1].reward == first[4].reward
+
+
+def test_verdict_mode_returns_constrained_json_with_a_rationale(judge_url, smoke_recipe):
+    """The tiny judge was trained for logprob mode only, so this checks the plumbing, not the judgement:
+    the JSON verdict is constrained by the server, parses, and carries a rationale."""
+    recipe = smoke_recipe.model_copy(deep=True)
+    recipe.judge.mode = "verdict"
+    reward = make_judge_reward(recipe, judge_url, None)
+    asyncio.run(_self_test_of(reward))
+    verdicts = reward.score_sync([Sample(f"v{i}", USER, t) for i, t in enumerate(["please go", "the cat sat"])])
+    assert reward.totals["parse_failures"] == 0 and reward.totals["failures"] == 0
+    for v in verdicts:
+        assert v.scores["says_please"] in (0.0, 1.0) and 0.0 <= v.reward <= 1.0
+        assert isinstance(v.rationale, str)
+
+
+async def _self_test_of(reward):
+    from rlaif.train import _self_test
+    await _self_test(reward)
 
 
 class _OtherModel(BaseHTTPRequestHandler):

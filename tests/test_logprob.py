@@ -36,3 +36,31 @@ def test_request_uses_structured_outputs_not_the_ignored_guided_fields():
     assert p["extra_body"] == {"structured_outputs": {"choice": ["PASS", "FAIL"]}}
     assert p["temperature"] == 0.0 and p["max_tokens"] == 1 and p["logprobs"] is True
     assert not any(k.startswith("guided") for k in p["extra_body"])
+
+
+def test_scale_criterion_scores_the_expected_level():
+    from rlaif.rubric import Criterion
+    crit = Criterion(name="s", question="How good?", kind="scale", levels={i: str(i) for i in range(1, 6)})
+    p = request_params(L, criterion=crit)
+    assert p["extra_body"]["structured_outputs"]["choice"] == ["1", "2", "3", "4", "5"]
+    # half on 5, half on 3 -> expected level 4 -> (4 - 1) / 4
+    assert score_from_response(reply("5", [("5", 0.5), ("3", 0.5)]), L, crit) == pytest.approx(0.75)
+    assert score_from_response(reply("1", None), L, crit) == 0.0
+
+
+def test_verdict_json_is_parsed_per_criterion():
+    from rlaif.judge import verdict
+    from rlaif.rubric import load_rubric
+    rb = load_rubric({"name": "r", "criteria": [
+        {"name": "polite", "question": "Polite?"},
+        {"name": "quality", "question": "How good?", "kind": "scale", "levels": {i: str(i) for i in range(1, 6)}}]})
+    schema = verdict.schema(rb)
+    assert schema["properties"]["polite"]["enum"] == ["PASS", "FAIL"]
+    assert schema["properties"]["quality"]["enum"] == [1, 2, 3, 4, 5]
+    assert verdict.request_params(rb)["response_format"]["type"] == "json_schema"
+    scores, why = verdict.parse(reply('{"polite":"PASS","quality":4,"rationale":"kind\nand clear"}', None), rb)
+    assert scores == {"polite": 1.0, "quality": 0.75} and why.startswith("kind")
+    for bad in ('{"polite":"YES","quality":4,"rationale":""}', '{"polite":"PASS","quality":9,"rationale":""}',
+                "not json", "[1]"):
+        with pytest.raises(ParseError):
+            verdict.parse(reply(bad, None), rb)

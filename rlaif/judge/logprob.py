@@ -1,25 +1,34 @@
-"""Logprob mode: one constrained answer token per criterion; the score is P(pass) under the judge.
+"""Logprob mode: one constrained answer token per criterion; the score is the expected value under the judge.
 
-The request constrains the answer to the rubric's labels with vLLM structured outputs (`choice`), so the reply
-always parses, and asks for the top logprobs of that one token. The score is the probability mass on the pass
-label, normalised over the pass and fail labels: a dense reward in [0, 1] rather than a coin-flip 0 or 1.
+The request constrains the answer with vLLM structured outputs (`choice`), so the reply always parses, and asks
+for the top logprobs of that one token. A pass/fail criterion scores the probability mass on the pass label,
+normalised over pass and fail; a 1-5 criterion scores the expected level, mapped to [0, 1]. Dense rewards in
+[0, 1], one short request each, no rationale.
 """
 from __future__ import annotations
 
 import math
 
-from rlaif.rubric import Labels
+from rlaif.rubric import Criterion, Labels
+
+SCALE = ["1", "2", "3", "4", "5"]
 
 
-def request_params(labels: Labels, top_logprobs: int = 5, temperature: float = 0.0) -> dict:
+def choices(criterion: Criterion, labels: Labels) -> list[str]:
+    return SCALE if criterion.kind == "scale" else [labels.pass_, labels.fail]
+
+
+def request_params(labels: Labels, top_logprobs: int = 5, temperature: float = 0.0,
+                   criterion: Criterion | None = None) -> dict:
+    options = choices(criterion, labels) if criterion is not None else [labels.pass_, labels.fail]
     return {
         "max_tokens": 1,
         "temperature": temperature,
         "top_p": 1.0,
         "logprobs": True,
-        "top_logprobs": top_logprobs,
+        "top_logprobs": max(top_logprobs, len(options)),
         # `structured_outputs` is current vLLM; the old `guided_choice` is silently ignored since vLLM 0.12
-        "extra_body": {"structured_outputs": {"choice": [labels.pass_, labels.fail]}},
+        "extra_body": {"structured_outputs": {"choice": options}},
     }
 
 
@@ -32,19 +41,31 @@ def _matches(token: str, label: str) -> bool:
     return bool(t) and label.startswith(t)
 
 
-def score_from_response(resp, labels: Labels) -> float:
-    """P(pass) / (P(pass) + P(fail)) from the first generated token's top logprobs."""
+def _first_token(resp):
     try:
         choice = resp.choices[0]
         content = (choice.message.content or "").strip()
         tops = choice.logprobs.content[0].top_logprobs if choice.logprobs and choice.logprobs.content else []
     except (AttributeError, IndexError, TypeError) as e:
         raise ParseError(f"reply has no choices/logprobs: {e}") from None
+    return content, tops
+
+
+def score_from_response(resp, labels: Labels, criterion: Criterion | None = None) -> float:
+    """A score in [0, 1] from the first generated token's top logprobs (or, failing those, its text)."""
+    content, tops = _first_token(resp)
+    if criterion is not None and criterion.kind == "scale":
+        mass = {s: sum(math.exp(t.logprob) for t in tops if t.token.strip() == s) for s in SCALE}
+        total = sum(mass.values())
+        if total > 0:
+            return sum((int(s) - 1) / 4 * m for s, m in mass.items()) / total
+        if content in SCALE:
+            return (int(content) - 1) / 4
+        raise ParseError(f"answer {content[:40]!r} is not a digit from 1 to 5")
     p_pass = sum(math.exp(t.logprob) for t in tops if _matches(t.token, labels.pass_))
     p_fail = sum(math.exp(t.logprob) for t in tops if _matches(t.token, labels.fail))
     if p_pass + p_fail > 0:
         return p_pass / (p_pass + p_fail)
-    # no logprobs for either label: fall back on the constrained text itself
     if content == labels.pass_:
         return 1.0
     if content == labels.fail:

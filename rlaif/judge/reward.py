@@ -18,13 +18,14 @@ import os
 import statistics
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rlaif.judge import logprob
+from rlaif.checks import combine, run_checks
+from rlaif.judge import logprob, verdict
 from rlaif.judge.client import JudgeClient
-from rlaif.judge.prompt import render
+from rlaif.judge.prompt import render, render_verdict
 from rlaif.rubric import Rubric
 
 log = logging.getLogger("rlaif.judge")
@@ -47,6 +48,69 @@ class Verdict:
     errors: dict[str, str] = field(default_factory=dict)
     failed: bool = False
     latency_s: float = 0.0
+    rationale: str = ""
+    checks: dict[str, float] = field(default_factory=dict)  # deterministic check scores (1 pass, 0 fail)
+    gated: bool = False  # a gate check failed: reward 0, the judge was not asked
+
+
+@dataclass
+class Request:
+    criteria: list[str]  # what this one request decides
+    messages: list[dict]
+    params: dict
+    neutralised: int
+
+
+def reference_text(sample: Sample) -> str | None:
+    ref = sample.metadata.get("reference_answer")
+    if ref is None or isinstance(ref, str):
+        return ref
+    return json.dumps(ref, ensure_ascii=False)
+
+
+class VerdictCache:
+    """Identical requests (same judge, mode, rubric, sample) are judged once: GRPO groups repeat completions.
+
+    Concurrent duplicates wait for the first; failed judgments are not cached, so a retry can succeed.
+    """
+
+    def __init__(self, salt: str, max_entries: int = 200_000):
+        self.salt = salt
+        self.max_entries = max_entries
+        self._done: OrderedDict[str, dict] = OrderedDict()
+        self._inflight: dict[str, asyncio.Future] = {}
+
+    def key(self, req: Request) -> str:
+        blob = json.dumps([self.salt, req.messages, req.params], sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    async def get_or_run(self, req: Request, run, totals: dict) -> dict:
+        k = self.key(req)
+        if k in self._done:
+            self._done.move_to_end(k)
+            totals["cache_hits"] += 1
+            return self._done[k] | {"cached": True, "latency_s": 0.0, "attempts": 0}
+        if k in self._inflight:
+            totals["cache_hits"] += 1
+            res = await asyncio.shield(self._inflight[k])
+            return res | {"cached": True, "latency_s": 0.0, "attempts": 0}
+        fut = asyncio.get_running_loop().create_future()
+        self._inflight[k] = fut
+        try:
+            res = await run(req)
+        except BaseException as e:
+            fut.set_exception(e)
+            fut.exception()  # retrieved: waiters re-raise it, nobody logs it as lost
+            raise
+        finally:
+            self._inflight.pop(k, None)
+        if not fut.done():
+            fut.set_result(res)
+        if res["scores"] is not None:
+            self._done[k] = res
+            if len(self._done) > self.max_entries:
+                self._done.popitem(last=False)
+        return res
 
 
 @dataclass
@@ -94,58 +158,109 @@ class JudgeReward:
     """TRL reward function backed by an OpenAI-compatible judge server, in logprob mode."""
 
     def __init__(self, rubric: Rubric, client: JudgeClient, *, policy: FailurePolicy | None = None,
-                 judgment_log: Path | None = None, top_logprobs: int = 5, temperature: float = 0.0,
-                 name: str = "judge"):
+                 judgment_log: Path | None = None, mode: str = "logprob", top_logprobs: int = 5,
+                 temperature: float = 0.0, cache: bool = True, checks: list | None = None,
+                 judge_weight: float = 1.0, name: str = "judge"):
         self.__name__ = name  # TRL names the metric rewards/<__name__>/mean
         self.rubric = rubric
         self.client = client
+        self.mode = mode
         self.policy = policy or FailurePolicy()
         self.log = JudgmentLog(judgment_log)
-        self.params = logprob.request_params(rubric.labels, top_logprobs, temperature)
+        self.top_logprobs, self.temperature = top_logprobs, temperature
+        self.uses_reference = any(c.uses_reference for c in rubric.criteria)
+        self.checks, self.judge_weight = list(checks or []), judge_weight
+        self.cache = VerdictCache(f"{client.s.model}|{mode}|{rubric.model_dump_json()}") if cache else None
         self.totals = {"calls": 0, "failures": 0, "parse_failures": 0, "retries": 0, "neutralised": 0,
-                       "samples": 0, "fallbacks": 0}
+                       "samples": 0, "fallbacks": 0, "cache_hits": 0, "gated": 0}
         self.latencies: list[float] = []
         self._recent = deque(maxlen=self.policy.fail_window)
         self.stop_reason: str | None = None
 
     # -- the judging itself -------------------------------------------------------------------------------------
-    async def _judge_one(self, sample: Sample, crit) -> tuple[float | None, dict]:
-        rd = render(self.rubric, crit, sample.prompt, sample.response)
-        res = await self.client.chat(rd.messages, **self.params)
-        score, err, parse_fail = None, res.error, False
+    def plan(self, sample: Sample) -> list[Request]:
+        """The judge requests one sample needs: one per criterion (logprob) or one for all (verdict)."""
+        ref = reference_text(sample) if self.uses_reference else None
+        if self.mode == "verdict":
+            rd = render_verdict(self.rubric, sample.prompt, sample.response, ref)
+            params = verdict.request_params(self.rubric, self.temperature)
+            return [Request([c.name for c in self.rubric.criteria], rd.messages, params, rd.neutralised)]
+        out = []
+        for c in self.rubric.criteria:
+            rd = render(self.rubric, c, sample.prompt, sample.response, ref)
+            params = logprob.request_params(self.rubric.labels, self.top_logprobs, self.temperature, c)
+            out.append(Request([c.name], rd.messages, params, rd.neutralised))
+        return out
+
+    def _parse(self, req: Request, resp) -> tuple[dict[str, float], str]:
+        if self.mode == "verdict":
+            return verdict.parse(resp, self.rubric)
+        crit = next(c for c in self.rubric.criteria if c.name == req.criteria[0])
+        return {crit.name: logprob.score_from_response(resp, self.rubric.labels, crit)}, ""
+
+    async def _send(self, req: Request) -> dict:
+        res = await self.client.chat(req.messages, **req.params)
+        out = {"scores": None, "rationale": "", "latency_s": round(res.latency_s, 4), "attempts": res.attempts,
+               "error": res.error, "parse_fail": False, "cached": False}
         if res.response is not None:
             try:
-                score = logprob.score_from_response(res.response, self.rubric.labels)
+                out["scores"], out["rationale"] = self._parse(req, res.response)
             except logprob.ParseError as e:
-                err, parse_fail = f"parse: {e}", True
-        row = {"sample_id": sample.id, "criterion": crit.name, "score": score, "latency_s": round(res.latency_s, 4),
-               "attempts": res.attempts, "error": err, "neutralised": rd.neutralised,
-               "_parse_fail": parse_fail}
-        return score, row
+                out["error"], out["parse_fail"] = f"parse: {e}", True
+        self._count(out)
+        return out
+
+    async def _judge(self, req: Request) -> dict:
+        if self.cache is None:
+            return await self._send(req)
+        return await self.cache.get_or_run(req, self._send, self.totals)
 
     async def score_samples(self, samples: list[Sample], step: int | None = None) -> list[Verdict]:
-        """Judge every criterion of every sample concurrently; failures become the recipe's fallback."""
-        crits = self.rubric.criteria
-        jobs = [self._judge_one(s, c) for s in samples for c in crits]
-        results = await asyncio.gather(*jobs)
-        verdicts, rows = [], []
+        """Checks first; then every criterion of every ungated sample, concurrently; then the fallbacks."""
         now = time.time()
-        for i, s in enumerate(samples):
-            part = results[i * len(crits):(i + 1) * len(crits)]
-            scores = {c.name: sc for c, (sc, _) in zip(crits, part)}
-            errors = {c.name: r["error"] for c, (_, r) in zip(crits, part) if r["error"]}
-            failed = any(v is None for v in scores.values())
-            if failed:
-                reward = self.policy.neutral_reward if self.policy.on_failure == "neutral" else None
+        checked = [run_checks(self.checks, s.response) for s in samples]
+        plans = [self.plan(s) if gates_ok else [] for s, (gates_ok, _, _) in zip(samples, checked)]
+        flat = [req for p in plans for req in p]
+        self.totals["neutralised"] += sum(r.neutralised for r in flat)
+        results = iter(await asyncio.gather(*[self._judge(r) for r in flat]))
+        verdicts, rows = [], []
+        for s, plan, (gates_ok, check_scores, check_details) in zip(samples, plans, checked):
+            digest = hashlib.sha1(s.response.encode("utf-8", "replace")).hexdigest()[:12]
+            base = {"time": round(now, 3), "step": step, "sample_id": s.id, "completion_sha1": digest,
+                    "completion": s.response[:2000]}
+            scores: dict[str, float | None] = {c.name: None for c in self.rubric.criteria}
+            errors, rationales, parts = {}, [], []
+            for req in plan:
+                res = next(results)
+                parts.append((req, res))
+                for name in req.criteria:
+                    if res["scores"] is not None:
+                        scores[name] = res["scores"][name]
+                    elif res["error"]:
+                        errors[name] = res["error"]
+                if res["rationale"]:
+                    rationales.append(res["rationale"])
+            if not gates_ok:
+                self.totals["gated"] += 1
+                reward, failed = 0.0, False
+            elif any(v is None for v in scores.values()):
+                reward, failed = (self.policy.neutral_reward if self.policy.on_failure == "neutral" else None), True
                 self.totals["fallbacks"] += 1
             else:
-                reward = self.rubric.aggregate(scores)
-            verdicts.append(Verdict(s.id, reward, scores, errors, failed, max(r["latency_s"] for _, r in part)))
-            digest = hashlib.sha1(s.response.encode("utf-8", "replace")).hexdigest()[:12]
-            for _, r in part:
-                self._count(r)
-                rows.append({"time": round(now, 3), "step": step, **{k: v for k, v in r.items() if k[0] != "_"},
-                             "reward": reward, "completion_sha1": digest, "completion": s.response[:2000]})
+                reward, failed = combine(self.rubric.aggregate(scores), self.checks, check_scores,
+                                         self.judge_weight), False
+            verdicts.append(Verdict(s.id, reward, scores, errors, failed,
+                                    max((r["latency_s"] for _, r in parts), default=0.0), " ".join(rationales),
+                                    check_scores, not gates_ok))
+            for c in self.checks:
+                rows.append(base | {"criterion": f"check:{c.label}", "score": check_scores[c.label],
+                                    "rationale": check_details[c.label], "error": None, "reward": reward})
+            for req, res in parts:
+                for name in req.criteria:
+                    rows.append(base | {"criterion": name, "score": scores[name],
+                                        "rationale": res["rationale"] or None, "latency_s": res["latency_s"],
+                                        "attempts": res["attempts"], "error": res["error"], "cached": res["cached"],
+                                        "neutralised": req.neutralised, "reward": reward})
         self.totals["samples"] += len(samples)
         self.log.write(rows)
         self._check_health()
@@ -160,15 +275,14 @@ class JudgeReward:
                 await self.client.aclose()
         return asyncio.run(_run())
 
-    def _count(self, row: dict) -> None:
+    def _count(self, res: dict) -> None:
         self.totals["calls"] += 1
-        self.totals["retries"] += row["attempts"] - 1
-        self.totals["neutralised"] += row["neutralised"]
-        failed = row["score"] is None
+        self.totals["retries"] += res["attempts"] - 1
+        failed = res["scores"] is None
         if failed:
-            self.totals["parse_failures" if row["_parse_fail"] else "failures"] += 1
+            self.totals["parse_failures" if res["parse_fail"] else "failures"] += 1
         self._recent.append(failed)
-        self.latencies.append(row["latency_s"])
+        self.latencies.append(res["latency_s"])
 
     def _check_health(self) -> None:
         n = len(self._recent)
@@ -189,10 +303,12 @@ class JudgeReward:
                        log_extra=None, **columns) -> list[float | None]:
         try:
             ids = columns.get("id") or [None] * len(prompts)
+            refs = columns.get("reference_answer") or [None] * len(prompts)
             samples = [
                 Sample(id=f"{ids[i] if ids[i] is not None else 'sample'}#{i}",
                        prompt=p if isinstance(p, list) else [{"role": "user", "content": str(p)}],
-                       response=c[-1]["content"] if isinstance(c, list) else str(c))
+                       response=c[-1]["content"] if isinstance(c, list) else str(c),
+                       metadata={"reference_answer": refs[i]})
                 for i, (p, c) in enumerate(zip(prompts, completions))
             ]
             step = getattr(trainer_state, "global_step", None)
@@ -204,6 +320,8 @@ class JudgeReward:
             if log_extra is not None:
                 log_extra("judge_scores", [json.dumps({k: (None if v is None else round(v, 3))
                                                        for k, v in v_.scores.items()}) for v_ in verdicts])
+                if self.mode == "verdict":
+                    log_extra("judge_rationale", [v.rationale for v in verdicts])
             return [v.reward for v in verdicts]
         except Exception as e:  # never raise into the trainer: the whole batch falls back, counted
             log.exception("judge reward failed for a whole batch: %s", e)
@@ -216,6 +334,11 @@ class JudgeReward:
 
     def _log_batch_metrics(self, log_metric, verdicts: list[Verdict], before: dict, lat: list[float]) -> None:
         calls = self.totals["calls"] - before["calls"]
+        log_metric("judge/cache_hits", float(self.totals["cache_hits"] - before["cache_hits"]))
+        if self.checks:
+            log_metric("checks/gated_rate", sum(v.gated for v in verdicts) / max(1, len(verdicts)))
+            for c in self.checks:
+                log_metric(f"checks/{c.label}/pass_rate", statistics.fmean(v.checks[c.label] for v in verdicts))
         if calls == 0:
             return
         log_metric("judge/calls", float(calls))
@@ -234,16 +357,24 @@ class JudgeReward:
     # -- start-up and summary -------------------------------------------------------------------------------------
     async def self_test(self) -> None:
         """Fail fast when the server ignores the output constraint (e.g. a server that drops structured outputs)."""
-        crit = self.rubric.criteria[0]
-        rd = render(self.rubric, crit, [{"role": "user", "content": "self-test"}], "self-test")
-        res = await self.client.chat(rd.messages, **self.params)
+        req = self.plan(Sample("self-test", [{"role": "user", "content": "self-test"}], "self-test"))[0]
+        res = await self.client.chat(req.messages, **req.params)
         if res.response is None:
             raise JudgeUnavailable(f"judge self-test failed: {res.error}")
         content = (res.response.choices[0].message.content or "").strip()
-        if content not in (self.rubric.labels.pass_, self.rubric.labels.fail):
-            raise JudgeUnavailable(
-                f"judge self-test: the server answered {content[:60]!r}, not one of the constrained labels; it "
-                "ignores structured outputs (is it vLLM >= 0.12 with a structured-outputs backend?)")
+        if self.mode == "verdict":
+            try:
+                verdict.parse(res.response, self.rubric)
+                return
+            except logprob.ParseError as e:
+                problem = str(e)
+        else:
+            crit = next(c for c in self.rubric.criteria if c.name == req.criteria[0])
+            if content in logprob.choices(crit, self.rubric.labels):
+                return
+            problem = f"the server answered {content[:60]!r}, not one of the constrained answers"
+        raise JudgeUnavailable(f"judge self-test: {problem}; the server ignores structured outputs "
+                               "(is it vLLM >= 0.12 with a structured-outputs backend?)")
 
     def summary(self) -> dict:
         lat = self.latencies

@@ -1,0 +1,65 @@
+"""Custom reward formulas over criterion scores, e.g. `min(grounded, accurate) * (0.5 + 0.5 * concise)`.
+
+The formula is parsed, never evaluated as Python: only numbers, criterion names, + - * / ^ (power), unary
+minus, and the functions OpenAI's multi-grader formulas allow (min max abs floor ceil exp sqrt log). Anything
+else is refused when the rubric is loaded, with the offending piece named.
+"""
+from __future__ import annotations
+
+import ast
+import math
+import operator
+
+FUNCS = {"min": min, "max": max, "abs": abs, "floor": math.floor, "ceil": math.ceil, "exp": math.exp,
+         "sqrt": math.sqrt, "log": math.log}
+BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
+          ast.Pow: operator.pow, ast.BitXor: operator.pow}
+
+
+class FormulaError(ValueError):
+    pass
+
+
+def parse(text: str, names: set[str]) -> ast.Expression:
+    try:
+        tree = ast.parse(text.replace("^", "**"), mode="eval")
+    except SyntaxError as e:
+        raise FormulaError(f"formula does not parse: {e.msg}") from None
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Expression, ast.Load, ast.operator, ast.unaryop)):
+            continue
+        if isinstance(node, ast.BinOp) and type(node.op) in BINOPS:
+            continue
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+            continue
+        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)):
+            continue
+        if isinstance(node, ast.Name):
+            if node.id not in names and node.id not in FUNCS:
+                raise FormulaError(f"formula names '{node.id}', which is not a criterion "
+                                   f"(criteria: {', '.join(sorted(names))})")
+            continue
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in FUNCS \
+                and not node.keywords:
+            continue
+        raise FormulaError(f"formula may not contain '{ast.unparse(node)}'")
+    return tree
+
+
+def evaluate(tree: ast.Expression, values: dict[str, float]) -> float:
+    def ev(n):
+        if isinstance(n, ast.Expression):
+            return ev(n.body)
+        if isinstance(n, ast.Constant):
+            return float(n.value)
+        if isinstance(n, ast.Name):
+            return values[n.id]
+        if isinstance(n, ast.UnaryOp):
+            v = ev(n.operand)
+            return -v if isinstance(n.op, ast.USub) else v
+        if isinstance(n, ast.BinOp):
+            return BINOPS[type(n.op)](ev(n.left), ev(n.right))
+        if isinstance(n, ast.Call):
+            return float(FUNCS[n.func.id](*[ev(a) for a in n.args]))
+        raise FormulaError(f"cannot evaluate {ast.unparse(n)}")
+    return ev(tree)
