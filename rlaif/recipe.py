@@ -68,16 +68,25 @@ class ServeSpec(_Strict):
 class JudgeSpec(_Strict):
     model: str = Field(description="local folder or hub id of the judge; swap judges by changing this line")
     served_model_name: str | None = None  # default: the model's folder name
-    mode: Literal["logprob", "verdict"] = "logprob"  # one token per criterion / one JSON verdict per sample
-    base_url: str | None = None  # a running OpenAI-compatible server; when set, nothing is launched
+    # logprob: one token per criterion; verdict: one JSON verdict per sample; pairwise: against the reference
+    # answer or the other completions of the group, both orders, one token per criterion
+    mode: Literal["logprob", "verdict", "pairwise"] = "logprob"
+    pairwise_against: Literal["reference", "group"] = "reference"
+    pairwise_opponents: int = Field(3, ge=1)  # group members each completion is compared with
+    # a running OpenAI-compatible server, or several (load spread round-robin, retries fail over);
+    # when set, nothing is launched
+    base_url: str | list[str] | None = None
     api_key: str | None = None
     serve: ServeSpec = ServeSpec()
     max_concurrency: int = Field(64, gt=0)
+    max_requests_per_s: float | None = Field(None, gt=0)  # optional request rate limit
+    max_tokens_per_min: float | None = Field(None, gt=0)  # optional token rate limit (estimated tokens)
     timeout_s: float = Field(30.0, gt=0)
     max_retries: int = Field(3, ge=0)
     on_failure: Literal["none", "neutral"] = "none"
     neutral_reward: float = Field(0.5, ge=0, le=1)
-    max_fail_rate: float = Field(0.5, gt=0, le=1)
+    max_fail_rate: float = Field(0.5, gt=0, le=1)  # over the last 256 judge calls; the run stops above it
+    fail_min_calls: int = Field(32, ge=1)  # calls before the failure rate is trusted
     top_logprobs: int = Field(5, ge=2, le=20)
     temperature: float = Field(0.0, ge=0)
     cache: bool = True  # judge identical (judge, rubric, sample) requests once

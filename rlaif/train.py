@@ -64,12 +64,14 @@ def make_judge_reward(recipe: Recipe, base_url: str, judgment_log: Path | None):
     j = recipe.judge
     client = JudgeClient(ClientSettings(base_url=base_url, model=j.name, api_key=j.api_key,
                                         max_concurrency=j.max_concurrency, timeout_s=j.timeout_s,
-                                        max_retries=j.max_retries))
+                                        max_retries=j.max_retries, max_requests_per_s=j.max_requests_per_s,
+                                        max_tokens_per_min=j.max_tokens_per_min))
     return JudgeReward(load_rubric(recipe.rubric, where=f"{recipe.source}: rubric"), client,
                        policy=FailurePolicy(on_failure=j.on_failure, neutral_reward=j.neutral_reward,
-                                            max_fail_rate=j.max_fail_rate),
+                                            max_fail_rate=j.max_fail_rate, min_calls=j.fail_min_calls),
                        judgment_log=judgment_log, mode=j.mode, top_logprobs=j.top_logprobs,
-                       temperature=j.temperature, cache=j.cache, checks=recipe.checks, judge_weight=j.weight)
+                       temperature=j.temperature, cache=j.cache, checks=recipe.checks, judge_weight=j.weight,
+                       pairwise_against=j.pairwise_against, pairwise_opponents=j.pairwise_opponents)
 
 
 async def _self_test(reward) -> None:

@@ -125,3 +125,73 @@ def test_a_port_taken_by_another_server_is_detected_and_avoided(tmp_path):
         assert server.port != taken
     finally:
         other.shutdown()
+
+
+def test_several_base_urls_spread_load_and_fail_over(judge_url, smoke_recipe):
+    from rlaif.judge.server import free_port
+    dead = f"http://127.0.0.1:{free_port()}"
+    recipe = smoke_recipe.model_copy(deep=True)
+    recipe.judge.cache = False
+    reward = make_judge_reward(recipe, [dead, judge_url], None)
+    reward.client.s.backoff_base_s = 0.01
+    verdicts = reward.score_sync([Sample(f"f{i}", USER, f"please {i}") for i in range(6)])
+    assert all(v.reward is not None for v in verdicts)  # every judgment survived the dead server
+    per_url = reward.client.per_url
+    assert per_url[dead]["calls"] >= 1 and per_url[dead]["failures"] == per_url[dead]["calls"]
+    assert per_url[judge_url]["failures"] == 0 and per_url[judge_url]["calls"] == 6
+    assert reward.totals["retries"] == per_url[dead]["calls"]
+
+
+@pytest.mark.parametrize("rubric", ["instruction_following", "summarization", "reasoning", "rag_faithfulness",
+                                    "contract_review"])
+def test_builtin_rubrics_run_against_the_server(judge_url, smoke_recipe, rubric):
+    """Plumbing for every built-in rubric in both modes (the tiny judge only knows says_please, so the scores
+    themselves mean nothing here): every request is accepted, constrained, parsed, and aggregated into [0, 1]."""
+    sample = Sample("r1", [{"role": "system", "content": "Answer in JSON."}, USER[0]],
+                    '{"comments": [{"text_excerpt": "4.2", "type": "risk", "action": "cap liability"}]}',
+                    {"reference_answer": "the answer is 4"})
+    for mode in ("logprob", "verdict"):
+        recipe = smoke_recipe.model_copy(deep=True)
+        recipe.rubric, recipe.judge.mode = rubric, mode
+        reward = make_judge_reward(recipe, judge_url, None)
+        [v] = reward.score_sync([sample])
+        assert reward.totals["failures"] == 0 and reward.totals["parse_failures"] == 0, v.errors
+        assert 0.0 <= v.reward <= 1.0 and set(v.scores) == {c.name for c in reward.rubric.criteria}
+        assert reward.totals["calls"] == (len(reward.rubric.criteria) if mode == "logprob" else 1)
+
+
+def test_checks_decide_before_the_judge(judge_url, smoke_recipe):
+    from pydantic import TypeAdapter
+
+    from rlaif.checks import Check
+    recipe = smoke_recipe.model_copy(deep=True)
+    recipe.checks = TypeAdapter(list[Check]).validate_python([
+        {"kind": "regex_must_not", "pattern": "(?i)forbidden"},
+        {"kind": "length", "max_chars": 20, "mode": "weight"}])
+    reward = make_judge_reward(recipe, judge_url, None)
+    v = reward.score_sync([Sample("a", USER, "please, forbidden"), Sample("b", USER, " please sit"),
+                           Sample("c", USER, " please sit on the mat with the cat")])
+    assert v[0].gated and v[0].reward == 0.0 and v[0].scores["says_please"] is None
+    assert reward.totals["calls"] == 2 and reward.totals["gated"] == 1  # the judge never saw sample a
+    assert v[1].reward > 0.9  # judge ~1 and length passes
+    assert 0.4 < v[2].reward < 0.6  # judge ~1, length fails: (1 + 0) / 2
+
+
+def test_pairwise_both_orders_cancel_position_bias(judge_url, smoke_recipe):
+    """Plumbing (the tiny judge was not trained on pairs): each pair is asked in both orders, and because the two
+    orders are averaged, X's score against Y and Y's against X sum to exactly 1, whatever the judge's bias."""
+    recipe = smoke_recipe.model_copy(deep=True)
+    recipe.judge.mode, recipe.judge.pairwise_against = "pairwise", "group"
+    reward = make_judge_reward(recipe, judge_url, None)
+    asyncio.run(_self_test_of(reward))
+    other = [{"role": "user", "content": "describe the moon in one line"}]
+    v = reward.score_sync([Sample("x", USER, " please sit"), Sample("y", USER, "the cat ran"),
+                           Sample("z", other, "alone in its group")])
+    assert v[0].scores["says_please"] + v[1].scores["says_please"] == pytest.approx(1.0, abs=1e-9)
+    assert v[2].failed and "no reference answer" in v[2].errors["says_please"]
+    assert reward.totals["calls"] == 4 and reward.totals["parse_failures"] == 0
+
+    recipe.judge.pairwise_against = "reference"
+    reward = make_judge_reward(recipe, judge_url, None)
+    [r] = reward.score_sync([Sample("r", USER, " please sit", {"reference_answer": "the cat ran"})])
+    assert 0.0 <= r.reward <= 1.0 and reward.totals["calls"] == 2

@@ -1,13 +1,15 @@
 """An async client for OpenAI-compatible judge servers (vLLM), with the failure handling a training run needs.
 
-Bounded concurrency, a per-call timeout, and retries with exponential backoff and full jitter on transport
-errors, 408, 429 and 5xx. Other 4xx are the caller's mistake and are not retried. One `openai.AsyncOpenAI` per
-event loop, because TRL runs async reward functions on its own loop while evaluation runs on another, and an
-HTTP connection pool must not cross loops.
+Bounded concurrency, optional request and token rate limits, a per-call timeout, and retries with exponential
+backoff and full jitter on transport errors, 408, 429 and 5xx; other 4xx are the caller's mistake and are not
+retried. Several base URLs spread the load round-robin, and a retry goes to the next URL, so one dead server
+costs retries, not judgments. One `openai.AsyncOpenAI` per URL per event loop, because TRL runs async reward
+functions on its own loop while evaluation runs on another, and an HTTP connection pool must not cross loops.
 """
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import time
 import weakref
@@ -25,11 +27,12 @@ class CallResult:
     latency_s: float
     attempts: int
     error: str | None = None
+    base_url: str | None = None  # the server that answered (or failed last)
 
 
 @dataclass
 class ClientSettings:
-    base_url: str
+    base_url: str | list[str]
     model: str
     api_key: str | None = None
     max_concurrency: int = 64
@@ -37,37 +40,82 @@ class ClientSettings:
     max_retries: int = 3
     backoff_base_s: float = 0.25
     backoff_max_s: float = 8.0
-    extra_headers: dict = field(default_factory=dict)
+    max_requests_per_s: float | None = None
+    max_tokens_per_min: float | None = None
+
+    @property
+    def urls(self) -> list[str]:
+        urls = [self.base_url] if isinstance(self.base_url, str) else list(self.base_url)
+        return [u.rstrip("/") for u in urls]
+
+
+class RateLimiter:
+    """A token bucket: `rate` units per second, bursts up to `capacity`."""
+
+    def __init__(self, rate: float, capacity: float):
+        self.rate, self.capacity = rate, capacity
+        self.tokens, self.t = capacity, time.monotonic()
+
+    async def acquire(self, amount: float = 1.0) -> None:
+        amount = min(amount, self.capacity)  # an oversize request waits for a full bucket, not forever
+        while True:
+            now = time.monotonic()
+            self.tokens = min(self.capacity, self.tokens + (now - self.t) * self.rate)
+            self.t = now
+            if self.tokens >= amount:
+                self.tokens -= amount
+                return
+            await asyncio.sleep((amount - self.tokens) / self.rate)
+
+
+@dataclass
+class _LoopState:
+    clients: dict[str, openai.AsyncOpenAI]
+    sem: asyncio.Semaphore
+    requests: RateLimiter | None
+    tokens: RateLimiter | None
+    order: itertools.cycle = field(default=None)
+
+
+def estimate_tokens(messages: list[dict], max_tokens: int | None) -> float:
+    """A rough count for rate limiting (about 4 characters a token), plus what the reply may use."""
+    return sum(len(str(m.get("content", ""))) for m in messages) / 4 + (max_tokens or 0)
 
 
 class JudgeClient:
     def __init__(self, settings: ClientSettings):
         self.s = settings
+        self.urls = settings.urls
+        self.per_url = {u: {"calls": 0, "failures": 0} for u in self.urls}
         # keyed by the loop object itself (weakly): a new loop may reuse a dead loop's id()
         self._per_loop: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
-    def _for_this_loop(self):
-        key = asyncio.get_running_loop()
-        if key not in self._per_loop:
-            url = self.s.base_url.rstrip("/")
-            client = openai.AsyncOpenAI(
-                base_url=url if url.endswith("/v1") else url + "/v1",
+    def _state(self) -> _LoopState:
+        loop = asyncio.get_running_loop()
+        if loop not in self._per_loop:
+            limits = httpx.Limits(max_connections=self.s.max_concurrency,
+                                  max_keepalive_connections=self.s.max_concurrency)
+            clients = {u: openai.AsyncOpenAI(
+                base_url=u if u.endswith("/v1") else u + "/v1",
                 api_key=self.s.api_key or "EMPTY",
                 timeout=self.s.timeout_s,
                 max_retries=0,  # retries are ours: counted, jittered, logged
-                http_client=httpx.AsyncClient(
-                    timeout=self.s.timeout_s,
-                    limits=httpx.Limits(max_connections=self.s.max_concurrency,
-                                        max_keepalive_connections=self.s.max_concurrency)),
-            )
-            self._per_loop[key] = (client, asyncio.Semaphore(self.s.max_concurrency))
-        return self._per_loop[key]
+                http_client=httpx.AsyncClient(timeout=self.s.timeout_s, limits=limits),
+            ) for u in self.urls}
+            rps, tpm = self.s.max_requests_per_s, self.s.max_tokens_per_min
+            self._per_loop[loop] = _LoopState(
+                clients, asyncio.Semaphore(self.s.max_concurrency),
+                RateLimiter(rps, max(1.0, rps)) if rps else None,
+                RateLimiter(tpm / 60.0, tpm / 60.0 * 5) if tpm else None,  # up to 5 s of tokens at once
+                itertools.cycle(self.urls))
+        return self._per_loop[loop]
 
     async def aclose(self) -> None:
         """Close this loop's connections (call before an `asyncio.run` loop ends)."""
-        pair = self._per_loop.pop(asyncio.get_running_loop(), None)
-        if pair is not None:
-            await pair[0].close()
+        st = self._per_loop.pop(asyncio.get_running_loop(), None)
+        if st is not None:
+            for c in st.clients.values():
+                await c.close()
 
     def _backoff(self, attempt: int) -> float:
         cap = min(self.s.backoff_max_s, self.s.backoff_base_s * (2 ** attempt))
@@ -75,22 +123,31 @@ class JudgeClient:
 
     async def chat(self, messages: list[dict], **params) -> CallResult:
         """One chat completion with retries; never raises for server or transport failures."""
-        client, sem = self._for_this_loop()
+        st = self._state()
         t0 = time.perf_counter()
-        last_err = None
+        last_err, url = None, None
         for attempt in range(self.s.max_retries + 1):
+            url = next(st.order)  # round-robin; a retry goes to the next server
+            if st.requests:
+                await st.requests.acquire()
+            if st.tokens:
+                await st.tokens.acquire(estimate_tokens(messages, params.get("max_tokens")))
+            self.per_url[url]["calls"] += 1
             try:
-                async with sem:
-                    resp = await client.chat.completions.create(model=self.s.model, messages=messages, **params)
-                return CallResult(resp, time.perf_counter() - t0, attempt + 1)
+                async with st.sem:
+                    resp = await st.clients[url].chat.completions.create(model=self.s.model, messages=messages,
+                                                                         **params)
+                return CallResult(resp, time.perf_counter() - t0, attempt + 1, None, url)
             except openai.APIStatusError as e:
                 last_err = f"HTTP {e.status_code}: {str(e)[:200]}"
                 if e.status_code not in RETRYABLE_STATUS:
+                    self.per_url[url]["failures"] += 1
                     break
             except (openai.APIConnectionError, openai.APITimeoutError, httpx.HTTPError) as e:
                 last_err = f"{type(e).__name__}: {str(e)[:200]}"
             except Exception as e:  # a malformed reply the SDK cannot decode: treat as a failed call
                 last_err = f"{type(e).__name__}: {str(e)[:200]}"
+            self.per_url[url]["failures"] += 1
             if attempt < self.s.max_retries:
                 await asyncio.sleep(self._backoff(attempt))
-        return CallResult(None, time.perf_counter() - t0, attempt + 1, last_err)
+        return CallResult(None, time.perf_counter() - t0, attempt + 1, last_err, url)

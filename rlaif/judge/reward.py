@@ -23,9 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rlaif.checks import combine, run_checks
-from rlaif.judge import logprob, verdict
+from rlaif.judge import logprob, pairwise, verdict
 from rlaif.judge.client import JudgeClient
 from rlaif.judge.prompt import render, render_verdict
+from rlaif.judge.vllm_metrics import PrefixCacheMeter
 from rlaif.rubric import Rubric
 
 log = logging.getLogger("rlaif.judge")
@@ -59,6 +60,7 @@ class Request:
     messages: list[dict]
     params: dict
     neutralised: int
+    sample_first: bool | None = None  # pairwise: whether the judged completion is Response A
 
 
 def reference_text(sample: Sample) -> str | None:
@@ -160,7 +162,8 @@ class JudgeReward:
     def __init__(self, rubric: Rubric, client: JudgeClient, *, policy: FailurePolicy | None = None,
                  judgment_log: Path | None = None, mode: str = "logprob", top_logprobs: int = 5,
                  temperature: float = 0.0, cache: bool = True, checks: list | None = None,
-                 judge_weight: float = 1.0, name: str = "judge"):
+                 judge_weight: float = 1.0, pairwise_against: str = "reference", pairwise_opponents: int = 3,
+                 name: str = "judge"):
         self.__name__ = name  # TRL names the metric rewards/<__name__>/mean
         self.rubric = rubric
         self.client = client
@@ -170,16 +173,29 @@ class JudgeReward:
         self.top_logprobs, self.temperature = top_logprobs, temperature
         self.uses_reference = any(c.uses_reference for c in rubric.criteria)
         self.checks, self.judge_weight = list(checks or []), judge_weight
+        self.pairwise_against, self.pairwise_opponents = pairwise_against, pairwise_opponents
         self.cache = VerdictCache(f"{client.s.model}|{mode}|{rubric.model_dump_json()}") if cache else None
         self.totals = {"calls": 0, "failures": 0, "parse_failures": 0, "retries": 0, "neutralised": 0,
                        "samples": 0, "fallbacks": 0, "cache_hits": 0, "gated": 0}
         self.latencies: list[float] = []
         self._recent = deque(maxlen=self.policy.fail_window)
         self.stop_reason: str | None = None
+        self.prefix_cache = PrefixCacheMeter(client.urls)
 
     # -- the judging itself -------------------------------------------------------------------------------------
-    def plan(self, sample: Sample) -> list[Request]:
-        """The judge requests one sample needs: one per criterion (logprob) or one for all (verdict)."""
+    def plan(self, sample: Sample, opponents: list[str] | None = None) -> list[Request]:
+        """The judge requests one sample needs: one per criterion (logprob), one for all (verdict), or two per
+        criterion and opponent (pairwise, both orders)."""
+        if self.mode == "pairwise":
+            params = pairwise.request_params(self.top_logprobs, self.temperature)
+            out = []
+            for c in self.rubric.criteria:
+                for other in opponents or []:
+                    for first in (True, False):
+                        a, b = (sample.response, other) if first else (other, sample.response)
+                        rd = pairwise.render(self.rubric, c, sample.prompt, a, b)
+                        out.append(Request([c.name], rd.messages, params, rd.neutralised, first))
+            return out
         ref = reference_text(sample) if self.uses_reference else None
         if self.mode == "verdict":
             rd = render_verdict(self.rubric, sample.prompt, sample.response, ref)
@@ -193,10 +209,29 @@ class JudgeReward:
         return out
 
     def _parse(self, req: Request, resp) -> tuple[dict[str, float], str]:
+        if self.mode == "pairwise":
+            p = pairwise.p_first_wins(resp)
+            return {req.criteria[0]: p if req.sample_first else 1.0 - p}, ""
         if self.mode == "verdict":
             return verdict.parse(resp, self.rubric)
         crit = next(c for c in self.rubric.criteria if c.name == req.criteria[0])
         return {crit.name: logprob.score_from_response(resp, self.rubric.labels, crit)}, ""
+
+    def _opponents(self, samples: list[Sample]) -> list[list[str]]:
+        """Pairwise opponents: the reference answer, or the next members of the sample's group (same prompt)."""
+        if self.pairwise_against == "reference":
+            return [[r] if (r := reference_text(s)) else [] for s in samples]
+        groups: dict[str, list[int]] = {}
+        for i, s in enumerate(samples):
+            groups.setdefault(json.dumps(s.prompt, sort_keys=True), []).append(i)
+        out: list[list[str]] = [[] for _ in samples]
+        for members in groups.values():
+            k = min(self.pairwise_opponents, len(members) - 1)
+            for pos, i in enumerate(members):
+                out[i] = [samples[members[(pos + j) % len(members)]].response for j in range(1, k + 1)]
+                if not out[i] and (r := reference_text(samples[i])):
+                    out[i] = [r]  # a group of one: fall back on the reference answer
+        return out
 
     async def _send(self, req: Request) -> dict:
         res = await self.client.chat(req.messages, **req.params)
@@ -219,7 +254,8 @@ class JudgeReward:
         """Checks first; then every criterion of every ungated sample, concurrently; then the fallbacks."""
         now = time.time()
         checked = [run_checks(self.checks, s.response) for s in samples]
-        plans = [self.plan(s) if gates_ok else [] for s, (gates_ok, _, _) in zip(samples, checked)]
+        opponents = self._opponents(samples) if self.mode == "pairwise" else [None] * len(samples)
+        plans = [self.plan(s, o) if gates_ok else [] for s, o, (gates_ok, _, _) in zip(samples, opponents, checked)]
         flat = [req for p in plans for req in p]
         self.totals["neutralised"] += sum(r.neutralised for r in flat)
         results = iter(await asyncio.gather(*[self._judge(r) for r in flat]))
@@ -228,18 +264,26 @@ class JudgeReward:
             digest = hashlib.sha1(s.response.encode("utf-8", "replace")).hexdigest()[:12]
             base = {"time": round(now, 3), "step": step, "sample_id": s.id, "completion_sha1": digest,
                     "completion": s.response[:2000]}
-            scores: dict[str, float | None] = {c.name: None for c in self.rubric.criteria}
+            got: dict[str, list[float]] = {c.name: [] for c in self.rubric.criteria}
             errors, rationales, parts = {}, [], []
             for req in plan:
                 res = next(results)
                 parts.append((req, res))
                 for name in req.criteria:
                     if res["scores"] is not None:
-                        scores[name] = res["scores"][name]
-                    elif res["error"]:
-                        errors[name] = res["error"]
+                        got[name].append(res["scores"][name])
+                    else:
+                        errors[name] = res["error"] or "no verdict"
                 if res["rationale"]:
                     rationales.append(res["rationale"])
+            if gates_ok and not plan:
+                errors = {c.name: "pairwise: no reference answer and no other completion of this prompt"
+                          for c in self.rubric.criteria}
+                self.totals["failures"] += 1  # a judgment that could not be asked is a failed one
+                self._recent.append(True)
+            # pairwise asks several times per criterion (opponents x orders): the score is their mean
+            scores: dict[str, float | None] = {n: (statistics.fmean(v) if v and n not in errors else None)
+                                               for n, v in got.items()}
             if not gates_ok:
                 self.totals["gated"] += 1
                 reward, failed = 0.0, False
@@ -255,6 +299,8 @@ class JudgeReward:
             for c in self.checks:
                 rows.append(base | {"criterion": f"check:{c.label}", "score": check_scores[c.label],
                                     "rationale": check_details[c.label], "error": None, "reward": reward})
+            if gates_ok and not plan:
+                rows += [base | {"criterion": n, "score": None, "error": e, "reward": reward} for n, e in errors.items()]
             for req, res in parts:
                 for name in req.criteria:
                     rows.append(base | {"criterion": name, "score": scores[name],
@@ -317,6 +363,9 @@ class JudgeReward:
             verdicts = await self.score_samples(samples, step=step)
             if log_metric is not None:
                 self._log_batch_metrics(log_metric, verdicts, before, self.latencies[n_lat:])
+                hit_rate = await self.prefix_cache.rate()
+                if hit_rate is not None:
+                    log_metric("judge/prefix_cache_hit_rate", hit_rate)
             if log_extra is not None:
                 log_extra("judge_scores", [json.dumps({k: (None if v is None else round(v, 3))
                                                        for k, v in v_.scores.items()}) for v_ in verdicts])
@@ -339,25 +388,23 @@ class JudgeReward:
             log_metric("checks/gated_rate", sum(v.gated for v in verdicts) / max(1, len(verdicts)))
             for c in self.checks:
                 log_metric(f"checks/{c.label}/pass_rate", statistics.fmean(v.checks[c.label] for v in verdicts))
-        if calls == 0:
-            return
+        # the same keys every batch: TRL averages them across processes, which must all log alike
         log_metric("judge/calls", float(calls))
-        log_metric("judge/fail_rate", (self.totals["failures"] - before["failures"]) / calls)
-        log_metric("judge/parse_fail_rate", (self.totals["parse_failures"] - before["parse_failures"]) / calls)
+        log_metric("judge/fail_rate", (self.totals["failures"] - before["failures"]) / max(1, calls))
+        log_metric("judge/parse_fail_rate", (self.totals["parse_failures"] - before["parse_failures"]) / max(1, calls))
         log_metric("judge/retries", float(self.totals["retries"] - before["retries"]))
         log_metric("judge/neutralised", float(self.totals["neutralised"] - before["neutralised"]))
         log_metric("judge/latency_p50_s", _percentile(lat, 0.5))
         log_metric("judge/latency_p95_s", _percentile(lat, 0.95))
         for c in self.rubric.criteria:
-            vals = [v.scores[c.name] for v in verdicts if v.scores.get(c.name) is not None]
-            if vals:
-                log_metric(f"judge/{c.name}/pass_rate", sum(x > 0.5 for x in vals) / len(vals))
-                log_metric(f"judge/{c.name}/score", statistics.fmean(vals))
+            vals = [v.scores[c.name] for v in verdicts if v.scores.get(c.name) is not None] or [0.0]
+            log_metric(f"judge/{c.name}/pass_rate", sum(x > 0.5 for x in vals) / len(vals))
+            log_metric(f"judge/{c.name}/score", statistics.fmean(vals))
 
     # -- start-up and summary -------------------------------------------------------------------------------------
     async def self_test(self) -> None:
         """Fail fast when the server ignores the output constraint (e.g. a server that drops structured outputs)."""
-        req = self.plan(Sample("self-test", [{"role": "user", "content": "self-test"}], "self-test"))[0]
+        req = self.plan(Sample("self-test", [{"role": "user", "content": "self-test"}], "self-test"), ["other"])[0]
         res = await self.client.chat(req.messages, **req.params)
         if res.response is None:
             raise JudgeUnavailable(f"judge self-test failed: {res.error}")
@@ -370,7 +417,8 @@ class JudgeReward:
                 problem = str(e)
         else:
             crit = next(c for c in self.rubric.criteria if c.name == req.criteria[0])
-            if content in logprob.choices(crit, self.rubric.labels):
+            allowed = pairwise.CHOICES if self.mode == "pairwise" else logprob.choices(crit, self.rubric.labels)
+            if content in allowed:
                 return
             problem = f"the server answered {content[:60]!r}, not one of the constrained answers"
         raise JudgeUnavailable(f"judge self-test: {problem}; the server ignores structured outputs "

@@ -23,11 +23,17 @@ def lambda_response(sample_id: str, verdict, criteria: list[str], neutral: float
                for c in criteria]
     metrics = [m for m in metrics if m["value"] is not None]
     metrics.append({"name": "judge_failed", "value": float(failed), "type": "Metric"})
+    if verdict is not None:
+        metrics += [{"name": f"check_{k}", "value": v, "type": "Metric"} for k, v in verdict.checks.items()]
+    if verdict is not None and verdict.gated:
+        failing = [k for k, v in verdict.checks.items() if v == 0.0]
+        return {"id": sample_id, "aggregate_reward_score": 0.0, "metrics_list": metrics,
+                "rationale": f"failed deterministic check(s) {', '.join(failing)}: scored 0 without the judge"}
     if failed:
         why = "; ".join(f"{k}: {v}" for k, v in (verdict.errors.items() if verdict else []))
         rationale = f"judge failed ({why or 'no verdict'}); neutral reward {neutral}"
     else:
-        rationale = "; ".join(f"{c}: P(pass) = {verdict.scores[c]:.3f}" for c in criteria)
+        rationale = verdict.rationale or "; ".join(f"{c}: {verdict.scores[c]:.3f}" for c in criteria)
     return {"id": sample_id, "aggregate_reward_score": round(float(score), 6), "metrics_list": metrics,
             "rationale": rationale}
 

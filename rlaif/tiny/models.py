@@ -35,7 +35,7 @@ def build_tokenizer(corpus: list[str], vocab_size: int = 768) -> PreTrainedToken
         bos_token=None,
         unk_token=None,
         padding_side="left",
-        model_max_length=512,
+        model_max_length=2048,
     )
     fast.chat_template = CHAT_TEMPLATE
     return fast
@@ -46,7 +46,7 @@ def build_model(tok, seed: int, hidden: int = 128, layers: int = 2, heads: int =
     torch.manual_seed(seed)
     cfg = LlamaConfig(
         vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
-        num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=512,
+        num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=2048,
         tie_word_embeddings=True, bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id, dtype="float32",
     )

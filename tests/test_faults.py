@@ -1,0 +1,104 @@
+"""Judge faults through a misbehaving proxy in front of the real vLLM server: fallbacks, exact counters, no
+exception into the trainer, and a run that stops with a clear message when too many judgments fail."""
+import asyncio
+import json
+import subprocess
+import sys
+
+import pytest
+
+from faultproxy import FaultProxy
+from rlaif.judge.reward import Sample
+from rlaif.train import make_judge_reward
+
+pytestmark = pytest.mark.integration
+USER = [{"role": "user", "content": "write a short note about the cat"}]
+
+
+@pytest.fixture()
+def proxy(judge_url):
+    p = FaultProxy(judge_url)
+    yield p
+    p.close()
+
+
+def reward_via(proxy, smoke_recipe, **judge):
+    recipe = smoke_recipe.model_copy(deep=True)
+    recipe.judge.cache = False
+    for k, v in judge.items():
+        setattr(recipe.judge, k, v)
+    r = make_judge_reward(recipe, proxy.url, None)
+    r.client.s.backoff_base_s = 0.01
+    return r
+
+
+def call(reward, texts):
+    """The reward exactly as TRL calls it, on a fresh loop."""
+    return asyncio.run(reward(prompts=[USER] * len(texts),
+                              completions=[[{"role": "assistant", "content": t}] for t in texts]))
+
+
+def test_429_and_5xx_bursts_are_retried_and_counted(proxy, smoke_recipe):
+    proxy.plan(["status:429", "status:503", "status:500", "status:502"])
+    r = reward_via(proxy, smoke_recipe, max_retries=3)
+    out = call(r, [" please a", "the b", " please c", "the d"])
+    assert None not in out
+    assert r.totals["retries"] == 4 and r.totals["failures"] == 0 and r.totals["calls"] == 4
+
+
+def test_a_server_error_past_the_retry_budget_gets_the_fallback(proxy, smoke_recipe):
+    proxy.plan([], default="status:503")
+    r = reward_via(proxy, smoke_recipe, max_retries=2)
+    assert call(r, ["x", "y"]) == [None, None]
+    assert r.totals["failures"] == 2 and r.totals["retries"] == 4 and proxy.served["status"] == 6
+    r = reward_via(proxy, smoke_recipe, max_retries=0, on_failure="neutral")
+    assert call(r, ["x"]) == [0.5]
+
+
+def test_a_judge_slower_than_the_timeout_is_a_counted_failure(proxy, smoke_recipe):
+    proxy.plan(["slow:3", "pass"])
+    r = reward_via(proxy, smoke_recipe, timeout_s=1.0, max_retries=1)
+    out = call(r, [" please sit"])
+    assert out[0] is not None and out[0] > 0.5  # the retry went through
+    assert r.totals["retries"] == 1 and r.totals["failures"] == 0
+    proxy.plan([], default="slow:3")
+    r = reward_via(proxy, smoke_recipe, timeout_s=1.0, max_retries=0)
+    assert call(r, ["x"]) == [None] and r.totals["failures"] == 1
+
+
+def test_a_connection_dropped_mid_batch_is_retried(proxy, smoke_recipe):
+    proxy.plan(["pass", "pass", "drop", "pass", "drop"])
+    r = reward_via(proxy, smoke_recipe, max_retries=2)
+    out = call(r, [f" please {i}" for i in range(6)])
+    assert None not in out and r.totals["retries"] == 2 and r.totals["failures"] == 0
+
+
+@pytest.mark.parametrize("fault", ["garbage", "empty", "notjson"])
+def test_garbage_and_empty_replies_are_counted_never_raised(proxy, smoke_recipe, fault):
+    proxy.plan([fault, fault])
+    r = reward_via(proxy, smoke_recipe, max_retries=0)
+    out = call(r, ["a", "b", "c"])
+    assert out.count(None) == 2 and out.count(None) + sum(x is not None for x in out) == 3
+    failed = r.totals["parse_failures"] + r.totals["failures"]
+    assert failed == 2
+    if fault != "notjson":
+        assert r.totals["parse_failures"] == 2  # a 200 without a usable answer is a parse failure
+
+
+def test_a_run_stops_with_a_clear_message_past_the_failure_limit(proxy, tmp_path):
+    # self-test and the first step pass; then every judge call fails
+    proxy.plan(["pass"] * 9, default="status:503")
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "rlaif.cli", "train", "recipes/smoke.yaml", "--set", f"judge.base_url={proxy.url}",
+           "--set", f"output_dir={out}", "--set", "grpo.max_steps=6", "--set", "grpo.per_device_train_batch_size=8",
+           "--set", "grpo.save_strategy=no", "--set", "judge.max_retries=0", "--set", "judge.max_fail_rate=0.3",
+           "--set", "judge.fail_min_calls=16"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 1
+    assert "judge failure rate" in r.stderr and "max_fail_rate" in r.stderr and "--resume" in r.stderr
+    assert "Traceback" not in r.stderr
+    s = json.loads((out / "train_summary.json").read_text())
+    assert s["steps"] < 6 and s["judge"]["failures"] >= 8
+    assert (out / "checkpoint-%d" % s["steps"]).exists()  # stopped with a checkpoint, nothing lost
+    logged = (out / "judgments.jsonl").read_text().splitlines()
+    assert len(logged) == s["judge"]["calls"]
