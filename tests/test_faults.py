@@ -99,6 +99,6 @@ def test_a_run_stops_with_a_clear_message_past_the_failure_limit(proxy, tmp_path
     assert "Traceback" not in r.stderr
     s = json.loads((out / "train_summary.json").read_text())
     assert s["steps"] < 6 and s["judge"]["failures"] >= 8
-    assert (out / "checkpoint-%d" % s["steps"]).exists()  # stopped with a checkpoint, nothing lost
+    assert (out / f"checkpoint-{s['steps']}").exists()  # stopped with a checkpoint, nothing lost
     logged = (out / "judgments.jsonl").read_text().splitlines()
     assert len(logged) == s["judge"]["calls"]

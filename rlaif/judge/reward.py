@@ -210,8 +210,9 @@ class JudgeReward:
 
     def _parse(self, req: Request, resp) -> tuple[dict[str, float], str]:
         if self.mode == "pairwise":
-            p = pairwise.p_first_wins(resp)
-            return {req.criteria[0]: p if req.sample_first else 1.0 - p}, ""
+            # P(Response A wins), as asked: the cache shares this answer between the two samples of a pair,
+            # each of which turns it round to its own side in score_samples
+            return {req.criteria[0]: pairwise.p_first_wins(resp)}, ""
         if self.mode == "verdict":
             return verdict.parse(resp, self.rubric)
         crit = next(c for c in self.rubric.criteria if c.name == req.criteria[0])
@@ -271,7 +272,8 @@ class JudgeReward:
                 parts.append((req, res))
                 for name in req.criteria:
                     if res["scores"] is not None:
-                        got[name].append(res["scores"][name])
+                        v = res["scores"][name]
+                        got[name].append(1.0 - v if req.sample_first is False else v)
                     else:
                         errors[name] = res["error"] or "no verdict"
                 if res["rationale"]:
