@@ -7,12 +7,14 @@ first). A check in `weight` mode adds its 0/1 score to the judge's reward as a w
     checks:
       - {kind: json_valid}
       - {kind: json_schema, schema: {type: object, required: [comments]}}
-      - {kind: length, max_chars: 2000}
+      - {kind: length, max_chars: 2000}         # or min/max_words, min/max_tokens (policy tokenizer)
+      - {kind: language_match}                  # the response is in the prompt's language
       - {kind: regex_must_not, pattern: '(?i)as an ai language model', mode: weight, weight: 0.5}
       - {kind: blocklist, words: [idiot, stupid]}
 """
 from __future__ import annotations
 
+import functools
 import json
 import re
 from typing import Annotated, Any, Literal, Union
@@ -30,14 +32,14 @@ class _Check(BaseModel):
     def label(self) -> str:
         return self.name or self.kind  # type: ignore[attr-defined]
 
-    def run(self, text: str) -> tuple[bool, str]:
+    def run(self, text: str, prompt: str = "") -> tuple[bool, str]:
         raise NotImplementedError
 
 
 class JsonValid(_Check):
     kind: Literal["json_valid"]
 
-    def run(self, text):
+    def run(self, text, prompt=""):
         try:
             json.loads(_strip_code_fence(text))
             return True, "valid JSON"
@@ -58,7 +60,7 @@ class JsonSchema(_Check):
             raise ValueError(f"schema is not a valid JSON Schema: {e.message}") from None
         return self
 
-    def run(self, text):
+    def run(self, text, prompt=""):
         import jsonschema
         try:
             obj = json.loads(_strip_code_fence(text))
@@ -79,16 +81,48 @@ class Length(_Check):
     max_chars: int | None = Field(None, ge=0)
     min_words: int | None = Field(None, ge=0)
     max_words: int | None = Field(None, ge=0)
+    min_tokens: int | None = Field(None, ge=0)
+    max_tokens: int | None = Field(None, ge=0)
+    tokenizer: str | None = None  # for token bounds; the recipe fills in the policy's when left out
 
-    def run(self, text):
+    def run(self, text, prompt=""):
         n, w = len(text), len(text.split())
+        t = None
+        if self.min_tokens is not None or self.max_tokens is not None:
+            t = len(_tokenizer(self.tokenizer).encode(text, add_special_tokens=False))
         for bound, value, unit, ok in ((self.min_chars, n, "characters", lambda b, v: v >= b),
                                        (self.max_chars, n, "characters", lambda b, v: v <= b),
                                        (self.min_words, w, "words", lambda b, v: v >= b),
-                                       (self.max_words, w, "words", lambda b, v: v <= b)):
+                                       (self.max_words, w, "words", lambda b, v: v <= b),
+                                       (self.min_tokens, t, "tokens", lambda b, v: v >= b),
+                                       (self.max_tokens, t, "tokens", lambda b, v: v <= b)):
             if bound is not None and not ok(bound, value):
                 return False, f"{value} {unit}, bound {bound}"
-        return True, f"{n} characters, {w} words"
+        return True, f"{n} characters, {w} words" + (f", {t} tokens" if t is not None else "")
+
+
+@functools.lru_cache(maxsize=4)
+def _tokenizer(name: str | None):
+    if not name:
+        raise ValueError("a length check with token bounds needs a tokenizer")
+    from transformers import AutoTokenizer
+    return AutoTokenizer.from_pretrained(name)
+
+
+class LanguageMatch(_Check):
+    """The response is in the prompt's language (py3langid, a maintained fork of langid.py).
+
+    Short texts say little about their language: when either side is shorter than `min_chars`, the check
+    passes and says so, rather than fail a terse but correct answer."""
+    kind: Literal["language_match"]
+    min_chars: int = Field(20, ge=1)
+
+    def run(self, text, prompt=""):
+        if len(text.strip()) < self.min_chars or len(prompt.strip()) < self.min_chars:
+            return True, "too short to tell the language"
+        import py3langid
+        want, got = py3langid.classify(prompt)[0], py3langid.classify(text)[0]
+        return (True, f"both {got}") if want == got else (False, f"prompt in {want}, response in {got}")
 
 
 class _Regex(_Check):
@@ -107,14 +141,14 @@ class _Regex(_Check):
 class RegexMust(_Regex):
     kind: Literal["regex_must"]
 
-    def run(self, text):
+    def run(self, text, prompt=""):
         return (True, "pattern found") if self._rx.search(text) else (False, f"missing /{self.pattern}/")
 
 
 class RegexMustNot(_Regex):
     kind: Literal["regex_must_not"]
 
-    def run(self, text):
+    def run(self, text, prompt=""):
         m = self._rx.search(text)
         return (False, f"forbidden /{self.pattern}/ matched {m.group(0)[:40]!r}") if m else (True, "not found")
 
@@ -131,12 +165,12 @@ class Blocklist(_Check):
         self._rx = re.compile(r"\b(?:" + "|".join(re.escape(w) for w in self.words) + r")\b", flags)
         return self
 
-    def run(self, text):
+    def run(self, text, prompt=""):
         m = self._rx.search(text)
         return (False, f"blocked word {m.group(0)!r}") if m else (True, "no blocked word")
 
 
-Check = Annotated[Union[JsonValid, JsonSchema, Length, RegexMust, RegexMustNot, Blocklist],
+Check = Annotated[Union[JsonValid, JsonSchema, Length, LanguageMatch, RegexMust, RegexMustNot, Blocklist],
                   Field(discriminator="kind")]
 
 
@@ -146,11 +180,11 @@ def _strip_code_fence(text: str) -> str:
     return m.group(1) if m else text
 
 
-def run_checks(checks: list[Any], text: str) -> tuple[bool, dict[str, float], dict[str, str]]:
+def run_checks(checks: list[Any], text: str, prompt: str = "") -> tuple[bool, dict[str, float], dict[str, str]]:
     """(all gates passed, score per check, detail per check)."""
     gates_ok, scores, details = True, {}, {}
     for c in checks:
-        ok, why = c.run(text)
+        ok, why = c.run(text, prompt)
         scores[c.label] = 1.0 if ok else 0.0
         details[c.label] = why
         if c.mode == "gate" and not ok:

@@ -136,6 +136,14 @@ class Recipe(_Strict):
 
     source: str = Field("<recipe>", exclude=True)
 
+    @model_validator(mode="after")
+    def _token_checks_use_the_policy_tokenizer(self):
+        for c in self.checks:
+            if getattr(c, "kind", None) == "length" and c.tokenizer is None \
+                    and (c.min_tokens is not None or c.max_tokens is not None):
+                c.tokenizer = self.policy.model
+        return self
+
     @property
     def run_dir(self) -> Path:
         return Path(self.output_dir.replace("${name}", self.name))

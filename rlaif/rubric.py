@@ -64,6 +64,10 @@ class Rubric(BaseModel):
     # weighted mean of the others. formula: your expression over criterion names (see rlaif/formula.py).
     aggregation: Literal["weighted_mean", "gate", "formula"] = "weighted_mean"
     formula: str | None = None
+    # The completion is JSON and this key holds a list (e.g. "comments"): each item is judged on its own and
+    # each criterion's score is the mean over items (the contract-review case study). A completion that is not
+    # such JSON scores 0 without the judge.
+    per_item: str | None = None
 
     @model_validator(mode="after")
     def _aggregation(self):

@@ -31,6 +31,23 @@ def test_each_check(spec, text, ok):
     assert gates_ok is ok and list(scores.values()) == [1.0 if ok else 0.0] and details
 
 
+def test_language_match_compares_prompt_and_response():
+    [c] = checks({"kind": "language_match"})
+    de = "Bitte schreiben Sie mir eine kurze Antwort über den Vertrag."
+    assert c.run("Here is a short answer about the contract you sent.", de)[0] is False
+    assert c.run("Hier ist eine kurze Antwort über den Vertrag, den Sie geschickt haben.", de)[0] is True
+    assert c.run("ok", de) == (True, "too short to tell the language")
+
+
+@pytest.mark.integration  # needs the tiny models built
+def test_token_bounds_use_the_policy_tokenizer(tiny):
+    r = load_recipe(SMOKE, ["checks=[{kind: length, max_tokens: 3}]"])
+    [c] = r.checks
+    assert c.tokenizer == r.policy.model
+    assert c.run("please")[0] is True
+    assert c.run("please sit on the mat with the cat")[0] is False
+
+
 def test_gate_and_weight_combine_with_the_judge():
     cs = checks({"kind": "json_valid"}, {"kind": "length", "max_chars": 10, "mode": "weight", "weight": 1.0})
     ok, scores, _ = run_checks(cs, '{"a": 12345678}')

@@ -160,6 +160,32 @@ def test_builtin_rubrics_run_against_the_server(judge_url, smoke_recipe, rubric)
         assert reward.totals["calls"] == (len(reward.rubric.criteria) if mode == "logprob" else 1)
 
 
+@pytest.mark.parametrize("spec,bad,good", [
+    ({"kind": "json_valid"}, "not json", '{"a": "please"}'),
+    ({"kind": "json_schema", "schema": {"type": "object", "required": ["a"]}}, '{"b": 1}', '{"a": "please"}'),
+    ({"kind": "length", "max_chars": 12}, "please sit on the mat now", "please sit"),
+    ({"kind": "length", "max_tokens": 3}, "please sit on the mat now", "please"),
+    ({"kind": "language_match"}, "Bitte setzen Sie sich auf die Matte, danke.", "please sit on the mat with the cat"),
+    ({"kind": "regex_must", "pattern": "(?i)please"}, "sit down", "please sit"),
+    ({"kind": "regex_must_not", "pattern": "(?i)stupid"}, "please, stupid", "please sit"),
+    ({"kind": "blocklist", "words": ["idiot"]}, "please, idiot", "please sit"),
+])
+def test_each_check_gates_the_judge_on_the_real_server(judge_url, smoke_recipe, spec, bad, good):
+    from pydantic import TypeAdapter
+
+    from rlaif.checks import Check
+    recipe = smoke_recipe.model_copy(deep=True)
+    recipe.checks = TypeAdapter(list[Check]).validate_python([spec])
+    if spec.get("max_tokens"):
+        recipe.checks[0].tokenizer = recipe.policy.model
+    reward = make_judge_reward(recipe, judge_url, None)
+    prompt = [{"role": "user", "content": "please write a short polite note about the cat on the mat"}]
+    v_bad, v_good = reward.score_sync([Sample("bad", prompt, bad), Sample("good", prompt, good)])
+    assert v_bad.gated and v_bad.reward == 0.0
+    assert not v_good.gated and v_good.reward is not None and v_good.checks
+    assert reward.totals["calls"] == 1  # only the good sample reached the judge
+
+
 def test_checks_decide_before_the_judge(judge_url, smoke_recipe):
     from pydantic import TypeAdapter
 
@@ -196,3 +222,15 @@ def test_pairwise_both_orders_cancel_position_bias(judge_url, smoke_recipe):
     reward = make_judge_reward(recipe, judge_url, None)
     [r] = reward.score_sync([Sample("r", USER, " please sit", {"reference_answer": "the cat ran"})])
     assert 0.0 <= r.reward <= 1.0 and reward.totals["calls"] == 2
+
+
+def test_per_item_rubric_judges_each_comment_and_averages(judge_url, smoke_recipe):
+    recipe = smoke_recipe.model_copy(deep=True)
+    recipe.rubric = {"name": "polite_comments", "per_item": "comments",
+                     "criteria": [{"name": "says_please", "question": "Does the response say please?"}]}
+    reward = make_judge_reward(recipe, judge_url, None)
+    one = reward.score_sync([Sample("p", USER, '{"comments": ["please", "the cat"]}')])[0]
+    each = reward.score_sync([Sample("a", USER, '"please"'), Sample("b", USER, '"the cat"')])
+    assert one.scores["says_please"] == pytest.approx((each[0].reward + each[1].reward) / 2)
+    bad = reward.score_sync([Sample("x", USER, "no json here"), Sample("y", USER, '{"comments": []}')])
+    assert all(v.gated and v.reward == 0.0 and v.checks["per_item_json"] == 0.0 for v in bad)

@@ -63,6 +63,23 @@ class Request:
     sample_first: bool | None = None  # pairwise: whether the judged completion is Response A
 
 
+def json_items(text: str, key: str) -> tuple[list | None, str]:
+    """The non-empty list at `key` of a JSON completion (code fences allowed), or None and why not."""
+    from rlaif.checks import _strip_code_fence
+    try:
+        obj = json.loads(_strip_code_fence(text))
+    except json.JSONDecodeError as e:
+        return None, f"not JSON: {e.msg}"
+    items = obj.get(key) if isinstance(obj, dict) else None
+    if not isinstance(items, list) or not items:
+        return None, f"no non-empty list at '{key}'"
+    return items, f"{len(items)} item(s) at '{key}'"
+
+
+def user_text(prompt: list[dict]) -> str:
+    return "\n".join(m["content"] for m in prompt if m["role"] == "user")
+
+
 def reference_text(sample: Sample) -> str | None:
     ref = sample.metadata.get("reference_answer")
     if ref is None or isinstance(ref, str):
@@ -218,6 +235,22 @@ class JudgeReward:
         crit = next(c for c in self.rubric.criteria if c.name == req.criteria[0])
         return {crit.name: logprob.score_from_response(resp, self.rubric.labels, crit)}, ""
 
+    def _checks(self, s: Sample) -> tuple[bool, dict[str, float], dict[str, str]]:
+        gates_ok, scores, details = run_checks(self.checks, s.response, user_text(s.prompt))
+        if self.rubric.per_item and self.mode != "pairwise":
+            items, why = json_items(s.response, self.rubric.per_item)
+            scores["per_item_json"], details["per_item_json"] = float(items is not None), why
+            gates_ok = gates_ok and items is not None
+        return gates_ok, scores, details
+
+    def _plan_sample(self, s: Sample, opponents: list[str] | None) -> list[Request]:
+        if not self.rubric.per_item or self.mode == "pairwise":
+            return self.plan(s, opponents)
+        items, _ = json_items(s.response, self.rubric.per_item)
+        # every item's requests decide the same criteria; score_samples averages them: the mean over items
+        return [r for item in items for r in
+                self.plan(Sample(s.id, s.prompt, json.dumps(item, ensure_ascii=False), s.metadata))]
+
     def _opponents(self, samples: list[Sample]) -> list[list[str]]:
         """Pairwise opponents: the reference answer, or the next members of the sample's group (same prompt)."""
         if self.pairwise_against == "reference":
@@ -254,9 +287,10 @@ class JudgeReward:
     async def score_samples(self, samples: list[Sample], step: int | None = None) -> list[Verdict]:
         """Checks first; then every criterion of every ungated sample, concurrently; then the fallbacks."""
         now = time.time()
-        checked = [run_checks(self.checks, s.response) for s in samples]
+        checked = [self._checks(s) for s in samples]
         opponents = self._opponents(samples) if self.mode == "pairwise" else [None] * len(samples)
-        plans = [self.plan(s, o) if gates_ok else [] for s, o, (gates_ok, _, _) in zip(samples, opponents, checked)]
+        plans = [self._plan_sample(s, o) if gates_ok else []
+                 for s, o, (gates_ok, _, _) in zip(samples, opponents, checked)]
         flat = [req for p in plans for req in p]
         self.totals["neutralised"] += sum(r.neutralised for r in flat)
         results = iter(await asyncio.gather(*[self._judge(r) for r in flat]))
@@ -298,9 +332,9 @@ class JudgeReward:
             verdicts.append(Verdict(s.id, reward, scores, errors, failed,
                                     max((r["latency_s"] for _, r in parts), default=0.0), " ".join(rationales),
                                     check_scores, not gates_ok))
-            for c in self.checks:
-                rows.append(base | {"criterion": f"check:{c.label}", "score": check_scores[c.label],
-                                    "rationale": check_details[c.label], "error": None, "reward": reward})
+            for label, value in check_scores.items():
+                rows.append(base | {"criterion": f"check:{label}", "score": value,
+                                    "rationale": check_details[label], "error": None, "reward": reward})
             if gates_ok and not plan:
                 rows += [base | {"criterion": n, "score": None, "error": e, "reward": reward} for n, e in errors.items()]
             for req, res in parts:

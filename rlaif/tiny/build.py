@@ -22,7 +22,7 @@ from pathlib import Path
 
 BUILD_VERSION = 1
 SOURCES = ["tiny/please_world.py", "tiny/models.py", "tiny/judge_training.py", "tiny/policy_warmstart.py",
-           "tiny/build.py", "judge/prompt.py", "rubric.py", "rubrics/says_please.yaml"]
+           "tiny/build.py", "rubrics/says_please.yaml"]
 JUDGE_ARCH = dict(hidden=128, layers=2, heads=4, kv_heads=2)
 POLICY_ARCH = dict(hidden=128, layers=2, heads=4, kv_heads=2)
 MIN_JUDGE_ACCURACY = 0.95
@@ -33,6 +33,9 @@ def fingerprint() -> str:
     h = hashlib.sha256(f"v{BUILD_VERSION}{JUDGE_ARCH}{POLICY_ARCH}".encode())
     for rel in SOURCES:
         h.update((root / rel).read_bytes())
+    # the judge's input format, as rendered: a change to prompt code that leaves it alone needs no rebuild
+    from rlaif.judge.prompt import corpus_hint
+    h.update(corpus_hint().encode())
     return h.hexdigest()[:16]
 
 
