@@ -230,7 +230,9 @@ def test_per_item_rubric_judges_each_comment_and_averages(judge_url, smoke_recip
                      "criteria": [{"name": "says_please", "question": "Does the response say please?"}]}
     reward = make_judge_reward(recipe, judge_url, None)
     one = reward.score_sync([Sample("p", USER, '{"comments": ["please", "the cat"]}')])[0]
-    each = reward.score_sync([Sample("a", USER, '"please"'), Sample("b", USER, '"the cat"')])
+    # each item, as the judge sees it (the item's JSON), through the same rubric without per_item
+    plain = make_judge_reward(smoke_recipe, judge_url, None)
+    each = plain.score_sync([Sample("a", USER, '"please"'), Sample("b", USER, '"the cat"')])
     assert one.scores["says_please"] == pytest.approx((each[0].reward + each[1].reward) / 2)
     bad = reward.score_sync([Sample("x", USER, "no json here"), Sample("y", USER, '{"comments": []}')])
     assert all(v.gated and v.reward == 0.0 and v.checks["per_item_json"] == 0.0 for v in bad)

@@ -1,8 +1,10 @@
 """The judge as a TRL reward function: every completion of a generation batch scored at once, never raising.
 
 `JudgeReward` is an async callable with TRL's reward contract (`prompts`, `completions`, dataset columns as
-keyword arguments; one float or None per completion). It renders one request per (sample, criterion) with the
-rubric as the shared prefix, sends them all concurrently through `JudgeClient`, and turns the answers into a
+keyword arguments; one float or None per completion). Deterministic checks run first and may decide alone;
+then it plans the judge requests of the recipe's mode (logprob: one per criterion; verdict: one JSON verdict
+per sample; pairwise: both orders against each opponent), with the rubric as the shared prefix, sends them all
+concurrently through `JudgeClient` (identical ones once, through the cache), and turns the answers into a
 reward in [0, 1]. A sample whose judgment failed after retries gets the recipe's fallback: None (TRL leaves it
 out of its group's statistics) or a neutral value. Every verdict goes to the judgment log; counters and
 latencies go to TRL's `log_metric`; and when too many recent calls fail, `should_stop` says so (the training
@@ -16,15 +18,16 @@ import json
 import logging
 import os
 import statistics
-import threading
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from rlaif.checks import combine, run_checks
 from rlaif.judge import logprob, pairwise, verdict
+from rlaif.judge.cache import VerdictCache
 from rlaif.judge.client import JudgeClient
+from rlaif.judge.judgment_log import JudgmentLog
 from rlaif.judge.prompt import render, render_verdict
 from rlaif.judge.vllm_metrics import PrefixCacheMeter
 from rlaif.rubric import Rubric
@@ -87,51 +90,6 @@ def reference_text(sample: Sample) -> str | None:
     return json.dumps(ref, ensure_ascii=False)
 
 
-class VerdictCache:
-    """Identical requests (same judge, mode, rubric, sample) are judged once: GRPO groups repeat completions.
-
-    Concurrent duplicates wait for the first; failed judgments are not cached, so a retry can succeed.
-    """
-
-    def __init__(self, salt: str, max_entries: int = 200_000):
-        self.salt = salt
-        self.max_entries = max_entries
-        self._done: OrderedDict[str, dict] = OrderedDict()
-        self._inflight: dict[str, asyncio.Future] = {}
-
-    def key(self, req: Request) -> str:
-        blob = json.dumps([self.salt, req.messages, req.params], sort_keys=True, ensure_ascii=False)
-        return hashlib.sha256(blob.encode()).hexdigest()
-
-    async def get_or_run(self, req: Request, run, totals: dict) -> dict:
-        k = self.key(req)
-        if k in self._done:
-            self._done.move_to_end(k)
-            totals["cache_hits"] += 1
-            return self._done[k] | {"cached": True, "latency_s": 0.0, "attempts": 0}
-        if k in self._inflight:
-            totals["cache_hits"] += 1
-            res = await asyncio.shield(self._inflight[k])
-            return res | {"cached": True, "latency_s": 0.0, "attempts": 0}
-        fut = asyncio.get_running_loop().create_future()
-        self._inflight[k] = fut
-        try:
-            res = await run(req)
-        except BaseException as e:
-            fut.set_exception(e)
-            fut.exception()  # retrieved: waiters re-raise it, nobody logs it as lost
-            raise
-        finally:
-            self._inflight.pop(k, None)
-        if not fut.done():
-            fut.set_result(res)
-        if res["scores"] is not None:
-            self._done[k] = res
-            if len(self._done) > self.max_entries:
-                self._done.popitem(last=False)
-        return res
-
-
 @dataclass
 class FailurePolicy:
     on_failure: str = "none"  # "none" or "neutral"
@@ -146,31 +104,6 @@ def _percentile(xs: list[float], q: float) -> float:
         return 0.0
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))]
-
-
-class JudgmentLog:
-    """Append-only JSONL, one whole line per verdict, flushed as it is written."""
-
-    def __init__(self, path: Path | None):
-        self.path = path
-        self._lock = threading.Lock()
-        self._f = None
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._f = path.open("a", encoding="utf-8")
-
-    def write(self, rows: list[dict]) -> None:
-        if self._f is None or not rows:
-            return
-        blob = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-        with self._lock:
-            self._f.write(blob)
-            self._f.flush()
-
-    def close(self) -> None:
-        if self._f is not None:
-            self._f.close()
-            self._f = None
 
 
 class JudgeReward:

@@ -1,0 +1,31 @@
+"""The judgment log: append-only JSONL, one whole line per verdict, flushed as written."""
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+
+class JudgmentLog:
+    """Append-only JSONL, one whole line per verdict, flushed as it is written."""
+
+    def __init__(self, path: Path | None):
+        self.path = path
+        self._lock = threading.Lock()
+        self._f = None
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._f = path.open("a", encoding="utf-8")
+
+    def write(self, rows: list[dict]) -> None:
+        if self._f is None or not rows:
+            return
+        blob = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+        with self._lock:
+            self._f.write(blob)
+            self._f.flush()
+
+    def close(self) -> None:
+        if self._f is not None:
+            self._f.close()
+            self._f = None
