@@ -5,10 +5,10 @@ A rubric comes from a built-in name (`rlaif/rubrics/NAME.yaml`), a YAML file, or
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from rlaif.errors import UserError, format_validation_error
 
@@ -68,6 +68,7 @@ class Rubric(BaseModel):
     # each criterion's score is the mean over items (the contract-review case study). A completion that is not
     # such JSON scores 0 without the judge.
     per_item: str | None = None
+    _formula_tree: Any = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _aggregation(self):
@@ -76,7 +77,7 @@ class Rubric(BaseModel):
             if not self.formula:
                 raise ValueError("aggregation: formula needs a 'formula'")
             try:
-                fm.parse(self.formula, {c.name for c in self.criteria})
+                self._formula_tree = fm.parse(self.formula, {c.name for c in self.criteria})
             except fm.FormulaError as e:
                 raise ValueError(str(e)) from None
         elif self.formula:
@@ -99,7 +100,7 @@ class Rubric(BaseModel):
         if self.aggregation == "formula":
             from rlaif import formula as fm
             try:
-                value = fm.evaluate(fm.parse(self.formula, set(scores)), scores)
+                value = fm.evaluate(self._formula_tree, scores)  # parsed once, when the rubric was loaded
             except (ValueError, ZeroDivisionError, OverflowError):
                 return 0.0  # e.g. log(0): the formula's own edge case, not a judge failure
             return min(1.0, max(0.0, value))

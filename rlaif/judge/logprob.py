@@ -41,7 +41,7 @@ def _matches(token: str, label: str) -> bool:
     return bool(t) and label.startswith(t)
 
 
-def _first_token(resp):
+def first_token(resp):
     try:
         choice = resp.choices[0]
         content = (choice.message.content or "").strip()
@@ -53,7 +53,7 @@ def _first_token(resp):
 
 def score_from_response(resp, labels: Labels, criterion: Criterion | None = None) -> float:
     """A score in [0, 1] from the first generated token's top logprobs (or, failing those, its text)."""
-    content, tops = _first_token(resp)
+    content, tops = first_token(resp)
     if criterion is not None and criterion.kind == "scale":
         mass = {s: sum(math.exp(t.logprob) for t in tops if t.token.strip() == s) for s in SCALE}
         total = sum(mass.values())

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from rlaif.judge.logprob import ParseError, _first_token
+from rlaif.judge.logprob import ParseError, first_token
 from rlaif.judge.prompt import Rendered, fence, neutralise, prompt_text
 from rlaif.rubric import Criterion, Rubric
 
@@ -40,7 +40,7 @@ def request_params(top_logprobs: int = 5, temperature: float = 0.0) -> dict:
 
 
 def p_first_wins(resp) -> float:
-    content, tops = _first_token(resp)
+    content, tops = first_token(resp)
     pa = sum(math.exp(t.logprob) for t in tops if t.token.strip() == "A")
     pb = sum(math.exp(t.logprob) for t in tops if t.token.strip() == "B")
     if pa + pb > 0:
