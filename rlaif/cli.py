@@ -91,14 +91,99 @@ def _cmd_eval(a) -> int:
 
 
 def _cmd_data_check(a) -> int:
-    from rlaif.data import read_jsonl
+    from rlaif.data import bedrock_problems, parse_columns, prompt_tokens, read_records
 
-    res = read_jsonl(a.file)
-    for p in res.problems:
-        print(p, file=sys.stderr)
-    bad_lines = len({p.line for p in res.problems})
-    print(f"{a.file}: {len(res.records)} valid record(s), {bad_lines} refused, {res.lines} non-empty line(s)")
-    return 1 if res.problems or not res.records else 0
+    res = read_records(a.file, parse_columns(a.columns))
+    problems = list(res.problems)
+    if not a.local:
+        problems += bedrock_problems(a.file, list(zip(res.record_lines, res.records)))
+    for p in sorted(problems, key=lambda p: p.line):
+        print(f"error: {p}", file=sys.stderr)
+    bad_lines = len({p.line for p in problems})
+    valid = len(res.records) - len({p.line for p in problems} & set(res.record_lines))
+    notes = []
+    # prompts over the maximum length: Bedrock leaves them out of training; so does rlaif
+    max_len, tok, how = a.max_prompt_length, None, "tokens"
+    if a.recipe:
+        from rlaif.recipe import load_recipe
+        r = load_recipe(a.recipe, check_files=False)
+        max_len = max_len or r.nova.hyperparameters.maxPromptLength
+        a.tokenizer = a.tokenizer or r.policy.model
+    if max_len:
+        if a.tokenizer:
+            from transformers import AutoTokenizer
+            try:
+                tok = AutoTokenizer.from_pretrained(a.tokenizer)
+            except Exception as e:
+                raise UserError(f"--tokenizer {a.tokenizer}: cannot load: {type(e).__name__}: {e}") from None
+        else:
+            how = "tokens, estimated at 4 characters a token (give --tokenizer for exact counts)"
+        long = []
+        for n, rec in zip(res.record_lines, res.records):
+            size = (prompt_tokens(tok, rec["prompt"]) if tok is not None
+                    else sum(len(m["content"]) for m in rec["prompt"]) // 4)
+            if size > max_len:
+                long.append((n, size))
+        for n, size in long[:20]:
+            print(f"warning: {a.file}:{n}: messages: prompt of {size} tokens is over maxPromptLength {max_len}; "
+                  "Bedrock leaves it out of training", file=sys.stderr)
+        if len(long) > 20:
+            print(f"warning: ... and {len(long) - 20} more prompt(s) over maxPromptLength", file=sys.stderr)
+        notes.append(f"{len(long)} prompt(s) over maxPromptLength {max_len} ({how})")
+    size_ok = True
+    if not a.local and not 100 <= valid <= 20000:
+        size_ok = False
+        print(f"error: {a.file}: a Bedrock RFT job takes 100 to 20,000 training records; this file has {valid} "
+              "valid (use --local to check a file for local training only)", file=sys.stderr)
+    print(f"{a.file}: {valid} valid record(s), {bad_lines} refused, {res.lines} non-empty line(s)"
+          + "".join(f"; {n}" for n in notes))
+    return 1 if problems or not size_ok or not valid else 0
+
+
+def _cmd_nova_export(a) -> int:
+    from rlaif.nova.export import export_lambda
+    from rlaif.recipe import load_recipe
+
+    r = load_recipe(a.recipe, a.overrides, check_files=False)
+    path, notes = export_lambda(r, a.out, model_id=a.model_id)
+    for n in notes:
+        print(f"note: {n}", file=sys.stderr)
+    print(path)
+    print(f"deployment notes: {path.parent / 'README.md'}", file=sys.stderr)
+    return 0
+
+
+def _cmd_nova_gateway(a) -> int:
+    from rlaif.nova.gateway import Gateway, build_app, check_bind
+    from rlaif.recipe import load_recipe
+    from rlaif.train import judge_endpoint
+
+    api_key = a.api_key or os.environ.get("RLAIF_GATEWAY_API_KEY")
+    check_bind(a.host, api_key)  # before a judge server is started for nothing
+    r = load_recipe(a.judge, a.overrides)
+    with judge_endpoint(r, r.run_dir) as ep:
+        gw = Gateway(build_app(ep.url, r.judge.name, api_key=api_key, judge_api_key=r.judge.api_key,
+                               timeout_s=r.judge.timeout_s), a.host, a.port, api_key)
+        print(gw.url, flush=True)
+        print(f"Bedrock Converse for judge '{r.judge.name}' at {gw.url}; point boto3 at it with\n"
+              f"  export AWS_ENDPOINT_URL_BEDROCK_RUNTIME={gw.url} AWS_ACCESS_KEY_ID=x AWS_SECRET_ACCESS_KEY=x "
+              f"AWS_DEFAULT_REGION=us-east-1\nCtrl-C stops it", file=sys.stderr, flush=True)
+        gw.serve()
+    return 0
+
+
+def _cmd_nova_job_config(a) -> int:
+    import json
+
+    from rlaif.nova.hyperparams import grpo_settings, job_config
+    from rlaif.recipe import load_recipe
+
+    r = load_recipe(a.recipe, a.overrides, check_files=False)
+    print(json.dumps(job_config(r), indent=2))
+    _, rows = grpo_settings(r.nova.hyperparameters, r.grpo, has_eval=bool(r.data.eval), source=r.source)
+    for bedrock, key, value in rows:
+        print(f"# {bedrock} -> local {key} = {value}", file=sys.stderr)
+    return 0
 
 
 def _cmd_smoke(a) -> int:
@@ -159,8 +244,45 @@ def build_parser() -> argparse.ArgumentParser:
     cp = dsub.add_parser("check", help="validate a Nova RFT JSONL dataset",
                          description="Validate a Nova RFT dataset; print one line per problem "
                                      "(file:line: field: message) and exit 1 if there is any.")
-    cp.add_argument("file")
+    cp.add_argument("file", help="Nova RFT JSONL, or a Parquet/JSON/CSV table with --columns")
+    cp.add_argument("--columns", help="for tables: field=column pairs, e.g. prompt=question,reference_answer=answer")
+    cp.add_argument("--max-prompt-length", type=int, help="count prompts longer than this (tokens); default: the "
+                    "recipe's nova.hyperparameters.maxPromptLength")
+    cp.add_argument("--tokenizer", help="tokenizer for prompt lengths (default: the recipe's policy)")
+    cp.add_argument("--recipe", help="take maxPromptLength and the tokenizer from this recipe")
+    cp.add_argument("--local", action="store_true", help="only the rules for local training (multi-turn prompts "
+                    "and fewer than 100 records allowed)")
     cp.set_defaults(fn=_cmd_data_check)
+
+    np_ = sub.add_parser("nova", help="the Bedrock bridge: export a reward Lambda, a local Converse gateway, "
+                         "the Bedrock job configuration")
+    nsub = np_.add_subparsers(dest="nova_command", required=True, metavar="NOVA_COMMAND")
+    xp = nsub.add_parser("export-lambda", help="write the recipe's rubric and checks as a Bedrock reward Lambda",
+                         description="Write DIR/lambda_function.py (standard library and boto3 only) and "
+                                     "DIR/README.md (deployment). The Lambda judges through Bedrock's Converse API "
+                                     "(model id from JUDGE_MODEL_ID) in verdict mode.")
+    xp.add_argument("recipe")
+    xp.add_argument("--out", required=True, help="folder to write into")
+    xp.add_argument("--model-id", help="default judge model id baked into the file (JUDGE_MODEL_ID overrides it)")
+    xp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    xp.set_defaults(fn=_cmd_nova_export)
+    gp = nsub.add_parser("gateway", help="serve Bedrock-runtime Converse on 127.0.0.1, backed by the open judge",
+                         description="Serve POST /model/{modelId}/converse backed by the recipe's judge (started "
+                                     "for you unless the recipe gives judge.base_url). Prints the URL; point boto3 "
+                                     "at it with AWS_ENDPOINT_URL_BEDROCK_RUNTIME.")
+    gp.add_argument("--judge", required=True, metavar="RECIPE", help="recipe whose judge answers")
+    gp.add_argument("--port", type=int, default=0, help="port (default: a free one, printed)")
+    gp.add_argument("--host", default="127.0.0.1", help="address to bind; other than loopback needs --api-key")
+    gp.add_argument("--api-key", help="require this key (bearer token, or the SigV4 access key id)")
+    gp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    gp.set_defaults(fn=_cmd_nova_gateway)
+    jp_ = nsub.add_parser("job-config", help="print the Bedrock RFT job configuration for the recipe's run",
+                          description="Print the CreateModelCustomizationJob request (REINFORCEMENT_FINE_TUNING) "
+                                      "with the recipe's nova.hyperparameters; ARNs and S3 locations are "
+                                      "placeholders unless the recipe's nova block gives them.")
+    jp_.add_argument("recipe")
+    jp_.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    jp_.set_defaults(fn=_cmd_nova_job_config)
 
     mp = sub.add_parser("smoke", help="the end-to-end CPU smoke run (what `make smoke-test` runs)")
     mp.add_argument("recipe", nargs="?", default="recipes/smoke.yaml")

@@ -33,6 +33,7 @@ class ReadResult:
     records: list[dict] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     lines: int = 0
+    record_lines: list[int] = field(default_factory=list)  # the line (or row) each record came from
 
 
 def text_of(content: Any) -> str | None:
@@ -112,6 +113,8 @@ def parse_record(obj: Any) -> tuple[dict | None, list[str]]:
         # datasets needs one type per column: objects travel as JSON text
         "reference_answer": ref if ref is None or isinstance(ref, str) else json.dumps(ref, ensure_ascii=False),
         "metadata": json.dumps(extra, ensure_ascii=False),
+        # the reference exactly as the record had it (string or object), for the Bedrock Lambda event
+        "nova_reference": None if ref is None else json.dumps(ref, ensure_ascii=False),
     }, []
 
 
@@ -120,6 +123,7 @@ def read_jsonl(path: str | Path) -> ReadResult:
     res = read_jsonl_with(path, parse_record)
     for rec in res.records:
         n = rec.pop("_line")
+        res.record_lines.append(n)
         if rec["id"] is None:
             rec["id"] = f"{Path(path).stem}-{n}"
     return res
@@ -178,11 +182,113 @@ def read_jsonl_with(path: str | Path, parse) -> ReadResult:
     return res
 
 
-def load_dataset(path: str | Path, strict: bool = True):
+TABLE_SUFFIXES = (".parquet", ".json", ".csv")
+COLUMN_ROLES = ("messages", "prompt", "system", "reference_answer", "id")
+
+
+def parse_columns(spec: str | dict | None) -> dict[str, str]:
+    """`prompt=question,reference_answer=answer` (or a mapping) -> {rlaif field: the table's column}."""
+    if not spec:
+        return {}
+    pairs = spec.items() if isinstance(spec, dict) else (p.split("=", 1) for p in spec.split(",") if p.strip())
+    out = {}
+    for pair in pairs:
+        if len(pair) != 2:
+            raise UserError(f"columns: {spec!r}: expected field=column pairs, e.g. prompt=question")
+        key, col = (x.strip() for x in pair)
+        if key not in COLUMN_ROLES:
+            raise UserError(f"columns: '{key}' is not one of {', '.join(COLUMN_ROLES)}")
+        out[key] = col
+    if "messages" in out and ("prompt" in out or "system" in out):
+        raise UserError("columns: give either a messages column or prompt (and system) columns, not both")
+    return out
+
+
+def read_table(path: str | Path, columns: dict[str, str] | None = None) -> ReadResult:
+    """A local Parquet, JSON or CSV file (read by `datasets`), each row mapped to a Nova record and checked
+    like a JSONL line. Without a mapping, the Nova field names are expected as columns; extra columns are
+    carried along as metadata. `line` in problems is the row number (from 1)."""
+    from datasets import load_dataset as hf_load
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: file not found")
+    columns = columns or {}
+    kind = {".parquet": "parquet", ".json": "json", ".csv": "csv"}[path.suffix.lower()]
+    try:
+        table = hf_load(kind, data_files=str(path), split="train")
+    except Exception as e:  # pyarrow/datasets errors on a broken file: name the file
+        raise UserError(f"{path}: cannot read as {kind}: {type(e).__name__}: {str(e)[:300]}") from None
+    names = set(table.column_names)
+    missing = [f"{k}={c}" for k, c in columns.items() if c not in names]
+    if missing:
+        raise UserError(f"{path}: columns: no such column for {', '.join(missing)} (columns: {', '.join(sorted(names))})")
+    if "messages" not in columns and "prompt" not in columns and "messages" not in names:
+        raise UserError(f"{path}: no 'messages' column; map one with columns (e.g. prompt=question) "
+                        f"(columns: {', '.join(sorted(names))})")
+    mapped = set(columns.values())
+    res = ReadResult()
+    for n, row in enumerate(table, start=1):
+        res.lines += 1
+        rec = {k: v for k, v in row.items() if k not in mapped and v is not None}
+        if "prompt" in columns:
+            msgs = [{"role": "user", "content": row[columns["prompt"]]}]
+            if "system" in columns and row[columns["system"]]:
+                msgs.insert(0, {"role": "system", "content": row[columns["system"]]})
+            rec["messages"] = msgs
+        elif "messages" in columns:
+            rec["messages"] = row[columns["messages"]]
+        for key in ("reference_answer", "id"):
+            if key in columns and row[columns[key]] is not None:
+                rec[key] = row[columns[key]]
+        if isinstance(rec.get("messages"), str):  # a CSV cell holding JSON
+            try:
+                rec["messages"] = json.loads(rec["messages"])
+            except json.JSONDecodeError:
+                pass
+        parsed, errs = parse_record(rec)
+        for e in errs:
+            fld, _, msg = e.partition(": ")
+            res.problems.append(Problem(str(path), n, fld, msg))
+        if parsed is not None:
+            parsed["_line"] = n
+            res.records.append(parsed)
+    return res
+
+
+def read_records(path: str | Path, columns: dict[str, str] | None = None) -> ReadResult:
+    """Nova RFT JSONL, or a Parquet/JSON/CSV table with a column mapping; ids filled in as `<file>-<line>`."""
+    path = Path(path)
+    if path.suffix.lower() in TABLE_SUFFIXES:
+        res = read_table(path, columns)
+        for rec in res.records:
+            n = rec.pop("_line")
+            res.record_lines.append(n)
+            if rec["id"] is None:
+                rec["id"] = f"{path.stem}-{n}"
+        return res
+    if columns:
+        raise UserError(f"{path}: a column mapping is for Parquet, JSON or CSV files; JSONL uses Nova's field names")
+    return read_jsonl(path)
+
+
+def bedrock_problems(path: str | Path, rows: list[tuple[int, dict]]) -> list[Problem]:
+    """Bedrock's extra rules for a valid record: a single-turn prompt (an optional system message, then one
+    user message). Text-only content is already required by the reader."""
+    out = []
+    for n, rec in rows:
+        roles = [m["role"] for m in rec["prompt"]]
+        if "assistant" in roles or roles.count("user") != 1:
+            out.append(Problem(str(path), n, "messages", f"Bedrock RFT takes single-turn prompts (an optional system "
+                               f"message, then one user message); this one is {' -> '.join(roles)}"))
+    return out
+
+
+def load_dataset(path: str | Path, strict: bool = True, columns: dict[str, str] | None = None):
     """The records of a Nova RFT file as a `datasets.Dataset`; with strict, any problem is an error."""
     from datasets import Dataset
 
-    res = read_jsonl(path)
+    res = read_records(path, columns)
     if res.problems and strict:
         shown = "\n".join(str(p) for p in res.problems[:20])
         more = f"\n... and {len(res.problems) - 20} more" if len(res.problems) > 20 else ""
@@ -190,3 +296,20 @@ def load_dataset(path: str | Path, strict: bool = True):
     if not res.records:
         raise UserError(f"{path}: no valid records")
     return Dataset.from_list(res.records)
+
+
+def prompt_tokens(tokenizer, messages: list[dict]) -> int:
+    """A prompt's length as the policy sees it: chat template and generation prompt included."""
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def drop_long_prompts(dataset, tokenizer, max_tokens: int, where: str = "data.train"):
+    """Bedrock's maxPromptLength: longer prompts are left out of training. Returns (dataset, dropped ids)."""
+    lengths = [prompt_tokens(tokenizer, p) for p in dataset["prompt"]]
+    keep = [i for i, n in enumerate(lengths) if n <= max_tokens]
+    dropped = [dataset[i]["id"] for i in range(len(lengths)) if lengths[i] > max_tokens]
+    if not keep:
+        raise UserError(f"{where}: every prompt is longer than maxPromptLength {max_tokens} tokens "
+                        f"(shortest: {min(lengths)})")
+    return (dataset.select(keep) if dropped else dataset), dropped

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from rlaif.checks import Check
 from rlaif.errors import UserError, format_validation_error
+from rlaif.nova.hyperparams import NovaSpec
 
 
 class _Yaml12Loader(yaml.SafeLoader):
@@ -98,8 +99,9 @@ class JudgeSpec(_Strict):
 
 
 class DataSpec(_Strict):
-    train: str
+    train: str  # Nova RFT JSONL, or a Parquet/JSON/CSV table with `columns`
     eval: str | None = None
+    columns: dict[str, str] | None = None  # for tables: {prompt|messages|system|reference_answer|id: column}
 
 
 class EvalSpec(_Strict):
@@ -121,6 +123,19 @@ class EvalSpec(_Strict):
         return self
 
 
+class RewardSpec(_Strict):
+    """Bring your Lambda: a Bedrock reward Lambda file as the reward, instead of rlaif's judge reward."""
+    lambda_file: str | None = None  # a Python file with lambda_handler(event, context); running it is your choice
+    batch_size: int = Field(64, gt=0)  # samples per Lambda call (SageMaker's lambda_batch_size)
+    concurrency: int = Field(12, gt=0)  # Lambda calls at once (SageMaker's lambda_concurrency default)
+    timeout_s: float = Field(900.0, gt=0)  # what context.get_remaining_time_in_millis counts down from
+    on_error: Literal["none", "neutral"] = "neutral"
+    neutral_reward: float = 0.5
+    max_fail_rate: float = Field(0.5, gt=0, le=1)  # over the last 256 samples; the run stops above it
+    # serve Bedrock's Converse API on 127.0.0.1, backed by the recipe's judge, for the Lambda's boto3 calls
+    bedrock_gateway: bool = True
+
+
 class Recipe(_Strict):
     name: str
     output_dir: str = "runs/${name}"
@@ -133,6 +148,8 @@ class Recipe(_Strict):
     data: DataSpec
     grpo: dict[str, Any] = {}
     eval: EvalSpec = EvalSpec()
+    reward: RewardSpec = RewardSpec()
+    nova: NovaSpec = NovaSpec()  # Bedrock's hyperparameter names and job settings (rlaif/nova/hyperparams.py)
 
     source: str = Field("<recipe>", exclude=True)
 
@@ -200,7 +217,8 @@ def looks_like_path(spec: str) -> bool:
 
 def check_paths(r: Recipe) -> None:
     src = r.source
-    for field_name, value in (("data.train", r.data.train), ("data.eval", r.data.eval)):
+    for field_name, value in (("data.train", r.data.train), ("data.eval", r.data.eval),
+                              ("reward.lambda_file", r.reward.lambda_file)):
         if value and not Path(value).exists():
             raise UserError(f"{src}: {field_name}: file not found: {value}")
     for field_name, value in (("policy.model", r.policy.model), ("judge.model", r.judge.model)):
@@ -226,6 +244,8 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None, check_file
     except Exception as e:  # pydantic.ValidationError
         raise UserError(format_validation_error(e, str(path))) from None
     _check_grpo(recipe.grpo, str(path))
+    from rlaif.nova.hyperparams import grpo_settings
+    grpo_settings(recipe.nova.hyperparameters, recipe.grpo, has_eval=bool(recipe.data.eval), source=str(path))
     from rlaif.rubric import load_rubric
     load_rubric(recipe.rubric, where=f"{path}: rubric")  # fail now, not mid-run
     if check_files:

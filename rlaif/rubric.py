@@ -11,6 +11,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from rlaif.errors import UserError, format_validation_error
+from rlaif.formula import evaluate
 
 BUILTIN_DIR = Path(__file__).parent / "rubrics"
 
@@ -97,20 +98,27 @@ class Rubric(BaseModel):
 
     def aggregate(self, scores: dict[str, float]) -> float:
         """One reward in [0, 1] from per-criterion scores in [0, 1]."""
-        if self.aggregation == "formula":
-            from rlaif import formula as fm
-            try:
-                value = fm.evaluate(self._formula_tree, scores)  # parsed once, when the rubric was loaded
-            except (ValueError, ZeroDivisionError, OverflowError):
-                return 0.0  # e.g. log(0): the formula's own edge case, not a judge failure
-            return min(1.0, max(0.0, value))
-        crits = self.criteria
-        if self.aggregation == "gate":
-            if any(scores[c.name] < 0.5 for c in crits if c.essential):
-                return 0.0
-            crits = [c for c in crits if not c.essential] or crits
-        total = sum(c.weight for c in crits)
-        return sum(c.weight * scores[c.name] for c in crits) / total
+        return aggregate_scores(scores, [(c.name, c.weight, c.essential) for c in self.criteria],
+                                self.aggregation, self._formula_tree)
+
+
+def aggregate_scores(scores: dict, criteria: list, aggregation: str, formula_tree=None) -> float:
+    """Per-criterion scores -> one reward in [0, 1]; `criteria` holds (name, weight, essential) triples.
+
+    Standard library only (with rlaif/formula.py): the exported Nova Lambda carries a copy of this function.
+    """
+    if aggregation == "formula":
+        try:
+            value = evaluate(formula_tree, scores)  # parsed once, when the rubric was loaded
+        except (ValueError, ZeroDivisionError, OverflowError):
+            return 0.0  # e.g. log(0): the formula's own edge case, not a judge failure
+        return min(1.0, max(0.0, value))
+    if aggregation == "gate":
+        if any(scores[name] < 0.5 for name, _, essential in criteria if essential):
+            return 0.0
+        criteria = [c for c in criteria if not c[2]] or criteria
+    total = sum(w for _, w, _ in criteria)
+    return sum(w * scores[name] for name, w, _ in criteria) / total
 
 
 def builtin_rubrics() -> list[str]:

@@ -114,6 +114,38 @@ def _callbacks(reward, timings: list[float]):
     return [JudgeHealth(), StepLog()]
 
 
+def reward_function(recipe: Recipe, run_dir: Path, base_url: str | None, stack: contextlib.ExitStack):
+    """The run's reward: rlaif's judge reward, or the recipe's Bedrock reward Lambda (with, unless turned off,
+    a local Bedrock Converse gateway backed by the judge for the Lambda's boto3 calls). What it starts is stopped
+    when `stack` closes."""
+    from rlaif.judge.reward import rank_log_path
+
+    spec = recipe.reward
+    if spec.lambda_file:
+        from rlaif.nova.lambda_reward import LambdaReward
+        if spec.bedrock_gateway:
+            from rlaif.nova.gateway import Gateway, boto3_env, build_app
+            ep = stack.enter_context(judge_endpoint(recipe, run_dir, base_url))
+            gw = stack.enter_context(Gateway(build_app(ep.url, recipe.judge.name, judge_api_key=recipe.judge.api_key,
+                                                       timeout_s=recipe.judge.timeout_s)))
+            env = boto3_env(gw.url)
+            # the endpoint always points here; dummy credentials only where the user has none
+            os.environ["AWS_ENDPOINT_URL_BEDROCK_RUNTIME"] = env.pop("AWS_ENDPOINT_URL_BEDROCK_RUNTIME")
+            for k, v in env.items():
+                os.environ.setdefault(k, v)
+            say(f"Bedrock Converse gateway at {gw.url} (judge '{recipe.judge.name}' at {ep.url}) for the Lambda")
+        say(f"reward: lambda_handler in {spec.lambda_file} (your code; batches of {spec.batch_size}, "
+            f"{spec.concurrency} at once)")
+        return LambdaReward(spec.lambda_file, batch_size=spec.batch_size, concurrency=spec.concurrency,
+                            timeout_s=spec.timeout_s, on_error=spec.on_error, neutral_reward=spec.neutral_reward,
+                            max_fail_rate=spec.max_fail_rate, judgment_log=rank_log_path(run_dir))
+    ep = stack.enter_context(judge_endpoint(recipe, run_dir, base_url))
+    reward = make_judge_reward(recipe, ep.url, rank_log_path(run_dir))
+    asyncio.run(_self_test(reward))
+    say(f"judge '{recipe.judge.name}' at {ep.url} passed its self-test; training {recipe.policy.model}")
+    return reward
+
+
 def apply_threads(recipe: Recipe) -> None:
     if recipe.torch_threads:
         import torch
@@ -128,8 +160,8 @@ def run_training(recipe: Recipe, *, resume: bool = False, base_url: str | None =
     from transformers.trainer_utils import get_last_checkpoint
     from trl import GRPOConfig, GRPOTrainer
 
-    from rlaif.data import load_dataset
-    from rlaif.judge.reward import rank_log_path
+    from rlaif.data import drop_long_prompts, load_dataset
+    from rlaif.nova.hyperparams import grpo_settings
 
     apply_threads(recipe)
     run_dir = recipe.run_dir
@@ -142,11 +174,23 @@ def run_training(recipe: Recipe, *, resume: bool = False, base_url: str | None =
         say(f"resuming from {checkpoint}")
     (run_dir / "recipe.resolved.json").write_text(recipe.model_dump_json(indent=2))
 
-    train_ds = load_dataset(recipe.data.train)
+    train_ds = load_dataset(recipe.data.train, columns=recipe.data.columns)
     tok = AutoTokenizer.from_pretrained(recipe.policy.model)
+    hp = recipe.nova.hyperparameters
+    if hp.maxPromptLength is not None:
+        train_ds, dropped = drop_long_prompts(train_ds, tok, hp.maxPromptLength)
+        if dropped:
+            say(f"[yellow]{len(dropped)} prompt(s) over maxPromptLength {hp.maxPromptLength} tokens left out, as "
+                f"Bedrock does[/] (e.g. {', '.join(map(str, dropped[:3]))})")
     grpo = dict(recipe.grpo)
+    mapped, rows = grpo_settings(hp, grpo, world_size=int(os.environ.get("WORLD_SIZE", "1")),
+                                 has_eval=bool(recipe.data.eval), source=recipe.source)
+    grpo.update(mapped)
+    for bedrock, key, value in rows:
+        say(f"nova.hyperparameters.{bedrock} -> {key} = {value}")
     grpo.setdefault("report_to", "none")
     grpo.setdefault("seed", recipe.seed)
+    eval_ds = load_dataset(recipe.data.eval, columns=recipe.data.columns) if grpo.get("eval_strategy", "no") != "no" else None
     try:
         args = GRPOConfig(output_dir=str(run_dir), **grpo)
     except (ValueError, TypeError) as e:  # GRPOConfig's own checks: a bad value or combination in grpo:
@@ -158,13 +202,10 @@ def run_training(recipe: Recipe, *, resume: bool = False, base_url: str | None =
 
     t0 = time.perf_counter()
     timings: list[float] = []
-    with judge_endpoint(recipe, run_dir, base_url) as ep:
-        url = ep.url
-        reward = make_judge_reward(recipe, url, rank_log_path(run_dir))
-        asyncio.run(_self_test(reward))
-        say(f"judge '{recipe.judge.name}' at {url} passed its self-test; training {recipe.policy.model}")
+    with contextlib.ExitStack() as stack:
+        reward = reward_function(recipe, run_dir, base_url, stack)
         trainer = GRPOTrainer(model=recipe.policy.model, reward_funcs=[reward], args=args, train_dataset=train_ds,
-                              processing_class=tok, peft_config=peft_config,
+                              eval_dataset=eval_ds, processing_class=tok, peft_config=peft_config,
                               callbacks=_callbacks(reward, timings))
         torch.manual_seed(recipe.seed)
         trainer.train(resume_from_checkpoint=checkpoint)

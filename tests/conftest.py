@@ -35,6 +35,9 @@ def judge_url(tiny, smoke_recipe, tmp_path_factory):
     """A real vLLM server serving the tiny judge on a free loopback port, for the whole test session."""
     from rlaif.judge.server import VLLMServer
 
+    if os.environ.get("RLAIF_TEST_JUDGE_URL"):  # a developer's running `rlaif judge serve recipes/smoke.yaml`
+        yield os.environ["RLAIF_TEST_JUDGE_URL"]
+        return
     log = tmp_path_factory.mktemp("judge") / "judge_server.log"
     server = VLLMServer.for_judge(smoke_recipe.judge, log)
     server.start()

@@ -19,9 +19,9 @@ from rlaif.judge.reward import Sample
 def lambda_response(sample_id: str, verdict, criteria: list[str], neutral: float) -> dict:
     failed = verdict is None or verdict.failed
     score = neutral if failed else verdict.reward
-    metrics = [{"name": c, "value": (None if failed else round(verdict.scores[c], 6)), "type": "Reward"}
-               for c in criteria]
-    metrics = [m for m in metrics if m["value"] is not None]
+    # a criterion is reported when it was judged: not after a failure, nor when a gate decided alone
+    metrics = [{"name": c, "value": round(verdict.scores[c], 6), "type": "Reward"} for c in criteria
+               if not failed and verdict.scores.get(c) is not None]
     metrics.append({"name": "judge_failed", "value": float(failed), "type": "Metric"})
     if verdict is not None:
         metrics += [{"name": f"check_{k}", "value": v, "type": "Metric"} for k, v in verdict.checks.items()]
@@ -54,7 +54,10 @@ def score_file(recipe, base_url: str, input_path: str, output_path: str) -> dict
     judge = make_judge_reward(recipe, base_url, judgment_log=recipe.run_dir / "judge_score.jsonl")
     criteria = [c.name for c in judge.rubric.criteria]
     to_judge = [r for r in res.records if r["response"].strip()]
-    verdicts = judge.score_sync([Sample(r["id"], r["prompt"], r["response"], r["metadata"]) for r in to_judge])
+    # the reference answer as the Lambda event gives it (under metadata, or at the top level)
+    verdicts = judge.score_sync([Sample(r["id"], r["prompt"], r["response"],
+                                        r["metadata"] | {"reference_answer": r["reference_answer"]})
+                                 for r in to_judge])
     by_line = {r["_line"]: v for r, v in zip(to_judge, verdicts)}
     out = Path(output_path)
     out.parent.mkdir(parents=True, exist_ok=True)

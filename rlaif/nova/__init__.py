@@ -1,0 +1,1 @@
+"""The Nova bridge: Bedrock's RFT dataset and reward-Lambda contract, both ways, and a local Bedrock judge endpoint."""

@@ -1,0 +1,240 @@
+"""Bring your Lambda: a Bedrock reward Lambda file as the TRL reward function.
+
+    reward:
+      lambda_file: rewards/my_lambda.py   # defines lambda_handler(event, context)
+
+rlaif calls `lambda_handler` batch-wise with the event Bedrock sends: a list of samples, each with `id`,
+`messages` (the prompt, then the policy's completion as the assistant turn, content a plain string), `metadata`
+(the record's `reference_answer` and every extra key) and `reference_answer` at the top level too, since AWS's
+own graders read either. `aggregate_reward_score` becomes the reward; every `metrics_list` entry is logged as
+`lambda/<name>`. A handler that raises, answers out of shape, or leaves a sample out is counted, logged and
+answered with the recipe's fallback (None: left out of its group; or a neutral value), never raised into the
+trainer. Running a file of Python is the recipe's explicit choice: nothing else in rlaif executes user code.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import math
+import statistics
+import sys
+import time
+import traceback
+import uuid
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from rlaif.errors import UserError
+from rlaif.judge.judgment_log import JudgmentLog
+
+log = logging.getLogger("rlaif.nova.lambda")
+
+
+def load_handler(path: str | Path):
+    """`lambda_handler` from a Python file, imported under a name of its own (its folder joins sys.path, as
+    Lambda's task root does, so helper modules beside it import)."""
+    path = Path(path).resolve()
+    if not path.is_file():
+        raise UserError(f"reward.lambda_file: file not found: {path}")
+    name = f"rlaif_user_lambda_{path.stem}_{uuid.uuid4().hex[:8]}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    if str(path.parent) not in sys.path:
+        sys.path.append(str(path.parent))
+    try:
+        spec.loader.exec_module(module)
+    except Exception as e:
+        where = traceback.extract_tb(e.__traceback__)[-1]
+        raise UserError(f"{path}: importing the Lambda failed: {type(e).__name__}: {e} "
+                        f"(line {where.lineno})") from None
+    handler = getattr(module, "lambda_handler", None)
+    if not callable(handler):
+        raise UserError(f"{path}: defines no lambda_handler(event, context)")
+    return handler
+
+
+class LambdaContext:
+    """The parts of AWS's context object that handlers use."""
+
+    def __init__(self, name: str, timeout_s: float):
+        self.function_name = name
+        self.function_version = "$LATEST"
+        self.invoked_function_arn = f"arn:aws:lambda:us-east-1:000000000000:function:{name}"
+        self.memory_limit_in_mb = 512
+        self.aws_request_id = str(uuid.uuid4())
+        self.log_group_name = f"/aws/lambda/{name}"
+        self.log_stream_name = "local"
+        self._deadline = time.time() + timeout_s
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self._deadline - time.time()) * 1000))
+
+
+def _reference(raw) -> object:
+    """The dataset's reference answer as the record had it (rlaif keeps it as JSON text in `nova_reference`)."""
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw)
+    except (TypeError, json.JSONDecodeError):
+        return raw
+
+
+def build_event(prompts, completions, columns: dict) -> list[dict]:
+    """Bedrock's reward-Lambda event for a batch of TRL prompts and completions."""
+    n = len(prompts)
+    ids = columns.get("id") or [None] * n
+    refs = columns.get("nova_reference") or [None] * n
+    metas = columns.get("metadata") or [None] * n
+    event = []
+    for i, (p, c) in enumerate(zip(prompts, completions)):
+        msgs = [dict(m) for m in p] if isinstance(p, list) else [{"role": "user", "content": str(p)}]
+        text = c[-1]["content"] if isinstance(c, list) else str(c)
+        meta = json.loads(metas[i]) if isinstance(metas[i], str) else dict(metas[i] or {})
+        ref = _reference(refs[i])
+        if ref is not None:
+            meta["reference_answer"] = ref
+        sample = {"id": f"{ids[i] if ids[i] is not None else 'sample'}#{i}",
+                  "messages": msgs + [{"role": "assistant", "content": text}], "metadata": meta}
+        if ref is not None:
+            sample["reference_answer"] = ref
+        event.append(sample)
+    return event
+
+
+def check_response(out, batch: list[dict]) -> tuple[dict[str, dict], list[str]]:
+    """{id: entry} of well-formed answers, and problems (a missing id, a non-number score...)."""
+    if not isinstance(out, list):
+        return {}, [f"lambda_handler returned {type(out).__name__}, not a list of results"]
+    good, problems = {}, []
+    for k, entry in enumerate(out):
+        if not isinstance(entry, dict) or "id" not in entry:
+            problems.append(f"result {k}: not an object with an 'id'")
+            continue
+        score = entry.get("aggregate_reward_score")
+        if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
+            problems.append(f"result {entry['id']!r}: aggregate_reward_score {score!r} is not a finite number")
+            continue
+        metrics = entry.get("metrics_list", [])
+        if not isinstance(metrics, list) or not all(
+                isinstance(m, dict) and isinstance(m.get("name"), str) and isinstance(m.get("value"), (int, float))
+                and not isinstance(m.get("value"), bool) for m in metrics):
+            problems.append(f"result {entry['id']!r}: metrics_list must be a list of {{name, value, type}}")
+            metrics = []
+        good[str(entry["id"])] = {"score": float(score), "metrics": metrics}
+    missing = [s["id"] for s in batch if s["id"] not in good]
+    if missing:
+        problems.append(f"no valid result for {len(missing)} sample(s), e.g. {missing[0]!r}")
+    return good, problems
+
+
+class LambdaReward:
+    """TRL reward function that calls a Bedrock-style reward Lambda, in batches, in parallel threads."""
+
+    def __init__(self, path: str | Path, *, batch_size: int = 64, concurrency: int = 12, timeout_s: float = 900.0,
+                 on_error: str = "neutral", neutral_reward: float = 0.5, max_fail_rate: float = 0.5,
+                 fail_window: int = 256, min_calls: int = 32, judgment_log: Path | None = None):
+        self.__name__ = "lambda"  # TRL's metric: rewards/lambda/mean
+        self.path = Path(path)
+        self.handler = load_handler(path)
+        self.batch_size, self.concurrency, self.timeout_s = batch_size, concurrency, timeout_s
+        self.on_error, self.neutral_reward, self.max_fail_rate = on_error, neutral_reward, max_fail_rate
+        self.min_calls = min_calls
+        self.log = JudgmentLog(judgment_log)
+        self.totals = {"calls": 0, "samples": 0, "errors": 0, "fallbacks": 0}
+        self.latencies: list[float] = []
+        self._recent = deque(maxlen=fail_window)
+        self.stop_reason: str | None = None
+        self._errors_logged = 0
+
+    @property
+    def should_stop(self) -> bool:
+        return self.stop_reason is not None
+
+    def _invoke(self, batch: list[dict]) -> tuple[dict[str, dict], list[str], float]:
+        t0 = time.perf_counter()
+        try:
+            out = self.handler(batch, LambdaContext(self.path.stem, self.timeout_s))
+        except Exception as e:
+            tb = traceback.format_exc(limit=4)
+            return {}, [f"lambda_handler raised {type(e).__name__}: {e}\n{tb}"], time.perf_counter() - t0
+        good, problems = check_response(out, batch)
+        return good, problems, time.perf_counter() - t0
+
+    def score_event(self, event: list[dict], step: int | None = None) -> tuple[list[float | None], dict]:
+        batches = [event[i:i + self.batch_size] for i in range(0, len(event), self.batch_size)]
+        with ThreadPoolExecutor(max_workers=max(1, min(self.concurrency, len(batches)))) as pool:
+            results = list(pool.map(self._invoke, batches))
+        rewards: list[float | None] = []
+        metric_values: dict[str, list[float]] = {}
+        rows, batch_errors, n_fallback = [], 0, 0
+        fallback = self.neutral_reward if self.on_error == "neutral" else None
+        now = round(time.time(), 3)
+        for batch, (good, problems, latency) in zip(batches, results):
+            self.totals["calls"] += 1
+            self.latencies.append(latency)
+            if problems:
+                batch_errors += 1
+                self.totals["errors"] += 1
+                if self._errors_logged < 20:  # every error is counted; the first ones are shown in full
+                    self._errors_logged += 1
+                    log.error("reward Lambda %s: %s", self.path.name, "; ".join(problems))
+            for s in batch:
+                got = good.get(s["id"])
+                ok = got is not None
+                self._recent.append(not ok)
+                reward = got["score"] if ok else fallback
+                n_fallback += not ok
+                rewards.append(reward)
+                for m in (got["metrics"] if ok else []):
+                    metric_values.setdefault(m["name"], []).append(float(m["value"]))
+                rows.append({"time": now, "step": step, "sample_id": s["id"], "criterion": "lambda",
+                             "score": got["score"] if ok else None, "reward": reward,
+                             "metrics": got["metrics"] if ok else None,
+                             "error": None if ok else (problems[0][:500] if problems else "no result"),
+                             "latency_s": round(latency, 4), "completion": s["messages"][-1]["content"][:2000]})
+        self.totals["samples"] += len(event)
+        self.totals["fallbacks"] += n_fallback
+        self.log.write(rows)
+        self._check_health()
+        batch_metrics = {f"lambda/{k}": statistics.fmean(v) for k, v in metric_values.items()}
+        batch_metrics |= {"lambda/calls": float(len(batches)),
+                          "lambda/error_rate": batch_errors / max(1, len(batches)),
+                          "lambda/fallback_rate": n_fallback / max(1, len(event)),
+                          "lambda/latency_max_s": max((r[2] for r in results), default=0.0)}
+        return rewards, batch_metrics
+
+    def _check_health(self) -> None:
+        n = len(self._recent)
+        if self.stop_reason or n < self.min_calls:
+            return
+        rate = sum(self._recent) / n
+        if rate > self.max_fail_rate:
+            self.stop_reason = (f"reward Lambda failed for {rate:.0%} of the last {n} samples, above "
+                                f"reward.max_fail_rate {self.max_fail_rate:.0%}")
+            log.error(self.stop_reason)
+
+    def __call__(self, prompts, completions, completion_ids=None, trainer_state=None, log_metric=None,
+                 log_extra=None, **columns) -> list[float | None]:
+        try:
+            event = build_event(prompts, completions, columns)
+            rewards, metrics = self.score_event(event, getattr(trainer_state, "global_step", None))
+        except Exception as e:  # never raise into the trainer
+            log.exception("reward Lambda batch failed before the call: %s", e)
+            self.totals["errors"] += 1
+            self.totals["fallbacks"] += len(prompts)
+            self._recent.extend([True] * len(prompts))
+            self._check_health()
+            return [self.neutral_reward if self.on_error == "neutral" else None] * len(prompts)
+        if log_metric is not None:
+            for k, v in sorted(metrics.items()):
+                log_metric(k, v)
+        return rewards
+
+    def summary(self) -> dict:
+        lat = sorted(self.latencies)
+        return dict(self.totals, calls=self.totals["calls"], failures=self.totals["fallbacks"], parse_failures=0,
+                    fail_rate=self.totals["fallbacks"] / max(1, self.totals["samples"]),
+                    latency_p50_s=round(lat[len(lat) // 2], 4) if lat else 0.0)
