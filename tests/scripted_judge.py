@@ -58,7 +58,10 @@ class ScriptedJudge:
                             "usage": {"prompt_tokens": len(user) // 4, "completion_tokens": len(content) // 4,
                                       "total_tokens": (len(user) + len(content)) // 4}})
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            request_queue_size = 256  # the judge client opens dozens of connections at once
+
+        self.server = Server(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()

@@ -60,8 +60,12 @@ def test_load_dataset_refuses_bad_files_naming_them(tmp_path):
 
 def test_data_check_cli_exit_codes(tmp_path):
     good = write(tmp_path, [json.dumps(GOOD)])
-    r = subprocess.run([sys.executable, "-m", "rlaif.cli", "data", "check", str(good)], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "rlaif.cli", "data", "check", str(good), "--local"],
+                       capture_output=True, text=True)
     assert r.returncode == 0 and "1 valid record" in r.stdout
+    # one record is too few for a Bedrock job, which `data check` holds a file to unless told --local
+    r = subprocess.run([sys.executable, "-m", "rlaif.cli", "data", "check", str(good)], capture_output=True, text=True)
+    assert r.returncode == 1 and "takes 100 to 20,000 training records" in r.stderr
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps(GOOD) + "\n{oops\n")
     r = subprocess.run([sys.executable, "-m", "rlaif.cli", "data", "check", str(bad)], capture_output=True, text=True)

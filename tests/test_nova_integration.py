@@ -255,3 +255,24 @@ def test_a_bedrock_style_lambda_is_a_training_reward(judge_url, tmp_path):
     assert len(rows) == 64 and all(row["criterion"] == "lambda" and row["error"] is None for row in rows)
     assert "Bedrock Converse gateway at http://127.0.0.1:" in r.stderr
     assert (run / "adapter" / "adapter_config.json").exists()
+
+
+def test_bedrock_hyperparameters_drive_a_grpo_run(judge_url, tmp_path):
+    """A recipe in Bedrock's terms: 4 prompts x 4 samples a round, 16 new tokens, prompts over 21 tokens left out."""
+    run = tmp_path / "run"
+    grpo = ('{max_steps: 2, temperature: 1.0, beta: 0.0, use_cpu: true, bf16: false, gradient_checkpointing: false, '
+            'logging_steps: 1, save_strategy: "no", report_to: none}')
+    hp = "{batchSize: 4, trainingSamplePerPrompt: 4, learningRate: 1.0e-3, inferenceMaxTokens: 16, maxPromptLength: 21}"
+    r = subprocess.run([sys.executable, "-m", "rlaif.cli", "train", "recipes/smoke.yaml", "--set", f"grpo={grpo}",
+                        "--set", f"nova.hyperparameters={hp}", "--set", f"judge.base_url={judge_url}",
+                        "--set", f"output_dir={run}"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "nova.hyperparameters.trainingSamplePerPrompt -> num_generations = 4" in r.stderr
+    assert "nova.hyperparameters.batchSize -> generation_batch_size = 16" in r.stderr
+    dropped = int(r.stderr.split(" prompt(s) over maxPromptLength 21")[0].split()[-1])
+    assert 0 < dropped < 160  # the tiny prompts are 20-22 tokens: some are over, as Bedrock would filter
+    summary = json.loads((run / "train_summary.json").read_text())
+    logs = [h for h in summary["log_history"] if "reward" in h]
+    assert summary["steps"] == 2 and all(h["completions/max_length"] <= 16 for h in logs)
+    calls = [json.loads(ln) for ln in (run / "judgments.jsonl").read_text().splitlines()]
+    assert len(calls) == 2 * 16  # two rounds of 4 prompts x 4 samples, one judgment each

@@ -202,4 +202,25 @@ def export_lambda(recipe, out_dir: str | Path, model_id: str | None = None) -> t
     path = out / "lambda_function.py"
     path.write_text(code, encoding="utf-8")
     (out / "README.md").write_text(deploy_readme(config, notes), encoding="utf-8")
+    (out / "event.json").write_text(json.dumps(example_event(recipe), indent=2, ensure_ascii=False), encoding="utf-8")
     return path, notes
+
+
+def example_event(recipe) -> list[dict]:
+    """Two samples in the shape Bedrock sends, from the recipe's training data, to try the Lambda with."""
+    from rlaif.data import read_records
+    try:
+        res = read_records(recipe.data.train, recipe.data.columns)
+    except UserError:
+        res = None
+    records = res.records[:2] if res and res.records else [{"id": "example", "metadata": "{}", "nova_reference": None,
+                                                            "prompt": [{"role": "user", "content": "Say hello."}]}]
+    event = []
+    for i, rec in enumerate(records):
+        meta = json.loads(rec["metadata"])
+        sample = {"id": f"{rec['id']}#{i}", "messages": rec["prompt"] + [
+            {"role": "assistant", "content": "(the policy's completion goes here)"}], "metadata": meta}
+        if rec.get("nova_reference") is not None:
+            sample["metadata"]["reference_answer"] = sample["reference_answer"] = json.loads(rec["nova_reference"])
+        event.append(sample)
+    return event
