@@ -111,6 +111,20 @@ def test_a_judge_that_is_down_is_service_unavailable(bedrock_env):
         gw.stop()
 
 
+def test_a_judge_slower_than_the_timeout_is_a_model_timeout(judge_url, bedrock_env):
+    proxy = FaultProxy(judge_url)
+    gw = Gateway(build_app(proxy.url, "judge", timeout_s=0.5)).start()
+    try:
+        bedrock_env(gw.url)
+        c = client(retries={"mode": "standard", "total_max_attempts": 1})
+        proxy.plan(["slow:2"])
+        with pytest.raises(c.exceptions.ModelTimeoutException, match="did not answer in time"):
+            ask(c, inferenceConfig={"maxTokens": 1})
+    finally:
+        gw.stop()
+        proxy.close()
+
+
 def test_with_an_api_key_only_its_holder_gets_in(judge_url, bedrock_env):
     gw = Gateway(build_app(judge_url, "judge", api_key="s3cret"), api_key="s3cret").start()
     try:
