@@ -172,14 +172,18 @@ def read_jsonl_with(path: str | Path, parse) -> ReadResult:
         except json.JSONDecodeError as e:
             res.problems.append(Problem(str(path), n, "(line)", f"not valid JSON: {e.msg} at column {e.colno}"))
             continue
-        rec, errs = parse(obj)
-        for e in errs:
-            fld, _, msg = e.partition(": ")
-            res.problems.append(Problem(str(path), n, fld, msg))
-        if rec is not None:
-            rec["_line"] = n
-            res.records.append(rec)
+        _collect(res, path, n, *parse(obj))
     return res
+
+
+def _collect(res: ReadResult, path, n: int, rec: dict | None, errs: list[str]) -> None:
+    """One parsed line (or row) into the result: its problems with file, line and field; the record if valid."""
+    for e in errs:
+        fld, _, msg = e.partition(": ")
+        res.problems.append(Problem(str(path), n, fld, msg))
+    if rec is not None:
+        rec["_line"] = n
+        res.records.append(rec)
 
 
 TABLE_SUFFIXES = (".parquet", ".json", ".csv")
@@ -246,13 +250,7 @@ def read_table(path: str | Path, columns: dict[str, str] | None = None) -> ReadR
                 rec["messages"] = json.loads(rec["messages"])
             except json.JSONDecodeError:
                 pass
-        parsed, errs = parse_record(rec)
-        for e in errs:
-            fld, _, msg = e.partition(": ")
-            res.problems.append(Problem(str(path), n, fld, msg))
-        if parsed is not None:
-            parsed["_line"] = n
-            res.records.append(parsed)
+        _collect(res, path, n, *parse_record(rec))
     return res
 
 
