@@ -36,6 +36,7 @@ def say(msg: str) -> None:
 class Endpoint:
     url: str
     start_s: float | None = None  # how long the launched server took to become ready; None if not launched
+    server: object | None = None  # the VLLMServer rlaif launched, if it did
 
 
 @contextlib.contextmanager
@@ -53,7 +54,7 @@ def judge_endpoint(recipe: Recipe, run_dir: Path, base_url: str | None = None):
     from rlaif.judge.server import VLLMServer
     server = VLLMServer.for_judge(recipe.judge, run_dir / "judge_server.log", progress=say)
     with server:
-        yield Endpoint(server.base_url, server.start_s)
+        yield Endpoint(server.base_url, server.start_s, server)
 
 
 def make_judge_reward(recipe: Recipe, base_url: str, judgment_log: Path | None):
@@ -92,6 +93,13 @@ def _callbacks(reward, timings: list[float]):
                 control.should_training_stop = True
                 control.should_save = True
 
+    class MarkComplete(TrainerCallback):
+        """Mark a checkpoint complete once the Trainer has written all of it (on_save comes after the save)."""
+
+        def on_save(self, args, state, control, **kw):
+            if state.is_world_process_zero:
+                (Path(args.output_dir) / f"checkpoint-{state.global_step}" / COMPLETE).write_text("")
+
     class StepLog(TrainerCallback):
         def on_step_begin(self, args, state, control, **kw):
             self._t = time.perf_counter()
@@ -111,7 +119,7 @@ def _callbacks(reward, timings: list[float]):
                 parts.append(f"judge fail {logs['judge/fail_rate']:.1%}")
             say(" | ".join(parts))
 
-    return [JudgeHealth(), StepLog()]
+    return [JudgeHealth(), MarkComplete(), StepLog()]
 
 
 def reward_function(recipe: Recipe, run_dir: Path, base_url: str | None, stack: contextlib.ExitStack):
@@ -141,9 +149,60 @@ def reward_function(recipe: Recipe, run_dir: Path, base_url: str | None, stack: 
                             max_fail_rate=spec.max_fail_rate, judgment_log=rank_log_path(run_dir))
     ep = stack.enter_context(judge_endpoint(recipe, run_dir, base_url))
     reward = make_judge_reward(recipe, ep.url, rank_log_path(run_dir))
+    if ep.server is not None:  # rlaif launched it, so rlaif restarts it if it dies mid-run
+        from rlaif.judge.server import Supervisor
+        sup = Supervisor(ep.server, on_down=reward.pause_health, on_up=reward.resume_health,
+                         on_give_up=reward.give_up).start()
+        stack.callback(sup.stop)  # before the server stops (the stack unwinds in reverse)
     asyncio.run(_self_test(reward))
     say(f"judge '{recipe.judge.name}' at {ep.url} passed its self-test; training {recipe.policy.model}")
     return reward
+
+
+COMPLETE = ".rlaif-complete"  # written into a checkpoint folder once the Trainer has finished saving it
+
+
+def _checkpoints(run_dir: Path) -> list[Path]:
+    dirs = [p for p in run_dir.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
+    return sorted(dirs, key=lambda p: int(p.name.split("-")[-1]))
+
+
+def last_complete_checkpoint(run_dir: Path) -> str | None:
+    """The newest checkpoint that was saved to the end. A save cut short (disk full, SIGKILL) has no marker;
+    folders from before markers existed count when their trainer_state.json is there."""
+    ckpts = _checkpoints(run_dir)
+    marked = [p for p in ckpts if (p / COMPLETE).exists()]
+    if marked:
+        return str(marked[-1])
+    legacy = [p for p in ckpts if (p / "trainer_state.json").exists()]
+    return str(legacy[-1]) if legacy else None
+
+
+def _is_disk_full(e: BaseException) -> bool:
+    """torch.save and safetensors report a full disk as RuntimeError/SafetensorError text, not only OSError."""
+    import errno
+    while e is not None:
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            return True
+        text = str(e)
+        if "No space left on device" in text or "file write failed" in text or "Disk quota exceeded" in text:
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def _disk_full_error(run_dir: Path, e: BaseException) -> UserError:
+    import shutil
+    good = last_complete_checkpoint(run_dir)
+    cut = [p for p in _checkpoints(run_dir) if not (p / COMPLETE).exists()
+           and (good is None or int(p.name.split("-")[-1]) > int(Path(good).name.split("-")[-1]))]
+    for p in cut:
+        shutil.rmtree(p, ignore_errors=True)  # half a checkpoint must never be what --resume picks
+    removed = f"; removed the incomplete {', '.join(p.name for p in cut)}" if cut else ""
+    kept = (f"{Path(good).name} is intact: free some space, then run again with --resume" if good
+            else "there is no earlier checkpoint to resume from")
+    return UserError(f"the disk is full: writing to {run_dir} failed ({str(e).splitlines()[0][:200]}){removed}. "
+                     f"{kept}")
 
 
 def apply_threads(recipe: Recipe) -> None:
@@ -157,7 +216,6 @@ def run_training(recipe: Recipe, *, resume: bool = False, base_url: str | None =
     import torch
     from peft import LoraConfig
     from transformers import AutoTokenizer
-    from transformers.trainer_utils import get_last_checkpoint
     from trl import GRPOConfig, GRPOTrainer
 
     from rlaif.data import drop_long_prompts, load_dataset
@@ -168,7 +226,7 @@ def run_training(recipe: Recipe, *, resume: bool = False, base_url: str | None =
     run_dir.mkdir(parents=True, exist_ok=True)
     checkpoint = None
     if resume:
-        checkpoint = get_last_checkpoint(str(run_dir)) if run_dir.exists() else None
+        checkpoint = last_complete_checkpoint(run_dir) if run_dir.exists() else None
         if checkpoint is None:
             raise UserError(f"--resume: no checkpoint-* folder in {run_dir} to resume from")
         say(f"resuming from {checkpoint}")
@@ -208,10 +266,16 @@ def run_training(recipe: Recipe, *, resume: bool = False, base_url: str | None =
                               eval_dataset=eval_ds, processing_class=tok, peft_config=peft_config,
                               callbacks=_callbacks(reward, timings))
         torch.manual_seed(recipe.seed)
-        trainer.train(resume_from_checkpoint=checkpoint)
         adapter_dir = run_dir / "adapter"
-        trainer.save_model(str(adapter_dir))
-        reward.log.close()
+        try:
+            trainer.train(resume_from_checkpoint=checkpoint)
+            trainer.save_model(str(adapter_dir))
+        except Exception as e:
+            if _is_disk_full(e):
+                raise _disk_full_error(run_dir, e) from None
+            raise
+        finally:
+            reward.log.close()
     summary = {
         "steps": trainer.state.global_step,
         "max_steps": trainer.state.max_steps,

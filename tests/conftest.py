@@ -10,6 +10,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "artifacts" / "tiny"
 SMOKE = ROOT / "recipes" / "smoke.yaml"
+sys.path.insert(0, str(ROOT / "tests" / "faults"))  # faultproxy and the fault helpers, for every test file
 
 
 def pytest_configure(config):

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from faultproxy import FaultProxy
+from faultproxy import FaultProxy  # tests/faults/faultproxy.py
 from scripted_judge import ScriptedJudge
 from rlaif.nova.gateway import Gateway, boto3_env, build_app
 

@@ -22,8 +22,17 @@ class JudgmentLog:
             return
         blob = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
         with self._lock:
-            self._f.write(blob)
-            self._f.flush()
+            pos = self._f.tell()
+            try:
+                self._f.write(blob)
+                self._f.flush()
+            except OSError:  # disk full: take back the part that was written, so the file stays whole lines
+                try:
+                    self._f.truncate(pos)
+                    self._f.seek(pos)
+                except OSError:
+                    pass
+                raise
 
     def close(self) -> None:
         if self._f is not None:

@@ -126,10 +126,11 @@ class JudgeReward:
         self.pairwise_against, self.pairwise_opponents = pairwise_against, pairwise_opponents
         self.cache = VerdictCache(f"{client.s.model}|{mode}|{rubric.model_dump_json()}") if cache else None
         self.totals = {"calls": 0, "failures": 0, "parse_failures": 0, "retries": 0, "neutralised": 0,
-                       "samples": 0, "fallbacks": 0, "cache_hits": 0, "gated": 0}
+                       "samples": 0, "fallbacks": 0, "cache_hits": 0, "gated": 0, "server_restarts": 0}
         self.latencies: list[float] = []
         self._recent = deque(maxlen=self.policy.fail_window)
         self.stop_reason: str | None = None
+        self.health_paused = False  # while a crashed judge server is being restarted
         self.prefix_cache = PrefixCacheMeter(client.urls)
 
     # -- the judging itself -------------------------------------------------------------------------------------
@@ -299,9 +300,24 @@ class JudgeReward:
         self._recent.append(failed)
         self.latencies.append(res["latency_s"])
 
+    # -- a judge server that crashed and is being restarted (rlaif.judge.server.Supervisor) ----------------------
+    def pause_health(self, exit_code=None) -> None:
+        """Calls fail while the server is down; they are counted and fall back, but do not stop the run."""
+        self.health_paused = True
+        log.warning("judge server down (exit code %s): judgments fall back until it is back", exit_code)
+
+    def resume_health(self) -> None:
+        self._recent.clear()  # judge the restarted server on its own calls
+        self.totals["server_restarts"] += 1
+        self.health_paused = False
+
+    def give_up(self, why: str) -> None:
+        self.stop_reason = why
+        log.error(why)
+
     def _check_health(self) -> None:
         n = len(self._recent)
-        if self.stop_reason or n < self.policy.min_calls:
+        if self.stop_reason or self.health_paused or n < self.policy.min_calls:
             return
         rate = sum(self._recent) / n
         if rate > self.policy.max_fail_rate:

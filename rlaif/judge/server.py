@@ -46,6 +46,17 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+def port_is_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as s:
+        # as servers bind (uvicorn sets it): connections of a killed server in TIME_WAIT do not hold the port
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+            return True
+        except OSError:
+            return False
+
+
 def served_models(base_url: str, api_key: str | None = None, timeout: float = 2.0) -> list[str] | None:
     """Model ids listed at base_url/v1/models, or None when nothing (or nothing OpenAI-like) answers."""
     try:
@@ -117,10 +128,11 @@ class VLLMServer:
 
     def _pick_port(self) -> None:
         if self.port:
-            ids = served_models(f"http://{self.host}:{self.port}", self.api_key)
-            if ids is None:
+            if port_is_free(self.host, self.port):
                 return
-            self.progress(f"port {self.port} is taken by a server serving {ids}; using a free port instead")
+            ids = served_models(f"http://{self.host}:{self.port}", self.api_key)
+            what = f"a server serving {ids}" if ids is not None else "another program"
+            self.progress(f"port {self.port} is taken by {what}; using a free port instead")
         self.port = free_port(self.host)
 
     def start(self) -> str:
@@ -140,6 +152,8 @@ class VLLMServer:
                                      start_new_session=True, preexec_fn=_child_setup(self.nice))
         if log_f is not subprocess.DEVNULL:
             log_f.close()  # the child holds its own copy
+        if self.log_path:  # who to look for (and, in the fault tests, whom to kill)
+            self.log_path.with_suffix(".pid").write_text(f"{self.proc.pid}\n")
         atexit.register(self.stop)
         try:
             self._wait_ready()
@@ -204,6 +218,22 @@ class VLLMServer:
         except subprocess.TimeoutExpired:
             pass
 
+    def died(self) -> int | None:
+        """The exit code if the server ended without being stopped, else None."""
+        proc = self.proc
+        return None if proc is None else proc.poll()
+
+    def restart(self) -> str:
+        """Start again after a crash, on the same port when it is free (clients keep their URL)."""
+        proc, self.proc = self.proc, None
+        if proc is not None:
+            _signal_group(proc.pid, signal.SIGKILL)  # what is left of the old engine
+            atexit.unregister(self.stop)
+        deadline = time.monotonic() + 30
+        while not port_is_free(self.host, self.port) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        return self.start()
+
     def __enter__(self):
         self.start()
         return self
@@ -223,3 +253,55 @@ def _signal_group(pgid: int, sig: int) -> None:
 def _has_gpu() -> bool:
     return shutil.which("nvidia-smi") is not None and subprocess.run(
         ["nvidia-smi", "-L"], capture_output=True).returncode == 0
+
+
+class Supervisor:
+    """Watches a launched judge server and restarts it when it dies mid-run.
+
+    While it is down, judge calls fail and get the recipe's fallback (counted in `judge/fail_rate`); `on_down`
+    and `on_up` let the reward hold its failure-rate stop for that time, so a crash and restart costs the
+    steps it spans, not the run. After `max_restarts` restarts, or a restart that fails, `on_give_up` says why.
+    """
+
+    def __init__(self, server: VLLMServer, *, on_down=None, on_up=None, on_give_up=None, max_restarts: int = 3,
+                 poll_s: float = 1.0):
+        import threading
+        self.server = server
+        self.on_down, self.on_up, self.on_give_up = on_down, on_up, on_give_up
+        self.max_restarts, self.poll_s = max_restarts, poll_s
+        self.restarts = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="judge-supervisor")
+
+    def start(self) -> "Supervisor":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.poll_s):
+            code = self.server.died()
+            if code is None:
+                continue
+            if self._stop.is_set():
+                return
+            if self.on_down:
+                self.on_down(code)
+            if self.restarts >= self.max_restarts:
+                if self.on_give_up:
+                    self.on_give_up(f"the judge server died (exit code {code}) after {self.restarts} restart(s)")
+                return
+            self.restarts += 1
+            self.server.progress(f"the judge server died (exit code {code}); restarting it "
+                                 f"({self.restarts} of at most {self.max_restarts})")
+            try:
+                self.server.restart()
+            except Exception as e:  # cannot come back: the run must stop, not train on fallbacks
+                if self.on_give_up:
+                    self.on_give_up(f"the judge server died (exit code {code}) and did not restart: {e}")
+                return
+            if self.on_up:
+                self.on_up()
