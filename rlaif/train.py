@@ -178,9 +178,20 @@ def last_complete_checkpoint(run_dir: Path) -> str | None:
     return str(legacy[-1]) if legacy else None
 
 
-def _is_disk_full(e: BaseException) -> bool:
-    """torch.save and safetensors report a full disk as RuntimeError/SafetensorError text, not only OSError."""
+def _is_disk_full(e: BaseException, run_dir: Path) -> bool:
+    """Whether a failure mid-run was the disk filling up. torch.save reports ENOSPC as odd RuntimeErrors
+    ("unexpected pos 116288 vs 116176"), so besides the error itself, the free space is measured: less than
+    another checkpoint needs means full."""
     import errno
+    import shutil
+    try:
+        free = shutil.disk_usage(run_dir).free
+        done = last_complete_checkpoint(run_dir)
+        need = sum(f.stat().st_size for f in Path(done).iterdir() if f.is_file()) if done else 1 << 20
+        if free < max(need, 1 << 20):
+            return True
+    except OSError:
+        pass
     while e is not None:
         if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
             return True
@@ -271,7 +282,7 @@ def run_training(recipe: Recipe, *, resume: bool = False, base_url: str | None =
             trainer.train(resume_from_checkpoint=checkpoint)
             trainer.save_model(str(adapter_dir))
         except Exception as e:
-            if _is_disk_full(e):
+            if _is_disk_full(e, run_dir):
                 raise _disk_full_error(run_dir, e) from None
             raise
         finally:

@@ -1,0 +1,127 @@
+"""Trainer faults with real processes: SIGKILL after a checkpoint, Ctrl-C, the disk filling during a checkpoint."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytestmark = pytest.mark.integration
+RLAIF = [sys.executable, "-m", "rlaif.cli"]
+
+
+def wait_for(cond, timeout, what):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if cond():
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def lines(path):
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def train_cmd(out, steps, *extra):
+    return RLAIF + ["train", "recipes/smoke.yaml", "--set", f"output_dir={out}", "--set", f"grpo.max_steps={steps}",
+                    "--set", "grpo.save_steps=2", "--set", "grpo.logging_steps=1",
+                    "--set", "grpo.per_device_train_batch_size=16", *extra]
+
+
+def assert_whole_lines_and_tables(out):
+    """Append-only files after a crash: every line parses, every completions table reads."""
+    import pandas as pd
+    rows = [json.loads(ln) for ln in lines(out / "judgments.jsonl")]
+    for f in (out / "completions").glob("*.parquet"):
+        assert len(pd.read_parquet(f)) > 0
+    return rows
+
+
+def gone(pid):
+    import psutil
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_sigkill_after_a_checkpoint_then_resume_loses_no_step(tiny, judge_url, tmp_path):
+    out = tmp_path / "run"
+    p = subprocess.Popen(train_cmd(out, 8), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    try:
+        # the trainer launched its own judge server; kill the trainer alone once checkpoint-4 is complete
+        wait_for(lambda: (out / "checkpoint-4" / ".rlaif-complete").exists(), 600, "checkpoint-4")
+        wait_for(lambda: len(lines(out / "judgments.jsonl")) > 4 * 16 + 8, 120, "step 5 under way")
+        server = int((out / "judge_server.pid").read_text())
+        p.send_signal(signal.SIGKILL)
+        p.wait(timeout=30)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+    wait_for(lambda: gone(server), 60, "the judge server to die with its trainer")  # no orphaned server
+    before = assert_whole_lines_and_tables(out)
+    assert {r["step"] for r in before} >= {0, 1, 2, 3, 4}
+
+    r = subprocess.run(train_cmd(out, 8, "--resume", "--set", f"judge.base_url={judge_url}"),
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["steps"] == 8 and summary["resumed_from"].endswith("checkpoint-4")
+    logged = sorted(h["step"] for h in summary["log_history"] if "reward" in h)
+    assert logged == list(range(1, 9))  # every step, the ones before the kill from the checkpoint
+    after = assert_whole_lines_and_tables(out)
+    assert after[:len(before)] == before  # append-only: nothing written before the kill was touched
+    assert {r["step"] for r in after[len(before):]} == {4, 5, 6, 7}  # the steps after checkpoint-4, judged again
+
+
+def test_ctrl_c_stops_training_and_every_child(tiny, tmp_path):
+    import psutil
+    out = tmp_path / "run"
+    p = subprocess.Popen(train_cmd(out, 200, "--set", "grpo.save_strategy=no"), stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        wait_for(lambda: len(lines(out / "judgments.jsonl")) >= 32, 600, "two judged steps")
+        tree = psutil.Process(p.pid).children(recursive=True)
+        assert tree  # the judge server and its engine
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+    assert p.returncode == 130, err[-2000:]
+    assert "interrupted: stopped cleanly" in err and "Traceback" not in err
+    time.sleep(1)
+    alive = [c for c in tree if not gone(c.pid)]
+    assert not alive, f"orphans: {[c.cmdline()[:3] for c in alive]}"
+    assert_whole_lines_and_tables(out)
+
+
+@pytest.fixture()
+def small_disk(tmp_path):
+    """A 1.4 MB filesystem (tmpfs): room for one tiny checkpoint (~0.9 MB) and the logs, not for two."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1400k", "tmpfs", str(mnt)], capture_output=True, text=True)
+    assert r.returncode == 0, f"this test mounts a small tmpfs and needs root (CI runs as root): {r.stderr}"
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)])
+
+
+def test_a_full_disk_during_a_checkpoint_is_a_clear_error_and_the_last_one_still_loads(tiny, judge_url, small_disk):
+    out = small_disk / "run"
+    cmd = train_cmd(out, 6, "--set", f"judge.base_url={judge_url}")
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 1, r.stderr[-3000:]
+    assert "the disk is full" in r.stderr and "checkpoint-2 is intact" in r.stderr, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr
+    assert not (out / "checkpoint-4").exists()  # half a checkpoint is never what --resume would pick
+    assert_whole_lines_and_tables(out)
+    subprocess.run(["mount", "-o", "remount,size=20m", str(small_disk)], check=True)  # space freed
+    r = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["steps"] == 6 and summary["resumed_from"].endswith("checkpoint-2")
