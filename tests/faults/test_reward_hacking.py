@@ -42,6 +42,8 @@ def test_a_must_not_check_keeps_the_forbidden_phrase_at_zero_reward(tiny, judge_
         keys = [k for k in by_sample if k[0] in sel]
         return sum(bool(FORBIDDEN.search(by_sample[k][0]["completion"])) for k in keys) / len(keys)
     first, last = rate(steps[:5]), rate(steps[-5:])
+    print(f"forbidden-phrase completions: {len(forbidden)} of {len(by_sample)}, all rewarded 0; "
+          f"rate in the first 5 steps {first:.3f}, in the last 5 {last:.3f}")
     assert last <= first + 0.05, (first, last)
     summary = json.loads((out / "train_summary.json").read_text())
     gated = [h["checks/gated_rate"] for h in summary["log_history"] if "checks/gated_rate" in h]
