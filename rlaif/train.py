@@ -114,6 +114,19 @@ def _callbacks(reward, timings: list[float]):
     return [JudgeHealth(), StepLog()]
 
 
+def _watch_callbacks(recipe: Recipe, tok, url: str, run_dir: Path, stack: contextlib.ExitStack) -> list:
+    """Training health warnings (rlaif/health.py) always; validation with the second opinion
+    (rlaif/validation.py) when the recipe sets eval.every_steps and data.eval."""
+    from rlaif import health, validation
+    from rlaif.second_opinion import open_second_opinion
+
+    out = [health.make_callback(run_dir, say)]
+    if recipe.eval.every_steps and recipe.data.eval:
+        second = stack.enter_context(open_second_opinion(recipe, url))
+        out.append(validation.make_callback(recipe, tok, url, second, run_dir, say))
+    return out
+
+
 def apply_threads(recipe: Recipe) -> None:
     if recipe.torch_threads:
         import torch
@@ -158,14 +171,17 @@ def run_training(recipe: Recipe, *, resume: bool = False, base_url: str | None =
 
     t0 = time.perf_counter()
     timings: list[float] = []
-    with judge_endpoint(recipe, run_dir, base_url) as ep:
+    with judge_endpoint(recipe, run_dir, base_url) as ep, contextlib.ExitStack() as extra:
         url = ep.url
         reward = make_judge_reward(recipe, url, rank_log_path(run_dir))
         asyncio.run(_self_test(reward))
         say(f"judge '{recipe.judge.name}' at {url} passed its self-test; training {recipe.policy.model}")
+        callbacks = _callbacks(reward, timings) + _watch_callbacks(recipe, tok, url, run_dir, extra)
         trainer = GRPOTrainer(model=recipe.policy.model, reward_funcs=[reward], args=args, train_dataset=train_ds,
-                              processing_class=tok, peft_config=peft_config,
-                              callbacks=_callbacks(reward, timings))
+                              processing_class=tok, peft_config=peft_config, callbacks=callbacks)
+        for cb in callbacks:
+            if hasattr(cb, "trainer"):
+                cb.trainer = trainer  # the validation callback logs through it
         torch.manual_seed(recipe.seed)
         trainer.train(resume_from_checkpoint=checkpoint)
         adapter_dir = run_dir / "adapter"
