@@ -38,5 +38,9 @@ def cmd_judge_audit(a) -> int:
     from pathlib import Path
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(json.dumps(res, indent=2))
+    for j in res["judges"]:
+        for t in j["thresholds"]:
+            if not t["ok"]:
+                print(f"FAIL {j['judge']} ({j['recipe']}): {t['metric']} = {t['value']} (needs {t['op']} {t['bar']})")
     print(f"audit: {out}; {'PASS' if res['passed'] else 'FAIL'} against the recipe's audit thresholds")
     return 0 if res["passed"] else 1

@@ -37,9 +37,10 @@ def inspect_page(html_file: Path, screenshot: Path | None = None) -> dict:
                 size = img.evaluate("e => [e.complete, e.naturalWidth, e.naturalHeight]")
                 png = img.screenshot()
                 gray = Image.open(io.BytesIO(png)).convert("L")
+                rgb = Image.open(io.BytesIO(png)).convert("RGB")
                 plots.append({"alt": img.get_attribute("alt"), "complete": size[0], "width": size[1],
                               "height": size[2], "pixel_std": ImageStat.Stat(gray).stddev[0],
-                              "distinct_colors": len(Image.open(io.BytesIO(png)).convert("RGB").getcolors(1 << 20))})
+                              "line_pixels": _line_pixels(rgb)})
             cells = page.eval_on_selector_all("table.samples tbody tr", "rows => rows.map(r => "
                                               "Array.from(r.cells).map(c => c.innerText.trim()))")
             if screenshot:
@@ -48,3 +49,9 @@ def inspect_page(html_file: Path, screenshot: Path | None = None) -> dict:
             browser.close()
     external = [u for u in requests if not u.startswith(("file:", "data:"))]
     return {"plots": plots, "sample_rows": cells, "external_requests": external}
+
+
+def _line_pixels(rgb) -> int:
+    """Pixels in matplotlib's first line colour (tab:blue, #1f77b4): a plot with axes but no data has none."""
+    target = (31, 119, 180)
+    return sum(n for n, c in rgb.getcolors(1 << 22) if sum(abs(a - b) for a, b in zip(c, target)) < 40)
