@@ -85,8 +85,11 @@ def make_callback(recipe, tok, url: str, second, run_dir: Path, say=None):
                 for r in rows:
                     f.write(json.dumps(r, ensure_ascii=False) + "\n")
             # the base Trainer.log: into log_history and every report_to logger. GRPOTrainer.log would fold
-            # in (and clear) the training metrics it is averaging until the next logging step.
+            # in (and clear) the training metrics it is averaging until the next logging step. Logging resets
+            # control.should_log, which this step's own training log (due after on_step_end) still needs.
+            keep = self.trainer.control.should_log
             Trainer.log(self.trainer, dict(metrics))
+            self.trainer.control.should_log = keep
             if say:
                 agree = metrics.get("val/second_opinion_agreement")
                 say(f"validation at step {state.global_step}: reward {metrics['val/reward']:.3f}, pass "

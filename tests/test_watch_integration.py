@@ -44,6 +44,7 @@ def test_validation_and_health_signals_are_logged_during_training(short_run):
     assert [h["step"] for h in val] == [0, 2, 4]
     assert all(0 <= h["val/second_opinion_agreement"] <= 1 for h in val)
     train = [h for h in hist if "reward" in h]
+    assert [h["step"] for h in train] == [1, 2, 3, 4]  # validation at a logging step does not swallow its log
     assert all({"judge/reward_min", "judge/reward_max", "judge/positive_rate", "entropy",
                 "frac_reward_zero_std", "completions/mean_length"} <= set(h) for h in train)
     assert all(h["judge/reward_min"] <= h["reward"] <= h["judge/reward_max"] for h in train)
