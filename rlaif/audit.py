@@ -172,7 +172,7 @@ def _without_cache(recipe: "Recipe") -> "Recipe":
     return recipe.model_copy(update={"judge": recipe.judge.model_copy(update={"cache": False})})
 
 
-def _score_pairs(recipe: "Recipe", url: str, pairs: list[dict]) -> tuple[list[float], list[float], int]:
+def _score_pairs(recipe: "Recipe", url: str, pairs: list[dict]) -> tuple[list[float], list[float], int, int]:
     """Ask the judge about each pair in both orders; P(chosen wins) per order, weighted over the criteria."""
     from rlaif.judge import pairwise
     from rlaif.train import make_judge_reward
@@ -182,9 +182,13 @@ def _score_pairs(recipe: "Recipe", url: str, pairs: list[dict]) -> tuple[list[fl
     params = pairwise.request_params(recipe.judge.top_logprobs, recipe.judge.temperature)
     total_w = sum(c.weight for c in rubric.criteria)
 
+    calls = 0
+
     async def one(prompt, a, b):
+        nonlocal calls
         out = 0.0
         for c in rubric.criteria:
+            calls += 1
             res = await client.chat(pairwise.render(rubric, c, prompt, a, b).messages, **params)
             if res.response is None:
                 return None
@@ -204,7 +208,7 @@ def _score_pairs(recipe: "Recipe", url: str, pairs: list[dict]) -> tuple[list[fl
     got = asyncio.run(run())
     first, second = got[:len(pairs)], got[len(pairs):]
     ok = [(a, b) for a, b in zip(first, second) if a is not None and b is not None]
-    return [a for a, _ in ok], [b for _, b in ok], len(pairs) - len(ok)
+    return [a for a, _ in ok], [b for _, b in ok], len(pairs) - len(ok), calls
 
 
 def audit_judge(recipe: "Recipe", url: str, labelled: Labelled, spec: AuditSpec | None = None) -> dict:
@@ -267,9 +271,10 @@ def audit_judge(recipe: "Recipe", url: str, labelled: Labelled, spec: AuditSpec 
         repeated = [[r[i] for r in runs if r[i] is not None] for i in range(k)]
         res["consistency"] = spread(repeated) | {"repeats": spec.repeats}
     if labelled.pairs:
-        a, b, failed = _score_pairs(recipe, url, labelled.pairs)
+        a, b, failed, n_calls = _score_pairs(recipe, url, labelled.pairs)
         res["pairs"] = pair_stats(a, b) | {"failed_pairs": failed}
-        calls["calls"] += 2 * len(labelled.pairs) * len(judge.rubric.criteria)
+        calls["calls"] += n_calls
+        calls["failures"] += failed  # a pair with a failed or unparsable answer in either order
     res["judge_calls"] = {k: calls[k] for k in ("calls", "failures", "parse_failures")}
     res["thresholds"] = apply_thresholds(res, spec)
     res["passed"] = all(t["ok"] for t in res["thresholds"])

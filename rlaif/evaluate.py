@@ -125,23 +125,6 @@ def _mean(xs) -> float | None:
     return round(sum(xs) / len(xs), 4) if xs else None
 
 
-def print_eval(res: dict) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    t = Table(title=f"eval: {res['adapter'] or 'base policy'} on {res['dataset']}")
-    t.add_column("metric")
-    t.add_column("value", justify="right")
-    for k in ("n_prompts", "n_completions", "judge_pass_rate", "judge_mean_reward", "rule_pass_rate",
-              "judge_agreement_with_rule", "judge_failures", "mean_completion_chars"):
-        if k in res:
-            t.add_row(k, str(res[k]))
-    from rlaif.policy_eval import extra_rows
-    for k, v in extra_rows(res):
-        t.add_row(k, v)
-    Console().print(t)
-
-
 def audit_labels(recipe: Recipe, base_url: str, labels_file: str | Path) -> dict:
     """The recipe's judge audited on labelled samples (rlaif/audit.py); `agreement` pools all criteria."""
     from rlaif.audit import run_audit

@@ -113,7 +113,8 @@ def _positive(h):
     # older logs: the mean of the per-criterion pass rates
     out = []
     for i, x in enumerate(h):
-        rates = [v for k, v in x.items() if k.startswith("judge/") and k.endswith("/pass_rate")]
+        rates = [v for k, v in x.items() if k.startswith("judge/") and k.endswith("/pass_rate")
+                 and isinstance(v, (int, float))]
         if rates:
             out.append((x.get("step", i), statistics.fmean(rates)))
     return out

@@ -68,23 +68,6 @@ def compare(base: dict, tuned: dict) -> dict:
     return out
 
 
-def extra_rows(res: dict) -> list[tuple[str, str]]:
-    rows = []
-    for c, v in res.get("criterion_pass_rates", {}).items():
-        rows.append((f"{c} pass rate (judge)", str(v)))
-    for c, v in res.get("check_pass_rates", {}).items():
-        rows.append((f"check {c} pass rate", str(v)))
-    for k in ("second_judge_pass_rate", "judge_agreement_with_second_judge"):
-        if k in res:
-            rows.append((k, str(res[k])))
-    bk = res.get("best_of_k")
-    if bk:
-        for k in ("mean_reward", "judge_pass_rate", "rule_pass_rate", "second_judge_pass_rate"):
-            if k in bk:
-                rows.append((f"best-of-{bk['k']} {k}", str(bk[k])))
-    return rows
-
-
 TABLE_KEYS = ("judge_pass_rate", "judge_mean_reward", "rule_pass_rate", "judge_agreement_with_rule",
               "second_judge_pass_rate", "judge_agreement_with_second_judge", "judge_failures", "mean_completion_chars")
 

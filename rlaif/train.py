@@ -102,8 +102,10 @@ def _callbacks(reward, timings: list[float]):
         def on_log(self, args, state, control, logs=None, **kw):
             if not logs or "reward" not in logs:
                 return
-            keys = [k for k in logs if k.endswith("/pass_rate")]
-            parts = [f"step {state.global_step}/{state.max_steps}", f"reward {logs['reward']:.3f}"]
+            keys = [k for k in logs if k.endswith("/pass_rate") and logs[k] is not None]
+            # TRL logs None for a window in which every judgment failed
+            reward = "n/a (every judgment failed)" if logs["reward"] is None else f"{logs['reward']:.3f}"
+            parts = [f"step {state.global_step}/{state.max_steps}", f"reward {reward}"]
             parts += [f"{k.split('/')[1]} pass {logs[k]:.2f}" for k in keys]
             if "judge/latency_p50_s" in logs:
                 parts.append(f"judge p50 {logs['judge/latency_p50_s'] * 1000:.0f} ms")
