@@ -70,24 +70,14 @@ def _cmd_judge_score(a) -> int:
     return 1 if a.strict and res["problems"] else 0
 
 
+def _cmd_judge_audit(a) -> int:
+    from rlaif.audit_cli import cmd_judge_audit
+    return cmd_judge_audit(a)
+
+
 def _cmd_eval(a) -> int:
-    import json
-
-    from rlaif.evaluate import evaluate_policy, print_eval
-    from rlaif.recipe import load_recipe
-    from rlaif.train import judge_endpoint
-
-    r = load_recipe(a.recipe, a.overrides)
-    dataset = a.dataset or r.data.eval
-    if not dataset:
-        raise UserError(f"{r.source}: data.eval: no held-out dataset (or pass --dataset FILE)")
-    with judge_endpoint(r, r.run_dir) as ep:
-        res = evaluate_policy(r, ep.url, dataset=dataset, adapter=a.adapter)
-    print_eval(res)
-    if a.output:
-        with open(a.output, "w") as f:
-            json.dump({k: v for k, v in res.items() if k != "rows"}, f, indent=2)
-    return 0
+    from rlaif.policy_eval import cmd_eval
+    return cmd_eval(a)
 
 
 def _cmd_data_check(a) -> int:
@@ -230,14 +220,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     ep = sub.add_parser("eval", help="sample the policy on held-out prompts and score it with the judge",
                         description="Sample completions (recipe's eval block) for held-out prompts from the base "
-                                    "policy or base + adapter, and report judge pass rates and, when the recipe has "
-                                    "eval.truth_regex, the rule's pass rate and the judge's agreement with it.")
+                                    "policy and base + adapter, and report judge pass rates (overall, per criterion, "
+                                    "best-of-k), check pass rates, the adapter's win rate against the base, and, "
+                                    "when the recipe has eval.truth_regex or eval.second_judge, the second "
+                                    "opinion's pass rates and the judge's agreement with it.")
     ep.add_argument("recipe")
-    ep.add_argument("--adapter", help="LoRA adapter folder (e.g. runs/NAME/adapter); default: the base policy")
+    ep.add_argument("--adapter", help="LoRA adapter folder (e.g. runs/NAME/adapter): evaluated beside the base "
+                    "policy, with the adapter's win rate against it; default: the base policy alone")
+    ep.add_argument("--adapter-only", action="store_true", help="with --adapter: skip the base policy")
     ep.add_argument("--dataset", help="Nova RFT JSONL of prompts (default: the recipe's data.eval)")
     ep.add_argument("--output", help="write the metrics as JSON here")
     ep.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     ep.set_defaults(fn=_cmd_eval)
+
+    from rlaif.audit_cli import add_audit_parser
+    add_audit_parser(jsub).set_defaults(fn=_cmd_judge_audit)
 
     dp = sub.add_parser("data", help="dataset tools")
     dsub = dp.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
@@ -283,6 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
     jp_.add_argument("recipe")
     jp_.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     jp_.set_defaults(fn=_cmd_nova_job_config)
+
+    from rlaif.report import add_report_parser
+    add_report_parser(sub)
 
     mp = sub.add_parser("smoke", help="the end-to-end CPU smoke run (what `make smoke-test` runs)")
     mp.add_argument("recipe", nargs="?", default="recipes/smoke.yaml")

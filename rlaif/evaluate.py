@@ -51,7 +51,9 @@ def sample_completions(model, tok, prompts: list[list[dict]], *, k: int, tempera
 
 
 def evaluate_policy(recipe: Recipe, base_url: str, *, dataset: str, adapter: str | None = None,
-                    tag: str | None = None) -> dict:
+                    tag: str | None = None, second=None) -> dict:
+    """Sample, judge, and score with the second opinion (`second`: an rlaif.second_opinion.OpinionSource; by
+    default the recipe's truth_regex alone). Adds per-criterion and check pass rates and best-of-k."""
     from rlaif.data import load_dataset
     from rlaif.judge.reward import Sample
     from rlaif.train import apply_threads, make_judge_reward
@@ -77,7 +79,13 @@ def evaluate_policy(recipe: Recipe, base_url: str, *, dataset: str, adapter: str
                "judge_pass": None if v.reward is None else v.reward > 0.5}
         if rule is not None:
             row["rule_pass"] = bool(rule.search(s.response))
+        row["scores"] = {k: (None if x is None else round(x, 4)) for k, x in v.scores.items()}
+        if v.checks:
+            row["checks"] = v.checks
         rows.append(row)
+    if second is not None and second.judge_recipe is not None:
+        for row, passed in zip(rows, second.judge_pass(samples)):
+            row["second_judge_pass"] = passed
     scored = [r for r in rows if r["judge_pass"] is not None]
     res = {
         "adapter": adapter,
@@ -100,6 +108,8 @@ def evaluate_policy(recipe: Recipe, base_url: str, *, dataset: str, adapter: str
     if rule is not None:
         res["rule_pass_rate"] = _mean([r["rule_pass"] for r in rows])
         res["judge_agreement_with_rule"] = _mean([r["judge_pass"] == r["rule_pass"] for r in scored])
+    from rlaif.policy_eval import extra_metrics
+    res.update(extra_metrics(rows, e.samples_per_prompt))
     if tag:
         path = recipe.run_dir / f"eval_{tag}.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -115,50 +125,10 @@ def _mean(xs) -> float | None:
     return round(sum(xs) / len(xs), 4) if xs else None
 
 
-def print_eval(res: dict) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    t = Table(title=f"eval: {res['adapter'] or 'base policy'} on {res['dataset']}")
-    t.add_column("metric")
-    t.add_column("value", justify="right")
-    for k in ("n_prompts", "n_completions", "judge_pass_rate", "judge_mean_reward", "rule_pass_rate",
-              "judge_agreement_with_rule", "judge_failures", "mean_completion_chars"):
-        if k in res:
-            t.add_row(k, str(res[k]))
-    Console().print(t)
-
-
 def audit_labels(recipe: Recipe, base_url: str, labels_file: str | Path) -> dict:
-    """Agreement of the judge with labelled samples (`labels: {criterion: bool}`), via the training path."""
-    from rlaif.data import normalise_messages
-    from rlaif.errors import UserError
-    from rlaif.judge.reward import Sample
-    from rlaif.train import make_judge_reward
-
-    samples, gold = [], []
-    for n, line in enumerate(Path(labels_file).read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-            msgs, errs = normalise_messages(obj["messages"], "messages", completion_last=True)
-            labels = obj["labels"]
-        except (ValueError, KeyError, TypeError) as ex:
-            raise UserError(f"{labels_file}:{n}: expected a JSON object with messages and labels ({ex})") from None
-        if errs:
-            raise UserError(f"{labels_file}:{n}: {errs[0]}")
-        samples.append(Sample(id=str(obj.get("id", n)), prompt=msgs[:-1], response=msgs[-1]["content"]))
-        gold.append(labels)
-    judge = make_judge_reward(recipe, base_url, judgment_log=None)
-    verdicts = judge.score_sync(samples)
-    agree, total = 0, 0
-    for v, g in zip(verdicts, gold):
-        for crit, want in g.items():
-            got = v.scores.get(crit)
-            if got is None:
-                continue
-            total += 1
-            agree += (got > 0.5) == bool(want)
-    return {"labels_file": str(labels_file), "n_samples": len(samples), "n_judgments": total,
-            "agreement": round(agree / total, 4) if total else None, "judge": judge.summary()}
+    """The recipe's judge audited on labelled samples (rlaif/audit.py); `agreement` pools all criteria."""
+    from rlaif.audit import run_audit
+    res = run_audit(recipe, base_url, labels_file)
+    j = res["judges"][0]
+    return {"labels_file": str(labels_file), "n_samples": res["n_samples"], "n_judgments": j["n_judgments"],
+            "agreement": j["agreement"], "judge": j["judge_calls"], "audit": res}

@@ -15,6 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from rlaif.audit import AuditSpec
 from rlaif.checks import Check
 from rlaif.errors import UserError, format_validation_error
 from rlaif.nova.hyperparams import NovaSpec
@@ -112,6 +113,9 @@ class EvalSpec(_Strict):
     max_prompts: int | None = None
     truth_regex: str | None = None  # a deterministic second opinion, e.g. (?i)\bplease\b
     judge_labels: str | None = None  # labelled samples for the judge audit before training
+    second_judge: str | None = None  # a recipe whose judge + rubric give a second opinion (another prompt or judge)
+    every_steps: int | None = Field(None, gt=0)  # validation during training: held-out reward every N steps
+    val_prompts: int = Field(16, gt=0)  # held-out prompts sampled (samples_per_prompt each) per validation
 
     @model_validator(mode="after")
     def _regex_compiles(self):
@@ -150,6 +154,7 @@ class Recipe(_Strict):
     eval: EvalSpec = EvalSpec()
     reward: RewardSpec = RewardSpec()
     nova: NovaSpec = NovaSpec()  # Bedrock's hyperparameter names and job settings (rlaif/nova/hyperparams.py)
+    audit: AuditSpec = AuditSpec()  # thresholds for `rlaif judge audit` (rlaif/audit.py)
 
     source: str = Field("<recipe>", exclude=True)
 

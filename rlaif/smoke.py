@@ -6,7 +6,8 @@
 4. sample the base policy on held-out prompts and score it (judge, and the rule as ground truth);
 5. GRPO + LoRA training against the judge;
 6. sample and score again with the adapter loaded;
-7. write runs/smoke/summary.json and print a summary; exit 1 if a bar is missed.
+7. write runs/smoke/summary.json, audit.json, eval.json and report.html; print a summary; exit 1 if a bar is
+   missed.
 """
 from __future__ import annotations
 
@@ -40,7 +41,10 @@ def run_smoke(recipe_path: str = "recipes/smoke.yaml", overrides: list[str] | No
     from rich.console import Console
     from rich.table import Table
 
+    from rlaif.audit import print_audit
     from rlaif.evaluate import audit_labels, evaluate_policy
+    from rlaif.policy_eval import _strip, compare, print_comparison
+    from rlaif.report import write_report
     from rlaif.recipe import check_paths, load_recipe
     from rlaif.tiny.build import build
     from rlaif.train import judge_endpoint, run_training, say
@@ -60,6 +64,8 @@ def run_smoke(recipe_path: str = "recipes/smoke.yaml", overrides: list[str] | No
     with judge_endpoint(recipe, run_dir) as ep:
         say("auditing the judge on held-out labelled samples")
         audit = audit_labels(recipe, ep.url, recipe.eval.judge_labels)
+        (run_dir / "audit.json").write_text(json.dumps(audit["audit"], indent=2))
+        print_audit(audit["audit"])
         say(f"judge agreement with held-out labels: {audit['agreement']:.4f} ({audit['n_judgments']} samples)")
         say("evaluating the base policy")
         before = evaluate_policy(recipe, ep.url, dataset=recipe.data.eval, tag="before")
@@ -69,6 +75,10 @@ def run_smoke(recipe_path: str = "recipes/smoke.yaml", overrides: list[str] | No
         after = evaluate_policy(recipe, ep.url, dataset=recipe.data.eval, adapter=train["adapter"], tag="after")
         say(f"after: judge pass {after['judge_pass_rate']:.3f}, rule pass {after['rule_pass_rate']:.3f}")
         server_start_s = ep.start_s
+    comparison = compare(before, after)
+    (run_dir / "eval.json").write_text(json.dumps({"base": _strip(before), "adapter": _strip(after),
+                                                   "comparison": comparison}, indent=2))
+    print_comparison(before, after, comparison)
 
     judge_calls = audit["judge"]["calls"] + before["judge"]["calls"] + train["judge"]["calls"] + after["judge"]["calls"]
     judge_failures = sum(x["judge"]["failures"] + x["judge"]["parse_failures"]
@@ -111,6 +121,9 @@ def run_smoke(recipe_path: str = "recipes/smoke.yaml", overrides: list[str] | No
         "completions_after": after["completions_file"],
         "judgment_log": str(run_dir / "judgments.jsonl"),
     }
+    summary["win_rate_vs_base"] = comparison["by_judge_reward"]["win_rate"]
+    summary["health_warnings"] = [w["code"] for w in
+                                  json.loads((run_dir / "health.json").read_text())["warnings"]]
     summary["pass_rate_gain"] = round(summary["pass_rate_after"] - summary["pass_rate_before"], 4)
     summary["true_pass_rate_gain"] = round(summary["true_pass_rate_after"] - summary["true_pass_rate_before"], 4)
     missed = _check(summary)
@@ -132,6 +145,7 @@ def run_smoke(recipe_path: str = "recipes/smoke.yaml", overrides: list[str] | No
             f"at {summary['s_per_step']}s; judge p50/p95 {summary['judge_latency_p50_s'] * 1000:.0f}/"
             f"{summary['judge_latency_p95_s'] * 1000:.0f} ms; wall {summary['wall_s']}s")
     c.print(f"summary: {run_dir / 'summary.json'}")
+    c.print(f"report: {write_report(run_dir)}  (open it in a browser; no server needed)")
     if missed:
         c.print("[bold red]smoke test FAILED[/]: " + "; ".join(missed))
         return 1

@@ -110,8 +110,10 @@ def _callbacks(reward, timings: list[float]):
         def on_log(self, args, state, control, logs=None, **kw):
             if not logs or "reward" not in logs:
                 return
-            keys = [k for k in logs if k.endswith("/pass_rate")]
-            parts = [f"step {state.global_step}/{state.max_steps}", f"reward {logs['reward']:.3f}"]
+            keys = [k for k in logs if k.endswith("/pass_rate") and logs[k] is not None]
+            # TRL logs None for a window in which every judgment failed
+            reward = "n/a (every judgment failed)" if logs["reward"] is None else f"{logs['reward']:.3f}"
+            parts = [f"step {state.global_step}/{state.max_steps}", f"reward {reward}"]
             parts += [f"{k.split('/')[1]} pass {logs[k]:.2f}" for k in keys]
             if "judge/latency_p50_s" in logs:
                 parts.append(f"judge p50 {logs['judge/latency_p50_s'] * 1000:.0f} ms")
@@ -123,7 +125,7 @@ def _callbacks(reward, timings: list[float]):
 
 
 def reward_function(recipe: Recipe, run_dir: Path, base_url: str | None, stack: contextlib.ExitStack):
-    """The run's reward: rlaif's judge reward, or the recipe's Bedrock reward Lambda (with, unless turned off,
+    """(the run's reward, the judge's URL or None). The reward: rlaif's judge reward, or the recipe's Bedrock reward Lambda (with, unless turned off,
     a local Bedrock Converse gateway backed by the judge for the Lambda's boto3 calls). What it starts is stopped
     when `stack` closes."""
     from rlaif.judge.reward import rank_log_path
@@ -144,9 +146,10 @@ def reward_function(recipe: Recipe, run_dir: Path, base_url: str | None, stack: 
             say(f"Bedrock Converse gateway at {gw.url} (judge '{recipe.judge.name}' at {ep.url}) for the Lambda")
         say(f"reward: lambda_handler in {spec.lambda_file} (your code; batches of {spec.batch_size}, "
             f"{spec.concurrency} at once)")
-        return LambdaReward(spec.lambda_file, batch_size=spec.batch_size, concurrency=spec.concurrency,
-                            timeout_s=spec.timeout_s, on_error=spec.on_error, neutral_reward=spec.neutral_reward,
-                            max_fail_rate=spec.max_fail_rate, judgment_log=rank_log_path(run_dir))
+        reward = LambdaReward(spec.lambda_file, batch_size=spec.batch_size, concurrency=spec.concurrency,
+                              timeout_s=spec.timeout_s, on_error=spec.on_error, neutral_reward=spec.neutral_reward,
+                              max_fail_rate=spec.max_fail_rate, judgment_log=rank_log_path(run_dir))
+        return reward, (ep.url if spec.bedrock_gateway else None)
     ep = stack.enter_context(judge_endpoint(recipe, run_dir, base_url))
     reward = make_judge_reward(recipe, ep.url, rank_log_path(run_dir))
     if ep.server is not None:  # rlaif launched it, so rlaif restarts it if it dies mid-run
@@ -156,7 +159,7 @@ def reward_function(recipe: Recipe, run_dir: Path, base_url: str | None, stack: 
         stack.callback(sup.stop)  # before the server stops (the stack unwinds in reverse)
     asyncio.run(_self_test(reward))
     say(f"judge '{recipe.judge.name}' at {ep.url} passed its self-test; training {recipe.policy.model}")
-    return reward
+    return reward, ep.url
 
 
 COMPLETE = ".rlaif-complete"  # written into a checkpoint folder once the Trainer has finished saving it
@@ -216,6 +219,19 @@ def _disk_full_error(run_dir: Path, e: BaseException) -> UserError:
                      f"{kept}")
 
 
+def _watch_callbacks(recipe: Recipe, tok, url: str, run_dir: Path, stack: contextlib.ExitStack) -> list:
+    """Training health warnings (rlaif/health.py) always; validation with the second opinion
+    (rlaif/validation.py) when the recipe sets eval.every_steps and data.eval."""
+    from rlaif import health, validation
+    from rlaif.second_opinion import open_second_opinion
+
+    out = [health.make_callback(run_dir, say)]
+    if recipe.eval.every_steps and recipe.data.eval:
+        second = stack.enter_context(open_second_opinion(recipe, url))
+        out.append(validation.make_callback(recipe, tok, url, second, run_dir, say))
+    return out
+
+
 def apply_threads(recipe: Recipe) -> None:
     if recipe.torch_threads:
         import torch
@@ -272,10 +288,16 @@ def run_training(recipe: Recipe, *, resume: bool = False, base_url: str | None =
     t0 = time.perf_counter()
     timings: list[float] = []
     with contextlib.ExitStack() as stack:
-        reward = reward_function(recipe, run_dir, base_url, stack)
+        reward, url = reward_function(recipe, run_dir, base_url, stack)
+        callbacks = _callbacks(reward, timings)
+        if url is not None:  # the judge the health and validation callbacks score with
+            callbacks += _watch_callbacks(recipe, tok, url, run_dir, stack)
         trainer = GRPOTrainer(model=recipe.policy.model, reward_funcs=[reward], args=args, train_dataset=train_ds,
                               eval_dataset=eval_ds, processing_class=tok, peft_config=peft_config,
-                              callbacks=_callbacks(reward, timings))
+                              callbacks=callbacks)
+        for cb in callbacks:
+            if hasattr(cb, "trainer"):
+                cb.trainer = trainer  # the validation callback logs through it
         torch.manual_seed(recipe.seed)
         adapter_dir = run_dir / "adapter"
         try:

@@ -54,9 +54,25 @@ setup_judge() {
   echo "$want" > .venv-judge/.rlaif-stamp
 }
 
+# The report test opens `rlaif report`'s HTML in headless Chromium, the distribution's build (playwright's own
+# browser download is never used). Without root or apt, say what to install; the test then fails saying so.
+setup_browser() {
+  if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || [[ -n "${RLAIF_CHROMIUM:-}" ]]; then
+    echo "[setup] chromium is installed"; return
+  fi
+  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    echo "[setup] installing chromium (apt-get) for the HTML report test"
+    apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }
+  else
+    echo "[setup] WARNING: chromium is missing and cannot be installed here (needs root and apt-get):" \
+         "install Debian's chromium package or set RLAIF_CHROMIUM=/path/to/chromium; the report test fails without it" >&2
+  fi
+}
+
 case "${1:-all}" in
   trainer) setup_trainer ;;
   judge) setup_judge ;;
-  all) setup_trainer; setup_judge ;;
-  *) echo "usage: $0 [trainer|judge|all]" >&2; exit 2 ;;
+  browser) setup_browser ;;
+  all) setup_trainer; setup_judge; setup_browser ;;
+  *) echo "usage: $0 [trainer|judge|browser|all]" >&2; exit 2 ;;
 esac

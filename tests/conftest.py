@@ -1,7 +1,9 @@
 """Shared fixtures. Integration tests share one real vLLM judge server (the tiny judge) per test session."""
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -44,3 +46,26 @@ def judge_url(tiny, smoke_recipe, tmp_path_factory):
     server.start()
     yield server.base_url
     server.stop()
+
+
+RLAIF = [sys.executable, "-m", "rlaif.cli"]
+
+
+def train(judge_url, out, steps, *extra):
+    cmd = RLAIF + ["train", "recipes/smoke.yaml", "--set", f"judge.base_url={judge_url}", "--set", f"output_dir={out}",
+                   "--set", f"grpo.max_steps={steps}", "--set", "grpo.save_steps=2", "--set", "grpo.logging_steps=1",
+                   "--set", "grpo.per_device_train_batch_size=16", *extra]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return json.loads((out / "train_summary.json").read_text()), r
+
+
+@pytest.fixture(scope="session")
+def short_run(judge_url, tiny, tmp_path_factory):
+    """One short GRPO + LoRA run for the session: 4 steps, validation (with the regex's second opinion) every 2
+    steps on 4 held-out prompts, metrics to TensorBoard too. test_train_integration later resumes it to 6."""
+    out = tmp_path_factory.mktemp("run") / "short"
+    summary, r = train(judge_url, out, 4, "--set", "eval.every_steps=2", "--set", "eval.val_prompts=4",
+                       "--set", "grpo.report_to=tensorboard")
+    judgments = (out / "judgments.jsonl").read_text().splitlines()
+    return out, summary, judgments, r.stderr

@@ -256,7 +256,8 @@ def test_a_bedrock_style_lambda_is_a_training_reward(judge_url, tmp_path):
     r = subprocess.run([sys.executable, "-m", "rlaif.cli", "train", "recipes/smoke.yaml",
                         "--set", f"reward.lambda_file={FIXTURE_LAMBDA}", "--set", f"judge.base_url={judge_url}",
                         "--set", f"output_dir={run}", "--set", "grpo.max_steps=2", "--set", "grpo.logging_steps=1",
-                        "--set", "grpo.save_strategy=no", "--set", "reward.batch_size=8"],
+                        "--set", "grpo.save_strategy=no", "--set", "reward.batch_size=8",
+                        "--set", "eval.every_steps=null"],
                        capture_output=True, text=True, timeout=600,
                        env={k: v for k, v in os.environ.items() if not k.startswith("AWS_")})
     assert r.returncode == 0, r.stderr[-3000:]
@@ -279,7 +280,8 @@ def test_bedrock_hyperparameters_drive_a_grpo_run(judge_url, tmp_path):
     hp = "{batchSize: 4, trainingSamplePerPrompt: 4, learningRate: 1.0e-3, inferenceMaxTokens: 16, maxPromptLength: 21}"
     r = subprocess.run([sys.executable, "-m", "rlaif.cli", "train", "recipes/smoke.yaml", "--set", f"grpo={grpo}",
                         "--set", f"nova.hyperparameters={hp}", "--set", f"judge.base_url={judge_url}",
-                        "--set", f"output_dir={run}"], capture_output=True, text=True, timeout=600)
+                        "--set", f"output_dir={run}", "--set", "eval.every_steps=null"],
+                       capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "nova.hyperparameters.trainingSamplePerPrompt -> num_generations = 4" in r.stderr
     assert "nova.hyperparameters.batchSize -> generation_batch_size = 16" in r.stderr

@@ -7,30 +7,16 @@ import sys
 import time
 
 import pytest
+from conftest import train
 
 pytestmark = pytest.mark.integration
 RLAIF = [sys.executable, "-m", "rlaif.cli"]
 
 
-def train(judge_url, out, steps, *extra):
-    cmd = RLAIF + ["train", "recipes/smoke.yaml", "--set", f"judge.base_url={judge_url}", "--set", f"output_dir={out}",
-                   "--set", f"grpo.max_steps={steps}", "--set", "grpo.save_steps=2", "--set", "grpo.logging_steps=1",
-                   "--set", "grpo.per_device_train_batch_size=16", *extra]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
-    return json.loads((out / "train_summary.json").read_text()), r
-
-
-@pytest.fixture(scope="module")
-def short_run(judge_url, tiny, tmp_path_factory):
-    out = tmp_path_factory.mktemp("run") / "short"
-    summary, _ = train(judge_url, out, 4)
-    judgments = (out / "judgments.jsonl").read_text().splitlines()
-    return out, summary, judgments
 
 
 def test_grpo_lora_run_logs_judge_metrics_and_verdicts(short_run):
-    out, s, judgments = short_run
+    out, s, judgments, _ = short_run
     assert s["steps"] == 4
     assert s["judge"]["calls"] == 4 * 16 and s["judge"]["failures"] == 0 and s["judge"]["parse_failures"] == 0
     assert len(judgments) == 64
@@ -49,7 +35,7 @@ def test_adapter_saves_reloads_and_changes_the_policy(short_run, smoke_recipe):
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    out, s, _ = short_run
+    out, s, _, _ = short_run
     final = load_file(out / "adapter" / "adapter_model.safetensors")
     ckpt = load_file(out / "checkpoint-4" / "adapter_model.safetensors")
     assert final.keys() == ckpt.keys() and all(torch.equal(final[k], ckpt[k]) for k in final)
@@ -69,7 +55,7 @@ def test_adapter_saves_reloads_and_changes_the_policy(short_run, smoke_recipe):
 
 
 def test_resume_continues_from_the_last_checkpoint(short_run, judge_url):
-    out, _, before = short_run
+    out, _, before, _ = short_run
     summary, r = train(judge_url, out, 6, "--resume")
     assert summary["steps"] == 6
     assert summary["resumed_from"].endswith("checkpoint-4")

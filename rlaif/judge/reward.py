@@ -381,6 +381,11 @@ class JudgeReward:
         log_metric("judge/neutralised", float(self.totals["neutralised"] - before["neutralised"]))
         log_metric("judge/latency_p50_s", _percentile(lat, 0.5))
         log_metric("judge/latency_p95_s", _percentile(lat, 0.95))
+        # training-health signals (rlaif/health.py): reward range and the share of positive (> 0.5) rewards
+        scored = [v.reward for v in verdicts if v.reward is not None] or [0.0]
+        log_metric("judge/reward_min", min(scored))
+        log_metric("judge/reward_max", max(scored))
+        log_metric("judge/positive_rate", sum(r > 0.5 for r in scored) / len(scored))
         for c in self.rubric.criteria:
             vals = [v.scores[c.name] for v in verdicts if v.scores.get(c.name) is not None] or [0.0]
             log_metric(f"judge/{c.name}/pass_rate", sum(x > 0.5 for x in vals) / len(vals))

@@ -21,7 +21,8 @@ def test_a_must_not_check_keeps_the_forbidden_phrase_at_zero_reward(tiny, judge_
     checks = json.dumps([{"kind": "regex_must_not", "name": "no_please", "pattern": "(?i)please"}])
     r = subprocess.run(RLAIF + ["train", "recipes/smoke.yaml", "--set", f"judge.base_url={judge_url}",
                                 "--set", f"output_dir={out}", "--set", f"checks={checks}", "--set", "grpo.max_steps=30",
-                                "--set", "grpo.logging_steps=1", "--set", "grpo.save_strategy=no"],
+                                "--set", "grpo.logging_steps=1", "--set", "grpo.save_strategy=no",
+                                "--set", "eval.every_steps=null"],
                        capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     rows = [json.loads(ln) for ln in (out / "judgments.jsonl").read_text().splitlines()]

@@ -33,7 +33,8 @@ def test_a_judge_server_killed_mid_run_is_restarted_and_the_run_goes_on(tiny, tm
     err = tmp_path / "stderr.txt"
     cmd = RLAIF + ["train", "recipes/smoke.yaml", "--set", f"output_dir={out}", "--set", "grpo.max_steps=120",
                    "--set", "grpo.logging_steps=1", "--set", "grpo.save_strategy=no",
-                   "--set", "grpo.per_device_train_batch_size=16", "--set", "judge.on_failure=neutral"]
+                   "--set", "grpo.per_device_train_batch_size=16", "--set", "judge.on_failure=neutral",
+                   "--set", "eval.every_steps=null"]
     with err.open("w") as ef:
         p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=ef, start_new_session=True)
     try:

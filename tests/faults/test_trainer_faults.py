@@ -28,7 +28,7 @@ def lines(path):
 def train_cmd(out, steps, *extra):
     return RLAIF + ["train", "recipes/smoke.yaml", "--set", f"output_dir={out}", "--set", f"grpo.max_steps={steps}",
                     "--set", "grpo.save_steps=2", "--set", "grpo.logging_steps=1",
-                    "--set", "grpo.per_device_train_batch_size=16", *extra]
+                    "--set", "grpo.per_device_train_batch_size=16", "--set", "eval.every_steps=null", *extra]
 
 
 def assert_whole_lines_and_tables(out):
