@@ -92,13 +92,15 @@ def value_problems(obj: Any, max_problems: int = 3) -> list[str]:
                 except UnicodeEncodeError:
                     out.append(f"{name}: key {k!a} holds a lone surrogate, which is not text")
                     continue
-                stack.append((v, f"{where}.{k}", depth + 1))
+                # a key that would garble the `file:line: field: message` form is shown escaped
+                seg = f".{k}" if k and k.isprintable() and ": " not in k else f"[{ascii(k).replace(': ', ':_')}]"
+                stack.append((v, f"{where}{seg}", depth + 1))
         elif isinstance(value, list):
             stack.extend((v, f"{where}[{i}]", depth + 1) for i, v in reversed(list(enumerate(value))))
         elif value is not None and not isinstance(value, (bool, int)):
             out.append(f"{name}: a {type(value).__name__} is not a JSON value (store it as a string)")
     if len(out) > max_problems:
-        out[max_problems:] = [f"(record): ... and more problems of this kind"]
+        out[max_problems:] = ["(record): ... and more problems of this kind"]
     return out
 
 
@@ -324,8 +326,8 @@ def read_table(path: str | Path, columns: dict[str, str] | None = None) -> ReadR
                 rec[key] = row[columns[key]]
         if isinstance(rec.get("messages"), str):  # a CSV cell holding JSON
             try:
-                rec["messages"] = json.loads(rec["messages"])
-            except json.JSONDecodeError:
+                rec["messages"] = _loads(rec["messages"])
+            except (json.JSONDecodeError, RecursionError):
                 pass
         _collect(res, path, n, *_parse_checked(parse_record, rec))
     return res
