@@ -15,6 +15,10 @@ from typing import Any
 from rlaif.errors import UserError
 
 ROLES = ("system", "user", "assistant")
+# Deeper JSON than this is refused when read: Python's json module recurses, so a record nested thousands deep
+# would otherwise crash the reader, or later the reward function when it re-reads the metadata mid-run.
+MAX_DEPTH = 64
+MAX_INT_DIGITS = 1000  # Python refuses to turn longer digit strings into ints (ValueError), so we name them first
 
 
 @dataclass
@@ -34,6 +38,70 @@ class ReadResult:
     problems: list[Problem] = field(default_factory=list)
     lines: int = 0
     record_lines: list[int] = field(default_factory=list)  # the line (or row) each record came from
+
+
+class _NotJson:
+    """A value json.loads accepted but JSON does not have (NaN, Infinity) or Python cannot hold (a huge int)."""
+
+    def __init__(self, why: str):
+        self.why = why
+
+
+def _loads(text: str) -> Any:
+    return json.loads(text, parse_constant=lambda c: _NotJson(f"{c} is not a JSON number"),
+                      parse_int=lambda d: int(d) if len(d) <= MAX_INT_DIGITS
+                      else _NotJson(f"an integer of {len(d)} digits is too long"))
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """A value for an error message: its repr, cut short (a role may be a megabyte of text)."""
+    r = repr(value)
+    return r if len(r) <= limit else r[:limit] + f"... ({len(r)} characters)"
+
+
+def value_problems(obj: Any, max_problems: int = 3) -> list[str]:
+    """`field: message` for what a parsed record holds that JSON or UTF-8 cannot carry on: nesting deeper than
+    MAX_DEPTH, NaN/Infinity, huge integers, lone surrogates (`"\\ud800"`), non-JSON values from a table cell.
+    Iterative, so that a deep record cannot crash the check itself."""
+    out: list[str] = []
+    stack = [(obj, "", 0)]
+    while stack and len(out) <= max_problems:
+        value, where, depth = stack.pop()
+        name = where.lstrip(".") or "(record)"
+        if len(name) > 80:  # the path of a deep value: its start names the field
+            name = name[:60] + "..."
+        if depth > MAX_DEPTH:
+            out.append(f"{name}: nested more than {MAX_DEPTH} levels deep")
+        elif isinstance(value, _NotJson):
+            out.append(f"{name}: {value.why}")
+        elif isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as e:
+                out.append(f"{name}: holds a lone surrogate {value[e.start]!a}, which is not text")
+        elif isinstance(value, float):
+            if value != value or value in (float("inf"), float("-inf")):
+                out.append(f"{name}: {value} is not a JSON number")
+        elif isinstance(value, dict):
+            for k, v in reversed(list(value.items())):
+                if not isinstance(k, str):
+                    out.append(f"{name}: key {_short(k)} is not a string")
+                    continue
+                try:
+                    k.encode("utf-8")
+                except UnicodeEncodeError:
+                    out.append(f"{name}: key {k!a} holds a lone surrogate, which is not text")
+                    continue
+                # a key that would garble the `file:line: field: message` form is shown escaped
+                seg = f".{k}" if k and k.isprintable() and ": " not in k else f"[{ascii(k).replace(': ', ':_')}]"
+                stack.append((v, f"{where}{seg}", depth + 1))
+        elif isinstance(value, list):
+            stack.extend((v, f"{where}[{i}]", depth + 1) for i, v in reversed(list(enumerate(value))))
+        elif value is not None and not isinstance(value, (bool, int)):
+            out.append(f"{name}: a {type(value).__name__} is not a JSON value (store it as a string)")
+    if len(out) > max_problems:
+        out[max_problems:] = ["(record): ... and more problems of this kind"]
+    return out
 
 
 def text_of(content: Any) -> str | None:
@@ -67,7 +135,7 @@ def normalise_messages(msgs: Any, where: str, completion_last: bool = False) -> 
         if is_completion and role == "nova_assistant":
             role = "assistant"
         if role not in ROLES:
-            errs.append(f"{f}.role: {role!r} is not one of {', '.join(ROLES)}")
+            errs.append(f"{f}.role: {_short(role)} is not one of {', '.join(ROLES)}")
             continue
         text = text_of(m.get("content"))
         if text is None:
@@ -102,7 +170,7 @@ def parse_record(obj: Any) -> tuple[dict | None, list[str]]:
     if "reference_answer" in obj and (ref is None or ref == "" or ref == {}):
         errs.append("reference_answer: is empty (leave it out instead)")
     rid = obj.get("id")
-    if rid is not None and not isinstance(rid, (str, int)):
+    if rid is not None and (not isinstance(rid, (str, int)) or isinstance(rid, bool)):
         errs.append("id: must be a string or an integer")
     if errs:
         return None, errs
@@ -143,7 +211,7 @@ def parse_lambda_sample(obj: Any) -> tuple[dict | None, list[str]]:
         errs.append("metadata: must be an object")
         meta = {}
     rid = obj.get("id")
-    if rid is None or not isinstance(rid, (str, int)):
+    if rid is None or not isinstance(rid, (str, int)) or isinstance(rid, bool):
         errs.append("id: required, a string or an integer")
     if errs:
         return None, errs
@@ -160,20 +228,31 @@ def read_jsonl_with(path: str | Path, parse) -> ReadResult:
         raw = path.read_bytes()
     except OSError as e:
         raise UserError(f"{path}: cannot read: {e.strerror}") from None
+    if raw.startswith(b"\xef\xbb\xbf"):  # a byte-order mark, as some editors write: not part of line 1
+        raw = raw[3:]
     for n, line in enumerate(raw.split(b"\n"), start=1):
         if not line.strip():
             continue
         res.lines += 1
         try:
-            obj = json.loads(line.decode("utf-8"))
+            obj = _loads(line.decode("utf-8"))
         except UnicodeDecodeError as e:
             res.problems.append(Problem(str(path), n, "(line)", f"not valid UTF-8 at byte {e.start}"))
             continue
         except json.JSONDecodeError as e:
             res.problems.append(Problem(str(path), n, "(line)", f"not valid JSON: {e.msg} at column {e.colno}"))
             continue
-        _collect(res, path, n, *parse(obj))
+        except RecursionError:
+            res.problems.append(Problem(str(path), n, "(line)", f"nested more than {MAX_DEPTH} levels deep"))
+            continue
+        _collect(res, path, n, *_parse_checked(parse, obj))
     return res
+
+
+def _parse_checked(parse, obj) -> tuple[dict | None, list[str]]:
+    """`parse`, after the values themselves are checked: a record that cannot travel as JSON text is refused."""
+    errs = value_problems(obj)
+    return (None, errs) if errs else parse(obj)
 
 
 def _collect(res: ReadResult, path, n: int, rec: dict | None, errs: list[str]) -> None:
@@ -247,10 +326,10 @@ def read_table(path: str | Path, columns: dict[str, str] | None = None) -> ReadR
                 rec[key] = row[columns[key]]
         if isinstance(rec.get("messages"), str):  # a CSV cell holding JSON
             try:
-                rec["messages"] = json.loads(rec["messages"])
-            except json.JSONDecodeError:
+                rec["messages"] = _loads(rec["messages"])
+            except (json.JSONDecodeError, RecursionError):
                 pass
-        _collect(res, path, n, *parse_record(rec))
+        _collect(res, path, n, *_parse_checked(parse_record, rec))
     return res
 
 

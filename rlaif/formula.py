@@ -20,11 +20,18 @@ class FormulaError(ValueError):
     pass
 
 
+MAX_LENGTH = 2000  # a longer formula is not a reward a person wrote; it could also nest past Python's stack
+
+
 def parse(text: str, names: set[str]) -> ast.Expression:
+    if len(text) > MAX_LENGTH:
+        raise FormulaError(f"formula is {len(text)} characters long; at most {MAX_LENGTH}")
     try:
         tree = ast.parse(text.replace("^", "**"), mode="eval")
     except SyntaxError as e:
         raise FormulaError(f"formula does not parse: {e.msg}") from None
+    except (ValueError, RecursionError, MemoryError) as e:  # NUL bytes; nesting past the parser's stack
+        raise FormulaError(f"formula does not parse: {type(e).__name__}") from None
     for node in ast.walk(tree):
         if isinstance(node, (ast.Expression, ast.Load, ast.operator, ast.unaryop)):
             continue

@@ -37,6 +37,33 @@ def yaml_load(text: str):
     return yaml.load(text, Loader=_Yaml12Loader)
 
 
+def read_yaml(path: Path, load=yaml_load):
+    """A YAML file's data; an unreadable, non-UTF-8, malformed or absurdly nested file is a UserError naming it.
+    The loaders are safe ones: a `!!python/...` tag is a YAML error, never a constructor call."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not valid UTF-8 at byte {e.start}") from None
+    except OSError as e:
+        raise UserError(f"{path}: cannot read: {e.strerror}") from None
+    try:
+        return load(text)
+    except yaml.YAMLError as e:
+        raise UserError(f"{path}: not valid YAML: {e}") from None
+    except RecursionError:  # PyYAML composes nested collections recursively
+        raise UserError(f"{path}: not valid YAML: nested too deeply") from None
+    except (ValueError, OverflowError) as e:  # a scalar PyYAML resolves but cannot build: 2026-13-45, 5000 digits
+        raise UserError(f"{path}: not valid YAML: {str(e)[:200]}") from None
+
+
+def path_exists(path) -> bool:
+    """Path.exists that says False for a name no file can have (a NUL byte, a name too long) instead of raising."""
+    try:
+        return Path(path).expanduser().exists()
+    except (OSError, ValueError):
+        return False
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -224,22 +251,19 @@ def check_paths(r: Recipe) -> None:
     src = r.source
     for field_name, value in (("data.train", r.data.train), ("data.eval", r.data.eval),
                               ("reward.lambda_file", r.reward.lambda_file)):
-        if value and not Path(value).exists():
+        if value and not path_exists(value):
             raise UserError(f"{src}: {field_name}: file not found: {value}")
     for field_name, value in (("policy.model", r.policy.model), ("judge.model", r.judge.model)):
-        if looks_like_path(value) and not Path(value).expanduser().exists():
+        if looks_like_path(value) and not path_exists(value):
             hint = " (run `make models` to build the tiny models)" if "artifacts/tiny" in value else ""
             raise UserError(f"{src}: {field_name}: model folder not found: {value}{hint}")
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None, check_files: bool = True) -> Recipe:
     path = Path(path)
-    if not path.exists():
+    if not path_exists(path):
         raise UserError(f"recipe not found: {path}")
-    try:
-        data = yaml_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise UserError(f"{path}: not valid YAML: {e}") from None
+    data = read_yaml(path)
     if not isinstance(data, dict):
         raise UserError(f"{path}: a recipe must be a YAML mapping")
     for keys, value in parse_overrides(overrides or []):

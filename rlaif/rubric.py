@@ -129,18 +129,19 @@ def load_rubric(spec: str | dict, where: str = "rubric") -> Rubric:
     """A rubric from a built-in name, a YAML path, or an inline mapping; errors name the file and field."""
     if isinstance(spec, dict):
         source, data = where, spec
+    elif not isinstance(spec, str):
+        raise UserError(f"{where}: a rubric is a built-in name, a YAML file or a mapping, not {type(spec).__name__}")
     else:
+        from rlaif.recipe import path_exists, read_yaml
         path = Path(spec)
-        if not path.suffix and (BUILTIN_DIR / f"{spec}.yaml").exists():
+        if spec in builtin_rubrics():
             path = BUILTIN_DIR / f"{spec}.yaml"
-        if not path.exists():
-            raise UserError(f"{where}: rubric '{spec}' is neither a file nor a built-in rubric "
+        if not path_exists(path) or path.is_dir():
+            shown = spec if len(spec) <= 200 else spec[:200] + "..."
+            raise UserError(f"{where}: rubric {shown!r} is neither a file nor a built-in rubric "
                             f"(built-in: {', '.join(builtin_rubrics())})")
         source = str(path)
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as e:
-            raise UserError(f"{source}: not valid YAML: {e}") from None
+        data = read_yaml(path, yaml.safe_load)
         if not isinstance(data, dict):
             raise UserError(f"{source}: a rubric must be a mapping with 'name' and 'criteria'")
     try:

@@ -117,7 +117,8 @@ def render_lambda(config: dict, source: str) -> str:
         "# -- copied from rlaif (the same code rlaif judges with) ------------------------------------------------",
         _assignments(formula, ["FUNCS", "BINOPS"]), _source(formula.FormulaError), _source(formula.parse),
         _source(formula.evaluate), _source(rubric.aggregate_scores),
-        _assignments(prompt, ["_ROLE_TAG", "_LLAMA2_TAGS", "_FAKE_VERDICT", "_OVERRIDE", "_FENCE_BREAK"]),
+        _assignments(prompt, ["_ROLE_TAG", "_OTHER_TAGS", "_INVISIBLE", "_FAKE_VERDICT", "_OVERRIDE",
+                              "_FENCE_BREAK"]),
         _source(prompt.neutralise), _source(prompt.fence), _source(prompt.prompt_text), _source(prompt.sample_block),
         _source(data.text_of), _source(checks._strip_code_fence), _source(checks.run_checks), _source(checks.combine),
         _source(reward.json_items), _source(logprob.ParseError), _source(verdict.scores_from_text),
@@ -146,6 +147,7 @@ import os
 import random
 import re
 import time
+import unicodedata
 
 CONFIG = {pprint.pformat(config, width=116, sort_dicts=False)}
 

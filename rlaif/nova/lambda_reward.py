@@ -104,6 +104,21 @@ def build_event(prompts, completions, columns: dict) -> list[dict]:
     return event
 
 
+def _finite(x) -> bool:
+    """A real, finite number that float() can hold (a Python int may be too big for one: OverflowError)."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return False
+    try:
+        return math.isfinite(x)
+    except OverflowError:
+        return False
+
+
+def _short(value, limit: int = 60) -> str:
+    r = repr(value)
+    return r if len(r) <= limit else r[:limit] + "..."
+
+
 def check_response(out, batch: list[dict]) -> tuple[dict[str, dict], list[str]]:
     """{id: entry} of well-formed answers, and problems (a missing id, a non-number score...)."""
     if not isinstance(out, list):
@@ -113,15 +128,15 @@ def check_response(out, batch: list[dict]) -> tuple[dict[str, dict], list[str]]:
         if not isinstance(entry, dict) or "id" not in entry:
             problems.append(f"result {k}: not an object with an 'id'")
             continue
+        rid = _short(entry["id"])
         score = entry.get("aggregate_reward_score")
-        if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
-            problems.append(f"result {entry['id']!r}: aggregate_reward_score {score!r} is not a finite number")
+        if not _finite(score):
+            problems.append(f"result {rid}: aggregate_reward_score {_short(score)} is not a finite number")
             continue
         metrics = entry.get("metrics_list", [])
         if not isinstance(metrics, list) or not all(
-                isinstance(m, dict) and isinstance(m.get("name"), str) and isinstance(m.get("value"), (int, float))
-                and not isinstance(m.get("value"), bool) for m in metrics):
-            problems.append(f"result {entry['id']!r}: metrics_list must be a list of {{name, value, type}}")
+                isinstance(m, dict) and isinstance(m.get("name"), str) and _finite(m.get("value")) for m in metrics):
+            problems.append(f"result {rid}: metrics_list must be a list of {{name, value, type}} with finite values")
             metrics = []
         good[str(entry["id"])] = {"score": float(score), "metrics": metrics}
     missing = [s["id"] for s in batch if s["id"] not in good]

@@ -255,7 +255,14 @@ def lambda_handler(event, context):
     mean = sum(r["aggregate_reward_score"] for r in out) / max(1, len(out))
     log.info("scored %d samples in %.1fs: mean reward %.3f, %d judge failure(s) given %.2f",
              len(out), time.time() - t0, mean, failed, NEUTRAL_REWARD)
-    if LOG_SAMPLES:
+    if LOG_SAMPLES:  # asked for: each sample's reward, the judge's reason and the start of the response
         for s, (r, why) in zip(samples, results):
-            log.info("sample %s: reward %.3f: %s", r["id"], r["aggregate_reward_score"], why[:500])
+            log.info("sample %s: reward %.3f: %s; response: %.300r", r["id"], r["aggregate_reward_score"],
+                     why[:500], _response_text(s))
     return out
+
+
+def _response_text(sample) -> str:
+    msgs = sample.get("messages") if isinstance(sample, dict) else None
+    last = msgs[-1] if isinstance(msgs, list) and msgs and isinstance(msgs[-1], dict) else {}
+    return text_of(last.get("content")) or ""
