@@ -18,6 +18,11 @@ from dataclasses import dataclass, field
 import httpx
 import openai
 
+try:  # the HTTP library the openai SDK itself runs on: httpx2 since openai 3, httpx before
+    import httpx2 as sdk_http
+except ImportError:  # pragma: no cover - older SDKs
+    sdk_http = httpx
+
 RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504}
 
 
@@ -93,14 +98,16 @@ class JudgeClient:
     def _state(self) -> _LoopState:
         loop = asyncio.get_running_loop()
         if loop not in self._per_loop:
-            limits = httpx.Limits(max_connections=self.s.max_concurrency,
-                                  max_keepalive_connections=self.s.max_concurrency)
+            # The SDK's own HTTP client class (openai 3 runs on httpx2), sized so that the semaphore, not the
+            # pool, bounds requests in flight: an httpx 0.x client capped at max_concurrency made a 256-request
+            # batch 2-3x slower and doubled the client's CPU time (benchmarks/judge_throughput.py).
+            limits = sdk_http.Limits(max_connections=None, max_keepalive_connections=self.s.max_concurrency)
             clients = {u: openai.AsyncOpenAI(
                 base_url=u if u.endswith("/v1") else u + "/v1",
                 api_key=self.s.api_key or "EMPTY",
                 timeout=self.s.timeout_s,
                 max_retries=0,  # retries are ours: counted, jittered, logged
-                http_client=httpx.AsyncClient(timeout=self.s.timeout_s, limits=limits),
+                http_client=openai.DefaultAsyncHttpxClient(timeout=self.s.timeout_s, limits=limits),
             ) for u in self.urls}
             rps, tpm = self.s.max_requests_per_s, self.s.max_tokens_per_min
             self._per_loop[loop] = _LoopState(
@@ -143,7 +150,7 @@ class JudgeClient:
                 if e.status_code not in RETRYABLE_STATUS:
                     self.per_url[url]["failures"] += 1
                     break
-            except (openai.APIConnectionError, openai.APITimeoutError, httpx.HTTPError) as e:
+            except (openai.APIConnectionError, openai.APITimeoutError, httpx.HTTPError, sdk_http.HTTPError) as e:
                 last_err = f"{type(e).__name__}: {str(e)[:200]}"
             except Exception as e:  # a malformed reply the SDK cannot decode: treat as a failed call
                 last_err = f"{type(e).__name__}: {str(e)[:200]}"
