@@ -28,6 +28,7 @@ import os
 import random
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -261,5 +262,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    sys.stdout.reconfigure(line_buffering=True)  # tables appear as they are measured, also when piped
     with contextlib.suppress(KeyboardInterrupt):
         main()

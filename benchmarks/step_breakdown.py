@@ -115,5 +115,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    sys.stdout.reconfigure(line_buffering=True)  # tables appear as they are measured, also when piped
     with contextlib.suppress(KeyboardInterrupt):
         main()
