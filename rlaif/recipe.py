@@ -90,6 +90,9 @@ class JudgeSpec(_Strict):
     api_key: str | None = None
     serve: ServeSpec = ServeSpec()
     max_concurrency: int = Field(64, gt=0)
+    # send one-token requests (logprob, pairwise) that arrive together as one batch POST (vLLM >= 0.32's
+    # /v1/chat/completions/batch; other servers get single calls automatically)
+    batch_requests: bool = True
     max_requests_per_s: float | None = Field(None, gt=0)  # optional request rate limit
     max_tokens_per_min: float | None = Field(None, gt=0)  # optional token rate limit (estimated tokens)
     timeout_s: float = Field(30.0, gt=0)
