@@ -6,7 +6,7 @@
 Runs the real training path (`rlaif.train.run_training`: TRL's GRPOTrainer, LoRA, the judge reward) for a few
 steps, with timers wrapped around GRPOTrainer's `_generate` (the policy's rollouts) and `_calculate_rewards`
 (the judge, and any other reward functions); the rest of the step is the optimisation (forward, backward,
-optimizer) and bookkeeping. The first two steps are left out as warm-up; medians over the others.
+optimizer) and bookkeeping. The first two steps are left out as warm-up; means per step over the others.
 `--meter-every-step` reads vLLM's /metrics at every step (what rlaif did before the prefix-cache meter was
 throttled to once every 10 s) to show what that read costs.
 """
@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -96,20 +95,23 @@ def main() -> None:
                                                       "grpo.save_strategy=no", "grpo.logging_steps=1",
                                                       "grpo.log_completions=false"])
         r = breakdown(recipe, a.steps, a.base_url, a.meter_every_step)
-    steps, gen, judge = r["steps"][2:], r["gen"][2:], r["judge"][2:]
+    # leave out the warm-up: the first two steps, rounded up to whole generation cycles (steps_per_generation
+    # steps share one generation and one judge call); means over the rest, so that cycles average out
+    k = int(recipe.grpo.get("steps_per_generation") or 1)
+    skip = -(-2 // k) * k
+    steps, gen, judge = r["steps"][skip:], r["gen"][skip // k:], r["judge"][skip // k:]
     if not steps:
-        raise SystemExit("too few steps to time (need 3 or more)")
-    med = statistics.median
-    step, g, j = med(steps), med(gen), med(judge)
+        raise SystemExit(f"too few steps to time (need more than {skip})")
+    step, g, j = (sum(x) / len(steps) for x in (steps, gen, judge))
     o = step - g - j
-    print(f"\n## Step breakdown: recipe {a.recipe}, {len(steps)} steps after 2 warm-up, median, "
+    print(f"\n## Step breakdown: recipe {a.recipe}, {len(steps)} steps after {skip} warm-up, mean per step, "
           f"judge mode {recipe.judge.mode}, backend {recipe.judge.backend}")
     print("| part | s per step | share |\n|---|---|---|")
     for name, v in (("generation (policy rollouts)", g), ("judging (reward functions)", j),
                     ("optimisation and the rest", o), ("step", step)):
         print(f"| {name} | {v:.3f} | {v / step:.0%} |")
     print(f"prefix-cache meter: {len(r['meter'])} calls, {len([m for m in r['meter'] if m > 0.005])} of them read "
-          f"/metrics, {sum(r['meter']):.2f} s in all ({sum(r['meter']) / len(steps + r['steps'][:2]):.3f} s per step)")
+          f"/metrics, {sum(r['meter']):.2f} s in all ({sum(r['meter']) / len(r['steps']):.3f} s per step)")
     print("load at end: " + subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
     print(f"step_s={step:.3f} judge_share={j / step:.2f}")
 
