@@ -209,7 +209,7 @@ class JudgeClient:
             url = next(st.order)
             if url in self.no_batch:
                 return await self._singly(params, items)
-            self.per_url[url]["calls"] += 1
+            self.per_url[url]["calls"] += len(items)  # counted per judge request, as single calls are
             self.batches += 1
             try:
                 async with st.sem:
@@ -231,13 +231,13 @@ class JudgeClient:
                     return
                 last_err = f"HTTP {r.status_code}: {r.text[:200]}"
                 if r.status_code not in RETRYABLE_STATUS:
-                    self.per_url[url]["failures"] += 1
+                    self.per_url[url]["failures"] += len(items)
                     break
             except (httpx.HTTPError, sdk_http.HTTPError) as e:
                 last_err = f"{type(e).__name__}: {str(e)[:200]}"
             except (ValueError, KeyError, TypeError) as e:  # a reply that is not the batch answer
                 last_err = f"malformed batch reply: {type(e).__name__}: {str(e)[:200]}"
-            self.per_url[url]["failures"] += 1
+            self.per_url[url]["failures"] += len(items)
             if attempt < self.s.max_retries:
                 await asyncio.sleep(self._backoff(attempt))
         dt = time.perf_counter() - t0
