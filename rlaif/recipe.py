@@ -94,8 +94,19 @@ class ServeSpec(_Strict):
     nice: int = Field(0, ge=0, le=19)  # lower the server's CPU priority when it shares CPUs with the trainer
 
 
+class LocalJudgeSpec(_Strict):
+    """The in-process judge (judge.backend: transformers): where it runs and how many prompts per forward."""
+    device: str = "auto"  # auto: cuda when there is one, else cpu
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
+    batch_size: int = Field(32, gt=0)
+
+
 class JudgeSpec(_Strict):
     model: str = Field(description="local folder or hub id of the judge; swap judges by changing this line")
+    # vllm: an OpenAI-compatible server (launched or at base_url); transformers: the judge model in the trainer's
+    # process (logprob and pairwise modes; no vLLM needed)
+    backend: Literal["vllm", "transformers"] = "vllm"
+    local: LocalJudgeSpec = LocalJudgeSpec()
     served_model_name: str | None = None  # default: the model's folder name
     # logprob: one token per criterion; verdict: one JSON verdict per sample; pairwise: against the reference
     # answer or the other completions of the group, both orders, one token per criterion
@@ -108,6 +119,9 @@ class JudgeSpec(_Strict):
     api_key: str | None = None
     serve: ServeSpec = ServeSpec()
     max_concurrency: int = Field(64, gt=0)
+    # send one-token requests (logprob, pairwise) that arrive together as one batch POST (vLLM >= 0.32's
+    # /v1/chat/completions/batch; other servers get single calls automatically)
+    batch_requests: bool = True
     max_requests_per_s: float | None = Field(None, gt=0)  # optional request rate limit
     max_tokens_per_min: float | None = Field(None, gt=0)  # optional token rate limit (estimated tokens)
     timeout_s: float = Field(30.0, gt=0)
@@ -120,6 +134,13 @@ class JudgeSpec(_Strict):
     temperature: float = Field(0.0, ge=0)
     cache: bool = True  # judge identical (judge, rubric, sample) requests once
     weight: float = Field(1.0, gt=0)  # the judge's weight beside checks in `weight` mode
+
+    @model_validator(mode="after")
+    def _local_backend_modes(self):
+        if self.backend == "transformers" and self.mode == "verdict":
+            raise ValueError("backend 'transformers' answers one-token judgments (logprob, pairwise); "
+                             "verdict mode needs the vllm backend")
+        return self
 
     @property
     def name(self) -> str:

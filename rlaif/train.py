@@ -32,6 +32,9 @@ def say(msg: str) -> None:
         Console(stderr=True).print(f"[bold cyan]rlaif[/] {msg}", highlight=False)
 
 
+LOCAL_URL = "in-process"  # the Endpoint of judge.backend: transformers
+
+
 @dataclass
 class Endpoint:
     url: str
@@ -42,6 +45,9 @@ class Endpoint:
 @contextlib.contextmanager
 def judge_endpoint(recipe: Recipe, run_dir: Path, base_url: str | None = None):
     """Yield the judge's Endpoint: the given URL, the recipe's, or a server launched for the duration."""
+    if recipe.judge.backend == "transformers":  # the judge runs in this process: nothing to launch or reach
+        yield Endpoint(LOCAL_URL)
+        return
     url = base_url or recipe.judge.base_url
     if url:
         yield Endpoint(url)
@@ -63,10 +69,16 @@ def make_judge_reward(recipe: Recipe, base_url: str, judgment_log: Path | None):
     from rlaif.rubric import load_rubric
 
     j = recipe.judge
-    client = JudgeClient(ClientSettings(base_url=base_url, model=j.name, api_key=j.api_key,
-                                        max_concurrency=j.max_concurrency, timeout_s=j.timeout_s,
-                                        max_retries=j.max_retries, max_requests_per_s=j.max_requests_per_s,
-                                        max_tokens_per_min=j.max_tokens_per_min))
+    if j.backend == "transformers":
+        from rlaif.judge.local_backend import LocalJudge, LocalSettings
+        client = LocalJudge(LocalSettings(model=j.name, path=j.model, device=j.local.device, dtype=j.local.dtype,
+                                          batch_size=j.local.batch_size))
+    else:
+        client = JudgeClient(ClientSettings(base_url=base_url, model=j.name, api_key=j.api_key,
+                                            max_concurrency=j.max_concurrency, timeout_s=j.timeout_s,
+                                            max_retries=j.max_retries, max_requests_per_s=j.max_requests_per_s,
+                                            max_tokens_per_min=j.max_tokens_per_min,
+                                            batch_requests=j.batch_requests))
     return JudgeReward(load_rubric(recipe.rubric, where=f"{recipe.source}: rubric"), client,
                        policy=FailurePolicy(on_failure=j.on_failure, neutral_reward=j.neutral_reward,
                                             max_fail_rate=j.max_fail_rate, min_calls=j.fail_min_calls),
@@ -315,6 +327,7 @@ def run_training(recipe: Recipe, *, resume: bool = False, base_url: str | None =
         "resumed_from": checkpoint,
         "wall_s": round(time.perf_counter() - t0, 1),
         "s_per_step": round(sum(timings) / len(timings), 3) if timings else None,
+        "step_times": [round(t, 4) for t in timings],
         "judge": reward.summary(),
         "adapter": str(adapter_dir),
         "stopped_early": reward.stop_reason,

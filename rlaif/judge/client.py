@@ -5,18 +5,30 @@ backoff and full jitter on transport errors, 408, 429 and 5xx; other 4xx are the
 retried. Several base URLs spread the load round-robin, and a retry goes to the next URL, so one dead server
 costs retries, not judgments. One `openai.AsyncOpenAI` per URL per event loop, because TRL runs async reward
 functions on its own loop while evaluation runs on another, and an HTTP connection pool must not cross loops.
+One-token requests made together (a reward batch's logprob or pairwise requests) go to vLLM's
+`/v1/chat/completions/batch` as one POST per `max_concurrency` conversations, with the same retries: on the
+2-core smoke box that is several times the judgments per second of one request each, because the server's
+per-request HTTP and API cost, not the model, bounds one-token throughput. A server without the endpoint gets
+single calls.
 """
 from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import random
 import time
 import weakref
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import httpx
 import openai
+
+try:  # the HTTP library the openai SDK itself runs on: httpx2 since openai 3, httpx before
+    import httpx2 as sdk_http
+except ImportError:  # pragma: no cover - older SDKs
+    sdk_http = httpx
 
 RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504}
 
@@ -42,6 +54,9 @@ class ClientSettings:
     backoff_max_s: float = 8.0
     max_requests_per_s: float | None = None
     max_tokens_per_min: float | None = None
+    # one-token requests (logprob, pairwise) that arrive together go out as one POST to vLLM's
+    # /v1/chat/completions/batch, at most max_concurrency conversations each; servers without it get single calls
+    batch_requests: bool = True
 
     @property
     def urls(self) -> list[str]:
@@ -75,6 +90,18 @@ class _LoopState:
     requests: RateLimiter | None
     tokens: RateLimiter | None
     order: itertools.cycle = field(default=None)
+    http: object = None  # for the batch endpoint, which the SDK has no method for
+    pending: dict = field(default_factory=dict)  # params key -> (params, [(messages, future)])
+    flusher: asyncio.Task | None = None
+
+
+def _namespace(obj):
+    """A JSON reply as attribute access (`resp.choices[0].message.content`), as the SDK's models read."""
+    if isinstance(obj, dict):
+        return SimpleNamespace(**{k: _namespace(v) for k, v in obj.items()})
+    if isinstance(obj, list):
+        return [_namespace(v) for v in obj]
+    return obj
 
 
 def estimate_tokens(messages: list[dict], max_tokens: int | None) -> float:
@@ -89,25 +116,30 @@ class JudgeClient:
         self.per_url = {u: {"calls": 0, "failures": 0} for u in self.urls}
         # keyed by the loop object itself (weakly): a new loop may reuse a dead loop's id()
         self._per_loop: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self.no_batch: set[str] = set()  # servers that answered 404/405 on the batch endpoint
+        self.batches = 0  # batch POSTs sent (for the benchmarks)
 
     def _state(self) -> _LoopState:
         loop = asyncio.get_running_loop()
         if loop not in self._per_loop:
-            limits = httpx.Limits(max_connections=self.s.max_concurrency,
-                                  max_keepalive_connections=self.s.max_concurrency)
+            # The SDK's own HTTP client class (openai 3 runs on httpx2), sized so that the semaphore, not the
+            # pool, bounds requests in flight: an httpx 0.x client capped at max_concurrency made a 256-request
+            # batch 2-3x slower and doubled the client's CPU time (benchmarks/judge_throughput.py).
+            limits = sdk_http.Limits(max_connections=None, max_keepalive_connections=self.s.max_concurrency)
             clients = {u: openai.AsyncOpenAI(
                 base_url=u if u.endswith("/v1") else u + "/v1",
                 api_key=self.s.api_key or "EMPTY",
                 timeout=self.s.timeout_s,
                 max_retries=0,  # retries are ours: counted, jittered, logged
-                http_client=httpx.AsyncClient(timeout=self.s.timeout_s, limits=limits),
+                http_client=openai.DefaultAsyncHttpxClient(timeout=self.s.timeout_s, limits=limits),
             ) for u in self.urls}
             rps, tpm = self.s.max_requests_per_s, self.s.max_tokens_per_min
             self._per_loop[loop] = _LoopState(
                 clients, asyncio.Semaphore(self.s.max_concurrency),
                 RateLimiter(rps, max(1.0, rps)) if rps else None,
                 RateLimiter(tpm / 60.0, tpm / 60.0 * 5) if tpm else None,  # up to 5 s of tokens at once
-                itertools.cycle(self.urls))
+                itertools.cycle(self.urls),
+                openai.DefaultAsyncHttpxClient(timeout=self.s.timeout_s, limits=limits))
         return self._per_loop[loop]
 
     async def aclose(self) -> None:
@@ -116,13 +148,104 @@ class JudgeClient:
         if st is not None:
             for c in st.clients.values():
                 await c.close()
+            await st.http.aclose()
 
     def _backoff(self, attempt: int) -> float:
         cap = min(self.s.backoff_max_s, self.s.backoff_base_s * (2 ** attempt))
         return random.uniform(0, cap)  # full jitter: retries of a burst do not arrive together
 
+    def _batchable(self, params: dict) -> bool:
+        # one-token requests only: there the per-request cost of HTTP and the API server dominates; a long
+        # generation gains little and would make a batch's timeout hard to set. Rate limits count requests.
+        return (self.s.batch_requests and params.get("max_tokens") == 1 and not self.s.max_requests_per_s
+                and not self.s.max_tokens_per_min and len(self.no_batch) < len(self.urls))
+
     async def chat(self, messages: list[dict], **params) -> CallResult:
-        """One chat completion with retries; never raises for server or transport failures."""
+        """One chat completion with retries; never raises for server or transport failures. One-token requests
+        made together are sent together (see `batch_requests`); each still gets its own CallResult."""
+        if not self._batchable(params):
+            return await self._chat_one(messages, **params)
+        st = self._state()
+        fut = asyncio.get_running_loop().create_future()
+        key = json.dumps(params, sort_keys=True, default=str)
+        st.pending.setdefault(key, (params, []))[1].append((messages, fut))
+        if st.flusher is None or st.flusher.done():
+            st.flusher = asyncio.ensure_future(self._flush(st))
+        return await fut
+
+    async def _flush(self, st: _LoopState) -> None:
+        await asyncio.sleep(0)  # one turn of the loop: every request of the caller's gather is queued by then
+        tasks = []
+        while st.pending:
+            _, (params, items) = st.pending.popitem()
+            size = self.s.max_concurrency
+            tasks += [asyncio.ensure_future(self._batch(st, params, items[i:i + size]))
+                      for i in range(0, len(items), size)]
+        await asyncio.gather(*tasks)
+
+    async def _singly(self, params: dict, items: list) -> None:
+        results = await asyncio.gather(*[self._chat_one(m, **params) for m, _ in items])
+        for (_, fut), res in zip(items, results):
+            if not fut.done():
+                fut.set_result(res)
+
+    async def _batch(self, st: _LoopState, params: dict, items: list) -> None:
+        """One POST for many conversations with the same parameters; retried as a whole like a single call."""
+        try:
+            await self._batch_attempts(st, params, items)
+        except Exception as e:  # never leave a caller waiting
+            for _, fut in items:
+                if not fut.done():
+                    fut.set_result(CallResult(None, 0.0, 1, f"{type(e).__name__}: {str(e)[:200]}"))
+
+    async def _batch_attempts(self, st: _LoopState, params: dict, items: list) -> None:
+        body = {"model": self.s.model, "messages": [m for m, _ in items]}
+        body.update({k: v for k, v in params.items() if k != "extra_body"})
+        body.update(params.get("extra_body") or {})
+        headers = {"Authorization": f"Bearer {self.s.api_key or 'EMPTY'}"}
+        t0 = time.perf_counter()
+        last_err, url = None, None
+        for attempt in range(self.s.max_retries + 1):
+            url = next(st.order)
+            if url in self.no_batch:
+                return await self._singly(params, items)
+            self.per_url[url]["calls"] += len(items)  # counted per judge request, as single calls are
+            self.batches += 1
+            try:
+                async with st.sem:
+                    r = await st.http.post((url if url.endswith("/v1") else url + "/v1") + "/chat/completions/batch",
+                                           json=body, headers=headers)
+                if r.status_code in (404, 405):  # not vLLM, or a vLLM without the endpoint: single calls from now
+                    self.no_batch.add(url)
+                    return await self._singly(params, items)
+                if r.status_code == 400:  # one bad conversation refuses the batch: single calls say which
+                    return await self._singly(params, items)
+                if r.status_code == 200:
+                    choices = sorted(r.json()["choices"], key=lambda c: c["index"])
+                    if len(choices) != len(items):
+                        raise ValueError(f"{len(choices)} choices for {len(items)} conversations")
+                    dt = time.perf_counter() - t0
+                    for (_, fut), choice in zip(items, choices):
+                        if not fut.done():
+                            fut.set_result(CallResult(_namespace({"choices": [choice]}), dt, attempt + 1, None, url))
+                    return
+                last_err = f"HTTP {r.status_code}: {r.text[:200]}"
+                if r.status_code not in RETRYABLE_STATUS:
+                    self.per_url[url]["failures"] += len(items)
+                    break
+            except (httpx.HTTPError, sdk_http.HTTPError) as e:
+                last_err = f"{type(e).__name__}: {str(e)[:200]}"
+            except (ValueError, KeyError, TypeError) as e:  # a reply that is not the batch answer
+                last_err = f"malformed batch reply: {type(e).__name__}: {str(e)[:200]}"
+            self.per_url[url]["failures"] += len(items)
+            if attempt < self.s.max_retries:
+                await asyncio.sleep(self._backoff(attempt))
+        dt = time.perf_counter() - t0
+        for _, fut in items:
+            if not fut.done():
+                fut.set_result(CallResult(None, dt, attempt + 1, last_err, url))
+
+    async def _chat_one(self, messages: list[dict], **params) -> CallResult:
         st = self._state()
         t0 = time.perf_counter()
         last_err, url = None, None
@@ -143,7 +266,7 @@ class JudgeClient:
                 if e.status_code not in RETRYABLE_STATUS:
                     self.per_url[url]["failures"] += 1
                     break
-            except (openai.APIConnectionError, openai.APITimeoutError, httpx.HTTPError) as e:
+            except (openai.APIConnectionError, openai.APITimeoutError, httpx.HTTPError, sdk_http.HTTPError) as e:
                 last_err = f"{type(e).__name__}: {str(e)[:200]}"
             except Exception as e:  # a malformed reply the SDK cannot decode: treat as a failed call
                 last_err = f"{type(e).__name__}: {str(e)[:200]}"

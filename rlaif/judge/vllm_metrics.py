@@ -3,6 +3,7 @@ cache served. The rubric is a shared prefix so that this is high; a rubric edite
 from __future__ import annotations
 
 import re
+import time
 
 import httpx
 
@@ -28,13 +29,27 @@ async def prefix_cache_counters(base_url: str, timeout: float = 2.0) -> tuple[fl
 
 
 class PrefixCacheMeter:
-    """Hit rate between two readings, over every judge server."""
+    """Hit rate between two readings, over every judge server.
 
-    def __init__(self, urls: list[str]):
+    A reading costs a /metrics scrape (about 50 kB of text; 0.07-0.13 s on the busy 2-core smoke box, over a
+    tenth of a smoke step), so `rate()` reads the servers at most every `min_interval_s` and otherwise returns
+    the last rate: the metric keeps its key on every step, and costs about 1% of a step instead of 10-15%.
+    """
+
+    def __init__(self, urls: list[str], min_interval_s: float = 10.0):
         self.urls = urls
+        self.min_interval_s = min_interval_s
         self.last: dict[str, tuple[float, float]] = {}
+        self.last_rate: float | None = None
+        self._read_at: float | None = None
+        self.readings = 0
 
     async def rate(self) -> float | None:
+        now_t = time.monotonic()
+        if self._read_at is not None and now_t - self._read_at < self.min_interval_s:
+            return self.last_rate
+        self._read_at = now_t
+        self.readings += 1
         dq = dh = 0.0
         for u in self.urls:
             now = await prefix_cache_counters(u)
@@ -43,4 +58,6 @@ class PrefixCacheMeter:
             q0, h0 = self.last.get(u, (0.0, 0.0))
             self.last[u] = now
             dq, dh = dq + now[0] - q0, dh + now[1] - h0
-        return dh / dq if dq > 0 else None
+        if dq > 0:
+            self.last_rate = dh / dq
+        return self.last_rate

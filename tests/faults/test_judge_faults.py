@@ -25,6 +25,7 @@ def proxy(judge_url):
 def reward_via(proxy, smoke_recipe, **judge):
     recipe = smoke_recipe.model_copy(deep=True)
     recipe.judge.cache = False
+    judge.setdefault("batch_requests", False)  # these count faults per request; the batch path has its own test
     for k, v in judge.items():
         setattr(recipe.judge, k, v)
     r = make_judge_reward(recipe, proxy.url, None)
@@ -92,7 +93,8 @@ def test_a_run_stops_with_a_clear_message_past_the_failure_limit(proxy, tmp_path
     cmd = [sys.executable, "-m", "rlaif.cli", "train", "recipes/smoke.yaml", "--set", f"judge.base_url={proxy.url}",
            "--set", f"output_dir={out}", "--set", "grpo.max_steps=6", "--set", "grpo.per_device_train_batch_size=8",
            "--set", "grpo.save_strategy=no", "--set", "judge.max_retries=0", "--set", "judge.max_fail_rate=0.3",
-           "--set", "judge.fail_min_calls=16", "--set", "eval.every_steps=null"]  # no validation calls at step 0
+           "--set", "judge.fail_min_calls=16", "--set", "eval.every_steps=null",  # no validation calls at step 0
+           "--set", "judge.batch_requests=false"]  # the plan counts requests
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert r.returncode == 1
     assert "judge failure rate" in r.stderr and "max_fail_rate" in r.stderr and "--resume" in r.stderr
@@ -102,3 +104,22 @@ def test_a_run_stops_with_a_clear_message_past_the_failure_limit(proxy, tmp_path
     assert (out / f"checkpoint-{s['steps']}").exists()  # stopped with a checkpoint, nothing lost
     logged = (out / "judgments.jsonl").read_text().splitlines()
     assert len(logged) == s["judge"]["calls"]
+
+
+def test_a_batched_call_is_retried_as_a_whole(proxy, smoke_recipe):
+    proxy.plan(["status:503", "status:429"])
+    r = reward_via(proxy, smoke_recipe, max_retries=3, batch_requests=True)
+    out = call(r, ["please help", "the cat sat", "please sit", "no"])
+    assert None not in out and r.client.batches == 3  # four requests in one POST, sent three times
+    assert proxy.served["status"] == 2 and proxy.served["pass"] == 1
+    assert r.totals["calls"] == 4 and r.totals["retries"] == 8 and r.totals["failures"] == 0
+
+
+def test_a_server_without_the_batch_endpoint_gets_single_calls(proxy, smoke_recipe):
+    proxy.plan(["status:404"])
+    r = reward_via(proxy, smoke_recipe, max_retries=0, batch_requests=True)
+    out = call(r, ["please help", "the cat sat", "please sit"])
+    assert None not in out and r.totals["failures"] == 0 and r.totals["calls"] == 3
+    assert r.client.no_batch == {proxy.url} and proxy.served["pass"] == 3  # and it is not asked again
+    call(r, ["please go"])
+    assert r.client.batches == 1 and proxy.served["pass"] == 4

@@ -1,0 +1,267 @@
+"""rlaif's judge path against what users write by hand, on one vLLM judge server.
+
+    .venv/bin/python benchmarks/judge_throughput.py [--recipe recipes/smoke.yaml] [--n 256] [--repeats 3]
+        [--base-url URL] [--quick]
+
+Four clients judge the same N samples with the same rubric (the recipe's, logprob mode) and the same rendered
+prompts, interleaved within each repetition (a, b, c, d, a, b, c, d, ...) so that load from other processes
+hits them alike; the median of the repetitions is reported:
+
+  (a) sequential   a loop over `openai.OpenAI`, one request at a time, P(PASS) from the top logprobs
+  (b) gather       a hand-written `asyncio.gather` over `openai.AsyncOpenAI`, all requests at once
+  (c) rlaif        `JudgeReward` called as TRL calls it: checks, retries, parsing, judgment log, per-batch
+                   metrics, the prefix-cache meter; verdict cache off
+  (d) rlaif+cache  the same with the verdict cache, on a batch that repeats completions as GRPO groups do
+                   (N samples = N/8 groups of 8 completions, 3 distinct completions per group)
+
+Then, per judge mode (logprob, verdict, pairwise), (b) against (c) on the requests that mode plans; and the
+prefix-cache hit rate of vLLM (its /metrics counters) for the recipe's rubric and for a rubric whose shared
+prefix spans several KV blocks. The last line is `ratio_vs_gather=X.XX ratio_vs_sequential=Y.Y`.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import math
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import openai
+
+from rlaif.judge.reward import Sample
+from rlaif.judge.vllm_metrics import prefix_cache_counters
+from rlaif.recipe import load_recipe
+from rlaif.rubric import load_rubric
+from rlaif.tiny import please_world as world
+from rlaif.train import judge_endpoint, make_judge_reward
+
+
+def load() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
+def distinct_samples(n: int, seed: int = 0) -> list[Sample]:
+    rng = random.Random(seed)
+    prompts = world.all_prompts()
+    return [Sample(f"b{i}", [{"role": "user", "content": rng.choice(prompts)}], world.judge_response(rng),
+                   {"reference_answer": world.plain_response(rng)}) for i in range(n)]
+
+
+def grpo_batch(n: int, group: int = 8, distinct: int = 3, seed: int = 1) -> list[Sample]:
+    """N samples in groups of `group` completions of one prompt, drawn from `distinct` different completions:
+    small policies early in training (and any policy at low temperature) repeat themselves within a group."""
+    rng = random.Random(seed)
+    prompts = world.all_prompts()
+    out = []
+    for g in range(math.ceil(n / group)):
+        p = rng.choice(prompts)
+        pool = [world.judge_response(rng) for _ in range(distinct)]
+        out += [Sample(f"g{g}", [{"role": "user", "content": p}], rng.choice(pool),
+                       {"reference_answer": None}) for _ in range(group)]
+    return out[:n]
+
+
+def p_pass(resp) -> float:
+    """What a hand-written client does with the reply: P(PASS) from the first token's top logprobs."""
+    tops = resp.choices[0].logprobs.content[0].top_logprobs
+    pp = sum(math.exp(t.logprob) for t in tops if t.token.strip() == "PASS")
+    pf = sum(math.exp(t.logprob) for t in tops if t.token.strip() == "FAIL")
+    return pp / (pp + pf) if pp + pf else float(resp.choices[0].message.content.strip() == "PASS")
+
+
+def v1(url: str) -> str:
+    return url if url.rstrip("/").endswith("/v1") else url.rstrip("/") + "/v1"
+
+
+# -- the clients -------------------------------------------------------------------------------------------------
+def run_sequential(url, model, reqs, parse) -> float:
+    client = openai.OpenAI(base_url=v1(url), api_key="EMPTY")
+    t = time.perf_counter()
+    for r in reqs:
+        parse(client.chat.completions.create(model=model, messages=r.messages, **r.params))
+    dt = time.perf_counter() - t
+    client.close()
+    return dt
+
+
+def run_gather(url, model, reqs, parse) -> float:
+    async def main():
+        client = openai.AsyncOpenAI(base_url=v1(url), api_key="EMPTY")
+
+        async def one(r):
+            return parse(await client.chat.completions.create(model=model, messages=r.messages, **r.params))
+        try:
+            return await asyncio.gather(*[one(r) for r in reqs])
+        finally:
+            await client.close()
+    t = time.perf_counter()
+    asyncio.run(main())
+    return time.perf_counter() - t
+
+
+class _State:
+    global_step = 1
+
+
+def run_rlaif(recipe, url, samples, log_path: Path) -> tuple[float, dict]:
+    """JudgeReward as TRL calls it: conversational prompts and completions, dataset columns, metric hooks."""
+    reward = make_judge_reward(recipe, url, log_path)
+    prompts = [s.prompt for s in samples]
+    completions = [[{"role": "assistant", "content": s.response}] for s in samples]
+    metrics: dict = {}
+
+    async def main():
+        try:
+            return await reward(prompts, completions, trainer_state=_State(), id=[s.id for s in samples],
+                                reference_answer=[s.metadata.get("reference_answer") for s in samples],
+                                log_metric=metrics.__setitem__, log_extra=lambda k, v: None)
+        finally:
+            await reward.client.aclose()
+    t = time.perf_counter()
+    out = asyncio.run(main())
+    dt = time.perf_counter() - t
+    reward.log.close()
+    bad = reward.totals["failures"] + reward.totals["parse_failures"]
+    assert bad == 0 and all(x is not None for x in out), f"judge failures in the benchmark: {reward.summary()}"
+    return dt, dict(reward.totals)
+
+
+def recipe_for(base, mode: str, cache: bool, rubric=None):
+    r = base.model_copy(deep=True)
+    r.judge.mode, r.judge.cache = mode, cache
+    if rubric is not None:
+        r.rubric = rubric
+    return r
+
+
+def median_rate(n: int, times: list[float]) -> float:
+    return n / statistics.median(times)
+
+
+# -- the sections ----------------------------------------------------------------------------------------------
+def four_clients(base, url: str, n: int, repeats: int, tmp: Path) -> dict:
+    batch, grpo = distinct_samples(n), grpo_batch(n)
+    rc, rd = recipe_for(base, "logprob", False), recipe_for(base, "logprob", True)
+    planner = make_judge_reward(rc, url, None)
+    reqs = [q for s in batch for q in planner.plan(s)]
+    model = base.judge.name
+    clients = {
+        "a": ("sequential loop (openai.OpenAI)", lambda: run_sequential(url, model, reqs, p_pass)),
+        "b": ("asyncio.gather (openai.AsyncOpenAI)", lambda: run_gather(url, model, reqs, p_pass)),
+        "c": ("rlaif JudgeReward, cache off", lambda: run_rlaif(rc, url, batch, tmp / "c.jsonl")[0]),
+        "d": ("rlaif JudgeReward, cache on, GRPO batch", lambda: run_rlaif(rd, url, grpo, tmp / "d.jsonl")[0]),
+    }
+    for k, (_, fn) in clients.items():  # warm-up: connections, the server's prefix cache, imports
+        fn()
+    times: dict[str, list[float]] = {k: [] for k in clients}
+    for _ in range(repeats):
+        for k, (_, fn) in clients.items():
+            times[k].append(fn())
+    _, d_tot = run_rlaif(rd, url, grpo, tmp / "d2.jsonl")
+    rates = {k: median_rate(n, v) for k, v in times.items()}
+    print(f"\n## Four clients: {n} samples, rubric '{load_rubric(base.rubric).name}', logprob mode, "
+          f"median of {repeats}")
+    print(f"| client | median s | judgments/s | runs (s) |\n|---|---|---|---|")
+    for k, (label, _) in clients.items():
+        print(f"| ({k}) {label} | {statistics.median(times[k]):.2f} | {rates[k]:.1f} | "
+              f"{', '.join(f'{t:.2f}' for t in times[k])} |")
+    print(f"(d) sends {d_tot['calls']} requests for {n} samples ({d_tot['cache_hits']} cache hits)")
+    ratios = {"c/b": rates["c"] / rates["b"], "c/a": rates["c"] / rates["a"], "d/c": rates["d"] / rates["c"]}
+    print("ratios: " + "  ".join(f"{k} {v:.2f}" for k, v in ratios.items()))
+    return ratios
+
+
+def per_mode(base, url: str, n: int, repeats: int, modes: list[str], tmp: Path) -> dict:
+    batch = distinct_samples(n, seed=2)
+    rows, rates = [], {}
+    for mode in modes:
+        r = recipe_for(base, mode, False)
+        planner = make_judge_reward(r, url, None)
+        reqs = [q for s, o in zip(batch, planner._opponents(batch)) for q in planner.plan(s, o)]
+        model = base.judge.name
+        fns = {"gather": lambda: run_gather(url, model, reqs, lambda resp: resp),
+               "rlaif": lambda: run_rlaif(r, url, batch, tmp / f"{mode}.jsonl")[0]}
+        times = {k: [] for k in fns}
+        for _ in range(repeats):
+            for k, fn in fns.items():
+                times[k].append(fn())
+        g, c = median_rate(n, times["gather"]), median_rate(n, times["rlaif"])
+        rates[mode] = c
+        rows.append((mode, len(reqs), g, c))
+    print(f"\n## Judge modes: {n} samples, rubric '{load_rubric(base.rubric).name}', cache off, median of {repeats}")
+    print("| mode | requests | gather judgments/s | rlaif judgments/s | rlaif / gather |\n|---|---|---|---|---|")
+    for mode, nreq, g, c in rows:
+        print(f"| {mode} | {nreq} | {g:.1f} | {c:.1f} | {c / g:.2f} |")
+    if "logprob" in rates and "verdict" in rates:
+        print(f"logprob / verdict judgments/s: {rates['logprob'] / rates['verdict']:.1f}x")
+    return rates
+
+
+def long_prefix_rubric():
+    """contract_review's three 1-5 criteria with their level descriptions (about 900 tokens of the tiny
+    judge's tokenizer, seven 128-token KV blocks), judged on the whole response rather than per JSON item."""
+    rub = load_rubric("contract_review").model_dump(by_alias=True)
+    rub["per_item"] = None
+    return rub
+
+
+async def _hit_rate(url: str, fn) -> float | None:
+    before = await prefix_cache_counters(url)
+    await asyncio.to_thread(fn)
+    after = await prefix_cache_counters(url)
+    if not before or not after or after[0] <= before[0]:
+        return None
+    return (after[1] - before[1]) / (after[0] - before[0])
+
+
+def prefix_cache(base, url: str, n: int, tmp: Path) -> dict:
+    """First-pass hit rates: every sample is new to the server, so hits come from the shared rubric prefix."""
+    out = {}
+    for label, rubric, seed in (("recipe rubric", None, 3), ("long rubric (contract_review criteria)",
+                                                            long_prefix_rubric(), 4)):
+        r = recipe_for(base, "logprob", False, rubric)
+        batch = distinct_samples(n, seed=seed)
+        out[label] = asyncio.run(_hit_rate(url, lambda: run_rlaif(r, url, batch, tmp / "p.jsonl")))
+    print(f"\n## vLLM prefix-cache hit rate, logprob mode, {n} samples the server has not seen")
+    print("| rubric | hit rate |\n|---|---|")
+    for k, v in out.items():
+        print(f"| {k} | {'n/a (server exports no counters)' if v is None else f'{v:.1%}'} |")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--recipe", default="recipes/smoke.yaml")
+    ap.add_argument("--n", type=int, default=256, help="samples per client run")
+    ap.add_argument("--mode-n", type=int, default=128, help="samples per run in the per-mode section")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--modes", default="logprob,verdict,pairwise", help="per-mode section; empty to skip")
+    ap.add_argument("--base-url", help="a running judge server (default: launch the recipe's)")
+    ap.add_argument("--quick", action="store_true", help="a few samples, one repeat: checks the script runs")
+    ap.add_argument("--set", dest="overrides", action="append", default=[])
+    a = ap.parse_args()
+    if a.quick:
+        a.n, a.mode_n, a.repeats = 32, 16, 1
+    base = load_recipe(a.recipe, a.overrides)
+    print(f"load at start: {load()}")
+    with tempfile.TemporaryDirectory() as d, judge_endpoint(base, base.run_dir, a.base_url) as ep:
+        tmp = Path(d)
+        ratios = four_clients(base, ep.url, a.n, a.repeats, tmp)
+        if a.modes:
+            per_mode(base, ep.url, a.mode_n, a.repeats, a.modes.split(","), tmp)
+        prefix_cache(base, ep.url, a.n, tmp)
+    print(f"\nload at end: {load()}")
+    print(f"ratio_vs_gather={ratios['c/b']:.2f} ratio_vs_sequential={ratios['c/a']:.1f}")
+
+
+if __name__ == "__main__":
+    sys.stdout.reconfigure(line_buffering=True)  # tables appear as they are measured, also when piped
+    with contextlib.suppress(KeyboardInterrupt):
+        main()

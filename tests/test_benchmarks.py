@@ -1,0 +1,46 @@
+"""The benchmark scripts and the GPU check run and print their result lines (their numbers are not judged here:
+speed is measured by running them, see benchmarks/RESULTS.md)."""
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def run(args: list[str], timeout: int = 240) -> str:
+    p = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return p.stdout
+
+
+def test_judge_throughput_quick(judge_url):
+    out = run(["benchmarks/judge_throughput.py", "--quick", "--base-url", judge_url, "--modes", "logprob,verdict"])
+    for client in ("(a) sequential", "(b) asyncio.gather", "(c) rlaif", "(d) rlaif"):
+        assert client in out
+    assert "logprob / verdict judgments/s" in out and "prefix-cache hit rate" in out
+    last = out.strip().splitlines()[-1]
+    assert last.startswith("ratio_vs_gather=") and " ratio_vs_sequential=" in last
+    assert float(last.split()[0].split("=")[1]) > 0
+
+
+def test_step_breakdown_quick(judge_url):
+    out = run(["benchmarks/step_breakdown.py", "--quick", "--base-url", judge_url])
+    assert "| judging (reward functions) |" in out and "| generation (policy rollouts) |" in out
+    last = out.strip().splitlines()[-1]
+    assert last.startswith("step_s=") and "judge_share=" in last
+
+
+def test_gpu_check_tiny_on_cpu(tiny):
+    out = run(["scripts/gpu_check.py", "--tiny", "--device", "cpu", "--steps", "2"])
+    for row in ("seconds per step", "generated tokens/s", "judge share", "peak memory", "MFU vs bf16 peak"):
+        assert f"| {row}" in out
+    assert "gpu_check ok: 2 steps" in out
+
+
+def test_gpu_check_says_when_there_is_no_gpu():
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: the message for machines without one cannot show")
+    p = subprocess.run([sys.executable, "scripts/gpu_check.py"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 1 and "no CUDA device" in p.stderr

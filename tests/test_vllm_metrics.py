@@ -1,0 +1,52 @@
+"""The prefix-cache meter reads vLLM's /metrics at most every min_interval_s (a read costs ~0.1 s of a step)."""
+import asyncio
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+from rlaif.judge.vllm_metrics import PrefixCacheMeter
+
+
+def metrics_server(counters: dict):
+    class H(BaseHTTPRequestHandler):
+        def do_GET(self):
+            counters["reads"] += 1
+            body = (f'vllm:prefix_cache_queries_total{{engine="0",model_name="judge"}} {counters["q"]}\n'
+                    f'vllm:prefix_cache_hits_total{{engine="0",model_name="judge"}} {counters["h"]}\n').encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+    srv = HTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv
+
+
+def test_meter_reads_at_most_every_interval_and_keeps_the_last_rate():
+    c = {"reads": 0, "q": 100.0, "h": 80.0}
+    srv = metrics_server(c)
+    url = f"http://127.0.0.1:{srv.server_port}"
+
+    async def go():
+        m = PrefixCacheMeter([url], min_interval_s=3600)
+        first = await m.rate()
+        c["q"], c["h"] = 200.0, 100.0
+        again = [await m.rate() for _ in range(5)]
+        m.min_interval_s = 0.0
+        fresh = await m.rate()
+        return first, again, fresh
+    try:
+        first, again, fresh = asyncio.run(go())
+    finally:
+        srv.shutdown()
+    assert first == 0.8 and again == [0.8] * 5  # the last rate, no new reads
+    assert fresh == 0.2  # (100 - 80) / (200 - 100): the rate since the last reading
+    assert c["reads"] == 2
+
+
+def test_meter_without_counters_says_none():
+    async def go():
+        return await PrefixCacheMeter(["http://127.0.0.1:9"], min_interval_s=0).rate()
+    assert asyncio.run(go()) is None
