@@ -65,8 +65,11 @@ def _plot(title: str, lines: list[tuple[str, list, list]], ylabel: str = "", ban
     fig, ax = plt.subplots(figsize=(6.4, 3.2))
     if band and band[0]:
         ax.fill_between(band[0], band[1], band[2], alpha=0.2, label=band[3])
-    for label, xs, ys in lines:
-        ax.plot(xs, ys, marker="o", markersize=3, label=label)
+    for i, (label, xs, ys) in enumerate(lines):
+        # the first series on top, the others dashed: equal series (p50 == p95 when a step's calls go in
+        # one batch) stay visible instead of hiding each other
+        ax.plot(xs, ys, marker="o", markersize=3, label=label, zorder=3 if i == 0 else 2,
+                linestyle="-" if i == 0 else "--")
     if right and right[1]:
         ax2 = ax.twinx()
         ax2.plot(right[1], right[2], color="tab:red", linestyle="--", marker="x", markersize=3, label=right[0])
