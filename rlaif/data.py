@@ -188,12 +188,16 @@ def parse_record(obj: Any) -> tuple[dict | None, list[str]]:
 
 def read_jsonl(path: str | Path) -> ReadResult:
     """A Nova RFT dataset: records normalised for TRL, problems with file, line and field."""
-    res = read_jsonl_with(path, parse_record)
+    return _number_records(read_jsonl_with(path, parse_record), Path(path))
+
+
+def _number_records(res: ReadResult, path: Path) -> ReadResult:
+    """Each record's line (or row) into `record_lines`; a record without an id gets `<file stem>-<line>`."""
     for rec in res.records:
         n = rec.pop("_line")
         res.record_lines.append(n)
         if rec["id"] is None:
-            rec["id"] = f"{Path(path).stem}-{n}"
+            rec["id"] = f"{path.stem}-{n}"
     return res
 
 
@@ -337,13 +341,7 @@ def read_records(path: str | Path, columns: dict[str, str] | None = None) -> Rea
     """Nova RFT JSONL, or a Parquet/JSON/CSV table with a column mapping; ids filled in as `<file>-<line>`."""
     path = Path(path)
     if path.suffix.lower() in TABLE_SUFFIXES:
-        res = read_table(path, columns)
-        for rec in res.records:
-            n = rec.pop("_line")
-            res.record_lines.append(n)
-            if rec["id"] is None:
-                rec["id"] = f"{path.stem}-{n}"
-        return res
+        return _number_records(read_table(path, columns), path)
     if columns:
         raise UserError(f"{path}: a column mapping is for Parquet, JSON or CSV files; JSONL uses Nova's field names")
     return read_jsonl(path)

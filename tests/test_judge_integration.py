@@ -52,9 +52,9 @@ def test_unreachable_judge_gives_counted_none_and_never_raises(smoke_recipe):
     from rlaif.judge.server import free_port
     recipe = smoke_recipe.model_copy(deep=True)
     recipe.judge.max_retries = 1
+    recipe.judge.fail_min_calls = 3  # the recipe's own setting, read when the reward is made
     reward = make_judge_reward(recipe, f"http://127.0.0.1:{free_port()}", None)
     reward.client.s.backoff_base_s = 0.01
-    reward.policy.min_calls = 3
     out = asyncio.run(reward(prompts=[USER] * 3, completions=[[{"role": "assistant", "content": t}] for t in "xyz"]))
     assert out == [None, None, None]
     assert reward.totals["failures"] == 3 and reward.totals["retries"] == 3

@@ -19,11 +19,11 @@ import logging
 import os
 import statistics
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from rlaif.checks import combine, run_checks
+from rlaif.failure_window import FailureWindow
 from rlaif.judge import logprob, pairwise, verdict
 from rlaif.judge.cache import VerdictCache
 from rlaif.judge.client import JudgeClient
@@ -128,9 +128,10 @@ class JudgeReward:
         self.totals = {"calls": 0, "failures": 0, "parse_failures": 0, "retries": 0, "neutralised": 0,
                        "samples": 0, "fallbacks": 0, "cache_hits": 0, "gated": 0, "server_restarts": 0}
         self.latencies: list[float] = []
-        self._recent = deque(maxlen=self.policy.fail_window)
-        self.stop_reason: str | None = None
-        self.health_paused = False  # while a crashed judge server is being restarted
+        mfr = self.policy.max_fail_rate
+        self.health = FailureWindow(mfr, lambda rate, n: f"judge failure rate {rate:.0%} over the last {n} calls is "
+                                    f"above the recipe's judge.max_fail_rate {mfr:.0%}",
+                                    self.policy.fail_window, self.policy.min_calls)
         self.prefix_cache = PrefixCacheMeter(client.urls)
 
     # -- the judging itself -------------------------------------------------------------------------------------
@@ -250,7 +251,7 @@ class JudgeReward:
                 errors = {c.name: "pairwise: no reference answer and no other completion of this prompt"
                           for c in self.rubric.criteria}
                 self.totals["failures"] += 1  # a judgment that could not be asked is a failed one
-                self._recent.append(True)
+                self.health.record(True)
             # pairwise asks several times per criterion (opponents x orders): the score is their mean
             scores: dict[str, float | None] = {n: (statistics.fmean(v) if v and n not in errors else None)
                                                for n, v in got.items()}
@@ -279,7 +280,7 @@ class JudgeReward:
                                         "neutralised": req.neutralised, "reward": reward})
         self.totals["samples"] += len(samples)
         self.log.write(rows)
-        self._check_health()
+        self.health.check()
         return verdicts
 
     def score_sync(self, samples: list[Sample]) -> list[Verdict]:
@@ -297,37 +298,30 @@ class JudgeReward:
         failed = res["scores"] is None
         if failed:
             self.totals["parse_failures" if res["parse_fail"] else "failures"] += 1
-        self._recent.append(failed)
+        self.health.record(failed)
         self.latencies.append(res["latency_s"])
 
     # -- a judge server that crashed and is being restarted (rlaif.judge.server.Supervisor) ----------------------
     def pause_health(self, exit_code=None) -> None:
         """Calls fail while the server is down; they are counted and fall back, but do not stop the run."""
-        self.health_paused = True
+        self.health.paused = True  # while the Supervisor restarts the server
         log.warning("judge server down (exit code %s): judgments fall back until it is back", exit_code)
 
     def resume_health(self) -> None:
-        self._recent.clear()  # judge the restarted server on its own calls
+        self.health.clear()  # judge the restarted server on its own calls
         self.totals["server_restarts"] += 1
-        self.health_paused = False
+        self.health.paused = False
 
     def give_up(self, why: str) -> None:
-        self.stop_reason = why
-        log.error(why)
+        self.health.stop(why)
 
-    def _check_health(self) -> None:
-        n = len(self._recent)
-        if self.stop_reason or self.health_paused or n < self.policy.min_calls:
-            return
-        rate = sum(self._recent) / n
-        if rate > self.policy.max_fail_rate:
-            self.stop_reason = (f"judge failure rate {rate:.0%} over the last {n} calls is above the recipe's "
-                                f"judge.max_fail_rate {self.policy.max_fail_rate:.0%}")
-            log.error(self.stop_reason)
+    @property
+    def stop_reason(self) -> str | None:
+        return self.health.stop_reason
 
     @property
     def should_stop(self) -> bool:
-        return self.stop_reason is not None
+        return self.health.stop_reason is not None
 
     # -- TRL's reward-function contract ---------------------------------------------------------------------------
     async def __call__(self, prompts, completions, completion_ids=None, trainer_state=None, log_metric=None,
@@ -361,8 +355,8 @@ class JudgeReward:
             log.exception("judge reward failed for a whole batch: %s", e)
             self.totals["fallbacks"] += len(prompts)
             self.totals["failures"] += len(prompts)
-            self._recent.extend([True] * len(prompts))
-            self._check_health()
+            self.health.record(True, len(prompts))
+            self.health.check()
             fb = self.policy.neutral_reward if self.policy.on_failure == "neutral" else None
             return [fb] * len(prompts)
 

@@ -22,11 +22,11 @@ import sys
 import time
 import traceback
 import uuid
-from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from rlaif.errors import UserError
+from rlaif.failure_window import FailureWindow
 from rlaif.judge.judgment_log import JudgmentLog
 
 log = logging.getLogger("rlaif.nova.lambda")
@@ -155,18 +155,22 @@ class LambdaReward:
         self.path = Path(path)
         self.handler = load_handler(path)
         self.batch_size, self.concurrency, self.timeout_s = batch_size, concurrency, timeout_s
-        self.on_error, self.neutral_reward, self.max_fail_rate = on_error, neutral_reward, max_fail_rate
-        self.min_calls = min_calls
+        self.on_error, self.neutral_reward = on_error, neutral_reward
         self.log = JudgmentLog(judgment_log)
         self.totals = {"calls": 0, "samples": 0, "errors": 0, "fallbacks": 0}
         self.latencies: list[float] = []
-        self._recent = deque(maxlen=fail_window)
-        self.stop_reason: str | None = None
+        self.health = FailureWindow(max_fail_rate, lambda rate, n: f"reward Lambda failed for {rate:.0%} of the last "
+                                    f"{n} samples, above reward.max_fail_rate {max_fail_rate:.0%}",
+                                    fail_window, min_calls)
         self._errors_logged = 0
 
     @property
+    def stop_reason(self) -> str | None:
+        return self.health.stop_reason
+
+    @property
     def should_stop(self) -> bool:
-        return self.stop_reason is not None
+        return self.health.stop_reason is not None
 
     def _invoke(self, batch: list[dict]) -> tuple[dict[str, dict], list[str], float]:
         t0 = time.perf_counter()
@@ -199,7 +203,7 @@ class LambdaReward:
             for s in batch:
                 got = good.get(s["id"])
                 ok = got is not None
-                self._recent.append(not ok)
+                self.health.record(not ok)
                 reward = got["score"] if ok else fallback
                 n_fallback += not ok
                 rewards.append(reward)
@@ -213,23 +217,13 @@ class LambdaReward:
         self.totals["samples"] += len(event)
         self.totals["fallbacks"] += n_fallback
         self.log.write(rows)
-        self._check_health()
+        self.health.check()
         batch_metrics = {f"lambda/{k}": statistics.fmean(v) for k, v in metric_values.items()}
         batch_metrics |= {"lambda/calls": float(len(batches)),
                           "lambda/error_rate": batch_errors / max(1, len(batches)),
                           "lambda/fallback_rate": n_fallback / max(1, len(event)),
                           "lambda/latency_max_s": max((r[2] for r in results), default=0.0)}
         return rewards, batch_metrics
-
-    def _check_health(self) -> None:
-        n = len(self._recent)
-        if self.stop_reason or n < self.min_calls:
-            return
-        rate = sum(self._recent) / n
-        if rate > self.max_fail_rate:
-            self.stop_reason = (f"reward Lambda failed for {rate:.0%} of the last {n} samples, above "
-                                f"reward.max_fail_rate {self.max_fail_rate:.0%}")
-            log.error(self.stop_reason)
 
     def __call__(self, prompts, completions, completion_ids=None, trainer_state=None, log_metric=None,
                  log_extra=None, **columns) -> list[float | None]:
@@ -240,8 +234,8 @@ class LambdaReward:
             log.exception("reward Lambda batch failed before the call: %s", e)
             self.totals["errors"] += 1
             self.totals["fallbacks"] += len(prompts)
-            self._recent.extend([True] * len(prompts))
-            self._check_health()
+            self.health.record(True, len(prompts))
+            self.health.check()
             return [self.neutral_reward if self.on_error == "neutral" else None] * len(prompts)
         if log_metric is not None:
             for k, v in sorted(metrics.items()):
@@ -250,6 +244,6 @@ class LambdaReward:
 
     def summary(self) -> dict:
         lat = sorted(self.latencies)
-        return dict(self.totals, calls=self.totals["calls"], failures=self.totals["fallbacks"], parse_failures=0,
+        return dict(self.totals, failures=self.totals["fallbacks"], parse_failures=0,
                     fail_rate=self.totals["fallbacks"] / max(1, self.totals["samples"]),
                     latency_p50_s=round(lat[len(lat) // 2], 4) if lat else 0.0)

@@ -3,28 +3,15 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import threading
 
 import pytest
 
+from procs import RLAIF, lines, wait_for
+
 pytestmark = pytest.mark.integration
-RLAIF = [sys.executable, "-m", "rlaif.cli"]
-
-
-def wait_for(cond, timeout, what):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if cond():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def lines(path):
-    return path.read_text().splitlines() if path.exists() else []
 
 
 def test_a_judge_server_killed_mid_run_is_restarted_and_the_run_goes_on(tiny, tmp_path):

@@ -3,26 +3,13 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 
+from procs import RLAIF, lines, wait_for
+
 pytestmark = pytest.mark.integration
-RLAIF = [sys.executable, "-m", "rlaif.cli"]
-
-
-def wait_for(cond, timeout, what):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if cond():
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def lines(path):
-    return path.read_text().splitlines() if path.exists() else []
 
 
 def train_cmd(out, steps, *extra):

@@ -1,0 +1,38 @@
+"""When a run should stop rather than train on fallbacks: the share of recent calls that failed."""
+from __future__ import annotations
+
+import logging
+from collections import deque
+from typing import Callable
+
+log = logging.getLogger("rlaif")
+
+
+class FailureWindow:
+    """The outcomes of the last `size` calls, trusted after `min_calls`. Once the failed share passes
+    `max_rate`, `stop_reason` says so, in the words `describe(rate, n)` gives, and stays set: the training loop
+    stops at the end of the step, with a checkpoint. `paused` holds the check while a known outage lasts."""
+
+    def __init__(self, max_rate: float, describe: Callable[[float, int], str], size: int = 256, min_calls: int = 32):
+        self.max_rate, self.describe, self.min_calls = max_rate, describe, min_calls
+        self._recent: deque[bool] = deque(maxlen=size)
+        self.paused = False
+        self.stop_reason: str | None = None
+
+    def record(self, failed: bool, n: int = 1) -> None:
+        self._recent.extend([failed] * n)
+
+    def clear(self) -> None:
+        self._recent.clear()
+
+    def stop(self, why: str) -> None:
+        self.stop_reason = why
+        log.error(why)
+
+    def check(self) -> None:
+        n = len(self._recent)
+        if self.stop_reason or self.paused or n < self.min_calls:
+            return
+        rate = sum(self._recent) / n
+        if rate > self.max_rate:
+            self.stop(self.describe(rate, n))
