@@ -166,7 +166,10 @@ def reward_function(recipe: Recipe, run_dir: Path, base_url: str | None, stack: 
     reward = make_judge_reward(recipe, ep.url, rank_log_path(run_dir))
     if ep.server is not None:  # rlaif launched it, so rlaif restarts it if it dies mid-run
         from rlaif.judge.server import Supervisor
-        sup = Supervisor(ep.server, on_down=reward.pause_health, on_up=reward.resume_health,
+        server = ep.server
+        # a dead server's failures are the supervisor's to fix, even before its next look (it polls each second)
+        reward.health.hold = lambda: server.died() is not None
+        sup = Supervisor(server, on_down=reward.pause_health, on_up=reward.resume_health,
                          on_give_up=reward.give_up).start()
         stack.callback(sup.stop)  # before the server stops (the stack unwinds in reverse)
     asyncio.run(_self_test(reward))
