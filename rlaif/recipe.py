@@ -56,11 +56,14 @@ def read_yaml(path: Path, load=yaml_load):
         raise UserError(f"{path}: not valid YAML: {str(e)[:200]}") from None
 
 
-def path_exists(path) -> bool:
-    """Path.exists that says False for a name no file can have (a NUL byte, a name too long) instead of raising."""
+def path_exists(path, expand_user: bool = False) -> bool:
+    """Path.exists that says False for a name no file can have (a NUL byte, a name too long, `~nobody`) instead
+    of raising. `~` is expanded only where the reader expands it too (model folders), so that `~` is never
+    found as a file that opening then cannot read."""
     try:
-        return Path(path).expanduser().exists()
-    except (OSError, ValueError):
+        p = Path(path)
+        return (p.expanduser() if expand_user else p).exists()
+    except (OSError, ValueError, RuntimeError):  # RuntimeError: expanduser of an unknown user
         return False
 
 
@@ -275,7 +278,7 @@ def check_paths(r: Recipe) -> None:
         if value and not path_exists(value):
             raise UserError(f"{src}: {field_name}: file not found: {value}")
     for field_name, value in (("policy.model", r.policy.model), ("judge.model", r.judge.model)):
-        if looks_like_path(value) and not path_exists(value):
+        if looks_like_path(value) and not path_exists(value, expand_user=True):
             hint = " (run `make models` to build the tiny models)" if "artifacts/tiny" in value else ""
             raise UserError(f"{src}: {field_name}: model folder not found: {value}{hint}")
 
@@ -297,7 +300,12 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None, check_file
     from rlaif.nova.hyperparams import grpo_settings
     grpo_settings(recipe.nova.hyperparameters, recipe.grpo, has_eval=bool(recipe.data.eval), source=str(path))
     from rlaif.rubric import load_rubric
-    load_rubric(recipe.rubric, where=f"{path}: rubric")  # fail now, not mid-run
+    try:
+        load_rubric(recipe.rubric, where=f"{path}: rubric")  # fail now, not mid-run
+    except UserError as e:  # a rubric file's own error names that file: say which recipe pointed at it
+        if str(path) in str(e):
+            raise
+        raise UserError(f"{path}: rubric: {e}") from None
     if check_files:
         check_paths(recipe)
     return recipe
