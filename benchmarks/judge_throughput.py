@@ -110,9 +110,12 @@ class _State:
     global_step = 1
 
 
-def run_rlaif(recipe, url, samples, log_path: Path) -> tuple[float, dict]:
-    """JudgeReward as TRL calls it: conversational prompts and completions, dataset columns, metric hooks."""
-    reward = make_judge_reward(recipe, url, log_path)
+def run_rlaif(reward, samples) -> float:
+    """JudgeReward as TRL calls it: conversational prompts and completions, dataset columns, metric hooks. One
+    reward object serves every repetition, as one serves every step of a run (the prefix-cache meter reads
+    /metrics at most every 10 s); its verdict cache is emptied first, as a new step brings new completions."""
+    if reward.cache is not None:
+        reward.cache.clear()
     prompts = [s.prompt for s in samples]
     completions = [[{"role": "assistant", "content": s.response}] for s in samples]
     metrics: dict = {}
@@ -127,10 +130,9 @@ def run_rlaif(recipe, url, samples, log_path: Path) -> tuple[float, dict]:
     t = time.perf_counter()
     out = asyncio.run(main())
     dt = time.perf_counter() - t
-    reward.log.close()
     bad = reward.totals["failures"] + reward.totals["parse_failures"]
     assert bad == 0 and all(x is not None for x in out), f"judge failures in the benchmark: {reward.summary()}"
-    return dt, dict(reward.totals)
+    return dt
 
 
 def recipe_for(base, mode: str, cache: bool, rubric=None):
@@ -149,14 +151,14 @@ def median_rate(n: int, times: list[float]) -> float:
 def four_clients(base, url: str, n: int, repeats: int, tmp: Path) -> dict:
     batch, grpo = distinct_samples(n), grpo_batch(n)
     rc, rd = recipe_for(base, "logprob", False), recipe_for(base, "logprob", True)
-    planner = make_judge_reward(rc, url, None)
-    reqs = [q for s in batch for q in planner.plan(s)]
+    reward_c, reward_d = make_judge_reward(rc, url, tmp / "c.jsonl"), make_judge_reward(rd, url, tmp / "d.jsonl")
+    reqs = [q for s in batch for q in reward_c.plan(s)]
     model = base.judge.name
     clients = {
         "a": ("sequential loop (openai.OpenAI)", lambda: run_sequential(url, model, reqs, p_pass)),
         "b": ("asyncio.gather (openai.AsyncOpenAI)", lambda: run_gather(url, model, reqs, p_pass)),
-        "c": ("rlaif JudgeReward, cache off", lambda: run_rlaif(rc, url, batch, tmp / "c.jsonl")[0]),
-        "d": ("rlaif JudgeReward, cache on, GRPO batch", lambda: run_rlaif(rd, url, grpo, tmp / "d.jsonl")[0]),
+        "c": ("rlaif JudgeReward, cache off", lambda: run_rlaif(reward_c, batch)),
+        "d": ("rlaif JudgeReward, cache on, GRPO batch", lambda: run_rlaif(reward_d, grpo)),
     }
     for k, (_, fn) in clients.items():  # warm-up: connections, the server's prefix cache, imports
         fn()
@@ -164,7 +166,12 @@ def four_clients(base, url: str, n: int, repeats: int, tmp: Path) -> dict:
     for _ in range(repeats):
         for k, (_, fn) in clients.items():
             times[k].append(fn())
-    _, d_tot = run_rlaif(rd, url, grpo, tmp / "d2.jsonl")
+    calls0, hits0 = reward_d.totals["calls"], reward_d.totals["cache_hits"]
+    run_rlaif(reward_d, grpo)
+    d_tot = {"calls": reward_d.totals["calls"] - calls0, "cache_hits": reward_d.totals["cache_hits"] - hits0}
+    tp = reward_c.client.token_prompts
+    path = ("token ids to /v1/completions" if tp and any(tp.usable.values()) else
+            "the chat batch endpoint" if reward_c.client.batches else "single chat requests")
     rates = {k: median_rate(n, v) for k, v in times.items()}
     print(f"\n## Four clients: {n} samples, rubric '{load_rubric(base.rubric).name}', logprob mode, "
           f"median of {repeats}")
@@ -173,6 +180,9 @@ def four_clients(base, url: str, n: int, repeats: int, tmp: Path) -> dict:
         print(f"| ({k}) {label} | {statistics.median(times[k]):.2f} | {rates[k]:.1f} | "
               f"{', '.join(f'{t:.2f}' for t in times[k])} |")
     print(f"(d) sends {d_tot['calls']} requests for {n} samples ({d_tot['cache_hits']} cache hits)")
+    print(f"(c) and (d) sent their one-token requests as {path}")
+    reward_c.log.close()
+    reward_d.log.close()
     ratios = {"c/b": rates["c"] / rates["b"], "c/a": rates["c"] / rates["a"], "d/c": rates["d"] / rates["c"]}
     print("ratios: " + "  ".join(f"{k} {v:.2f}" for k, v in ratios.items()))
     return ratios
@@ -182,16 +192,16 @@ def per_mode(base, url: str, n: int, repeats: int, modes: list[str], tmp: Path) 
     batch = distinct_samples(n, seed=2)
     rows, rates = [], {}
     for mode in modes:
-        r = recipe_for(base, mode, False)
-        planner = make_judge_reward(r, url, None)
-        reqs = [q for s, o in zip(batch, planner._opponents(batch)) for q in planner.plan(s, o)]
+        reward = make_judge_reward(recipe_for(base, mode, False), url, tmp / f"{mode}.jsonl")
+        reqs = [q for s, o in zip(batch, reward._opponents(batch)) for q in reward.plan(s, o)]
         model = base.judge.name
         fns = {"gather": lambda: run_gather(url, model, reqs, lambda resp: resp),
-               "rlaif": lambda: run_rlaif(r, url, batch, tmp / f"{mode}.jsonl")[0]}
+               "rlaif": lambda: run_rlaif(reward, batch)}
         times = {k: [] for k in fns}
         for _ in range(repeats):
             for k, fn in fns.items():
                 times[k].append(fn())
+        reward.log.close()
         g, c = median_rate(n, times["gather"]), median_rate(n, times["rlaif"])
         rates[mode] = c
         rows.append((mode, len(reqs), g, c))
@@ -226,9 +236,9 @@ def prefix_cache(base, url: str, n: int, tmp: Path) -> dict:
     out = {}
     for label, rubric, seed in (("recipe rubric", None, 3), ("long rubric (contract_review criteria)",
                                                             long_prefix_rubric(), 4)):
-        r = recipe_for(base, "logprob", False, rubric)
+        reward = make_judge_reward(recipe_for(base, "logprob", False, rubric), url, None)
         batch = distinct_samples(n, seed=seed)
-        out[label] = asyncio.run(_hit_rate(url, lambda: run_rlaif(r, url, batch, tmp / "p.jsonl")))
+        out[label] = asyncio.run(_hit_rate(url, lambda: run_rlaif(reward, batch)))
     print(f"\n## vLLM prefix-cache hit rate, logprob mode, {n} samples the server has not seen")
     print("| rubric | hit rate |\n|---|---|")
     for k, v in out.items():

@@ -125,6 +125,9 @@ class JudgeSpec(_Strict):
     # send one-token requests (logprob, pairwise) that arrive together as one batch POST (vLLM >= 0.32's
     # /v1/chat/completions/batch; other servers get single calls automatically)
     batch_requests: bool = True
+    # ...and render those batches here with the judge's tokenizer, sent as token ids to /v1/completions (checked
+    # against the server's /tokenize first; off by itself when the tokenizer is not on this machine)
+    token_prompts: bool = True
     max_requests_per_s: float | None = Field(None, gt=0)  # optional request rate limit
     max_tokens_per_min: float | None = Field(None, gt=0)  # optional token rate limit (estimated tokens)
     timeout_s: float = Field(30.0, gt=0)

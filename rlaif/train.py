@@ -78,7 +78,8 @@ def make_judge_reward(recipe: Recipe, base_url: str, judgment_log: Path | None):
                                             max_concurrency=j.max_concurrency, timeout_s=j.timeout_s,
                                             max_retries=j.max_retries, max_requests_per_s=j.max_requests_per_s,
                                             max_tokens_per_min=j.max_tokens_per_min,
-                                            batch_requests=j.batch_requests))
+                                            batch_requests=j.batch_requests,
+                                            tokenizer=j.model if j.token_prompts else None))
     return JudgeReward(load_rubric(recipe.rubric, where=f"{recipe.source}: rubric"), client,
                        policy=FailurePolicy(on_failure=j.on_failure, neutral_reward=j.neutral_reward,
                                             max_fail_rate=j.max_fail_rate, min_calls=j.fail_min_calls),

@@ -19,6 +19,9 @@ class VerdictCache:
         self._done: OrderedDict[str, dict] = OrderedDict()
         self._inflight: dict[str, asyncio.Future] = {}
 
+    def clear(self) -> None:
+        self._done.clear()
+
     def key(self, req) -> str:
         blob = json.dumps([self.salt, req.messages, req.params], sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(blob.encode()).hexdigest()

@@ -9,14 +9,19 @@ One-token requests made together (a reward batch's logprob or pairwise requests)
 `/v1/chat/completions/batch` as one POST per `max_concurrency` conversations, with the same retries: on the
 2-core smoke box that is several times the judgments per second of one request each, because the server's
 per-request HTTP and API cost, not the model, bounds one-token throughput. A server without the endpoint gets
-single calls.
+single calls. When the judge's tokenizer is on this machine, such a batch goes to `/v1/completions` as token ids
+instead, rendered here (rlaif/judge/token_prompts.py): the server's chat templating and grammar work per
+conversation is the next cost on a small judge.
 """
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import json
+import logging
 import random
+import ssl
 import time
 import weakref
 from dataclasses import dataclass, field
@@ -25,10 +30,20 @@ from types import SimpleNamespace
 import httpx
 import openai
 
+from rlaif.judge.token_prompts import TokenPrompts
+
 try:  # the HTTP library the openai SDK itself runs on: httpx2 since openai 3, httpx before
     import httpx2 as sdk_http
 except ImportError:  # pragma: no cover - older SDKs
     sdk_http = httpx
+
+log = logging.getLogger("rlaif.judge")
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    return ssl.create_default_context()
+
 
 RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504}
 
@@ -57,6 +72,10 @@ class ClientSettings:
     # one-token requests (logprob, pairwise) that arrive together go out as one POST to vLLM's
     # /v1/chat/completions/batch, at most max_concurrency conversations each; servers without it get single calls
     batch_requests: bool = True
+    # a batch of one-token requests goes to /v1/completions as token ids rendered here with the judge's own
+    # tokenizer and chat template (rlaif/judge/token_prompts.py), when this folder or cached hub id has one and
+    # the server's /tokenize agrees; otherwise to the chat batch endpoint
+    tokenizer: str | None = None
 
     @property
     def urls(self) -> list[str]:
@@ -118,29 +137,37 @@ class JudgeClient:
         self._per_loop: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self.no_batch: set[str] = set()  # servers that answered 404/405 on the batch endpoint
         self.batches = 0  # batch POSTs sent (for the benchmarks)
+        self.token_prompts = TokenPrompts(settings.tokenizer) if settings.tokenizer else None
+
+    def _http(self):
+        # The SDK's own HTTP client class (openai 3 runs on httpx2), sized so that the semaphore, not the pool,
+        # bounds requests in flight: an httpx 0.x client capped at max_concurrency made a 256-request batch 2-3x
+        # slower and doubled the client's CPU time (benchmarks/judge_throughput.py). One TLS context for all:
+        # building one reads the CA bundle (about 50 ms), and a client is made per event loop.
+        limits = sdk_http.Limits(max_connections=None, max_keepalive_connections=self.s.max_concurrency)
+        return openai.DefaultAsyncHttpxClient(timeout=self.s.timeout_s, limits=limits, verify=_tls_context())
 
     def _state(self) -> _LoopState:
         loop = asyncio.get_running_loop()
         if loop not in self._per_loop:
-            # The SDK's own HTTP client class (openai 3 runs on httpx2), sized so that the semaphore, not the
-            # pool, bounds requests in flight: an httpx 0.x client capped at max_concurrency made a 256-request
-            # batch 2-3x slower and doubled the client's CPU time (benchmarks/judge_throughput.py).
-            limits = sdk_http.Limits(max_connections=None, max_keepalive_connections=self.s.max_concurrency)
-            clients = {u: openai.AsyncOpenAI(
-                base_url=u if u.endswith("/v1") else u + "/v1",
+            rps, tpm = self.s.max_requests_per_s, self.s.max_tokens_per_min
+            self._per_loop[loop] = _LoopState(
+                {}, asyncio.Semaphore(self.s.max_concurrency),
+                RateLimiter(rps, max(1.0, rps)) if rps else None,
+                RateLimiter(tpm / 60.0, tpm / 60.0 * 5) if tpm else None,  # up to 5 s of tokens at once
+                itertools.cycle(self.urls), self._http())
+        return self._per_loop[loop]
+
+    def _sdk(self, st: _LoopState, url: str) -> openai.AsyncOpenAI:
+        """The SDK client for single calls to `url` on this loop, made when first needed (batches do without)."""
+        if url not in st.clients:
+            st.clients[url] = openai.AsyncOpenAI(
+                base_url=url if url.endswith("/v1") else url + "/v1",
                 api_key=self.s.api_key or "EMPTY",
                 timeout=self.s.timeout_s,
                 max_retries=0,  # retries are ours: counted, jittered, logged
-                http_client=openai.DefaultAsyncHttpxClient(timeout=self.s.timeout_s, limits=limits),
-            ) for u in self.urls}
-            rps, tpm = self.s.max_requests_per_s, self.s.max_tokens_per_min
-            self._per_loop[loop] = _LoopState(
-                clients, asyncio.Semaphore(self.s.max_concurrency),
-                RateLimiter(rps, max(1.0, rps)) if rps else None,
-                RateLimiter(tpm / 60.0, tpm / 60.0 * 5) if tpm else None,  # up to 5 s of tokens at once
-                itertools.cycle(self.urls),
-                openai.DefaultAsyncHttpxClient(timeout=self.s.timeout_s, limits=limits))
-        return self._per_loop[loop]
+                http_client=self._http())
+        return st.clients[url]
 
     async def aclose(self) -> None:
         """Close this loop's connections (call before an `asyncio.run` loop ends)."""
@@ -199,9 +226,11 @@ class JudgeClient:
                     fut.set_result(CallResult(None, 0.0, 1, f"{type(e).__name__}: {str(e)[:200]}"))
 
     async def _batch_attempts(self, st: _LoopState, params: dict, items: list) -> None:
-        body = {"model": self.s.model, "messages": [m for m, _ in items]}
-        body.update({k: v for k, v in params.items() if k != "extra_body"})
-        body.update(params.get("extra_body") or {})
+        conversations = [m for m, _ in items]
+        chat_body = {"model": self.s.model, "messages": conversations}
+        chat_body.update({k: v for k, v in params.items() if k != "extra_body"})
+        chat_body.update(params.get("extra_body") or {})
+        token_body = None  # rendered once, on the first attempt that goes to a server that takes token ids
         headers = {"Authorization": f"Bearer {self.s.api_key or 'EMPTY'}"}
         t0 = time.perf_counter()
         last_err, url = None, None
@@ -209,12 +238,24 @@ class JudgeClient:
             url = next(st.order)
             if url in self.no_batch:
                 return await self._singly(params, items)
+            tp = self.token_prompts
+            as_tokens = tp is not None and await tp.check(st.http, url, headers, self.s.model, conversations[0])
+            if as_tokens and token_body is None:
+                try:
+                    token_body = await asyncio.to_thread(tp.body, self.s.model, params, conversations)
+                except Exception as e:  # a conversation the local template refuses: the server renders it
+                    log.warning("token prompts: rendering a batch failed (%s); it goes to the chat endpoint", e)
+                    as_tokens = False
+            endpoint, body = ("/completions", token_body) if as_tokens else ("/chat/completions/batch", chat_body)
             self.per_url[url]["calls"] += len(items)  # counted per judge request, as single calls are
             self.batches += 1
+            v1 = url if url.endswith("/v1") else url + "/v1"
             try:
                 async with st.sem:
-                    r = await st.http.post((url if url.endswith("/v1") else url + "/v1") + "/chat/completions/batch",
-                                           json=body, headers=headers)
+                    r = await st.http.post(v1 + endpoint, json=body, headers=headers)
+                    if r.status_code in (404, 405) and as_tokens:  # /tokenize, but no /v1/completions
+                        tp.usable[url], as_tokens = False, False
+                        r = await st.http.post(v1 + "/chat/completions/batch", json=chat_body, headers=headers)
                 if r.status_code in (404, 405):  # not vLLM, or a vLLM without the endpoint: single calls from now
                     self.no_batch.add(url)
                     return await self._singly(params, items)
@@ -224,6 +265,8 @@ class JudgeClient:
                     choices = sorted(r.json()["choices"], key=lambda c: c["index"])
                     if len(choices) != len(items):
                         raise ValueError(f"{len(choices)} choices for {len(items)} conversations")
+                    if as_tokens:
+                        choices = [tp.as_chat_choice(c) for c in choices]
                     dt = time.perf_counter() - t0
                     for (_, fut), choice in zip(items, choices):
                         if not fut.done():
@@ -235,7 +278,7 @@ class JudgeClient:
                     break
             except (httpx.HTTPError, sdk_http.HTTPError) as e:
                 last_err = f"{type(e).__name__}: {str(e)[:200]}"
-            except (ValueError, KeyError, TypeError) as e:  # a reply that is not the batch answer
+            except (ValueError, KeyError, TypeError, IndexError) as e:  # a reply that is not the batch answer
                 last_err = f"malformed batch reply: {type(e).__name__}: {str(e)[:200]}"
             self.per_url[url]["failures"] += len(items)
             if attempt < self.s.max_retries:
@@ -258,7 +301,7 @@ class JudgeClient:
             self.per_url[url]["calls"] += 1
             try:
                 async with st.sem:
-                    resp = await st.clients[url].chat.completions.create(model=self.s.model, messages=messages,
+                    resp = await self._sdk(st, url).chat.completions.create(model=self.s.model, messages=messages,
                                                                          **params)
                 return CallResult(resp, time.perf_counter() - t0, attempt + 1, None, url)
             except openai.APIStatusError as e:

@@ -116,10 +116,21 @@ def test_a_batched_call_is_retried_as_a_whole(proxy, smoke_recipe):
 
 
 def test_a_server_without_the_batch_endpoint_gets_single_calls(proxy, smoke_recipe):
-    proxy.plan(["status:404"])
+    proxy.plan(["status:404", "status:404"])  # neither /v1/completions (token ids) nor /v1/chat/completions/batch
     r = reward_via(proxy, smoke_recipe, max_retries=0, batch_requests=True)
     out = call(r, ["please help", "the cat sat", "please sit"])
     assert None not in out and r.totals["failures"] == 0 and r.totals["calls"] == 3
     assert r.client.no_batch == {proxy.url} and proxy.served["pass"] == 3  # and it is not asked again
     call(r, ["please go"])
     assert r.client.batches == 1 and proxy.served["pass"] == 4
+
+
+def test_a_server_without_token_completions_gets_chat_batches(proxy, smoke_recipe):
+    proxy.plan(["status:404"])  # /tokenize answers, /v1/completions does not
+    r = reward_via(proxy, smoke_recipe, max_retries=0, batch_requests=True)
+    out = call(r, ["please help", "the cat sat", "please sit"])
+    assert None not in out and r.totals["failures"] == 0 and r.totals["calls"] == 3
+    assert r.client.token_prompts.usable == {proxy.url: False} and not r.client.no_batch
+    assert r.client.batches == 1 and proxy.served["pass"] == 1  # the chat batch, in the same attempt
+    call(r, ["please go", "go"])
+    assert r.client.batches == 2 and proxy.served["pass"] == 2 and proxy.served["status"] == 1

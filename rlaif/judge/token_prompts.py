@@ -1,0 +1,117 @@
+"""One-token judge requests as token ids: the client renders the judge's chat template, the server only runs it.
+
+A logprob or pairwise judgment is one constrained token after a prompt of a hundred tokens or more. On vLLM the
+server's per-conversation work (chat template, tokenisation, a structured-output grammar) costs about as much as
+the model on a small judge, and it runs in one API-server process. rlaif has the judge's tokenizer (the recipe
+names the checkpoint it serves), so it renders and tokenises a whole batch in one call (a fast tokenizer batches
+in Rust) and sends the ids to `/v1/completions` as one POST: `prompt` is a list of id lists. The answer keeps
+the chat request's `choice` grammar, because vLLM reports logprobs after the grammar's mask: the top logprobs
+are the answer labels' renormalised probabilities, which the scores are computed from. (`allowed_token_ids`
+masks after the logprobs are taken: a pairwise label the model ranks low fell out of the top logprobs and the
+score became a hard 0 or 1.) tests/test_token_prompts.py checks the scores equal the chat endpoint's.
+
+Trust, but check: before the first batch to a server, the ids for one conversation are compared with what the
+server's own `/tokenize` makes of the same messages (its chat template, its special tokens). A server without
+`/tokenize`, a different template, or a tokenizer that cannot be loaded offline turns the fast path off for
+that server, with one log line; the chat batch endpoint is used instead.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+log = logging.getLogger("rlaif.judge")
+ID_PREFIX = "token_id:"  # vLLM's `return_tokens_as_token_ids`: top logprobs keyed by id, not by (ambiguous) text
+
+
+def server_root(url: str) -> str:
+    url = url.rstrip("/")
+    return url[:-3] if url.endswith("/v1") else url
+
+
+class TokenPrompts:
+    def __init__(self, tokenizer_path: str):
+        self.path = tokenizer_path
+        self._tok = None
+        self.unavailable: str | None = None  # why the tokenizer could not be loaded
+        self.usable: dict[str, bool] = {}  # server url -> its /tokenize agreed with ours
+        self._text: dict[int, str] = {}
+
+    def tokenizer(self):
+        if self._tok is None and self.unavailable is None:
+            try:
+                from transformers import AutoTokenizer
+                # never a hub download during training: a local folder, or a hub id already in the local cache
+                self._tok = AutoTokenizer.from_pretrained(str(Path(self.path).expanduser()) if Path(
+                    self.path).expanduser().exists() else self.path, local_files_only=True)
+                if not getattr(self._tok, "chat_template", None):
+                    self.unavailable, self._tok = "the tokenizer has no chat template", None
+            except Exception as e:  # not on this machine, not a tokenizer: the chat endpoint still works
+                self.unavailable = f"{type(e).__name__}: {str(e)[:160]}"
+        return self._tok
+
+    def encode(self, conversations: list[list[dict]]) -> list[list[int]]:
+        tok = self.tokenizer()
+        texts = tok.apply_chat_template(conversations, add_generation_prompt=True, tokenize=False)
+        return [list(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"]]
+
+    async def check(self, http, url: str, headers: dict, model: str, messages: list[dict]) -> bool:
+        """Whether `url` may get token prompts: our ids for `messages` equal its /tokenize's. Asked once per
+        server; concurrent first batches may each ask, which is harmless."""
+        if url in self.usable:
+            return self.usable[url]
+        why = None
+        if self.tokenizer() is None:
+            why = f"the judge's tokenizer is not available here ({self.unavailable})"
+        else:
+            try:
+                r = await http.post(server_root(url) + "/tokenize", headers=headers,
+                                    json={"model": model, "messages": messages, "add_generation_prompt": True})
+                if r.status_code in (404, 405, 400, 422):  # no such endpoint, or it does not take messages
+                    why = f"its /tokenize answered HTTP {r.status_code}"
+                elif r.status_code != 200:  # busy or failing now: ask again with the next batch
+                    return False
+                elif r.json().get("tokens") != self.encode([messages])[0]:
+                    why = "its chat template or tokenizer gives other token ids than the judge's tokenizer here"
+            except Exception as e:  # a transport error: try again with the next batch
+                log.debug("token prompts: /tokenize check failed: %s", e)
+                return False
+        self.usable[url] = why is None
+        if why:
+            log.info("judge %s: one-token requests go to the chat batch endpoint: %s", url, why)
+        return why is None
+
+    def text(self, token: str) -> str:
+        if not token.startswith(ID_PREFIX):
+            return token
+        i = int(token[len(ID_PREFIX):])
+        if i not in self._text:
+            self._text[i] = self.tokenizer().decode([i])
+        return self._text[i]
+
+    def body(self, model: str, params: dict, conversations: list[list[dict]]) -> dict:
+        """A /v1/completions request for a batch of one-token chat requests with the same parameters."""
+        choices = ((params.get("extra_body") or {}).get("structured_outputs") or {}).get("choice")
+        body = {"model": model, "prompt": self.encode(conversations), "max_tokens": 1,
+                "temperature": params.get("temperature", 0.0), "top_p": params.get("top_p", 1.0),
+                "return_tokens_as_token_ids": True}
+        if params.get("logprobs"):
+            body["logprobs"] = params.get("top_logprobs") or 1
+        if choices:
+            body["structured_outputs"] = {"choice": choices}
+        return body
+
+    def as_chat_choice(self, c: dict) -> dict:
+        """A /v1/completions choice in the shape of a chat choice, which the judge modes parse."""
+        lp = c.get("logprobs") or {}
+        content = []
+        if lp.get("tokens"):
+            tops = (lp.get("top_logprobs") or [None])[0] or {}
+            content = [{"token": self.text(lp["tokens"][0]), "logprob": lp["token_logprobs"][0],
+                        "top_logprobs": [{"token": self.text(t), "logprob": v} for t, v in tops.items()]}]
+        text = c.get("text") or ""
+        if lp.get("tokens") and lp["tokens"][0].startswith(ID_PREFIX):
+            text = self.text(lp["tokens"][0])
+        return {"index": c["index"], "finish_reason": c.get("finish_reason"),
+                "message": {"role": "assistant", "content": text},
+                "logprobs": {"content": content} if content else None}
