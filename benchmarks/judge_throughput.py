@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import contextlib
 import math
-import os
 import random
 import statistics
 import subprocess
@@ -36,7 +35,8 @@ from pathlib import Path
 import openai
 
 from rlaif.judge.reward import Sample
-from rlaif.judge.vllm_metrics import prefix_cache_counters
+from rlaif.judge.token_prompts import TokenPrompts
+from rlaif.judge.vllm_metrics import kv_block_size, prefix_cache_counters
 from rlaif.recipe import load_recipe
 from rlaif.rubric import load_rubric
 from rlaif.tiny import please_world as world
@@ -175,7 +175,7 @@ def four_clients(base, url: str, n: int, repeats: int, tmp: Path) -> dict:
     rates = {k: median_rate(n, v) for k, v in times.items()}
     print(f"\n## Four clients: {n} samples, rubric '{load_rubric(base.rubric).name}', logprob mode, "
           f"median of {repeats}")
-    print(f"| client | median s | judgments/s | runs (s) |\n|---|---|---|---|")
+    print("| client | median s | judgments/s | runs (s) |\n|---|---|---|---|")
     for k, (label, _) in clients.items():
         print(f"| ({k}) {label} | {statistics.median(times[k]):.2f} | {rates[k]:.1f} | "
               f"{', '.join(f'{t:.2f}' for t in times[k])} |")
@@ -216,7 +216,7 @@ def per_mode(base, url: str, n: int, repeats: int, modes: list[str], tmp: Path) 
 
 def long_prefix_rubric():
     """contract_review's three 1-5 criteria with their level descriptions (about 900 tokens of the tiny
-    judge's tokenizer, seven 128-token KV blocks), judged on the whole response rather than per JSON item."""
+    judge's tokenizer), judged on the whole response rather than per JSON item."""
     rub = load_rubric("contract_review").model_dump(by_alias=True)
     rub["per_item"] = None
     return rub
@@ -231,18 +231,38 @@ async def _hit_rate(url: str, fn) -> float | None:
     return (after[1] - before[1]) / (after[0] - before[0])
 
 
+def shared_prefix(reward, batch, judge_model: str) -> tuple[int, float] | tuple[None, None]:
+    """(tokens every request of the batch starts with, mean prompt tokens), with the judge's tokenizer."""
+    tp = getattr(reward.client, "token_prompts", None) or TokenPrompts(judge_model)
+    if tp.tokenizer() is None:
+        return None, None
+    ids = tp.encode([q.messages for s in batch for q in reward.plan(s)])
+    n = 0
+    while all(len(x) > n and x[n] == ids[0][n] for x in ids):
+        n += 1
+    return n, statistics.mean(len(x) for x in ids)
+
+
 def prefix_cache(base, url: str, n: int, tmp: Path) -> dict:
-    """First-pass hit rates: every sample is new to the server, so hits come from the shared rubric prefix."""
-    out = {}
+    """First-pass hit rates: every sample is new to the server, so hits come from the shared rubric prefix. The
+    ceiling is the part of a prompt the rubric alone can serve: its shared prefix, cut to whole KV blocks."""
+    block = asyncio.run(kv_block_size(url))
+    out, rows = {}, []
     for label, rubric, seed in (("recipe rubric", None, 3), ("long rubric (contract_review criteria)",
                                                             long_prefix_rubric(), 4)):
         reward = make_judge_reward(recipe_for(base, "logprob", False, rubric), url, None)
         batch = distinct_samples(n, seed=seed)
         out[label] = asyncio.run(_hit_rate(url, lambda: run_rlaif(reward, batch)))
-    print(f"\n## vLLM prefix-cache hit rate, logprob mode, {n} samples the server has not seen")
-    print("| rubric | hit rate |\n|---|---|")
-    for k, v in out.items():
-        print(f"| {k} | {'n/a (server exports no counters)' if v is None else f'{v:.1%}'} |")
+        shared, mean_len = shared_prefix(reward, batch, base.judge.model)
+        ceiling = (shared // block * block) / mean_len if block and shared is not None else None
+        rows.append((label, shared, mean_len, ceiling, out[label]))
+    print(f"\n## vLLM prefix-cache hit rate, logprob mode, {n} samples the server has not seen "
+          f"(KV block: {block or '?'} tokens)")
+    print("| rubric | shared prefix tokens | mean prompt tokens | ceiling from the rubric | hit rate |\n"
+          "|---|---|---|---|---|")
+    for label, shared, mean_len, ceiling, rate in rows:
+        print(f"| {label} | {shared or '?'} | {mean_len or 0:.0f} | {'?' if ceiling is None else f'{ceiling:.1%}'} | "
+              f"{'n/a (server exports no counters)' if rate is None else f'{rate:.1%}'} |")
     return out
 
 

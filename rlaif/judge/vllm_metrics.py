@@ -28,6 +28,21 @@ async def prefix_cache_counters(base_url: str, timeout: float = 2.0) -> tuple[fl
     return (totals["vllm:prefix_cache_queries_total"], totals["vllm:prefix_cache_hits_total"]) if found else None
 
 
+_BLOCK = re.compile(r'^vllm:cache_config_info\{[^}]*\bblock_size="(\d+)"', re.M)
+
+
+async def kv_block_size(base_url: str, timeout: float = 2.0) -> int | None:
+    """The server's KV-cache block size in tokens: the prefix cache shares whole blocks only."""
+    url = base_url.rstrip("/").removesuffix("/v1") + "/metrics"
+    try:
+        async with httpx.AsyncClient(timeout=timeout) as c:
+            r = await c.get(url)
+    except httpx.HTTPError:
+        return None
+    m = _BLOCK.search(r.text) if r.status_code == 200 else None
+    return int(m.group(1)) if m else None
+
+
 class PrefixCacheMeter:
     """Hit rate between two readings, over every judge server.
 
