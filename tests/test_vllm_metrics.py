@@ -3,7 +3,9 @@ import asyncio
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
-from rlaif.judge.vllm_metrics import PrefixCacheMeter
+import pytest
+
+from rlaif.judge.vllm_metrics import PrefixCacheMeter, kv_block_size
 
 
 def metrics_server(counters: dict):
@@ -50,3 +52,10 @@ def test_meter_without_counters_says_none():
     async def go():
         return await PrefixCacheMeter(["http://127.0.0.1:9"], min_interval_s=0).rate()
     assert asyncio.run(go()) is None
+
+
+@pytest.mark.integration
+def test_kv_block_size_is_read_from_the_real_server(judge_url):
+    """The benchmark's prefix-cache ceiling needs the block size; the smoke recipe serves with 32-token blocks."""
+    assert asyncio.run(kv_block_size(judge_url)) == 32
+    assert asyncio.run(kv_block_size("http://127.0.0.1:9")) is None  # nothing listens: None, not an exception

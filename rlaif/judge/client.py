@@ -265,12 +265,12 @@ class JudgeClient:
                     choices = sorted(r.json()["choices"], key=lambda c: c["index"])
                     if len(choices) != len(items):
                         raise ValueError(f"{len(choices)} choices for {len(items)} conversations")
-                    if as_tokens:
-                        choices = [tp.as_chat_choice(c) for c in choices]
+                    replies = ([SimpleNamespace(choices=[tp.as_chat_choice(c)]) for c in choices] if as_tokens
+                               else [_namespace({"choices": [c]}) for c in choices])
                     dt = time.perf_counter() - t0
-                    for (_, fut), choice in zip(items, choices):
+                    for (_, fut), reply in zip(items, replies):
                         if not fut.done():
-                            fut.set_result(CallResult(_namespace({"choices": [choice]}), dt, attempt + 1, None, url))
+                            fut.set_result(CallResult(reply, dt, attempt + 1, None, url))
                     return
                 last_err = f"HTTP {r.status_code}: {r.text[:200]}"
                 if r.status_code not in RETRYABLE_STATUS:

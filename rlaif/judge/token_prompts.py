@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from types import SimpleNamespace
 
 log = logging.getLogger("rlaif.judge")
 ID_PREFIX = "token_id:"  # vLLM's `return_tokens_as_token_ids`: top logprobs keyed by id, not by (ambiguous) text
@@ -101,17 +102,20 @@ class TokenPrompts:
             body["structured_outputs"] = {"choice": choices}
         return body
 
-    def as_chat_choice(self, c: dict) -> dict:
-        """A /v1/completions choice in the shape of a chat choice, which the judge modes parse."""
+    def as_chat_choice(self, c: dict) -> SimpleNamespace:
+        """A /v1/completions choice in the shape of a parsed chat choice (`.message.content`, `.logprobs.content[0]
+        .top_logprobs`), which the judge modes read; built directly, as this runs for every judgment."""
         lp = c.get("logprobs") or {}
         content = []
+        text = c.get("text") or ""
         if lp.get("tokens"):
             tops = (lp.get("top_logprobs") or [None])[0] or {}
-            content = [{"token": self.text(lp["tokens"][0]), "logprob": lp["token_logprobs"][0],
-                        "top_logprobs": [{"token": self.text(t), "logprob": v} for t, v in tops.items()]}]
-        text = c.get("text") or ""
-        if lp.get("tokens") and lp["tokens"][0].startswith(ID_PREFIX):
-            text = self.text(lp["tokens"][0])
-        return {"index": c["index"], "finish_reason": c.get("finish_reason"),
-                "message": {"role": "assistant", "content": text},
-                "logprobs": {"content": content} if content else None}
+            token = self.text(lp["tokens"][0])
+            content = [SimpleNamespace(token=token, logprob=lp["token_logprobs"][0],
+                                       top_logprobs=[SimpleNamespace(token=self.text(t), logprob=v)
+                                                     for t, v in tops.items()])]
+            if lp["tokens"][0].startswith(ID_PREFIX):
+                text = token
+        return SimpleNamespace(index=c["index"], finish_reason=c.get("finish_reason"),
+                               message=SimpleNamespace(role="assistant", content=text),
+                               logprobs=SimpleNamespace(content=content) if content else None)
