@@ -1,11 +1,12 @@
 """rlaif's judge path against what users write by hand, on one vLLM judge server.
 
-    .venv/bin/python benchmarks/judge_throughput.py [--recipe recipes/smoke.yaml] [--n 256] [--repeats 3]
+    .venv/bin/python benchmarks/judge_throughput.py [--recipe recipes/smoke.yaml] [--n 256] [--repeats 5]
         [--base-url URL] [--quick]
 
 Four clients judge the same N samples with the same rubric (the recipe's, logprob mode) and the same rendered
 prompts, interleaved within each repetition (a, b, c, d, a, b, c, d, ...) so that load from other processes
-hits them alike; the median of the repetitions is reported:
+hits them alike, each after a 1.5 s pause that lets the server go idle; the median of the repetitions is
+reported:
 
   (a) sequential   a loop over `openai.OpenAI`, one request at a time, P(PASS) from the top logprobs
   (b) gather       a hand-written `asyncio.gather` over `openai.AsyncOpenAI`, all requests at once
@@ -29,6 +30,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -41,6 +43,9 @@ from rlaif.recipe import load_recipe
 from rlaif.rubric import load_rubric
 from rlaif.tiny import please_world as world
 from rlaif.train import judge_endpoint, make_judge_reward
+
+
+SETTLE_S = 1.5
 
 
 def load() -> str:
@@ -110,10 +115,25 @@ class _State:
     global_step = 1
 
 
+class TrainerLoop:
+    """One event loop in a thread for every rlaif call, as GRPOTrainer keeps one (`async_loop`) for async reward
+    functions: connections persist between calls, and background work (the prefix-cache meter) goes on."""
+
+    def __init__(self):
+        self.loop = asyncio.new_event_loop()
+        threading.Thread(target=self.loop.run_forever, daemon=True).start()
+
+    def run(self, coro):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+
+TRAINER_LOOP = TrainerLoop()
+
+
 def run_rlaif(reward, samples) -> float:
-    """JudgeReward as TRL calls it: conversational prompts and completions, dataset columns, metric hooks. One
-    reward object serves every repetition, as one serves every step of a run (the prefix-cache meter reads
-    /metrics at most every 10 s); its verdict cache is emptied first, as a new step brings new completions."""
+    """JudgeReward as TRL calls it: on the trainer's reward loop, with conversational prompts and completions,
+    dataset columns and metric hooks. One reward object serves every repetition, as one serves every step of a
+    run; its verdict cache is emptied first, as a new step brings new completions."""
     if reward.cache is not None:
         reward.cache.clear()
     prompts = [s.prompt for s in samples]
@@ -121,14 +141,11 @@ def run_rlaif(reward, samples) -> float:
     metrics: dict = {}
 
     async def main():
-        try:
-            return await reward(prompts, completions, trainer_state=_State(), id=[s.id for s in samples],
-                                reference_answer=[s.metadata.get("reference_answer") for s in samples],
-                                log_metric=metrics.__setitem__, log_extra=lambda k, v: None)
-        finally:
-            await reward.client.aclose()
+        return await reward(prompts, completions, trainer_state=_State(), id=[s.id for s in samples],
+                            reference_answer=[s.metadata.get("reference_answer") for s in samples],
+                            log_metric=metrics.__setitem__, log_extra=lambda k, v: None)
     t = time.perf_counter()
-    out = asyncio.run(main())
+    out = TRAINER_LOOP.run(main())
     dt = time.perf_counter() - t
     bad = reward.totals["failures"] + reward.totals["parse_failures"]
     assert bad == 0 and all(x is not None for x in out), f"judge failures in the benchmark: {reward.summary()}"
@@ -141,6 +158,12 @@ def recipe_for(base, mode: str, cache: bool, rubric=None):
     if rubric is not None:
         r.rubric = rubric
     return r
+
+
+def settle() -> None:
+    """Let the server go idle before a timed run: vLLM's engine and worker busy-poll for a second after their
+    last message, which on two cores takes CPU from whatever client runs next. Every client gets the pause."""
+    time.sleep(SETTLE_S)
 
 
 def median_rate(n: int, times: list[float]) -> float:
@@ -165,6 +188,7 @@ def four_clients(base, url: str, n: int, repeats: int, tmp: Path) -> dict:
     times: dict[str, list[float]] = {k: [] for k in clients}
     for _ in range(repeats):
         for k, (_, fn) in clients.items():
+            settle()
             times[k].append(fn())
     calls0, hits0 = reward_d.totals["calls"], reward_d.totals["cache_hits"]
     run_rlaif(reward_d, grpo)
@@ -200,6 +224,7 @@ def per_mode(base, url: str, n: int, repeats: int, modes: list[str], tmp: Path) 
         times = {k: [] for k in fns}
         for _ in range(repeats):
             for k, fn in fns.items():
+                settle()
                 times[k].append(fn())
         reward.log.close()
         g, c = median_rate(n, times["gather"]), median_rate(n, times["rlaif"])
@@ -271,7 +296,7 @@ def main() -> None:
     ap.add_argument("--recipe", default="recipes/smoke.yaml")
     ap.add_argument("--n", type=int, default=256, help="samples per client run")
     ap.add_argument("--mode-n", type=int, default=128, help="samples per run in the per-mode section")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--modes", default="logprob,verdict,pairwise", help="per-mode section; empty to skip")
     ap.add_argument("--base-url", help="a running judge server (default: launch the recipe's)")
     ap.add_argument("--quick", action="store_true", help="a few samples, one repeat: checks the script runs")

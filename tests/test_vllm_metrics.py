@@ -1,6 +1,7 @@
 """The prefix-cache meter reads vLLM's /metrics at most every min_interval_s (a read costs ~0.1 s of a step)."""
 import asyncio
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
@@ -11,6 +12,7 @@ from rlaif.judge.vllm_metrics import PrefixCacheMeter, kv_block_size
 def metrics_server(counters: dict):
     class H(BaseHTTPRequestHandler):
         def do_GET(self):
+            time.sleep(counters.get("delay", 0.0))
             counters["reads"] += 1
             body = (f'vllm:prefix_cache_queries_total{{engine="0",model_name="judge"}} {counters["q"]}\n'
                     f'vllm:prefix_cache_hits_total{{engine="0",model_name="judge"}} {counters["h"]}\n').encode()
@@ -46,6 +48,25 @@ def test_meter_reads_at_most_every_interval_and_keeps_the_last_rate():
     assert first == 0.8 and again == [0.8] * 5  # the last rate, no new reads
     assert fresh == 0.2  # (100 - 80) / (200 - 100): the rate since the last reading
     assert c["reads"] == 2
+
+
+def test_latest_never_waits_for_a_slow_metrics_endpoint():
+    c = {"reads": 0, "q": 100.0, "h": 80.0, "delay": 0.5}
+    srv = metrics_server(c)
+
+    async def go():
+        m = PrefixCacheMeter([f"http://127.0.0.1:{srv.server_port}"], min_interval_s=3600)
+        t = time.perf_counter()
+        first = m.latest()  # starts the reading, returns at once
+        waited = time.perf_counter() - t
+        await asyncio.sleep(1.0)  # the trainer's optimisation step: the reading finishes meanwhile
+        return first, waited, m.latest(), m.readings
+    try:
+        first, waited, later, readings = asyncio.run(go())
+    finally:
+        srv.shutdown()
+    assert first is None and waited < 0.1  # nothing measured yet, and nothing waited for
+    assert later == 0.8 and readings == 1 and c["reads"] == 1
 
 
 def test_meter_without_counters_says_none():

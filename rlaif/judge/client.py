@@ -265,6 +265,16 @@ class JudgeClient:
                     choices = sorted(r.json()["choices"], key=lambda c: c["index"])
                     if len(choices) != len(items):
                         raise ValueError(f"{len(choices)} choices for {len(items)} conversations")
+                    if as_tokens and not tp.answered(token_body, choices):
+                        if url not in tp.confirmed:  # the first reply: a vLLM that ignores logprob_token_ids
+                            log.info("judge %s: /v1/completions gives no logprobs for chosen tokens; one-token "
+                                     "requests go to the chat batch endpoint", url)
+                            tp.usable[url] = False
+                            self.per_url[url]["calls"] -= len(items)  # counted again by the chat batch
+                            return await self._batch_attempts(st, params, items)
+                        raise ValueError("a reply without the logprobs of the label tokens")
+                    if as_tokens:
+                        tp.confirmed.add(url)
                     replies = ([SimpleNamespace(choices=[tp.as_chat_choice(c)]) for c in choices] if as_tokens
                                else [_namespace({"choices": [c]}) for c in choices])
                     dt = time.perf_counter() - t0

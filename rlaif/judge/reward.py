@@ -342,7 +342,7 @@ class JudgeReward:
             verdicts = await self.score_samples(samples, step=step)
             if log_metric is not None:
                 self._log_batch_metrics(log_metric, verdicts, before, self.latencies[n_lat:])
-                hit_rate = await self.prefix_cache.rate()
+                hit_rate = self.prefix_cache.latest()  # never waits for /metrics
                 if hit_rate is not None:
                     log_metric("judge/prefix_cache_hit_rate", hit_rate)
             if log_extra is not None:

@@ -22,7 +22,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 log = logging.getLogger("rlaif.judge")
-ID_PREFIX = "token_id:"  # vLLM's `return_tokens_as_token_ids`: top logprobs keyed by id, not by (ambiguous) text
+ID_PREFIX = "token_id:"
+MAX_LABEL_IDS = 128  # vLLM's bound on logprob_token_ids per request  # vLLM's `return_tokens_as_token_ids`: top logprobs keyed by id, not by (ambiguous) text
 
 
 def server_root(url: str) -> str:
@@ -36,7 +37,9 @@ class TokenPrompts:
         self._tok = None
         self.unavailable: str | None = None  # why the tokenizer could not be loaded
         self.usable: dict[str, bool] = {}  # server url -> its /tokenize agreed with ours
+        self.confirmed: set[str] = set()  # servers whose first reply held the label tokens' logprobs
         self._text: dict[int, str] = {}
+        self._labels: dict[tuple, list[int]] = {}
 
     def tokenizer(self):
         if self._tok is None and self.unavailable is None:
@@ -68,11 +71,12 @@ class TokenPrompts:
             try:
                 r = await http.post(server_root(url) + "/tokenize", headers=headers,
                                     json={"model": model, "messages": messages, "add_generation_prompt": True})
+                ids = self.encode([messages])[0]
                 if r.status_code in (404, 405, 400, 422):  # no such endpoint, or it does not take messages
                     why = f"its /tokenize answered HTTP {r.status_code}"
                 elif r.status_code != 200:  # busy or failing now: ask again with the next batch
                     return False
-                elif r.json().get("tokens") != self.encode([messages])[0]:
+                elif r.json().get("tokens") != ids:
                     why = "its chat template or tokenizer gives other token ids than the judge's tokenizer here"
             except Exception as e:  # a transport error: try again with the next batch
                 log.debug("token prompts: /tokenize check failed: %s", e)
@@ -81,6 +85,18 @@ class TokenPrompts:
         if why:
             log.info("judge %s: one-token requests go to the chat batch endpoint: %s", url, why)
         return why is None
+
+    def label_ids(self, choices: list[str]) -> list[int]:
+        """Every token a `choice` grammar would let the answer start with: those whose text is a non-empty prefix
+        of an answer ("P", "PA", "PASS" for PASS). Their raw logprobs, renormalised, are the grammar's masked
+        distribution, which is what the chat request's top logprobs show. Computed once per answer set (one
+        decode of the vocabulary)."""
+        key = tuple(choices)
+        if key not in self._labels:
+            tok = self.tokenizer()
+            texts = tok.batch_decode([[i] for i in range(len(tok))])
+            self._labels[key] = [i for i, t in enumerate(texts) if t and any(c.startswith(t) for c in choices)]
+        return self._labels[key]
 
     def text(self, token: str) -> str:
         if not token.startswith(ID_PREFIX):
@@ -98,9 +114,26 @@ class TokenPrompts:
                 "return_tokens_as_token_ids": True}
         if params.get("logprobs"):
             body["logprobs"] = params.get("top_logprobs") or 1
-        if choices:
+        labels = self.label_ids(choices) if choices else []
+        if labels and len(labels) <= MAX_LABEL_IDS and params.get("logprobs"):
+            # the logprobs of exactly the answer tokens, whatever their rank: no grammar to compile per request
+            body["logprob_token_ids"], body["logprobs"] = labels, len(labels)
+        elif choices:
             body["structured_outputs"] = {"choice": choices}
         return body
+
+    @staticmethod
+    def answered(body: dict, reply_choices: list[dict]) -> bool:
+        """Whether every reply holds the logprob of every label token asked for: a vLLM that does not know
+        `logprob_token_ids` ignores it and answers with an unconstrained top-k, which would score wrongly."""
+        want = {f"{ID_PREFIX}{i}" for i in body.get("logprob_token_ids") or []}
+        if not want:
+            return True
+        for c in reply_choices:
+            tops = ((c.get("logprobs") or {}).get("top_logprobs") or [None])[0] or {}
+            if not want <= tops.keys():
+                return False
+        return True
 
     def as_chat_choice(self, c: dict) -> SimpleNamespace:
         """A /v1/completions choice in the shape of a parsed chat choice (`.message.content`, `.logprobs.content[0]

@@ -2,6 +2,7 @@
 cache served. The rubric is a shared prefix so that this is high; a rubric edited per sample shows up here."""
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 
@@ -46,9 +47,10 @@ async def kv_block_size(base_url: str, timeout: float = 2.0) -> int | None:
 class PrefixCacheMeter:
     """Hit rate between two readings, over every judge server.
 
-    A reading costs a /metrics scrape (about 50 kB of text; 0.07-0.13 s on the busy 2-core smoke box, over a
-    tenth of a smoke step), so `rate()` reads the servers at most every `min_interval_s` and otherwise returns
-    the last rate: the metric keeps its key on every step, and costs about 1% of a step instead of 10-15%.
+    A reading costs a /metrics scrape (about 50 kB of text; 0.07-0.25 s on the busy 2-core smoke box, up to half
+    a smoke step), so `rate()` reads the servers at most every `min_interval_s` and otherwise returns the last
+    rate. The reward calls `latest()`, which never waits: a due reading runs as a task on the reward's event
+    loop (TRL keeps one for async reward functions) while the trainer goes on, and the next call logs it.
     """
 
     def __init__(self, urls: list[str], min_interval_s: float = 10.0):
@@ -58,6 +60,14 @@ class PrefixCacheMeter:
         self.last_rate: float | None = None
         self._read_at: float | None = None
         self.readings = 0
+        self._task: asyncio.Task | None = None
+
+    def latest(self) -> float | None:
+        """The last rate, at once; starts a reading in the background when one is due. Call on a running loop."""
+        due = self._read_at is None or time.monotonic() - self._read_at >= self.min_interval_s
+        if due and (self._task is None or self._task.done()):
+            self._task = asyncio.ensure_future(self.rate())
+        return self.last_rate
 
     async def rate(self) -> float | None:
         now_t = time.monotonic()

@@ -20,6 +20,7 @@ class FaultProxy:
         self.upstream = upstream.rstrip("/")
         self.default = default
         self._plan: collections.deque[str] = collections.deque()
+        self.drop_fields: set[str] = set()
         self.served = collections.Counter()
         self._lock = threading.Lock()
         proxy = self
@@ -49,6 +50,9 @@ class FaultProxy:
                 if action in ("pass", "tokenize") or action.startswith("slow:"):
                     if action.startswith("slow:"):
                         time.sleep(float(action.split(":")[1]))
+                    if proxy.drop_fields:  # an older server that ignores request fields it does not know
+                        req = json.loads(body)
+                        body = json.dumps({k: v for k, v in req.items() if k not in proxy.drop_fields}).encode()
                     r = httpx.post(proxy.upstream + self.path, content=body, timeout=60,
                                    headers={"Content-Type": "application/json"})
                     return self._send(r.status_code, r.content)

@@ -134,3 +134,17 @@ def test_a_server_without_token_completions_gets_chat_batches(proxy, smoke_recip
     assert r.client.batches == 1 and proxy.served["pass"] == 1  # the chat batch, in the same attempt
     call(r, ["please go", "go"])
     assert r.client.batches == 2 and proxy.served["pass"] == 2 and proxy.served["status"] == 1
+
+
+def test_a_server_that_ignores_logprob_token_ids_gets_chat_batches(proxy, smoke_recipe):
+    """An older vLLM ignores request fields it does not know: the first token-id reply has no logprobs for the
+    label tokens, so rlaif switches that server to the chat batch endpoint instead of scoring a wrong top-k."""
+    proxy.drop_fields = {"logprob_token_ids"}
+    r = reward_via(proxy, smoke_recipe, max_retries=0, batch_requests=True)
+    texts = ["please help", "the cat sat", "please sit"]
+    out = call(r, texts)
+    assert None not in out and r.totals["failures"] == 0 and r.totals["calls"] == 3
+    assert r.client.token_prompts.usable == {proxy.url: False} and proxy.served["pass"] == 2
+    assert r.client.per_url[proxy.url]["calls"] == 3  # the resent batch is not counted twice
+    want = call(reward_via(proxy, smoke_recipe, batch_requests=True, token_prompts=False), texts)
+    assert out == want
