@@ -275,7 +275,8 @@ class JudgeClient:
                         raise ValueError("a reply without the logprobs of the label tokens")
                     if as_tokens:
                         tp.confirmed.add(url)
-                    replies = ([SimpleNamespace(choices=[tp.as_chat_choice(c)]) for c in choices] if as_tokens
+                    labels = (token_body or {}).get("logprob_token_ids")
+                    replies = ([SimpleNamespace(choices=[tp.as_chat_choice(c, labels)]) for c in choices] if as_tokens
                                else [_namespace({"choices": [c]}) for c in choices])
                     dt = time.perf_counter() - t0
                     for (_, fut), reply in zip(items, replies):

@@ -135,19 +135,31 @@ class TokenPrompts:
                 return False
         return True
 
-    def as_chat_choice(self, c: dict) -> SimpleNamespace:
+    def as_chat_choice(self, c: dict, labels: list[int] | None = None) -> SimpleNamespace:
         """A /v1/completions choice in the shape of a parsed chat choice (`.message.content`, `.logprobs.content[0]
-        .top_logprobs`), which the judge modes read; built directly, as this runs for every judgment."""
+        .top_logprobs`), which the judge modes read; built directly, as this runs for every judgment.
+
+        With `labels` (the request's logprob_token_ids) the reply reads as the grammar-constrained chat reply
+        would: the top logprobs are the label tokens only (the freely sampled token, say " PASS" with a space,
+        is not an answer the grammar allows), and the answer is the most likely of them, which is what a
+        constrained greedy decode writes."""
         lp = c.get("logprobs") or {}
         content = []
         text = c.get("text") or ""
         if lp.get("tokens"):
             tops = (lp.get("top_logprobs") or [None])[0] or {}
-            token = self.text(lp["tokens"][0])
-            content = [SimpleNamespace(token=token, logprob=lp["token_logprobs"][0],
+            if labels:
+                keep = {f"{ID_PREFIX}{i}" for i in labels}
+                tops = {t: v for t, v in tops.items() if t in keep}
+                best = max(tops, key=tops.get) if tops else lp["tokens"][0]
+                first, first_lp = best, tops.get(best, lp["token_logprobs"][0])
+            else:
+                first, first_lp = lp["tokens"][0], lp["token_logprobs"][0]
+            token = self.text(first)
+            content = [SimpleNamespace(token=token, logprob=first_lp,
                                        top_logprobs=[SimpleNamespace(token=self.text(t), logprob=v)
                                                      for t, v in tops.items()])]
-            if lp["tokens"][0].startswith(ID_PREFIX):
+            if first.startswith(ID_PREFIX):
                 text = token
         return SimpleNamespace(index=c["index"], finish_reason=c.get("finish_reason"),
                                message=SimpleNamespace(role="assistant", content=text),
