@@ -249,13 +249,13 @@ class JudgeClient:
             endpoint, body = ("/completions", token_body) if as_tokens else ("/chat/completions/batch", chat_body)
             self.per_url[url]["calls"] += len(items)  # counted per judge request, as single calls are
             self.batches += 1
-            v1 = url if url.endswith("/v1") else url + "/v1"
             try:
                 async with st.sem:
-                    r = await st.http.post(v1 + endpoint, json=body, headers=headers)
-                    if r.status_code in (404, 405) and as_tokens:  # /tokenize, but no /v1/completions
-                        tp.usable[url], as_tokens = False, False
-                        r = await st.http.post(v1 + "/chat/completions/batch", json=chat_body, headers=headers)
+                    r = await st.http.post((url if url.endswith("/v1") else url + "/v1") + endpoint,
+                                           json=body, headers=headers)
+                if r.status_code in (404, 405) and as_tokens:  # /tokenize, but no /v1/completions
+                    return await self._without_tokens(st, params, items, url,
+                                                      f"its /v1/completions answered HTTP {r.status_code}")
                 if r.status_code in (404, 405):  # not vLLM, or a vLLM without the endpoint: single calls from now
                     self.no_batch.add(url)
                     return await self._singly(params, items)
@@ -267,11 +267,8 @@ class JudgeClient:
                         raise ValueError(f"{len(choices)} choices for {len(items)} conversations")
                     if as_tokens and not tp.answered(token_body, choices):
                         if url not in tp.confirmed:  # the first reply: a vLLM that ignores logprob_token_ids
-                            log.info("judge %s: /v1/completions gives no logprobs for chosen tokens; one-token "
-                                     "requests go to the chat batch endpoint", url)
-                            tp.usable[url] = False
-                            self.per_url[url]["calls"] -= len(items)  # counted again by the chat batch
-                            return await self._batch_attempts(st, params, items)
+                            return await self._without_tokens(st, params, items, url, "its /v1/completions gives "
+                                                              "no logprobs for chosen tokens")
                         raise ValueError("a reply without the logprobs of the label tokens")
                     if as_tokens:
                         tp.confirmed.add(url)
@@ -298,6 +295,14 @@ class JudgeClient:
         for _, fut in items:
             if not fut.done():
                 fut.set_result(CallResult(None, dt, attempt + 1, last_err, url))
+
+    async def _without_tokens(self, st: _LoopState, params: dict, items: list, url: str, why: str) -> None:
+        """`url` cannot take token prompts: turn them off there and send this batch again, as a chat batch. The
+        token attempt is not counted: the batch is one judge request per conversation, sent once."""
+        self.token_prompts.turn_off(url, why)
+        self.per_url[url]["calls"] -= len(items)
+        self.batches -= 1
+        return await self._batch_attempts(st, params, items)
 
     async def _chat_one(self, messages: list[dict], **params) -> CallResult:
         st = self._state()

@@ -4,16 +4,20 @@ A logprob or pairwise judgment is one constrained token after a prompt of a hund
 server's per-conversation work (chat template, tokenisation, a structured-output grammar) costs about as much as
 the model on a small judge, and it runs in one API-server process. rlaif has the judge's tokenizer (the recipe
 names the checkpoint it serves), so it renders and tokenises a whole batch in one call (a fast tokenizer batches
-in Rust) and sends the ids to `/v1/completions` as one POST: `prompt` is a list of id lists. The answer keeps
-the chat request's `choice` grammar, because vLLM reports logprobs after the grammar's mask: the top logprobs
-are the answer labels' renormalised probabilities, which the scores are computed from. (`allowed_token_ids`
-masks after the logprobs are taken: a pairwise label the model ranks low fell out of the top logprobs and the
-score became a hard 0 or 1.) tests/test_token_prompts.py checks the scores equal the chat endpoint's.
+in Rust) and sends the ids to `/v1/completions` as one POST: `prompt` is a list of id lists. Instead of the chat
+request's `choice` grammar, it asks for the logprobs of exactly the tokens that grammar would let the answer
+start with (`logprob_token_ids`). vLLM reports a grammar-constrained reply's logprobs after the mask, so the
+chat path's top logprobs are those tokens' renormalised probabilities: the same numbers, with no grammar per
+request, and a label the model ranks low cannot fall out of a top-k. (`allowed_token_ids` masks after the
+logprobs are taken: pairwise scores became hard 0 or 1.) tests/test_token_prompts.py checks the scores equal
+the chat endpoint's.
 
 Trust, but check: before the first batch to a server, the ids for one conversation are compared with what the
-server's own `/tokenize` makes of the same messages (its chat template, its special tokens). A server without
-`/tokenize`, a different template, or a tokenizer that cannot be loaded offline turns the fast path off for
-that server, with one log line; the chat batch endpoint is used instead.
+server's own `/tokenize` makes of the same messages (its chat template, its special tokens), and the first
+reply must hold every label token's logprob (an older vLLM ignores `logprob_token_ids`). A server without
+`/tokenize` or `/v1/completions`, a different template, a reply without the labels, or a tokenizer that cannot
+be loaded offline turns the fast path off for that server, with one log line; the chat batch endpoint is used
+instead.
 """
 from __future__ import annotations
 
@@ -22,8 +26,17 @@ from pathlib import Path
 from types import SimpleNamespace
 
 log = logging.getLogger("rlaif.judge")
-ID_PREFIX = "token_id:"
-MAX_LABEL_IDS = 128  # vLLM's bound on logprob_token_ids per request  # vLLM's `return_tokens_as_token_ids`: top logprobs keyed by id, not by (ambiguous) text
+ID_PREFIX = "token_id:"  # vLLM's `return_tokens_as_token_ids`: top logprobs keyed by id, not by (ambiguous) text
+MAX_LABEL_IDS = 128  # vLLM's bound on logprob_token_ids per request
+
+
+def _keys(ids) -> set[str]:
+    return {f"{ID_PREFIX}{i}" for i in ids or []}
+
+
+def _first_tops(choice: dict) -> dict:
+    """The first generated token's top logprobs in a /v1/completions choice, keyed by token."""
+    return ((choice.get("logprobs") or {}).get("top_logprobs") or [None])[0] or {}
 
 
 def server_root(url: str) -> str:
@@ -71,20 +84,25 @@ class TokenPrompts:
             try:
                 r = await http.post(server_root(url) + "/tokenize", headers=headers,
                                     json={"model": model, "messages": messages, "add_generation_prompt": True})
-                ids = self.encode([messages])[0]
                 if r.status_code in (404, 405, 400, 422):  # no such endpoint, or it does not take messages
                     why = f"its /tokenize answered HTTP {r.status_code}"
                 elif r.status_code != 200:  # busy or failing now: ask again with the next batch
                     return False
-                elif r.json().get("tokens") != ids:
+                elif r.json().get("tokens") != self.encode([messages])[0]:
                     why = "its chat template or tokenizer gives other token ids than the judge's tokenizer here"
             except Exception as e:  # a transport error: try again with the next batch
                 log.debug("token prompts: /tokenize check failed: %s", e)
                 return False
-        self.usable[url] = why is None
         if why:
-            log.info("judge %s: one-token requests go to the chat batch endpoint: %s", url, why)
+            self.turn_off(url, why)
+        else:
+            self.usable[url] = True
         return why is None
+
+    def turn_off(self, url: str, why: str) -> None:
+        """From now on `url` gets the chat batch endpoint."""
+        self.usable[url] = False
+        log.info("judge %s: one-token requests go to the chat batch endpoint: %s", url, why)
 
     def label_ids(self, choices: list[str]) -> list[int]:
         """Every token a `choice` grammar would let the answer start with: those whose text is a non-empty prefix
@@ -126,14 +144,8 @@ class TokenPrompts:
     def answered(body: dict, reply_choices: list[dict]) -> bool:
         """Whether every reply holds the logprob of every label token asked for: a vLLM that does not know
         `logprob_token_ids` ignores it and answers with an unconstrained top-k, which would score wrongly."""
-        want = {f"{ID_PREFIX}{i}" for i in body.get("logprob_token_ids") or []}
-        if not want:
-            return True
-        for c in reply_choices:
-            tops = ((c.get("logprobs") or {}).get("top_logprobs") or [None])[0] or {}
-            if not want <= tops.keys():
-                return False
-        return True
+        want = _keys(body.get("logprob_token_ids"))
+        return all(want <= _first_tops(c).keys() for c in reply_choices)
 
     def as_chat_choice(self, c: dict, labels: list[int] | None = None) -> SimpleNamespace:
         """A /v1/completions choice in the shape of a parsed chat choice (`.message.content`, `.logprobs.content[0]
@@ -147,9 +159,9 @@ class TokenPrompts:
         content = []
         text = c.get("text") or ""
         if lp.get("tokens"):
-            tops = (lp.get("top_logprobs") or [None])[0] or {}
+            tops = _first_tops(c)
             if labels:
-                keep = {f"{ID_PREFIX}{i}" for i in labels}
+                keep = _keys(labels)
                 tops = {t: v for t, v in tops.items() if t in keep}
                 best = max(tops, key=tops.get) if tops else lp["tokens"][0]
                 first, first_lp = best, tops.get(best, lp["token_logprobs"][0])

@@ -11,19 +11,25 @@ import httpx
 _LINE = re.compile(r"^(vllm:prefix_cache_(?:queries|hits)_total)\{[^}]*\}\s+([0-9.eE+-]+)$", re.M)
 
 
-async def prefix_cache_counters(base_url: str, timeout: float = 2.0) -> tuple[float, float] | None:
-    """(queried tokens, hit tokens) so far, summed over engines; None if the server does not say."""
+async def metrics_text(base_url: str, timeout: float = 2.0) -> str | None:
+    """The server's Prometheus /metrics page; None if it cannot be read."""
     url = base_url.rstrip("/").removesuffix("/v1") + "/metrics"
     try:
         async with httpx.AsyncClient(timeout=timeout) as c:
             r = await c.get(url)
     except httpx.HTTPError:
         return None
-    if r.status_code != 200:
+    return r.text if r.status_code == 200 else None
+
+
+async def prefix_cache_counters(base_url: str, timeout: float = 2.0) -> tuple[float, float] | None:
+    """(queried tokens, hit tokens) so far, summed over engines; None if the server does not say."""
+    text = await metrics_text(base_url, timeout)
+    if text is None:
         return None
     totals = {"vllm:prefix_cache_queries_total": 0.0, "vllm:prefix_cache_hits_total": 0.0}
     found = False
-    for name, value in _LINE.findall(r.text):
+    for name, value in _LINE.findall(text):
         totals[name] += float(value)
         found = True
     return (totals["vllm:prefix_cache_queries_total"], totals["vllm:prefix_cache_hits_total"]) if found else None
@@ -34,13 +40,8 @@ _BLOCK = re.compile(r'^vllm:cache_config_info\{[^}]*\bblock_size="(\d+)"', re.M)
 
 async def kv_block_size(base_url: str, timeout: float = 2.0) -> int | None:
     """The server's KV-cache block size in tokens: the prefix cache shares whole blocks only."""
-    url = base_url.rstrip("/").removesuffix("/v1") + "/metrics"
-    try:
-        async with httpx.AsyncClient(timeout=timeout) as c:
-            r = await c.get(url)
-    except httpx.HTTPError:
-        return None
-    m = _BLOCK.search(r.text) if r.status_code == 200 else None
+    text = await metrics_text(base_url, timeout)
+    m = _BLOCK.search(text) if text is not None else None
     return int(m.group(1)) if m else None
 
 
