@@ -15,8 +15,9 @@ and take one policy-gradient step on the LoRA parameters (loss = -advantage x me
 one optimisation pass per generation, TRL's clipped ratio is 1 and this is its gradient, beta 0).
 
 Prints a table: seconds per step (and its split into generation, judging, optimisation), generated tokens per
-second, the judge's share of the step, peak memory, and model FLOPs utilisation against the card's dense bf16
-peak (FLOPs counted as 2 x parameters per token forward, 4 x for the LoRA backward; attention not counted).
+second, the in-process judge's judgments per second, the judge's share of the step, peak memory, and model FLOPs
+utilisation against the card's dense bf16 peak (FLOPs counted as 2 x weights per token forward and 4 x per token
+through forward + backward, the LM head only where logits are computed; attention products not counted).
 """
 from __future__ import annotations
 
@@ -76,6 +77,11 @@ def n_params(model, trainable: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable)
 
 
+def head_params(model) -> int:
+    """Weights of the output projection (the tied embedding): a table lookup on input, a matrix product on output."""
+    return model.get_output_embeddings().weight.numel()
+
+
 def sync(device: str) -> None:
     import torch
     if device.startswith("cuda"):
@@ -83,7 +89,7 @@ def sync(device: str) -> None:
 
 
 def grpo_step(policy, judge, opt, s: dict, rubric_ids, labels: tuple[int, int], device: str, judge_batch: int,
-              gen) -> dict:
+              train_batch: int, gen) -> dict:
     """One GRPO step; returns the seconds of each phase and the mean reward."""
     import torch
     from rlaif.judge.local_backend import next_token_logits
@@ -112,17 +118,24 @@ def grpo_step(policy, judge, opt, s: dict, rubric_ids, labels: tuple[int, int], 
     adv = ((grouped - grouped.mean(1, keepdim=True)) / (grouped.std(1, keepdim=True) + 1e-4)).view(-1).to(device)
     policy.train()
     full = torch.cat([inputs, completions], dim=1)
-    # only the positions that predict completion tokens: the full-vocabulary logits of the prompt are not needed
-    logits = policy(input_ids=full, logits_to_keep=T + 1).logits[:, :-1, :].float()
-    logp = logits.gather(-1, completions.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
-    loss = -(adv * logp.mean(dim=1)).mean()
-    loss.backward()
+    loss_sum = 0.0
+    # micro-batches, as TRL's per_device_train_batch_size: the fp32 logits of a whole batch over a 152k vocabulary
+    # would not fit (64 x 257 x 151936 x 4 bytes is 10 GB)
+    for i in range(0, full.shape[0], train_batch):
+        sl = slice(i, i + train_batch)
+        # only the positions that predict completion tokens: the full-vocabulary logits of the prompt are not needed
+        logits = policy(input_ids=full[sl], logits_to_keep=T + 1).logits[:, :-1, :].float()
+        logp = logits.gather(-1, completions[sl].unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+        loss = -(adv[sl] * logp.mean(dim=1)).sum() / full.shape[0]
+        loss.backward()
+        loss_sum += float(loss.detach())
+        del logits, logp
     opt.step()
     opt.zero_grad(set_to_none=True)
     sync(device)
     t3 = time.perf_counter()
     return {"gen": t1 - t0, "judge": t2 - t1, "opt": t3 - t2, "step": t3 - t0, "reward": float(rewards.mean()),
-            "loss": float(loss.detach())}
+            "loss": loss_sum}
 
 
 def main(argv=None) -> int:
@@ -133,7 +146,9 @@ def main(argv=None) -> int:
     ap.add_argument("--prompts", type=int)
     ap.add_argument("--group", type=int)
     ap.add_argument("--new-tokens", type=int)
-    ap.add_argument("--judge-batch", type=int, default=32)
+    ap.add_argument("--judge-batch", type=int, default=32, help="sequences per judge forward pass")
+    ap.add_argument("--train-batch", type=int, default=16,
+                    help="sequences per forward/backward of the optimisation step (gradients accumulate)")
     ap.add_argument("--peak-tflops", type=float, help="the card's dense bf16 peak, if not in the built-in list")
     a = ap.parse_args(argv)
 
@@ -170,20 +185,27 @@ def main(argv=None) -> int:
     if a.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
 
-    grpo_step(policy, judge, opt, s, rubric_ids, labels, a.device, a.judge_batch, gen)  # warm-up
-    runs = [grpo_step(policy, judge, opt, s, rubric_ids, labels, a.device, a.judge_batch, gen)
+    grpo_step(policy, judge, opt, s, rubric_ids, labels, a.device, a.judge_batch, a.train_batch, gen)  # warm-up
+    runs = [grpo_step(policy, judge, opt, s, rubric_ids, labels, a.device, a.judge_batch, a.train_batch, gen)
             for _ in range(s["steps"])]
 
     med = {k: statistics.median(r[k] for r in runs) for k in ("step", "gen", "judge", "opt")}
     n = s["prompts"] * s["group"]
     P, T, R = s["prompt_len"], s["new_tokens"], s["rubric_len"]
-    flops = (2 * n_policy * n * (P + T)  # generation: prefill + decode, one forward per token
-             + 2 * n_judge * n * (R + P + T)  # the judge's forward
-             + 4 * n_policy * n * (P + T))  # LoRA training: forward + backward through frozen weights
+    # 2 FLOPs per weight per token forward, 4 for forward + backward through frozen weights (LoRA: no weight
+    # gradients). The LM head (tied to the embedding, so not counted in the body) runs only where logits are kept:
+    # generate keeps the last position (T per sequence), the judge one, training the T + 1 completion positions.
+    # Attention's score and value products are not counted (at these lengths a few percent).
+    body_p, head_p = n_policy - head_params(policy), head_params(policy)
+    body_j, head_j = n_judge - head_params(judge), head_params(judge)
+    flops = (2 * n * (body_p * (P + T) + head_p * T)  # generation: prefill + decode
+             + 2 * n * (body_j * (R + P + T) + head_j)  # the judge's forward
+             + 4 * n * (body_p * (P + T) + head_p * (T + 1)))  # the optimisation step
     peak, card = peak_tflops(a.device, a.peak_tflops)
     mfu = flops / med["step"] / (peak * 1e12) if peak else None
     if a.device.startswith("cuda"):
-        mem = f"{torch.cuda.max_memory_allocated() / 2**30:.1f} GiB (GPU, allocated)"
+        mem = (f"{torch.cuda.max_memory_allocated() / 2**30:.1f} GiB allocated, "
+               f"{torch.cuda.max_memory_reserved() / 2**30:.1f} GiB reserved (GPU)")
     else:
         mem = f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB (process RSS)"
 
@@ -192,7 +214,8 @@ def main(argv=None) -> int:
     print(f"policy {n_policy / 1e6:.2f}M parameters (LoRA r=16 trainable: "
           f"{n_params(policy, trainable=True) / 1e6:.2f}M), judge {n_judge / 1e6:.2f}M, in process; "
           f"{s['prompts']} prompts x {s['group']} completions, prompt {P} + {T} new tokens, rubric prefix {R} "
-          f"tokens; models built in {build_s:.1f}s; median of {len(runs)} steps after one warm-up")
+          f"tokens; judge batch {a.judge_batch}, train micro-batch {a.train_batch}; models built in {build_s:.1f}s; "
+          f"median of {len(runs)} steps after one warm-up")
     print("| metric | value |\n|---|---|")
     rows = [
         ("seconds per step", f"{med['step']:.3f}"),
@@ -200,6 +223,8 @@ def main(argv=None) -> int:
         ("  judge s", f"{med['judge']:.3f}"),
         ("  optimisation s", f"{med['opt']:.3f}"),
         ("generated tokens/s", f"{n * T / med['gen']:.0f}"),
+        ("judgments/s (in-process judge)", f"{n / med['judge']:.0f}"),
+        ("judge tokens/s", f"{n * (R + P + T) / med['judge']:.0f}"),
         ("tokens/s (step: prompt + completion)", f"{n * (P + T) / med['step']:.0f}"),
         ("judge share", f"{med['judge'] / med['step']:.1%}"),
         ("peak memory", mem),

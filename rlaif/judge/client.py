@@ -30,6 +30,7 @@ from types import SimpleNamespace
 import httpx
 import openai
 
+from rlaif.judge.call import CallResult  # noqa: F401  (re-exported: callers import it from here)
 from rlaif.judge.token_prompts import TokenPrompts
 
 try:  # the HTTP library the openai SDK itself runs on: httpx2 since openai 3, httpx before
@@ -46,15 +47,6 @@ def _tls_context() -> ssl.SSLContext:
 
 
 RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504}
-
-
-@dataclass
-class CallResult:
-    response: object | None
-    latency_s: float
-    attempts: int
-    error: str | None = None
-    base_url: str | None = None  # the server that answered (or failed last)
 
 
 @dataclass

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 
 from rlaif.errors import UserError
-from rlaif.judge.client import CallResult
+from rlaif.judge.call import CallResult
 
 
 @dataclass
