@@ -18,12 +18,16 @@ from rlaif.recipe import Recipe
 def load_policy(model_path: str, adapter: str | None = None):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    import torch
+
     tok = AutoTokenizer.from_pretrained(model_path)
     tok.padding_side = "left"  # decoder-only batches generate from the right edge
     model = AutoModelForCausalLM.from_pretrained(model_path)
     if adapter:
         from peft import PeftModel
         model = PeftModel.from_pretrained(model, adapter)
+    if torch.cuda.is_available():  # sampling is most of an evaluation's time: on a GPU machine, sample there
+        model = model.to("cuda")
     return model.eval(), tok
 
 
@@ -37,7 +41,8 @@ def sample_completions(model, tok, prompts: list[list[dict]], *, k: int, tempera
     for i in range(0, len(prompts), batch_prompts):
         chunk = prompts[i:i + batch_prompts]
         texts = [tok.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in chunk]
-        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        # on the model's device: during training validation that is the trainer's GPU, not the tokenizer's CPU
+        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
         gen = dict(max_new_tokens=max_new_tokens, num_return_sequences=k, pad_token_id=tok.pad_token_id)
         if temperature > 0:
             gen.update(do_sample=True, temperature=temperature, top_k=0, top_p=1.0)
