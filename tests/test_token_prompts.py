@@ -57,7 +57,7 @@ def test_a_server_that_tokenises_differently_gets_chat_batches(judge_url, smoke_
     reward = reward_for(smoke_recipe, judge_url, True)
     tp = reward.client.token_prompts
     encode = tp.encode
-    tp.encode = lambda convs: [ids + [0] for ids in encode(convs)]  # as if our template added a token
+    tp.encode = lambda convs, **kw: [ids + [0] for ids in encode(convs, **kw)]  # as if our template added a token
     with caplog.at_level(logging.INFO, logger="rlaif.judge"):
         got = scores(reward.score_sync(samples(8)))
     assert tp.usable == {judge_url: False} and reward.client.batches >= 1
@@ -77,3 +77,28 @@ def test_without_the_judges_tokenizer_here_the_chat_batch_is_used(judge_url, smo
     assert tp.unavailable and tp.usable == {judge_url: False} and reward.client.batches >= 1
     assert "tokenizer is not available here" in caplog.text
     assert all(0.0 <= g["says_please"] <= 1.0 for g in got)
+
+
+def test_a_shared_head_is_tokenised_once_and_gives_the_same_ids(judge_url, smoke_recipe, caplog):
+    from rlaif.judge.token_prompts import TokenPrompts
+    reward = reward_for(smoke_recipe, judge_url, True)
+    batch = samples(16)
+    batch[3] = Sample("ws", batch[3].prompt, "  leading spaces, a tab\t and <|im_start|> in the text")
+    convs = [r.messages for s in batch for r in reward.plan(s)]
+    tp = TokenPrompts(smoke_recipe.judge.model)
+    split, whole = tp.encode(convs), tp.encode(convs, reuse_head=False)
+    assert split == whole
+    (head,) = tp._heads.values()  # the rubric's system turn, tokenised once
+    assert head and all(ids[:len(head)] == head for ids in whole) and len(head) > 20
+
+    # a cut that does change tokens (inside a word, not at a special token) is caught: whole prompts are tokenised
+    tp = TokenPrompts(smoke_recipe.judge.model)
+    tok = tp.tokenizer()
+    text = tok.apply_chat_template(convs[0], add_generation_prompt=True, tokenize=False)
+    ids = lambda t: tok(t, add_special_tokens=False)["input_ids"]  # noqa: E731
+    bad = next(i for i in range(text.index("Criteria"), len(text)) if ids(text[:i]) + ids(text[i:]) != ids(text))
+    tp._head_cut = lambda texts: bad
+    convs_same_tail = [convs[0], convs[0]]
+    with caplog.at_level(logging.INFO, logger="rlaif.judge"):
+        assert tp.encode(convs_same_tail) == tp.encode(convs_same_tail, reuse_head=False)
+    assert list(tp._heads.values()) == [None] and "changes the ids" in caplog.text

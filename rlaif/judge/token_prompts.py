@@ -12,6 +12,10 @@ request, and a label the model ranks low cannot fall out of a top-k. (`allowed_t
 logprobs are taken: pairwise scores became hard 0 or 1.) tests/test_token_prompts.py checks the scores equal
 the chat endpoint's.
 
+The conversations of a batch share the rubric's system turn; it is tokenised once per rubric and prepended to
+each conversation's own tokens (cut at a special token, checked once against tokenising the whole text). For a
+long rubric that is most of the work: 768 prompts of 967 tokens (904 shared) took 87 ms instead of 460 ms.
+
 Trust, but check: before the first batch to a server, the ids for one conversation are compared with what the
 server's own `/tokenize` makes of the same messages (its chat template, its special tokens), and the first
 reply must hold every label token's logprob (an older vLLM ignores `logprob_token_ids`). A server without
@@ -22,6 +26,7 @@ instead.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -53,6 +58,8 @@ class TokenPrompts:
         self.confirmed: set[str] = set()  # servers whose first reply held the label tokens' logprobs
         self._text: dict[int, str] = {}
         self._labels: dict[tuple, list[int]] = {}
+        self._heads: dict[str, list[int] | None] = {}  # a batch's shared head text -> its ids (None: don't split)
+        self._cut_tokens: list[str] | None = None
 
     def tokenizer(self):
         if self._tok is None and self.unavailable is None:
@@ -67,10 +74,48 @@ class TokenPrompts:
                 self.unavailable = f"{type(e).__name__}: {str(e)[:160]}"
         return self._tok
 
-    def encode(self, conversations: list[list[dict]]) -> list[list[int]]:
+    def encode(self, conversations: list[list[dict]], reuse_head: bool = True) -> list[list[int]]:
+        """Token ids of each conversation as the judge's chat template renders it.
+
+        A batch's conversations share a long head (the rubric's system turn). With `reuse_head`, that head is
+        tokenised once per distinct head and each conversation's own tail alone: on 2 cores, 256 smoke prompts
+        (63 of 115 tokens shared) took 31 ms instead of 46, and 768 prompts with a 904-token head 87 instead of
+        460, template rendering included."""
         tok = self.tokenizer()
         texts = tok.apply_chat_template(conversations, add_generation_prompt=True, tokenize=False)
-        return [list(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"]]
+        cut = self._head_cut(texts) if reuse_head and len(texts) > 1 else 0
+        head = self._head_ids(texts[0], cut) if cut else None
+        if head is None:
+            return [list(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"]]
+        return [head + list(ids) for ids in tok([t[cut:] for t in texts], add_special_tokens=False)["input_ids"]]
+
+    def _head_cut(self, texts: list[str]) -> int:
+        """Where the shared head ends: at the start of the last special token (`<|im_start|>`, say) inside the
+        texts' common prefix, or 0. A fast tokenizer splits its input at special tokens before anything else and
+        tokenises the pieces apart, so cutting there cannot change a token, provided the token does not strip
+        the whitespace beside it (lstrip/rstrip) and is matched on the raw text; `_head_ids` checks it anyway."""
+        if self._cut_tokens is None:
+            added = getattr(self.tokenizer(), "added_tokens_decoder", {}) or {}
+            self._cut_tokens = [t.content for t in added.values() if t.content and getattr(t, "special", False)
+                                and not (t.lstrip or t.rstrip or t.normalized)]
+        common = os.path.commonprefix(texts)
+        return max([common.rfind(t) for t in self._cut_tokens] + [0])
+
+    def _head_ids(self, text: str, cut: int) -> list[int] | None:
+        """The ids of `text[:cut]`, once checked that head ids + tail ids == the whole text's ids; None (tokenise
+        whole texts) for a head where they differ."""
+        key = text[:cut]
+        if key not in self._heads:
+            tok = self.tokenizer()
+            head, tail, whole = tok([key, text[cut:], text], add_special_tokens=False)["input_ids"]
+            same = list(head) + list(tail) == list(whole)
+            if not same:
+                log.info("token prompts: tokenising a rubric's head apart changes the ids; whole prompts are "
+                         "tokenised for it")
+            if len(self._heads) >= 64:  # heads are per rubric and mode: a few; never let it grow without bound
+                self._heads.clear()
+            self._heads[key] = list(head) if same else None
+        return self._heads[key]
 
     async def check(self, http, url: str, headers: dict, model: str, messages: list[dict]) -> bool:
         """Whether `url` may get token prompts: our ids for `messages` equal its /tokenize's. Asked once per
@@ -88,7 +133,7 @@ class TokenPrompts:
                     why = f"its /tokenize answered HTTP {r.status_code}"
                 elif r.status_code != 200:  # busy or failing now: ask again with the next batch
                     return False
-                elif r.json().get("tokens") != self.encode([messages])[0]:
+                elif r.json().get("tokens") != self.encode([messages], reuse_head=False)[0]:
                     why = "its chat template or tokenizer gives other token ids than the judge's tokenizer here"
             except Exception as e:  # a transport error: try again with the next batch
                 log.debug("token prompts: /tokenize check failed: %s", e)
