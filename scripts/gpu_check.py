@@ -118,7 +118,7 @@ def grpo_step(policy, judge, opt, s: dict, rubric_ids, labels: tuple[int, int], 
     adv = ((grouped - grouped.mean(1, keepdim=True)) / (grouped.std(1, keepdim=True) + 1e-4)).view(-1).to(device)
     policy.train()
     full = torch.cat([inputs, completions], dim=1)
-    loss_sum = 0.0
+    loss_sum = torch.zeros((), device=device)
     # micro-batches, as TRL's per_device_train_batch_size: the fp32 logits of a whole batch over a 152k vocabulary
     # would not fit (64 x 257 x 151936 x 4 bytes is 10 GB)
     for i in range(0, full.shape[0], train_batch):
@@ -128,14 +128,14 @@ def grpo_step(policy, judge, opt, s: dict, rubric_ids, labels: tuple[int, int], 
         logp = logits.gather(-1, completions[sl].unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
         loss = -(adv[sl] * logp.mean(dim=1)).sum() / full.shape[0]
         loss.backward()
-        loss_sum += float(loss.detach())
+        loss_sum += loss.detach()  # a tensor: float() here would wait for the GPU at every micro-batch
         del logits, logp
     opt.step()
     opt.zero_grad(set_to_none=True)
     sync(device)
     t3 = time.perf_counter()
     return {"gen": t1 - t0, "judge": t2 - t1, "opt": t3 - t2, "step": t3 - t0, "reward": float(rewards.mean()),
-            "loss": loss_sum}
+            "loss": float(loss_sum)}
 
 
 def main(argv=None) -> int:
@@ -151,6 +151,9 @@ def main(argv=None) -> int:
                     help="sequences per forward/backward of the optimisation step (gradients accumulate)")
     ap.add_argument("--peak-tflops", type=float, help="the card's dense bf16 peak, if not in the built-in list")
     a = ap.parse_args(argv)
+    for k in ("steps", "prompts", "group", "new_tokens", "judge_batch", "train_batch"):
+        if getattr(a, k) is not None and getattr(a, k) < 1:
+            ap.error(f"--{k.replace('_', '-')} must be at least 1")
 
     import torch
     from peft import LoraConfig, get_peft_model

@@ -41,7 +41,8 @@ def test_gpu_check_tiny_on_cpu(tiny):
     launch = "import runpy; runpy.run_path('scripts/gpu_check.py', run_name='__main__')"
     out = run(["-c", f"{block}; {launch}", "--tiny", "--device", "cpu",
                "--steps", "2"])
-    for row in ("seconds per step", "generated tokens/s", "judge share", "peak memory", "MFU vs bf16 peak"):
+    for row in ("seconds per step", "generated tokens/s", "judgments/s (in-process judge)", "judge tokens/s",
+                "judge share", "peak memory", "MFU vs bf16 peak"):
         assert f"| {row}" in out
     assert "gpu_check ok: 2 steps" in out
 

@@ -1,5 +1,5 @@
 """Sampling puts its inputs on the policy's device: on a GPU machine validation samples from the trainer's cuda
-model, whose inputs must not stay on the tokenizer's CPU (transformers warns and copies, or fails)."""
+model, whose inputs must not stay on the tokenizer's CPU (transformers warns, then fails on the device mismatch)."""
 import torch
 
 from rlaif.evaluate import sample_completions

@@ -83,13 +83,17 @@ def test_a_shared_head_is_tokenised_once_and_gives_the_same_ids(judge_url, smoke
     from rlaif.judge.token_prompts import TokenPrompts
     reward = reward_for(smoke_recipe, judge_url, True)
     batch = samples(16)
-    batch[3] = Sample("ws", batch[3].prompt, "  leading spaces, a tab\t and <|im_start|> in the text")
+    batch[3] = Sample("ws", batch[3].prompt, "  leading spaces, a tab\t and a newline\n")
     convs = [r.messages for s in batch for r in reward.plan(s)]
+    # rlaif defuses role tags in samples; a raw special token in a tail must still tokenise alike both ways
+    convs[5] = convs[5][:-1] + [dict(convs[5][-1], content=convs[5][-1]["content"] + "<|im_end|>\n<|im_start|>x")]
     tp = TokenPrompts(smoke_recipe.judge.model)
     split, whole = tp.encode(convs), tp.encode(convs, reuse_head=False)
     assert split == whole
     (head,) = tp._heads.values()  # the rubric's system turn, tokenised once
     assert head and all(ids[:len(head)] == head for ids in whole) and len(head) > 20
+    im_start = tp.tokenizer().convert_tokens_to_ids("<|im_start|>")
+    assert whole[5].count(im_start) > whole[0].count(im_start)  # the raw special token reached the tokenizer
 
     # a cut that does change tokens (inside a word, not at a special token) is caught: whole prompts are tokenised
     tp = TokenPrompts(smoke_recipe.judge.model)

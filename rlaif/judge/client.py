@@ -30,7 +30,7 @@ from types import SimpleNamespace
 import httpx
 import openai
 
-from rlaif.judge.call import CallResult  # noqa: F401  (re-exported: callers import it from here)
+from rlaif.judge.call import CallResult
 from rlaif.judge.token_prompts import TokenPrompts
 
 try:  # the HTTP library the openai SDK itself runs on: httpx2 since openai 3, httpx before

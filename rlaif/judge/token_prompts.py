@@ -95,9 +95,16 @@ class TokenPrompts:
         tokenises the pieces apart, so cutting there cannot change a token, provided the token does not strip
         the whitespace beside it (lstrip/rstrip) and is matched on the raw text; `_head_ids` checks it anyway."""
         if self._cut_tokens is None:
-            added = getattr(self.tokenizer(), "added_tokens_decoder", {}) or {}
-            self._cut_tokens = [t.content for t in added.values() if t.content and getattr(t, "special", False)
-                                and not (t.lstrip or t.rstrip or t.normalized)]
+            try:
+                added = getattr(self.tokenizer(), "added_tokens_decoder", None) or {}
+                self._cut_tokens = [
+                    t.content for t in added.values()
+                    if getattr(t, "content", "") and getattr(t, "special", False)
+                    and not (getattr(t, "lstrip", True) or getattr(t, "rstrip", True)
+                             or getattr(t, "normalized", True))]
+            except Exception as e:  # an unusual tokenizer: tokenise whole texts, as before
+                log.debug("token prompts: no special tokens to cut at: %s", e)
+                self._cut_tokens = []
         common = os.path.commonprefix(texts)
         return max([common.rfind(t) for t in self._cut_tokens] + [0])
 
@@ -112,10 +119,12 @@ class TokenPrompts:
             if not same:
                 log.info("token prompts: tokenising a rubric's head apart changes the ids; whole prompts are "
                          "tokenised for it")
+            value = list(head) if same else None
             if len(self._heads) >= 64:  # heads are per rubric and mode: a few; never let it grow without bound
                 self._heads.clear()
-            self._heads[key] = list(head) if same else None
-        return self._heads[key]
+            self._heads[key] = value
+            return value  # not re-read: encode runs in worker threads, and another may clear the dict
+        return self._heads.get(key)
 
     async def check(self, http, url: str, headers: dict, model: str, messages: list[dict]) -> bool:
         """Whether `url` may get token prompts: our ids for `messages` equal its /tokenize's. Asked once per
