@@ -30,6 +30,8 @@ import os
 from pathlib import Path
 from types import SimpleNamespace
 
+from rlaif.judge.vllm_metrics import server_root
+
 log = logging.getLogger("rlaif.judge")
 ID_PREFIX = "token_id:"  # vLLM's `return_tokens_as_token_ids`: top logprobs keyed by id, not by (ambiguous) text
 MAX_LABEL_IDS = 128  # vLLM's bound on logprob_token_ids per request
@@ -42,11 +44,6 @@ def _keys(ids) -> set[str]:
 def _first_tops(choice: dict) -> dict:
     """The first generated token's top logprobs in a /v1/completions choice, keyed by token."""
     return ((choice.get("logprobs") or {}).get("top_logprobs") or [None])[0] or {}
-
-
-def server_root(url: str) -> str:
-    url = url.rstrip("/")
-    return url[:-3] if url.endswith("/v1") else url
 
 
 class TokenPrompts:

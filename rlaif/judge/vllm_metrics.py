@@ -11,9 +11,14 @@ import httpx
 _LINE = re.compile(r"^(vllm:prefix_cache_(?:queries|hits)_total)\{[^}]*\}\s+([0-9.eE+-]+)$", re.M)
 
 
+def server_root(url: str) -> str:
+    """The server's own address for its non-OpenAI routes (/metrics, /tokenize), given its API URL or its root."""
+    return url.rstrip("/").removesuffix("/v1")
+
+
 async def metrics_text(base_url: str, timeout: float = 2.0) -> str | None:
     """The server's Prometheus /metrics page; None if it cannot be read."""
-    url = base_url.rstrip("/").removesuffix("/v1") + "/metrics"
+    url = server_root(base_url) + "/metrics"
     try:
         async with httpx.AsyncClient(timeout=timeout) as c:
             r = await c.get(url)
