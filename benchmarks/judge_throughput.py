@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import contextlib
 import math
+import os
 import random
 import statistics
 import subprocess
@@ -262,10 +263,7 @@ def shared_prefix(reward, batch, judge_model: str) -> tuple[int, float] | tuple[
     if tp.tokenizer() is None:
         return None, None
     ids = tp.encode([q.messages for s in batch for q in reward.plan(s)])
-    n = 0
-    while all(len(x) > n and x[n] == ids[0][n] for x in ids):
-        n += 1
-    return n, statistics.mean(len(x) for x in ids)
+    return len(os.path.commonprefix(ids)), statistics.mean(len(x) for x in ids)  # commonprefix takes lists too
 
 
 def prefix_cache(base, url: str, n: int, tmp: Path) -> dict:
