@@ -7,6 +7,7 @@ PY := .venv/bin/python
 help:
 	@echo "make smoke-test   RLAIF end to end on tiny offline models (CPU ok): setup, models, judge, GRPO, summary"
 	@echo "make test         the test suite (unit + integration against a real vLLM judge server)"
+	@echo "make test-unit    the tests that need no judge server and no tiny models (seconds)"
 	@echo "make setup        build .venv (trainer) and .venv-judge (vLLM) if their requirements changed"
 	@echo "make models       build the tiny tokenizer/judge/policy/datasets into artifacts/tiny (cached)"
 
@@ -29,10 +30,10 @@ test: setup models
 	@$(PY) -m pytest tests
 
 test-unit: setup-trainer
-	@$(PY) -m pytest tests -m "not integration"
+	@$(PY) -m pytest tests -m "not integration and not models"
 
 test-integration: setup models
-	@$(PY) -m pytest tests -m integration
+	@$(PY) -m pytest tests -m "integration or models"
 
 clean:
 	rm -rf runs artifacts .pytest_cache

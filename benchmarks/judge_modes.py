@@ -14,11 +14,11 @@ import random
 import statistics
 import time
 
-from rlaif.judge.reward import Sample
+from rlaif.config.recipe import load_recipe
+from rlaif.data.samples import Sample
+from rlaif.factory import judge_endpoint, make_judge
 from rlaif.judge.vllm_metrics import prefix_cache_counters
-from rlaif.recipe import load_recipe
 from rlaif.tiny import please_world as world
-from rlaif.train import judge_endpoint, make_judge_reward
 
 
 def samples(n: int) -> list[Sample]:
@@ -46,7 +46,7 @@ def main() -> None:
             times, calls = [], 0
             q0h0 = asyncio.run(prefix_cache_counters(ep.url))
             for _ in range(a.repeats):
-                judge = make_judge_reward(r, ep.url, None)
+                judge = make_judge(r, ep.url)
                 t = time.perf_counter()
                 judge.score_sync(batch)
                 times.append(time.perf_counter() - t)

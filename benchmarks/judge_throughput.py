@@ -10,7 +10,7 @@ reported:
 
   (a) sequential   a loop over `openai.OpenAI`, one request at a time, P(PASS) from the top logprobs
   (b) gather       a hand-written `asyncio.gather` over `openai.AsyncOpenAI`, all requests at once
-  (c) rlaif        `JudgeReward` called as TRL calls it: checks, retries, parsing, judgment log, per-batch
+  (c) rlaif        its judge reward called as TRL calls it: checks, retries, parsing, judgment log, per-batch
                    metrics, the prefix-cache meter; verdict cache off
   (d) rlaif+cache  the same with the verdict cache, on a batch that repeats completions as GRPO groups do
                    (N samples = N/8 groups of 8 completions, 3 distinct completions per group)
@@ -37,14 +37,14 @@ from pathlib import Path
 
 import openai
 
-from rlaif.judge.reward import Sample
+from rlaif.config.recipe import load_recipe
+from rlaif.config.rubric import load_rubric
+from rlaif.data.samples import Sample
+from rlaif.factory import judge_endpoint, judge_reward
 from rlaif.judge.token_prompts import TokenPrompts
+from rlaif.judge.urls import api_url
 from rlaif.judge.vllm_metrics import kv_block_size, prefix_cache_counters
-from rlaif.recipe import load_recipe
-from rlaif.rubric import load_rubric
 from rlaif.tiny import please_world as world
-from rlaif.train import judge_endpoint, make_judge_reward
-
 
 SETTLE_S = 1.5
 
@@ -82,13 +82,9 @@ def p_pass(resp) -> float:
     return pp / (pp + pf) if pp + pf else float(resp.choices[0].message.content.strip() == "PASS")
 
 
-def v1(url: str) -> str:
-    return url if url.rstrip("/").endswith("/v1") else url.rstrip("/") + "/v1"
-
-
 # -- the clients -------------------------------------------------------------------------------------------------
 def run_sequential(url, model, reqs, parse) -> float:
-    client = openai.OpenAI(base_url=v1(url), api_key="EMPTY")
+    client = openai.OpenAI(base_url=api_url(url), api_key="EMPTY")
     t = time.perf_counter()
     for r in reqs:
         parse(client.chat.completions.create(model=model, messages=r.messages, **r.params))
@@ -99,7 +95,7 @@ def run_sequential(url, model, reqs, parse) -> float:
 
 def run_gather(url, model, reqs, parse) -> float:
     async def main():
-        client = openai.AsyncOpenAI(base_url=v1(url), api_key="EMPTY")
+        client = openai.AsyncOpenAI(base_url=api_url(url), api_key="EMPTY")
 
         async def one(r):
             return parse(await client.chat.completions.create(model=model, messages=r.messages, **r.params))
@@ -132,11 +128,12 @@ TRAINER_LOOP = TrainerLoop()
 
 
 def run_rlaif(reward, samples) -> float:
-    """JudgeReward as TRL calls it: on the trainer's reward loop, with conversational prompts and completions,
-    dataset columns and metric hooks. One reward object serves every repetition, as one serves every step of a
-    run; its verdict cache is emptied first, as a new step brings new completions."""
-    if reward.cache is not None:
-        reward.cache.clear()
+    """rlaif's judge reward as TRL calls it: on the trainer's reward loop, with conversational prompts and
+    completions, dataset columns and metric hooks. One reward object serves every repetition, as one serves every
+    step of a run; its verdict cache is emptied first, as a new step brings new completions."""
+    judge = reward.source.judge
+    if judge.cache is not None:
+        judge.cache.clear()
     prompts = [s.prompt for s in samples]
     completions = [[{"role": "assistant", "content": s.response}] for s in samples]
     metrics: dict = {}
@@ -148,8 +145,8 @@ def run_rlaif(reward, samples) -> float:
     t = time.perf_counter()
     out = TRAINER_LOOP.run(main())
     dt = time.perf_counter() - t
-    bad = reward.totals["failures"] + reward.totals["parse_failures"]
-    assert bad == 0 and all(x is not None for x in out), f"judge failures in the benchmark: {reward.summary()}"
+    bad = judge.totals["failures"] + judge.totals["parse_failures"]
+    assert bad == 0 and all(x is not None for x in out), f"judge failures in the benchmark: {judge.summary()}"
     return dt
 
 
@@ -175,14 +172,15 @@ def median_rate(n: int, times: list[float]) -> float:
 def four_clients(base, url: str, n: int, repeats: int, tmp: Path) -> dict:
     batch, grpo = distinct_samples(n), grpo_batch(n)
     rc, rd = recipe_for(base, "logprob", False), recipe_for(base, "logprob", True)
-    reward_c, reward_d = make_judge_reward(rc, url, tmp / "c.jsonl"), make_judge_reward(rd, url, tmp / "d.jsonl")
-    reqs = [q for s in batch for q in reward_c.plan(s)]
+    reward_c, reward_d = judge_reward(rc, url, tmp / "c.jsonl"), judge_reward(rd, url, tmp / "d.jsonl")
+    judge_c, judge_d = reward_c.source.judge, reward_d.source.judge
+    reqs = [q for s in batch for q in judge_c.plan(s)]
     model = base.judge.name
     clients = {
         "a": ("sequential loop (openai.OpenAI)", lambda: run_sequential(url, model, reqs, p_pass)),
         "b": ("asyncio.gather (openai.AsyncOpenAI)", lambda: run_gather(url, model, reqs, p_pass)),
-        "c": ("rlaif JudgeReward, cache off", lambda: run_rlaif(reward_c, batch)),
-        "d": ("rlaif JudgeReward, cache on, GRPO batch", lambda: run_rlaif(reward_d, grpo)),
+        "c": ("rlaif judge reward, cache off", lambda: run_rlaif(reward_c, batch)),
+        "d": ("rlaif judge reward, cache on, GRPO batch", lambda: run_rlaif(reward_d, grpo)),
     }
     for k, (_, fn) in clients.items():  # warm-up: connections, the server's prefix cache, imports
         fn()
@@ -191,12 +189,12 @@ def four_clients(base, url: str, n: int, repeats: int, tmp: Path) -> dict:
         for k, (_, fn) in clients.items():
             settle()
             times[k].append(fn())
-    calls0, hits0 = reward_d.totals["calls"], reward_d.totals["cache_hits"]
+    calls0, hits0 = judge_d.totals["calls"], judge_d.totals["cache_hits"]
     run_rlaif(reward_d, grpo)
-    d_tot = {"calls": reward_d.totals["calls"] - calls0, "cache_hits": reward_d.totals["cache_hits"] - hits0}
-    tp = reward_c.client.token_prompts
+    d_tot = {"calls": judge_d.totals["calls"] - calls0, "cache_hits": judge_d.totals["cache_hits"] - hits0}
+    tp = judge_c.backend.token_prompts
     path = ("token ids to /v1/completions" if tp and any(tp.usable.values()) else
-            "the chat batch endpoint" if reward_c.client.batches else "single chat requests")
+            "the chat batch endpoint" if judge_c.backend.batches else "single chat requests")
     rates = {k: median_rate(n, v) for k, v in times.items()}
     print(f"\n## Four clients: {n} samples, rubric '{load_rubric(base.rubric).name}', logprob mode, "
           f"median of {repeats}")
@@ -206,8 +204,8 @@ def four_clients(base, url: str, n: int, repeats: int, tmp: Path) -> dict:
               f"{', '.join(f'{t:.2f}' for t in times[k])} |")
     print(f"(d) sends {d_tot['calls']} requests for {n} samples ({d_tot['cache_hits']} cache hits)")
     print(f"(c) and (d) sent their one-token requests as {path}")
-    reward_c.log.close()
-    reward_d.log.close()
+    reward_c.close()
+    reward_d.close()
     ratios = {"c/b": rates["c"] / rates["b"], "c/a": rates["c"] / rates["a"], "d/c": rates["d"] / rates["c"]}
     print("ratios: " + "  ".join(f"{k} {v:.2f}" for k, v in ratios.items()))
     return ratios
@@ -217,8 +215,9 @@ def per_mode(base, url: str, n: int, repeats: int, modes: list[str], tmp: Path) 
     batch = distinct_samples(n, seed=2)
     rows, rates = [], {}
     for mode in modes:
-        reward = make_judge_reward(recipe_for(base, mode, False), url, tmp / f"{mode}.jsonl")
-        reqs = [q for s, o in zip(batch, reward._opponents(batch)) for q in reward.plan(s, o)]
+        reward = judge_reward(recipe_for(base, mode, False), url, tmp / f"{mode}.jsonl")
+        judge = reward.source.judge
+        reqs = [q for s, o in zip(batch, judge._opponents(batch)) for q in judge.plan(s, o)]
         model = base.judge.name
         fns = {"gather": lambda: run_gather(url, model, reqs, lambda resp: resp),
                "rlaif": lambda: run_rlaif(reward, batch)}
@@ -227,7 +226,7 @@ def per_mode(base, url: str, n: int, repeats: int, modes: list[str], tmp: Path) 
             for k, fn in fns.items():
                 settle()
                 times[k].append(fn())
-        reward.log.close()
+        reward.close()
         g, c = median_rate(n, times["gather"]), median_rate(n, times["rlaif"])
         rates[mode] = c
         rows.append((mode, len(reqs), g, c))
@@ -259,10 +258,11 @@ async def _hit_rate(url: str, fn) -> float | None:
 
 def shared_prefix(reward, batch, judge_model: str) -> tuple[int, float] | tuple[None, None]:
     """(tokens every request of the batch starts with, mean prompt tokens), with the judge's tokenizer."""
-    tp = getattr(reward.client, "token_prompts", None) or TokenPrompts(judge_model)
+    judge = reward.source.judge
+    tp = getattr(judge.backend, "token_prompts", None) or TokenPrompts(judge_model)
     if tp.tokenizer() is None:
         return None, None
-    ids = tp.encode([q.messages for s in batch for q in reward.plan(s)])
+    ids = tp.encode([q.messages for s in batch for q in judge.plan(s)])
     return len(os.path.commonprefix(ids)), statistics.mean(len(x) for x in ids)  # commonprefix takes lists too
 
 
@@ -273,7 +273,7 @@ def prefix_cache(base, url: str, n: int, tmp: Path) -> dict:
     out, rows = {}, []
     for label, rubric, seed in (("recipe rubric", None, 3), ("long rubric (contract_review criteria)",
                                                             long_prefix_rubric(), 4)):
-        reward = make_judge_reward(recipe_for(base, "logprob", False, rubric), url, None)
+        reward = judge_reward(recipe_for(base, "logprob", False, rubric), url, None)
         batch = distinct_samples(n, seed=seed)
         out[label] = asyncio.run(_hit_rate(url, lambda: run_rlaif(reward, batch)))
         shared, mean_len = shared_prefix(reward, batch, base.judge.model)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rlaif.recipe import load_recipe  # noqa: E402
+from rlaif.config.recipe import load_recipe  # noqa: E402
 
 
 def timed(cls, name: str, bucket: list[float]):
@@ -60,7 +60,7 @@ def breakdown(recipe, steps: int, base_url: str | None, meter_every_step: bool) 
     from trl import GRPOTrainer
 
     from rlaif.judge import vllm_metrics
-    from rlaif.train import run_training
+    from rlaif.train.run import run_training
 
     gen, judge, meter = [], [], []
     saved = [(GRPOTrainer, "_generate", timed(GRPOTrainer, "_generate", gen)),

@@ -1,9 +1,22 @@
-"""User-facing errors: the CLI prints these as one clear message and exits 1, never a traceback."""
+"""Failures rlaif explains in one message. The command line prints any `RlaifError` as `error: ...` and exits 1,
+never with a traceback; everything else is a bug and keeps its traceback."""
 from __future__ import annotations
 
 
-class UserError(Exception):
+class RlaifError(Exception):
+    """A failure with a message that says what went wrong and what to do."""
+
+
+class UserError(RlaifError):
     """Bad input from the user (file, recipe, data). The message names the file, line and field."""
+
+
+class JudgeUnavailable(RlaifError, RuntimeError):
+    """The judge cannot be used at all (down, or ignoring the output constraint)."""
+
+
+class JudgeServerError(RlaifError, RuntimeError):
+    """The judge server rlaif launched did not start, or serves another model."""
 
 
 def format_validation_error(err, source: str, prefix: str = "") -> str:

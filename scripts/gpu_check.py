@@ -5,7 +5,7 @@
 
 Needs only torch, transformers, peft and accelerate (no trl, datasets or vllm, no network): the models are
 randomly initialised from Qwen2.5-0.5B- and Qwen2.5-1.5B-shaped configs, the prompts are random token ids, and
-the judge is rlaif's in-process backend (`rlaif.judge.local_backend.next_token_logits`: P(PASS) from the
+the judge is rlaif's in-process backend (`rlaif.judge.local.next_token_logits`: P(PASS) from the
 next-token logits over the two label tokens after a rubric prefix, the sample and the criterion). The rewards
 are therefore noise; the point is the time and memory a step takes.
 
@@ -92,7 +92,8 @@ def grpo_step(policy, judge, opt, s: dict, rubric_ids, labels: tuple[int, int], 
               train_batch: int, gen) -> dict:
     """One GRPO step; returns the seconds of each phase and the mean reward."""
     import torch
-    from rlaif.judge.local_backend import next_token_logits
+
+    from rlaif.judge.local import next_token_logits
 
     B, G, P, T = s["prompts"], s["group"], s["prompt_len"], s["new_tokens"]
     vocab = policy.config.vocab_size

@@ -19,6 +19,17 @@ def pytest_configure(config):
     os.chdir(ROOT)  # recipes use paths relative to the repository root
 
 
+def pytest_collection_modifyitems(config, items):
+    """Markers from the fixtures a test uses, so they cannot drift: a test of the real judge server is
+    `integration`, a test of the tiny models is `models` (`make test-unit` runs neither)."""
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        if "judge_url" in names:
+            item.add_marker(pytest.mark.integration)
+        if names & {"tiny", "smoke_recipe", "judge_url", "short_run"}:
+            item.add_marker(pytest.mark.models)
+
+
 @pytest.fixture(scope="session")
 def tiny() -> Path:
     """The tiny models and datasets (built once, then cached by fingerprint)."""
@@ -29,7 +40,7 @@ def tiny() -> Path:
 
 @pytest.fixture(scope="session")
 def smoke_recipe(tiny):
-    from rlaif.recipe import load_recipe
+    from rlaif.config.recipe import load_recipe
     return load_recipe(SMOKE)
 
 

@@ -3,10 +3,11 @@ import json
 
 import pytest
 
-from rlaif import stats
-from rlaif.audit import (AuditSpec, apply_thresholds, criterion_agreement, length_bias, pair_stats, read_labels,
-                         spread)
+from rlaif.common import stats
+from rlaif.config.audit import AuditSpec
+from rlaif.data.labels import read_labels
 from rlaif.errors import UserError
+from rlaif.eval.audit import apply_thresholds, criterion_agreement, length_bias, pair_stats, spread
 
 
 def test_cohen_kappa_textbook_example():

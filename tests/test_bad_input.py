@@ -9,17 +9,18 @@ import math
 import subprocess
 import sys
 
-import pytest
 import yaml
+from conftest import SMOKE
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import SMOKE
-from rlaif.data import parse_lambda_sample, read_jsonl, read_jsonl_with, read_table
+from rlaif.config.recipe import load_recipe
+from rlaif.config.rubric import load_rubric
+from rlaif.data.nova import parse_lambda_sample, read_jsonl
+from rlaif.data.reader import read_jsonl_with
+from rlaif.data.tables import read_table
 from rlaif.errors import UserError
-from rlaif.nova.lambda_reward import check_response
-from rlaif.recipe import load_recipe
-from rlaif.rubric import load_rubric
+from rlaif.rewards.lambda_source import check_response
 
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                        HealthCheck.too_slow, HealthCheck.data_too_large])

@@ -1,12 +1,12 @@
 import pytest
-
+from conftest import SMOKE
 from pydantic import TypeAdapter
 
-from rlaif.checks import Check, combine, run_checks
+from rlaif.config.checks import Check
+from rlaif.config.recipe import load_recipe
 from rlaif.errors import UserError
-from rlaif.recipe import load_recipe
-
-from conftest import SMOKE
+from rlaif.portable.aggregate import combine
+from rlaif.portable.checks import run_checks
 
 
 def checks(*specs):

@@ -1,7 +1,7 @@
 import asyncio
 import time
 
-from rlaif.judge.client import ClientSettings, RateLimiter, estimate_tokens
+from rlaif.judge.http_client import ClientSettings, RateLimiter, estimate_tokens
 
 
 def test_rate_limiter_spaces_requests():

@@ -2,7 +2,8 @@ import json
 import subprocess
 import sys
 
-from rlaif.data import load_dataset, read_jsonl
+from rlaif.data.dataset import load_dataset
+from rlaif.data.nova import read_jsonl
 
 
 def write(tmp_path, lines):

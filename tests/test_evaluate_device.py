@@ -2,7 +2,7 @@
 model, whose inputs must not stay on the tokenizer's CPU (transformers warns, then fails on the device mismatch)."""
 import torch
 
-from rlaif.evaluate import sample_completions
+from rlaif.eval.sampling import sample_completions
 
 
 class ModelOnAnotherDevice:

@@ -1,7 +1,7 @@
 """Each training-health warning on a constructed log that should raise it, and on one that should not."""
 import pytest
 
-from rlaif import health
+from rlaif.eval import health
 
 
 def log(n=6, **series):
@@ -51,7 +51,7 @@ def test_near_misses_do_not_warn():
 
 
 def with_validation(history, key, values):
-    """Validation entries (logged separately by rlaif.validation) after steps 0, 20, 40, 60."""
+    """Validation entries (logged separately by rlaif/eval/validation.py) after steps 0, 20, 40, 60."""
     out = [{"step": 0, key: values[0]}] + list(history)
     for s, v in zip((20, 40, 60), values[1:]):
         out.append({"step": s, key: v})

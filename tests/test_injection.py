@@ -4,8 +4,8 @@ import re
 
 import pytest
 
+from rlaif.config.rubric import load_rubric
 from rlaif.judge.prompt import render, render_verdict
-from rlaif.rubric import load_rubric
 
 RB = load_rubric("says_please")
 USER = [{"role": "user", "content": "write a short note about the cat"}]

@@ -3,8 +3,8 @@ from types import SimpleNamespace as NS
 
 import pytest
 
+from rlaif.config.rubric import Labels
 from rlaif.judge.logprob import ParseError, request_params, score_from_response
-from rlaif.rubric import Labels
 
 L = Labels()
 
@@ -39,7 +39,7 @@ def test_request_uses_structured_outputs_not_the_ignored_guided_fields():
 
 
 def test_scale_criterion_scores_the_expected_level():
-    from rlaif.rubric import Criterion
+    from rlaif.config.rubric import Criterion
     crit = Criterion(name="s", question="How good?", kind="scale", levels={i: str(i) for i in range(1, 6)})
     p = request_params(L, criterion=crit)
     assert p["extra_body"]["structured_outputs"]["choice"] == ["1", "2", "3", "4", "5"]
@@ -49,8 +49,8 @@ def test_scale_criterion_scores_the_expected_level():
 
 
 def test_verdict_json_is_parsed_per_criterion():
+    from rlaif.config.rubric import load_rubric
     from rlaif.judge import verdict
-    from rlaif.rubric import load_rubric
     rb = load_rubric({"name": "r", "criteria": [
         {"name": "polite", "question": "Polite?"},
         {"name": "quality", "question": "How good?", "kind": "scale", "levels": {i: str(i) for i in range(1, 6)}}]})

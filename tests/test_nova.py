@@ -1,5 +1,6 @@
 """The Nova bridge without a judge server: hyperparameter mapping, job configuration, Converse translation,
 the exported Lambda's checks against rlaif's, the Lambda reward's event and error handling, `rlaif data check`."""
+import asyncio
 import json
 import subprocess
 import sys
@@ -8,10 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from rlaif.config.nova import NovaHyperparameters, grpo_settings
+from rlaif.config.recipe import load_recipe
 from rlaif.errors import UserError
 from rlaif.nova.gateway import BedrockError, check_bind, to_chat_request
-from rlaif.nova.hyperparams import NovaHyperparameters, grpo_settings, job_config
-from rlaif.recipe import load_recipe
+from rlaif.nova.job_config import job_config
+from rlaif.rewards.lambda_source import LambdaSource
+from rlaif.rewards.trl_adapter import TRLReward
 
 SMOKE = "recipes/smoke.yaml"
 
@@ -156,7 +160,8 @@ TEXTS = st.one_of(
 @given(text=TEXTS)
 def test_the_lambdas_checks_agree_with_rlaifs(tmp_path_factory, text):
     """Same verdict on every check, and the same combined reward, for any text."""
-    from rlaif.checks import combine, run_checks
+    from rlaif.portable.aggregate import combine
+    from rlaif.portable.checks import run_checks
     recipe, lam, _ = _exported(tmp_path_factory)
     ok_a, scores_a, _ = run_checks(recipe.checks, text, "a prompt")
     ok_b, scores_b, _ = lam["run_checks"](lam["CHECKS"], text, "a prompt")
@@ -183,6 +188,30 @@ def test_the_exported_lambda_is_stdlib_and_boto3_only(tmp_path):
     readme = (tmp_path / "lambda" / "README.md").read_text()
     for word in ("Timeout", "Memory", "Concurrency", "bedrock:InvokeModel", "lambda:InvokeFunction"):
         assert word in readme
+
+
+def test_the_lambda_carries_rlaif_portable_whole_and_defines_each_name_once(tmp_path):
+    """Every top-level name of every rlaif/portable module is in the Lambda, from that module's own source, and
+    nothing in the file is defined twice (the modules and the body share one namespace there)."""
+    import ast
+    from pathlib import Path
+
+    from rlaif import portable
+    export(tmp_path)
+    tree = ast.parse((tmp_path / "lambda" / "lambda_function.py").read_text())
+
+    def defined(body):
+        for node in body:
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                yield node.name
+            elif isinstance(node, ast.Assign):
+                yield from (t.id for t in node.targets if isinstance(t, ast.Name))
+    names = list(defined(tree.body))
+    assert len(names) == len(set(names)), sorted({n for n in names if names.count(n) > 1})
+    for module in portable.MODULES:
+        src = (Path(portable.__file__).parent / f"{module}.py").read_text()
+        for name in defined(ast.parse(src).body):
+            assert name in names, f"rlaif/portable/{module}.py: {name} is missing from the exported Lambda"
 
 
 def test_what_a_lambda_cannot_do_is_refused_at_export(tmp_path):
@@ -248,24 +277,25 @@ def lambda_handler(event, context):
 
 
 def test_a_lambda_file_is_called_with_bedrocks_event_and_its_answers_become_rewards(tmp_path):
-    from rlaif.nova.lambda_reward import LambdaReward
     path = tmp_path / "my_lambda.py"
     path.write_text(LAMBDA_SRC)
     log = tmp_path / "judgments.jsonl"
-    reward = LambdaReward(path, batch_size=2, concurrency=2, judgment_log=log, on_error="neutral")
+    source = LambdaSource(path, batch_size=2, concurrency=2, judgment_log=log, on_error="neutral")
+    reward = TRLReward(source)
     prompts = [[{"role": "system", "content": "be nice"}, {"role": "user", "content": "hi"}]] * 4
     metrics = {}
-    got = reward(prompts=prompts, completions=[[{"role": "assistant", "content": t}] for t in ("ab", "abcd", "x", "")],
-                 log_metric=lambda k, v: metrics.__setitem__(k, v), id=["r1", "r1", "r2", "r2"],
-                 nova_reference=[json.dumps({"risk": "cap"}), json.dumps({"risk": "cap"}), None, None],
-                 metadata=[json.dumps({"domain": "legal"})] * 2 + [json.dumps({})] * 2)
+    got = asyncio.run(reward(
+        prompts=prompts, completions=[[{"role": "assistant", "content": t}] for t in ("ab", "abcd", "x", "")],
+        log_metric=lambda k, v: metrics.__setitem__(k, v), id=["r1", "r1", "r2", "r2"],
+        nova_reference=[json.dumps({"risk": "cap"}), json.dumps({"risk": "cap"}), None, None],
+        metadata=[json.dumps({"domain": "legal"})] * 2 + [json.dumps({})] * 2))
     assert got == [0.2, 0.4, 0.1, 0.0]
     assert metrics["lambda/length"] == pytest.approx(7 / 4) and metrics["lambda/has_ref"] == 0.5
     assert metrics["lambda/error_rate"] == 0.0 and metrics["lambda/calls"] == 2.0
     # the event Bedrock sends: id, messages ending with the assistant turn, metadata, reference_answer on top too
     rows = [json.loads(ln) for ln in log.read_text().splitlines()]
     assert [r["reward"] for r in rows] == got  # one whole judgment-log line per sample
-    sample = reward.handler.__globals__["SEEN"][0][0]  # what the handler was given
+    sample = source.handler.__globals__["SEEN"][0][0]  # what the handler was given
     assert sample["id"] == "r1#0"
     assert sample["messages"][-1] == {"role": "assistant", "content": "ab"}
     assert sample["metadata"] == {"domain": "legal", "reference_answer": {"risk": "cap"}}
@@ -273,15 +303,14 @@ def test_a_lambda_file_is_called_with_bedrocks_event_and_its_answers_become_rewa
 
 
 def test_lambda_errors_are_counted_and_get_the_fallback(tmp_path, caplog):
-    from rlaif.nova.lambda_reward import LambdaReward
     path = tmp_path / "my_lambda.py"
     path.write_text(LAMBDA_SRC)
-    reward = LambdaReward(path, batch_size=2, on_error="none", min_calls=4, max_fail_rate=0.5)
+    reward = TRLReward(LambdaSource(path, batch_size=2, on_error="none", min_calls=4, max_fail_rate=0.5))
     metrics = {}
     texts = ["raise", "ok", "skip", "nan", "fine", "good"]
-    got = reward(prompts=[[{"role": "user", "content": "q"}]] * 6,
-                 completions=[[{"role": "assistant", "content": t}] for t in texts],
-                 log_metric=lambda k, v: metrics.__setitem__(k, v))
+    got = asyncio.run(reward(prompts=[[{"role": "user", "content": "q"}]] * 6,
+                             completions=[[{"role": "assistant", "content": t}] for t in texts],
+                             log_metric=lambda k, v: metrics.__setitem__(k, v)))
     # batch 1 raised (both samples lost), batch 2 skipped one and sent NaN for the other, batch 3 fine
     assert got == [None, None, None, None, 0.4, 0.4]
     assert metrics["lambda/fallback_rate"] == pytest.approx(4 / 6)
@@ -293,7 +322,7 @@ def test_lambda_errors_are_counted_and_get_the_fallback(tmp_path, caplog):
 
 
 def test_a_lambda_file_that_does_not_import_is_a_clear_error(tmp_path):
-    from rlaif.nova.lambda_reward import load_handler
+    from rlaif.rewards.lambda_source import load_handler
     bad = tmp_path / "bad.py"
     bad.write_text("import not_a_module_anywhere\n")
     with pytest.raises(UserError, match="importing the Lambda failed: ModuleNotFoundError"):
@@ -392,7 +421,7 @@ def test_data_check_reads_parquet_with_a_column_mapping(tmp_path):
     assert r.returncode == 1
     assert f"{p}:101: messages[0].content: is empty" in r.stderr
     assert "100 valid record(s), 1 refused" in r.stdout
-    from rlaif.data import read_records
+    from rlaif.data.dataset import read_records
     res = read_records(p, {"prompt": "question", "reference_answer": "answer"})
     first = res.records[0]
     assert first["prompt"] == [{"role": "user", "content": "what is 0?"}]

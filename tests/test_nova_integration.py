@@ -8,9 +8,9 @@ import sys
 import time
 
 import pytest
-
 from faultproxy import FaultProxy  # tests/faults/faultproxy.py
 from scripted_judge import ScriptedJudge
+
 from rlaif.nova.gateway import Gateway, boto3_env, build_app
 
 pytestmark = pytest.mark.integration

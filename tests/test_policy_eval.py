@@ -1,5 +1,5 @@
 """Eval arithmetic on constructed completions: per-criterion and check pass rates, best-of-k, win rates."""
-from rlaif.policy_eval import baseline_warnings, compare, extra_metrics
+from rlaif.eval.policy_eval import baseline_warnings, compare, extra_metrics
 
 
 def row(pid, j, reward, rule=None, checks=None):

@@ -1,5 +1,6 @@
-from rlaif.judge.prompt import fence, render
-from rlaif.rubric import load_rubric
+from rlaif.config.rubric import load_rubric
+from rlaif.judge.prompt import render
+from rlaif.portable.fencing import fence
 
 RB = load_rubric("says_please")
 CRIT = RB.criteria[0]

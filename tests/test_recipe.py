@@ -3,11 +3,10 @@ import sys
 
 import pytest
 import yaml
-
-from rlaif.errors import UserError
-from rlaif.recipe import load_recipe
-
 from conftest import SMOKE
+
+from rlaif.config.recipe import load_recipe
+from rlaif.errors import UserError
 
 
 def write_recipe(tmp_path, mutate):

@@ -1,7 +1,7 @@
 import pytest
 
+from rlaif.config.rubric import builtin_rubrics, load_rubric
 from rlaif.errors import UserError
-from rlaif.rubric import builtin_rubrics, load_rubric
 
 
 def rubric(**kw):

@@ -6,10 +6,10 @@ import runpy
 
 import pytest
 
+from rlaif.config.recipe import load_recipe
+from rlaif.config.rubric import load_rubric
 from rlaif.errors import UserError
 from rlaif.judge.prompt import render
-from rlaif.recipe import load_recipe
-from rlaif.rubric import load_rubric
 
 SMOKE = "recipes/smoke.yaml"
 PROMPT_TEXT = "SECRET-PROMPT-7f3a tell me about cats"
@@ -95,7 +95,7 @@ def test_a_recipe_with_a_python_tag_is_an_error_and_nothing_runs(tmp_path):
     tag = YAML_CODE.format(marker=marker)
     for text in (f"name: {tag}\n", open(SMOKE).read().replace("name: smoke", f"name: {tag}"),
                  f"!!python/object/new:os.system [touch {marker}]\n",
-                 open(SMOKE).read() + f"\ngrpo_extra: !!python/name:os.system\n"):
+                 open(SMOKE).read() + "\ngrpo_extra: !!python/name:os.system\n"):
         path = tmp_path / "recipe.yaml"
         path.write_text(text)
         with pytest.raises(UserError, match=str(path)):

@@ -6,9 +6,9 @@ import random
 
 import pytest
 
-from rlaif.judge.reward import Sample
+from rlaif.data.samples import Sample
+from rlaif.factory import make_judge
 from rlaif.tiny import please_world as world
-from rlaif.train import make_judge_reward
 
 pytestmark = pytest.mark.integration
 
@@ -28,7 +28,7 @@ def reward_for(smoke_recipe, url, token_prompts: bool, **judge):
             recipe.rubric = v
         else:
             setattr(recipe.judge, k, v)
-    return make_judge_reward(recipe, url, None)
+    return make_judge(recipe, url)
 
 
 def scores(verdicts) -> list[dict]:
@@ -44,8 +44,8 @@ def test_token_ids_give_the_chat_endpoints_scores(judge_url, smoke_recipe, judge
     fast = reward_for(smoke_recipe, judge_url, True, **judge)
     chat = reward_for(smoke_recipe, judge_url, False, **judge)
     got, want = scores(fast.score_sync(batch)), scores(chat.score_sync(batch))
-    assert fast.client.token_prompts.usable == {judge_url: True}  # the fast path was taken...
-    assert chat.client.token_prompts is None and chat.client.batches >= 1  # ...and the other one the chat batch
+    assert fast.backend.token_prompts.usable == {judge_url: True}  # the fast path was taken...
+    assert chat.backend.token_prompts is None and chat.backend.batches >= 1  # ...and the other one the chat batch
     assert len({round(s, 3) for g in got for s in g.values()}) > 1  # real, varied scores, not a constant
     for g, w in zip(got, want):
         assert g.keys() == w.keys()
@@ -55,12 +55,12 @@ def test_token_ids_give_the_chat_endpoints_scores(judge_url, smoke_recipe, judge
 
 def test_a_server_that_tokenises_differently_gets_chat_batches(judge_url, smoke_recipe, caplog):
     reward = reward_for(smoke_recipe, judge_url, True)
-    tp = reward.client.token_prompts
+    tp = reward.backend.token_prompts
     encode = tp.encode
     tp.encode = lambda convs, **kw: [ids + [0] for ids in encode(convs, **kw)]  # as if our template added a token
     with caplog.at_level(logging.INFO, logger="rlaif.judge"):
         got = scores(reward.score_sync(samples(8)))
-    assert tp.usable == {judge_url: False} and reward.client.batches >= 1
+    assert tp.usable == {judge_url: False} and reward.backend.batches >= 1
     assert "other token ids" in caplog.text
     tp.encode = encode
     want = scores(reward_for(smoke_recipe, judge_url, False).score_sync(samples(8)))
@@ -73,8 +73,8 @@ def test_without_the_judges_tokenizer_here_the_chat_batch_is_used(judge_url, smo
                         served_model_name="judge")
     with caplog.at_level(logging.INFO, logger="rlaif.judge"):
         got = scores(reward.score_sync(samples(8)))
-    tp = reward.client.token_prompts
-    assert tp.unavailable and tp.usable == {judge_url: False} and reward.client.batches >= 1
+    tp = reward.backend.token_prompts
+    assert tp.unavailable and tp.usable == {judge_url: False} and reward.backend.batches >= 1
     assert "tokenizer is not available here" in caplog.text
     assert all(0.0 <= g["says_please"] <= 1.0 for g in got)
 

@@ -3,10 +3,8 @@ and the HTML report opened in headless Chromium."""
 import json
 import re
 import subprocess
-import sys
 
 import pytest
-
 from conftest import RLAIF
 
 pytestmark = pytest.mark.integration

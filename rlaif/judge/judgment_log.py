@@ -1,9 +1,10 @@
 """The judgment log: append-only JSONL, one whole line per verdict, flushed as written."""
 from __future__ import annotations
 
-import json
 import threading
 from pathlib import Path
+
+from rlaif.common.jsonl import dumps_line
 
 
 class JudgmentLog:
@@ -20,7 +21,7 @@ class JudgmentLog:
     def write(self, rows: list[dict]) -> None:
         if self._f is None or not rows:
             return
-        blob = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+        blob = "".join(dumps_line(r) for r in rows)
         with self._lock:
             pos = self._f.tell()
             try:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import math
 
-from rlaif.rubric import Criterion, Labels
+from rlaif.config.rubric import Criterion, Labels
+from rlaif.portable.verdicts import ParseError
 
 SCALE = ["1", "2", "3", "4", "5"]
 
@@ -30,10 +31,6 @@ def request_params(labels: Labels, top_logprobs: int = 5, temperature: float = 0
         # `structured_outputs` is current vLLM; the old `guided_choice` is silently ignored since vLLM 0.12
         "extra_body": {"structured_outputs": {"choice": options}},
     }
-
-
-class ParseError(ValueError):
-    pass
 
 
 def _matches(token: str, label: str) -> bool:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import math
 
-from rlaif.judge.logprob import ParseError, first_token
-from rlaif.judge.prompt import Rendered, fence, neutralise, prompt_text
-from rlaif.rubric import Criterion, Rubric
+from rlaif.config.rubric import Criterion, Rubric
+from rlaif.judge.logprob import first_token
+from rlaif.judge.prompt import Rendered
+from rlaif.portable.fencing import fence, neutralise, prompt_text
+from rlaif.portable.verdicts import ParseError
 
 CHOICES = ["A", "B"]
 

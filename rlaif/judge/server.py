@@ -16,19 +16,21 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 
-from rlaif.errors import UserError
+from rlaif.errors import JudgeServerError, UserError
+from rlaif.judge.urls import api_url
+
+if TYPE_CHECKING:
+    from rlaif.config.judge import JudgeSpec
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PR_SET_PDEATHSIG = 1
-
-
-class JudgeServerError(RuntimeError):
-    pass
 
 
 def judge_python(explicit: str | None = None) -> str:
@@ -61,7 +63,7 @@ def served_models(base_url: str, api_key: str | None = None, timeout: float = 2.
     """Model ids listed at base_url/v1/models, or None when nothing (or nothing OpenAI-like) answers."""
     try:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        r = httpx.get(base_url.rstrip("/") + "/v1/models", timeout=timeout, headers=headers)
+        r = httpx.get(api_url(base_url) + "/models", timeout=timeout, headers=headers)
         if r.status_code != 200:
             return None
         return [m.get("id") for m in r.json().get("data", [])]
@@ -103,8 +105,9 @@ class VLLMServer:
         self.start_s: float | None = None
 
     @classmethod
-    def for_judge(cls, judge, log_path: Path | None, port: int | None = None, progress=None) -> "VLLMServer":
-        """The server a recipe's `judge:` block (rlaif.recipe.JudgeSpec) describes."""
+    def for_judge(cls, judge: JudgeSpec, log_path: Path | None, port: int | None = None,
+                  progress=None) -> VLLMServer:
+        """The server a recipe's `judge:` block describes."""
         s = judge.serve
         return cls(judge.model, judge.name, host=s.host, port=port or s.port, python=s.python, dtype=s.dtype,
                    max_model_len=s.max_model_len, extra_args=s.extra_args, env=s.env, log_path=log_path,
@@ -195,7 +198,7 @@ class VLLMServer:
         body = {"model": self.name, "messages": [{"role": "user", "content": "ready?"}], "max_tokens": 1,
                 "temperature": 0.0}
         try:
-            r = httpx.post(self.base_url + "/v1/chat/completions", json=body, timeout=60, headers=headers)
+            r = httpx.post(api_url(self.base_url) + "/chat/completions", json=body, timeout=60, headers=headers)
             return r.status_code == 200
         except httpx.HTTPError:
             return False
@@ -265,7 +268,6 @@ class Supervisor:
 
     def __init__(self, server: VLLMServer, *, on_down=None, on_up=None, on_give_up=None, max_restarts: int = 3,
                  poll_s: float = 1.0):
-        import threading
         self.server = server
         self.on_down, self.on_up, self.on_give_up = on_down, on_up, on_give_up
         self.max_restarts, self.poll_s = max_restarts, poll_s

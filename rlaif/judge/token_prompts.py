@@ -14,7 +14,7 @@ the chat endpoint's.
 
 The conversations of a batch share the rubric's system turn; it is tokenised once per rubric and prepended to
 each conversation's own tokens (cut at a special token, checked once against tokenising the whole text). For a
-long rubric that is most of the work: 768 prompts of 967 tokens (904 shared) took 87 ms instead of 460 ms.
+long rubric that is most of the tokenising work (benchmarks/RESULTS.md).
 
 Trust, but check: before the first batch to a server, the ids for one conversation are compared with what the
 server's own `/tokenize` makes of the same messages (its chat template, its special tokens), and the first
@@ -30,7 +30,7 @@ import os
 from pathlib import Path
 from types import SimpleNamespace
 
-from rlaif.judge.vllm_metrics import server_root
+from rlaif.judge.urls import server_root
 
 log = logging.getLogger("rlaif.judge")
 ID_PREFIX = "token_id:"  # vLLM's `return_tokens_as_token_ids`: top logprobs keyed by id, not by (ambiguous) text
@@ -75,9 +75,7 @@ class TokenPrompts:
         """Token ids of each conversation as the judge's chat template renders it.
 
         A batch's conversations share a long head (the rubric's system turn). With `reuse_head`, that head is
-        tokenised once per distinct head and each conversation's own tail alone: on 2 cores, 256 smoke prompts
-        (63 of 115 tokens shared) took 31 ms instead of 46, and 768 prompts with a 904-token head 87 instead of
-        460, template rendering included."""
+        tokenised once per distinct head and each conversation's own tail alone."""
         tok = self.tokenizer()
         texts = tok.apply_chat_template(conversations, add_generation_prompt=True, tokenize=False)
         cut = self._head_cut(texts) if reuse_head and len(texts) > 1 else 0

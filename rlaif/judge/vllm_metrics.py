@@ -8,12 +8,9 @@ import time
 
 import httpx
 
+from rlaif.judge.urls import server_root
+
 _LINE = re.compile(r"^(vllm:prefix_cache_(?:queries|hits)_total)\{[^}]*\}\s+([0-9.eE+-]+)$", re.M)
-
-
-def server_root(url: str) -> str:
-    """The server's own address for its non-OpenAI routes (/metrics, /tokenize), given its API URL or its root."""
-    return url.rstrip("/").removesuffix("/v1")
 
 
 async def metrics_text(base_url: str, timeout: float = 2.0) -> str | None:
@@ -53,9 +50,8 @@ async def kv_block_size(base_url: str, timeout: float = 2.0) -> int | None:
 class PrefixCacheMeter:
     """Hit rate between two readings, over every judge server.
 
-    A reading costs a /metrics scrape (about 50 kB of text; 0.07-0.25 s on the busy 2-core smoke box, up to half
-    a smoke step), so `rate()` reads the servers at most every `min_interval_s` and otherwise returns the last
-    rate. The reward calls `latest()`, which never waits: a due reading runs as a task on the reward's event
+    A reading costs a /metrics scrape (tens of kB of text; on a busy CPU box a good share of a small step), so
+    `rate()` reads the servers at most every `min_interval_s` and otherwise returns the last rate. The reward calls `latest()`, which never waits: a due reading runs as a task on the reward's event
     loop (TRL keeps one for async reward functions) while the trainer goes on, and the next call logs it.
     """
 

@@ -3,48 +3,53 @@
 The Lambda is one self-contained `lambda_function.py` (standard library and boto3, as the Lambda runtime gives)
 plus a deployment README. It judges in verdict mode: Bedrock's Converse API returns text, not token logprobs,
 so each sample (each item, for a per-item rubric) gets one JSON verdict with every criterion, constrained by
-Converse's structured outputs where the judge model supports them. The functions that decide a reward (the
-sample rendering, the verdict parser, the aggregation, the checks' combination, the formula evaluator) are
-copied from rlaif's own source when the file is written, so given the same judge replies the Lambda and
+Converse's structured outputs where the judge model supports them. The code that decides a reward (sample
+fencing, the verdict parser, the formula evaluator, the aggregation, the checks, the response shape) is
+rlaif/portable, carried whole into the file, so given the same judge replies the Lambda and
 `rlaif judge score --set judge.mode=verdict` give the same rewards; a test holds them to it.
 """
 from __future__ import annotations
 
 import ast
-import inspect
 import json
 import pprint
-import textwrap
 from datetime import datetime, timezone
 from pathlib import Path
 
+from rlaif import portable
+from rlaif.config.recipe import Recipe
+from rlaif.config.rubric import load_rubric
+from rlaif.data.dataset import read_records
 from rlaif.errors import UserError
+from rlaif.judge import verdict
+from rlaif.judge.prompt import rubric_prefix
+from rlaif.portable.checks import STDLIB_KINDS
 
-LAMBDA_CHECKS = {"json_valid", "json_schema", "length", "regex_must", "regex_must_not", "blocklist"}
 SCHEMA_KEYWORDS = {"type", "properties", "required", "additionalProperties", "items", "enum", "const", "minLength",
                    "maxLength", "pattern", "minimum", "maximum", "minItems", "maxItems",
                    # annotations: no effect on validation
                    "title", "description", "$schema", "default", "examples", "$comment"}
 
 
-def _source(obj) -> str:
-    """A function's source, without the `from rlaif...` imports the Lambda has no use for."""
-    lines = textwrap.dedent(inspect.getsource(obj)).splitlines()
-    return "\n".join(ln for ln in lines if not ln.strip().startswith("from rlaif")) + "\n"
-
-
-def _assignments(module, names: list[str]) -> str:
-    """Module-level assignments (compiled regexes, tables) by name, as source."""
-    src = inspect.getsource(module)
-    out = {}
-    for node in ast.parse(src).body:
-        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name) \
-                and node.targets[0].id in names:
-            out[node.targets[0].id] = ast.get_source_segment(src, node)
-    missing = set(names) - set(out)
-    if missing:
-        raise RuntimeError(f"export: {module.__name__} no longer defines {', '.join(sorted(missing))}")
-    return "\n".join(out[n] for n in names) + "\n"
+def portable_source() -> str:
+    """The modules of rlaif/portable, whole and in order, as one block of code: each under a comment naming it
+    (in place of its docstring), without the imports between them and `from __future__` (the file has its own)."""
+    parts = []
+    for name in portable.MODULES:
+        path = Path(portable.__file__).parent / f"{name}.py"
+        src = path.read_text(encoding="utf-8")
+        tree = ast.parse(src)
+        lines = src.splitlines()
+        drop: set[int] = set()
+        for i, node in enumerate(tree.body):
+            doc = i == 0 and isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
+            ours = isinstance(node, ast.ImportFrom) and (node.module == "__future__"
+                                                         or (node.module or "").startswith("rlaif"))
+            if doc or ours:
+                drop.update(range(node.lineno - 1, node.end_lineno))
+        body = "\n".join(ln for k, ln in enumerate(lines) if k not in drop).strip()
+        parts.append(f"# -- rlaif/portable/{name}.py {'-' * (96 - len(name))}\n{body}\n")
+    return "\n\n".join(parts)
 
 
 def _schema_problems(schema, where="schema") -> list[str]:
@@ -58,11 +63,8 @@ def _schema_problems(schema, where="schema") -> list[str]:
     return probs
 
 
-def lambda_config(recipe, model_id: str | None = None) -> tuple[dict, list[str]]:
+def lambda_config(recipe: Recipe, model_id: str | None = None) -> tuple[dict, list[str]]:
     """What the Lambda needs from the recipe, and notices for the user. Refuses what the Lambda cannot do."""
-    from rlaif.judge import prompt, verdict
-    from rlaif.rubric import load_rubric
-
     rubric = load_rubric(recipe.rubric, where=f"{recipe.source}: rubric")
     notes = []
     if recipe.judge.mode == "pairwise":
@@ -74,7 +76,7 @@ def lambda_config(recipe, model_id: str | None = None) -> tuple[dict, list[str]]
     checks = []
     for i, c in enumerate(recipe.checks):
         spec = c.model_dump(by_alias=True, exclude_none=True)
-        if c.kind not in LAMBDA_CHECKS:
+        if c.kind not in STDLIB_KINDS:
             raise UserError(f"{recipe.source}: checks[{i}] ({c.kind}): not available in a Lambda, which has only the "
                             "standard library and boto3; remove it from the recipe you export")
         if c.kind == "length" and (c.min_tokens is not None or c.max_tokens is not None):
@@ -89,7 +91,7 @@ def lambda_config(recipe, model_id: str | None = None) -> tuple[dict, list[str]]
         "recipe": recipe.name,
         "rubric": rubric.name,
         "model_id": model_id,
-        "system": prompt.rubric_prefix(rubric, "verdict"),
+        "system": rubric_prefix(rubric, "verdict"),
         "schema": verdict.schema(rubric),
         "structured_output": True,
         "max_tokens": verdict.request_params(rubric)["max_tokens"],
@@ -110,19 +112,6 @@ def lambda_config(recipe, model_id: str | None = None) -> tuple[dict, list[str]]
 
 
 def render_lambda(config: dict, source: str) -> str:
-    from rlaif import checks, data, formula, rubric
-    from rlaif.judge import logprob, prompt, reward, verdict
-
-    shared = [
-        "# -- copied from rlaif (the same code rlaif judges with) ------------------------------------------------",
-        _assignments(formula, ["FUNCS", "BINOPS"]), _source(formula.FormulaError), _source(formula.parse),
-        _source(formula.evaluate), _source(rubric.aggregate_scores),
-        _assignments(prompt, ["_ROLE_TAG", "_OTHER_TAGS", "_INVISIBLE", "_FAKE_VERDICT", "_OVERRIDE",
-                              "_FENCE_BREAK"]),
-        _source(prompt.neutralise), _source(prompt.fence), _source(prompt.prompt_text), _source(prompt.sample_block),
-        _source(data.text_of), _source(checks._strip_code_fence), _source(checks.run_checks), _source(checks.combine),
-        _source(reward.json_items), _source(logprob.ParseError), _source(verdict.scores_from_text),
-    ]
     body = (Path(__file__).parent / "templates" / "lambda_body.py").read_text(encoding="utf-8")
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     header = f'''"""Reward Lambda for Amazon Bedrock reinforcement fine-tuning, written by `rlaif nova export-lambda`.
@@ -152,7 +141,7 @@ import unicodedata
 CONFIG = {pprint.pformat(config, width=116, sort_dicts=False)}
 
 '''
-    return header + "\n\n".join(shared) + "\n\n" + body
+    return header + portable_source() + "\n\n" + body
 
 
 def deploy_readme(config: dict, notes: list[str]) -> str:
@@ -195,7 +184,7 @@ python -c "import json, lambda_function as f; print(f.lambda_handler(json.load(o
 """
 
 
-def export_lambda(recipe, out_dir: str | Path, model_id: str | None = None) -> tuple[Path, list[str]]:
+def export_lambda(recipe: Recipe, out_dir: str | Path, model_id: str | None = None) -> tuple[Path, list[str]]:
     config, notes = lambda_config(recipe, model_id)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -208,9 +197,8 @@ def export_lambda(recipe, out_dir: str | Path, model_id: str | None = None) -> t
     return path, notes
 
 
-def example_event(recipe) -> list[dict]:
+def example_event(recipe: Recipe) -> list[dict]:
     """Two samples in the shape Bedrock sends, from the recipe's training data, to try the Lambda with."""
-    from rlaif.data import read_records
     try:
         res = read_records(recipe.data.train, recipe.data.columns)
     except UserError:

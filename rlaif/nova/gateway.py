@@ -25,6 +25,7 @@ import time
 import uuid
 
 from rlaif.errors import UserError
+from rlaif.judge.urls import api_url
 
 log = logging.getLogger("rlaif.nova.gateway")
 
@@ -164,10 +165,8 @@ def build_app(judge_url: str, served_model: str, api_key: str | None = None, jud
 
     if not isinstance(judge_url, str):
         judge_url = judge_url[0]  # several judge servers: the gateway uses the first
-    judge_url = judge_url.rstrip("/")
-    judge_url = judge_url if judge_url.endswith("/v1") else judge_url + "/v1"
     # no client-side retries: the caller's boto3 retries, on the error types it knows, as against Bedrock
-    client = openai.AsyncOpenAI(base_url=judge_url, api_key=judge_api_key or "EMPTY", timeout=timeout_s,
+    client = openai.AsyncOpenAI(base_url=api_url(judge_url), api_key=judge_api_key or "EMPTY", timeout=timeout_s,
                                 max_retries=0)
     seen_ids: set[str] = set()
     counters = {"requests": 0, "errors": 0}

@@ -20,9 +20,16 @@ import sys
 import time
 from pathlib import Path
 
+from rlaif.common.jsonl import write_jsonl
+from rlaif.config.rubric import load_rubric
+from rlaif.tiny import please_world as world
+from rlaif.tiny.judge_training import train_judge
+from rlaif.tiny.models import build_model, build_tokenizer, single_token_id
+from rlaif.tiny.policy_warmstart import warmstart
+
 BUILD_VERSION = 1
 SOURCES = ["tiny/please_world.py", "tiny/models.py", "tiny/judge_training.py", "tiny/policy_warmstart.py",
-           "tiny/build.py", "rubrics/says_please.yaml"]
+           "tiny/build.py", "config/rubrics/says_please.yaml"]
 JUDGE_ARCH = dict(hidden=128, layers=2, heads=4, kv_heads=2)
 POLICY_ARCH = dict(hidden=128, layers=2, heads=4, kv_heads=2)
 MIN_JUDGE_ACCURACY = 0.95
@@ -34,8 +41,7 @@ def fingerprint() -> str:
     for rel in SOURCES:
         h.update((root / rel).read_bytes())
     # the judge's input format, as rendered: a change to prompt code that leaves it alone needs no rebuild
-    from rlaif.judge.prompt import corpus_hint
-    h.update(corpus_hint().encode())
+    h.update(world.corpus_hint().encode())
     return h.hexdigest()[:16]
 
 
@@ -49,15 +55,8 @@ def is_built(out: Path) -> bool:
         return False
 
 
-def _write_jsonl(path: Path, rows) -> None:
-    with path.open("w", encoding="utf-8") as f:
-        for r in rows:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-
-
 def _topic_of(prompt: str) -> str:
-    from rlaif.tiny.please_world import TOPICS
-    return next((t for t in TOPICS if prompt.endswith(" " + t)), "")
+    return next((t for t in world.TOPICS if prompt.endswith(" " + t)), "")
 
 
 def build(out: Path, force: bool = False, log=print) -> dict:
@@ -65,12 +64,6 @@ def build(out: Path, force: bool = False, log=print) -> dict:
         log(f"tiny models in {out} are up to date (fingerprint {fingerprint()})")
         return json.loads((out / "build.json").read_text())
     import torch
-
-    from rlaif.rubric import load_rubric
-    from rlaif.tiny import please_world as world
-    from rlaif.tiny.judge_training import train_judge
-    from rlaif.tiny.models import build_model, build_tokenizer, single_token_id
-    from rlaif.tiny.policy_warmstart import warmstart
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     t0 = time.perf_counter()
@@ -104,10 +97,10 @@ def build(out: Path, force: bool = False, log=print) -> dict:
         return [{"id": f"{split}-{i:04d}", "messages": [{"role": "user", "content": p}], "topic": _topic_of(p)}
                 for i, p in enumerate(prompts)]
 
-    _write_jsonl(tmp / "data" / "train.jsonl", records(train_prompts, "train"))
-    _write_jsonl(tmp / "data" / "heldout.jsonl", records(heldout_prompts, "heldout"))
+    write_jsonl(tmp / "data" / "train.jsonl", records(train_prompts, "train"))
+    write_jsonl(tmp / "data" / "heldout.jsonl", records(heldout_prompts, "heldout"))
     crit = rubric.criteria[0].name
-    _write_jsonl(tmp / "data" / "judge_audit.jsonl", [
+    write_jsonl(tmp / "data" / "judge_audit.jsonl", [
         {"id": f"audit-{i:04d}",
          "messages": [{"role": "user", "content": p}, {"role": "assistant", "content": r}],
          "labels": {crit: bool(y)}}

@@ -10,11 +10,8 @@ import math
 import random
 import time
 
-import torch
-import torch.nn.functional as F
-
+from rlaif.config.rubric import Rubric
 from rlaif.judge.prompt import render
-from rlaif.rubric import Rubric
 from rlaif.tiny import please_world as world
 from rlaif.tiny.models import single_token_id
 
@@ -46,6 +43,8 @@ def encode(tok, rubric: Rubric, examples) -> list[list[int]]:
 
 
 def _batch(seqs, pad_id):
+    import torch
+
     n = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), n), pad_id, dtype=torch.long)
     mask = torch.zeros((len(seqs), n), dtype=torch.long)
@@ -56,20 +55,24 @@ def _batch(seqs, pad_id):
     return ids, mask, last
 
 
-@torch.no_grad()
-def p_pass(model, tok, seqs, pass_id, fail_id, bs: int = 256) -> torch.Tensor:
+def p_pass(model, tok, seqs, pass_id, fail_id, bs: int = 256):
     """P(PASS) normalised over {PASS, FAIL}, as the logprob-mode reward computes it from the server."""
+    import torch
+
     model.eval()
     out = []
-    for i in range(0, len(seqs), bs):
-        ids, mask, last = _batch(seqs[i:i + bs], tok.pad_token_id)
-        logits = model(input_ids=ids, attention_mask=mask).logits[torch.arange(len(last)), last]
-        two = torch.log_softmax(logits[:, [pass_id, fail_id]].float(), -1)
-        out.append(two[:, 0].exp())
+    with torch.no_grad():
+        for i in range(0, len(seqs), bs):
+            ids, mask, last = _batch(seqs[i:i + bs], tok.pad_token_id)
+            logits = model(input_ids=ids, attention_mask=mask).logits[torch.arange(len(last)), last]
+            two = torch.log_softmax(logits[:, [pass_id, fail_id]].float(), -1)
+            out.append(two[:, 0].exp())
     return torch.cat(out)
 
 
 def accuracy(model, tok, seqs, labels, pass_id, fail_id) -> float:
+    import torch
+
     p = p_pass(model, tok, seqs, pass_id, fail_id)
     return float(((p > 0.5) == torch.tensor(labels)).float().mean())
 
@@ -78,6 +81,9 @@ def train_judge(model, tok, rubric: Rubric, *, seed: int = 0, n_train: int = 400
                 n_test: int = 2000, batch_size: int = 64, lr: float = 2e-3, max_steps: int = 1500,
                 target_val: float = 0.97, eval_every: int = 100, log=print) -> dict:
     """Train until validation accuracy reaches `target_val` (or `max_steps`); report held-out test accuracy."""
+    import torch
+    import torch.nn.functional as F
+
     pass_id = single_token_id(tok, rubric.labels.pass_)
     fail_id = single_token_id(tok, rubric.labels.fail)
     gv = garbage_vocab(tok)

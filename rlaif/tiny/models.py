@@ -1,14 +1,11 @@
 """Tiny offline models: a byte-level BPE tokenizer with a ChatML template, and small Llama-shaped models.
 
-Llama rather than Qwen2 because AutoTokenizer keeps a llama-typed tokenizer exactly as saved (for qwen2 it swaps
-in Qwen's own pre-tokenizer; shared/reference/cpu-stack.md). Heads are 32 wide: vLLM's CPU attention kernel
-rejects head_dim below 32.
+Llama rather than Qwen2 because AutoTokenizer keeps a llama-typed tokenizer exactly as saved (for a qwen2-typed
+one, transformers swaps in Qwen's own pre-tokenizer, and the tiny vocabulary no longer round-trips). Heads are 32
+wide: vLLM's CPU attention kernel rejects head_dim below 32. torch, tokenizers and transformers are imported
+where they are used, so that `rlaif` starts without them when the models are already built.
 """
 from __future__ import annotations
-
-import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedTokenizerFast
 
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|pad|>"]
 
@@ -20,7 +17,10 @@ CHAT_TEMPLATE = (
 )
 
 
-def build_tokenizer(corpus: list[str], vocab_size: int = 768) -> PreTrainedTokenizerFast:
+def build_tokenizer(corpus: list[str], vocab_size: int = 768):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
     tok = Tokenizer(models.BPE(unk_token=None))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -42,6 +42,9 @@ def build_tokenizer(corpus: list[str], vocab_size: int = 768) -> PreTrainedToken
 
 
 def build_model(tok, seed: int, hidden: int = 128, layers: int = 2, heads: int = 4, kv_heads: int = 2):
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
     assert hidden % heads == 0 and hidden // heads >= 32, "vLLM's CPU backend needs head_dim >= 32"
     torch.manual_seed(seed)
     cfg = LlamaConfig(

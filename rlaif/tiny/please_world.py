@@ -2,13 +2,17 @@
 
 Everything here is seeded and offline. The rule (`says_please`) is the ground truth: the tiny judge is trained
 to reproduce it, and the smoke run uses it to tell a policy that learned the criterion from one that learned to
-fool the judge (see shared/reference/tiny-judge-feasibility.md: a judge never shown glued words was hacked by a
-policy that wrote "pleasepleaseplease").
+fool the judge. That happened while this world was designed: a judge never shown glued words (99% accurate on
+spaced ones) was reward-hacked within 150 GRPO steps by a policy that wrote "pleasepleaseplease", which it scored
+as a pass. So the judge's training data holds glued words, labelled by the regex.
 """
 from __future__ import annotations
 
 import random
 import re
+
+from rlaif.config.rubric import load_rubric
+from rlaif.judge.prompt import render
 
 PLEASE_RULE = re.compile(r"\bplease\b", re.IGNORECASE)
 
@@ -110,10 +114,15 @@ def judge_response_kind(rng: random.Random, garbage_vocab: list[str] | None = No
     return text[:160], kind
 
 
+def corpus_hint() -> str:
+    """A rendered judge request, so that the tiny tokenizer learns the judge prompt's words."""
+    rb = load_rubric("says_please")
+    rd = render(rb, rb.criteria[0], [{"role": "user", "content": "say hi"}], "hello please")
+    return "\n".join(m["content"] for m in rd.messages) + " PASS FAIL"
+
+
 def tokenizer_corpus(seed: int = 0, n: int = 6000) -> list[str]:
     """Text the tiny tokenizer is trained on: prompts, responses and the judge's prompt vocabulary."""
-    from rlaif.judge.prompt import corpus_hint
-
     rng = random.Random(seed)
     out = list(all_prompts(seed)) + [corpus_hint()] * 50
     for _ in range(n):

@@ -8,14 +8,14 @@ from __future__ import annotations
 import random
 import time
 
-import torch
-import torch.nn.functional as F
-
 from rlaif.tiny import please_world as world
 
 
 def warmstart(model, tok, prompts: list[str], *, seed: int = 1, steps: int = 400, batch_size: int = 32,
               lr: float = 3e-3, log=print) -> dict:
+    import torch
+    import torch.nn.functional as F
+
     rng = random.Random(seed)
     torch.manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)

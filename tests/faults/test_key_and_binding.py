@@ -1,5 +1,4 @@
 """Security: loopback by default, no exposure without a key, and API keys that reach the judge end to end."""
-import asyncio
 
 import httpx
 import pytest
@@ -16,7 +15,7 @@ def test_the_judge_server_binds_elsewhere_only_with_a_key(tiny):
 
 
 def test_recipes_default_to_loopback():
-    from rlaif.recipe import load_recipe
+    from rlaif.config.recipe import load_recipe
     r = load_recipe("recipes/smoke.yaml", check_files=False)
     assert r.judge.serve.host == "127.0.0.1"
 
@@ -24,22 +23,22 @@ def test_recipes_default_to_loopback():
 @pytest.mark.integration
 def test_an_api_key_travels_from_the_recipe_to_the_judge(tiny, tmp_path):
     """With judge.api_key, vLLM is started with it, refuses requests without it, and rlaif's reward sends it."""
-    from rlaif.judge.reward import Sample
+    from rlaif.config.recipe import load_recipe
+    from rlaif.data.samples import Sample
+    from rlaif.factory import make_judge
     from rlaif.judge.server import VLLMServer
-    from rlaif.recipe import load_recipe
-    from rlaif.train import make_judge_reward
 
     r = load_recipe("recipes/smoke.yaml", ["judge.api_key=test-key-123"])
     with VLLMServer.for_judge(r.judge, tmp_path / "judge.log") as server:
         url = server.base_url
         assert httpx.get(url + "/v1/models").status_code == 401
         assert httpx.get(url + "/v1/models", headers={"Authorization": "Bearer test-key-123"}).status_code == 200
-        reward = make_judge_reward(r, url, None)
-        asyncio.run(reward.self_test())
+        reward = make_judge(r, url)
+        reward.self_test_sync()
         v = reward.score_sync([Sample("s", [{"role": "user", "content": "say hi"}], "hi please")])
         assert not v[0].failed and v[0].reward is not None
         wrong = load_recipe("recipes/smoke.yaml", ["judge.api_key=wrong"])
-        bad = make_judge_reward(wrong, url, None)
-        bad.client.s.backoff_base_s = 0.01
+        bad = make_judge(wrong, url)
+        bad.backend.settings.backoff_base_s = 0.01
         v = bad.score_sync([Sample("s", [{"role": "user", "content": "say hi"}], "hi please")])
         assert v[0].failed and "401" in v[0].errors["says_please"]

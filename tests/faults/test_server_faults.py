@@ -3,12 +3,11 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-import threading
 
 import pytest
-
 from procs import RLAIF, lines, wait_for
 
 pytestmark = pytest.mark.integration
@@ -75,8 +74,8 @@ class NotOurJudge:
 
 
 def test_a_taken_port_is_detected_by_the_served_name_and_another_is_used(tiny, tmp_path):
+    from rlaif.config.recipe import load_recipe
     from rlaif.judge.server import VLLMServer, served_models
-    from rlaif.recipe import load_recipe
     other = NotOurJudge()
     notes = []
     try:

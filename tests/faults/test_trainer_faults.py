@@ -6,7 +6,6 @@ import subprocess
 import time
 
 import pytest
-
 from procs import RLAIF, lines, wait_for
 
 pytestmark = pytest.mark.integration

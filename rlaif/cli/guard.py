@@ -1,0 +1,28 @@
+"""How every command ends: 0 on success, 1 with one clear message for a failure rlaif can explain, 130 on
+Ctrl-C or SIGTERM after a clean stop; a traceback only for a bug."""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+
+from rlaif.errors import RlaifError
+
+
+def run_guarded(fn) -> int:
+    """Run a command: RlaifErrors become one clear message and exit 1; Ctrl-C and SIGTERM exit cleanly."""
+    def _term(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _term)  # finally-blocks (judge server shutdown) run on `kill` too
+    logging.basicConfig(level=os.environ.get("RLAIF_LOG_LEVEL", "WARNING"),
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        return fn() or 0
+    except RlaifError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted: stopped cleanly (judge server and child processes are gone)", file=sys.stderr)
+        return 130

@@ -1,0 +1,99 @@
+"""`rlaif judge serve|score|audit`: the judge server, scoring Nova Lambda samples, and auditing a judge."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from rlaif.config.recipe import load_recipe
+from rlaif.errors import UserError
+from rlaif.eval.audit import print_audit, run_audit
+from rlaif.eval.score_file import score_file
+from rlaif.factory import judge_endpoint
+from rlaif.judge.server import VLLMServer
+
+
+def add_parser(sub) -> None:
+    jp = sub.add_parser("judge", help="the judge server and judge tools")
+    jsub = jp.add_subparsers(dest="judge_command", required=True, metavar="JUDGE_COMMAND")
+    sp = jsub.add_parser("serve", help="start the recipe's vLLM judge server in the foreground; print its URL",
+                         description="Start the recipe's judge model under vLLM on 127.0.0.1 and print its base "
+                                     "URL; Ctrl-C stops it and every child process.")
+    sp.add_argument("recipe")
+    sp.add_argument("--port", type=int, help="port to use (default: the recipe's, else a free one)")
+    sp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    sp.set_defaults(fn=cmd_serve)
+
+    sc = jsub.add_parser("score", help="score Nova reward-Lambda samples with the recipe's rubric and judge",
+                         description="Read Nova reward-Lambda event samples (one JSON object per line: id, messages "
+                                     "ending with the assistant turn, metadata and/or reference_answer) and write one "
+                                     "Nova reward-Lambda response per valid sample (id, aggregate_reward_score, "
+                                     "metrics_list, rationale). Malformed lines are reported with their line number "
+                                     "and skipped; --strict makes them exit 1. Starts the judge server if the recipe "
+                                     "says so.")
+    sc.add_argument("recipe")
+    sc.add_argument("--input", required=True, help="Nova Lambda-event samples, JSONL")
+    sc.add_argument("--output", required=True, help="where to write the Lambda responses, JSONL")
+    sc.add_argument("--strict", action="store_true", help="exit 1 if any input line was refused")
+    sc.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    sc.set_defaults(fn=cmd_score)
+
+    ap = jsub.add_parser(
+        "audit", help="measure the judge against labelled samples before training on it",
+        description="Score labelled samples with the recipe's judge (and any --judge recipes, side by side): "
+                    "accuracy, Cohen's kappa and Spearman per criterion, confusion counts, length bias, "
+                    "self-consistency over repeated scoring, and for labelled pairs (chosen/rejected) accuracy "
+                    "and position bias. Exits 1 when the recipe's judge misses a threshold of its audit: block.")
+    ap.add_argument("recipe")
+    ap.add_argument("--labels", help="labelled JSONL (default: the recipe's eval.judge_labels)")
+    ap.add_argument("--judge", dest="judges", action="append", default=[], metavar="OTHER.yaml",
+                    help="another recipe whose judge and rubric are audited beside it (repeatable)")
+    ap.add_argument("--output", help="write the audit as JSON here (default: RUN_DIR/audit.json)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    ap.set_defaults(fn=cmd_audit)
+
+
+def cmd_serve(a) -> int:
+    r = load_recipe(a.recipe, a.overrides)
+    server = VLLMServer.for_judge(r.judge, r.run_dir / "judge_server.log", port=a.port)
+    with server:
+        print(server.base_url, flush=True)
+        print(f"serving '{r.judge.name}'; use --set judge.base_url={server.base_url}; Ctrl-C stops it",
+              file=sys.stderr, flush=True)
+        while server.proc and server.proc.poll() is None:
+            time.sleep(1)
+        if server.proc is not None:
+            print(f"error: the judge server exited with code {server.proc.returncode}", file=sys.stderr)
+            return 1
+    return 0
+
+
+def cmd_score(a) -> int:
+    r = load_recipe(a.recipe, a.overrides)
+    with judge_endpoint(r, r.run_dir) as ep:
+        res = score_file(r, ep.url, a.input, a.output)
+    print(f"{a.output}: {res['written']} verdict(s) ({res['empty']} empty responses scored 0, "
+          f"{res['judge_failures']} judge failure(s) given the neutral reward); {res['refused']} input line(s) "
+          f"refused", file=sys.stderr)
+    return 1 if a.strict and res["problems"] else 0
+
+
+def cmd_audit(a) -> int:
+    r = load_recipe(a.recipe, a.overrides)
+    labels = a.labels or r.eval.judge_labels
+    if not labels:
+        raise UserError(f"{r.source}: eval.judge_labels: no labelled samples (or pass --labels FILE)")
+    others = [load_recipe(p, check_files=False) for p in a.judges]
+    with judge_endpoint(r, r.run_dir) as ep:
+        res = run_audit(r, ep.url, labels, others)
+    print_audit(res)
+    out = Path(a.output or r.run_dir / "audit.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=2))
+    for j in res["judges"]:
+        for t in j["thresholds"]:
+            if not t["ok"]:
+                print(f"FAIL {j['judge']} ({j['recipe']}): {t['metric']} = {t['value']} (needs {t['op']} {t['bar']})")
+    print(f"audit: {out}; {'PASS' if res['passed'] else 'FAIL'} against the recipe's audit thresholds")
+    return 0 if res["passed"] else 1

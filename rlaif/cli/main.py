@@ -1,0 +1,29 @@
+"""The `rlaif` command line. Every subcommand explains itself with --help, exits 0 on success and 1 on bad
+input with a message naming the file, line and field (never a traceback for a user error)."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from rlaif.cli import data, evaluate, judge, nova, report, smoke, train
+from rlaif.cli.guard import run_guarded
+
+COMMANDS = [train, judge, evaluate, data, nova, report, smoke]  # in the order `rlaif --help` lists them
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="rlaif", description="RLAIF with an open judge: GRPO + LoRA policies "
+                                 "scored by a vLLM-served rubric judge, Nova RFT compatible.")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in COMMANDS:
+        command.add_parser(sub)
+    return ap
+
+
+def main(argv=None) -> int:
+    a = build_parser().parse_args(argv)
+    return run_guarded(lambda: a.fn(a))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""`rlaif nova export-lambda|gateway|job-config`: the Bedrock bridge."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from rlaif.config.nova import grpo_settings
+from rlaif.config.recipe import load_recipe
+from rlaif.factory import judge_endpoint
+from rlaif.nova.export import export_lambda
+from rlaif.nova.gateway import Gateway, build_app, check_bind
+from rlaif.nova.job_config import job_config
+
+
+def add_parser(sub) -> None:
+    np_ = sub.add_parser("nova", help="the Bedrock bridge: export a reward Lambda, a local Converse gateway, "
+                         "the Bedrock job configuration")
+    nsub = np_.add_subparsers(dest="nova_command", required=True, metavar="NOVA_COMMAND")
+    xp = nsub.add_parser("export-lambda", help="write the recipe's rubric and checks as a Bedrock reward Lambda",
+                         description="Write DIR/lambda_function.py (standard library and boto3 only) and "
+                                     "DIR/README.md (deployment). The Lambda judges through Bedrock's Converse API "
+                                     "(model id from JUDGE_MODEL_ID) in verdict mode.")
+    xp.add_argument("recipe")
+    xp.add_argument("--out", required=True, help="folder to write into")
+    xp.add_argument("--model-id", help="default judge model id baked into the file (JUDGE_MODEL_ID overrides it)")
+    xp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    xp.set_defaults(fn=cmd_export_lambda)
+    gp = nsub.add_parser("gateway", help="serve Bedrock-runtime Converse on 127.0.0.1, backed by the open judge",
+                         description="Serve POST /model/{modelId}/converse backed by the recipe's judge (started "
+                                     "for you unless the recipe gives judge.base_url). Prints the URL; point boto3 "
+                                     "at it with AWS_ENDPOINT_URL_BEDROCK_RUNTIME.")
+    gp.add_argument("--judge", required=True, metavar="RECIPE", help="recipe whose judge answers")
+    gp.add_argument("--port", type=int, default=0, help="port (default: a free one, printed)")
+    gp.add_argument("--host", default="127.0.0.1", help="address to bind; other than loopback needs --api-key")
+    gp.add_argument("--api-key", help="require this key (bearer token, or the SigV4 access key id)")
+    gp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    gp.set_defaults(fn=cmd_gateway)
+    jp_ = nsub.add_parser("job-config", help="print the Bedrock RFT job configuration for the recipe's run",
+                          description="Print the CreateModelCustomizationJob request (REINFORCEMENT_FINE_TUNING) "
+                                      "with the recipe's nova.hyperparameters; ARNs and S3 locations are "
+                                      "placeholders unless the recipe's nova block gives them.")
+    jp_.add_argument("recipe")
+    jp_.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    jp_.set_defaults(fn=cmd_job_config)
+
+
+def cmd_export_lambda(a) -> int:
+    r = load_recipe(a.recipe, a.overrides, check_files=False)
+    path, notes = export_lambda(r, a.out, model_id=a.model_id)
+    for n in notes:
+        print(f"note: {n}", file=sys.stderr)
+    print(path)
+    print(f"deployment notes: {path.parent / 'README.md'}", file=sys.stderr)
+    return 0
+
+
+def cmd_gateway(a) -> int:
+    api_key = a.api_key or os.environ.get("RLAIF_GATEWAY_API_KEY")
+    check_bind(a.host, api_key)  # before a judge server is started for nothing
+    r = load_recipe(a.judge, a.overrides)
+    with judge_endpoint(r, r.run_dir) as ep:
+        gw = Gateway(build_app(ep.url, r.judge.name, api_key=api_key, judge_api_key=r.judge.api_key,
+                               timeout_s=r.judge.timeout_s), a.host, a.port, api_key)
+        print(gw.url, flush=True)
+        print(f"Bedrock Converse for judge '{r.judge.name}' at {gw.url}; point boto3 at it with\n"
+              f"  export AWS_ENDPOINT_URL_BEDROCK_RUNTIME={gw.url} AWS_ACCESS_KEY_ID=x AWS_SECRET_ACCESS_KEY=x "
+              f"AWS_DEFAULT_REGION=us-east-1\nCtrl-C stops it", file=sys.stderr, flush=True)
+        gw.serve()
+    return 0
+
+
+def cmd_job_config(a) -> int:
+    r = load_recipe(a.recipe, a.overrides, check_files=False)
+    print(json.dumps(job_config(r), indent=2))
+    _, rows = grpo_settings(r.nova.hyperparameters, r.grpo, has_eval=bool(r.data.eval), source=r.source)
+    for bedrock, key, value in rows:
+        print(f"# {bedrock} -> local {key} = {value}", file=sys.stderr)
+    return 0

@@ -1,0 +1,167 @@
+"""`make smoke-test`: RLAIF end to end on tiny offline models, with numbers that show it worked.
+
+1. build (or reuse) the tiny tokenizer, judge, policy and datasets (`rlaif.tiny.build`);
+2. start the vLLM judge server once for everything below;
+3. audit the judge on 1000 held-out labelled samples, through the same reward code that training uses;
+4. sample the base policy on held-out prompts and score it (judge, and the rule as ground truth);
+5. GRPO + LoRA training against the judge;
+6. sample and score again with the adapter loaded;
+7. write runs/smoke/summary.json, audit.json, eval.json and report.html; print a summary; exit 1 if a bar is
+   missed.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+from rlaif.common.console import say
+from rlaif.config.recipe import check_paths, load_recipe
+from rlaif.errors import UserError
+from rlaif.eval.audit import audit_labels, print_audit
+from rlaif.eval.policy_eval import compare, evaluate_policy, print_comparison, without_rows
+from rlaif.eval.report import write_report
+from rlaif.factory import judge_endpoint
+from rlaif.tiny.build import build
+from rlaif.train.run import run_training
+
+BARS = {  # what the smoke run must show
+    "judge_audit_agreement": (">=", 0.95),
+    "judge_failures": ("==", 0),
+    "pass_rate_gain": (">=", 0.30),
+    "true_pass_rate_gain": (">=", 0.30),
+    "judge_agreement_on_policy": (">=", 0.90),
+}
+
+
+def _check(summary: dict) -> list[str]:
+    missed = []
+    for key, (op, bar) in BARS.items():
+        v = summary[key]
+        ok = v is not None and (v >= bar if op == ">=" else v == bar)
+        if not ok:
+            missed.append(f"{key} = {v} (needs {op} {bar})")
+    return missed
+
+
+def add_parser(sub) -> None:
+    mp = sub.add_parser("smoke", help="the end-to-end CPU smoke run (what `make smoke-test` runs)",
+                        description="Build (cached) the tiny world, audit the judge, evaluate the base policy, train "
+                                    "it with GRPO + LoRA, evaluate it again, and write a summary and a report; exit "
+                                    "1 when a bar of the smoke run is missed.")
+    mp.add_argument("recipe", nargs="?", default="recipes/smoke.yaml")
+    mp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    mp.set_defaults(fn=cmd_smoke)
+
+
+def cmd_smoke(a) -> int:
+    return run_smoke(a.recipe, a.overrides)
+
+
+def run_smoke(recipe_path: str = "recipes/smoke.yaml", overrides: list[str] | None = None) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    t0 = time.perf_counter()
+    recipe = load_recipe(recipe_path, overrides, check_files=False)
+    t_build = time.perf_counter()
+    built = build(Path("artifacts/tiny"), log=say)
+    t_build = time.perf_counter() - t_build
+    check_paths(recipe)
+    if not recipe.data.eval or not recipe.eval.truth_regex or not recipe.eval.judge_labels:
+        raise UserError(f"{recipe.source}: the smoke run needs data.eval, eval.truth_regex and eval.judge_labels")
+    run_dir = recipe.run_dir
+    shutil.rmtree(run_dir, ignore_errors=True)  # a smoke run always starts from nothing
+    run_dir.mkdir(parents=True)
+
+    with judge_endpoint(recipe, run_dir) as ep:
+        say("auditing the judge on held-out labelled samples")
+        audit = audit_labels(recipe, ep.url, recipe.eval.judge_labels)
+        (run_dir / "audit.json").write_text(json.dumps(audit["audit"], indent=2))
+        print_audit(audit["audit"])
+        say(f"judge agreement with held-out labels: {audit['agreement']:.4f} ({audit['n_judgments']} samples)")
+        say("evaluating the base policy")
+        before = evaluate_policy(recipe, ep.url, dataset=recipe.data.eval, tag="before")
+        say(f"before: judge pass {before['judge_pass_rate']:.3f}, rule pass {before['rule_pass_rate']:.3f}")
+        train = run_training(recipe, base_url=ep.url)
+        say("evaluating the trained policy (adapter loaded)")
+        after = evaluate_policy(recipe, ep.url, dataset=recipe.data.eval, adapter=train["adapter"], tag="after")
+        say(f"after: judge pass {after['judge_pass_rate']:.3f}, rule pass {after['rule_pass_rate']:.3f}")
+        server_start_s = ep.start_s
+    comparison = compare(before, after)
+    (run_dir / "eval.json").write_text(json.dumps({"base": without_rows(before), "adapter": without_rows(after),
+                                                   "comparison": comparison}, indent=2))
+    print_comparison(before, after, comparison)
+
+    judge_calls = audit["judge"]["calls"] + before["judge"]["calls"] + train["judge"]["calls"] + after["judge"]["calls"]
+    judge_failures = sum(x["judge"]["failures"] + x["judge"]["parse_failures"]
+                         for x in (audit, before, train, after))
+    summary = {
+        "judge_audit_agreement": audit["agreement"],
+        "judge_audit_samples": audit["n_judgments"],
+        "judge_build_test_accuracy": built["judge"]["test_acc"],
+        "pass_rate_before": before["judge_pass_rate"],
+        "pass_rate_after": after["judge_pass_rate"],
+        "true_pass_rate_before": before["rule_pass_rate"],
+        "true_pass_rate_after": after["rule_pass_rate"],
+        "judge_agreement_on_policy": after["judge_agreement_with_rule"],
+        "judge_agreement_on_base_policy": before["judge_agreement_with_rule"],
+        "judge_calls": judge_calls,
+        "judge_failures": judge_failures,
+        "steps": train["steps"],
+        "s_per_step": train["s_per_step"],
+        "judge_latency_p50_s": train["judge"]["latency_p50_s"],
+        "judge_latency_p95_s": train["judge"]["latency_p95_s"],
+        "judge_server_start_s": round(server_start_s, 1) if server_start_s else None,
+        "build_s": round(t_build, 1),
+        "train_s": train["wall_s"],
+        "wall_s": round(time.perf_counter() - t0, 1),
+        "sampling": {
+            "held_out_prompts": before["n_prompts"],
+            "samples_per_prompt": before["samples_per_prompt"],
+            "temperature": before["temperature"],
+            "top_k": 0, "top_p": 1.0,
+            "max_new_tokens": before["max_new_tokens"],
+            "seed": before["seed"],
+            "judge_pass": "P(PASS) > 0.5 from the judge's top logprobs",
+            "true_pass": recipe.eval.truth_regex,
+        },
+        "mean_completion_chars_before": before["mean_completion_chars"],
+        "mean_completion_chars_after": after["mean_completion_chars"],
+        "recipe": recipe_path,
+        "adapter": train["adapter"],
+        "completions_before": before["completions_file"],
+        "completions_after": after["completions_file"],
+        "judgment_log": str(run_dir / "judgments.jsonl"),
+    }
+    summary["win_rate_vs_base"] = comparison["by_judge_reward"]["win_rate"]
+    summary["health_warnings"] = [w["code"] for w in
+                                  json.loads((run_dir / "health.json").read_text())["warnings"]]
+    summary["pass_rate_gain"] = round(summary["pass_rate_after"] - summary["pass_rate_before"], 4)
+    summary["true_pass_rate_gain"] = round(summary["true_pass_rate_after"] - summary["true_pass_rate_before"], 4)
+    missed = _check(summary)
+    summary["bars_missed"] = missed
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+
+    t = Table(title="rlaif smoke test")
+    t.add_column("")
+    t.add_column("before", justify="right")
+    t.add_column("after", justify="right")
+    t.add_row("judge pass rate (sampled, T=1)", f"{summary['pass_rate_before']:.1%}", f"{summary['pass_rate_after']:.1%}")
+    t.add_row("true pass rate (regex)", f"{summary['true_pass_rate_before']:.1%}", f"{summary['true_pass_rate_after']:.1%}")
+    t.add_row("judge agrees with regex", f"{summary['judge_agreement_on_base_policy']:.1%}",
+              f"{summary['judge_agreement_on_policy']:.1%}")
+    c = Console()
+    c.print(t)
+    c.print(f"judge audit agreement {summary['judge_audit_agreement']:.1%} on {summary['judge_audit_samples']} "
+            f"held-out labels; {judge_calls} judge calls, {judge_failures} failures; {summary['steps']} GRPO steps "
+            f"at {summary['s_per_step']}s; judge p50/p95 {summary['judge_latency_p50_s'] * 1000:.0f}/"
+            f"{summary['judge_latency_p95_s'] * 1000:.0f} ms; wall {summary['wall_s']}s")
+    c.print(f"summary: {run_dir / 'summary.json'}")
+    c.print(f"report: {write_report(run_dir)}  (open it in a browser; no server needed)")
+    if missed:
+        c.print("[bold red]smoke test FAILED[/]: " + "; ".join(missed))
+        return 1
+    c.print("[bold green]smoke test passed[/]")
+    return 0

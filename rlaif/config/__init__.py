@@ -1,0 +1,1 @@
+"""Recipes, rubrics and every spec, read from YAML and validated before anything starts."""

@@ -1,0 +1,79 @@
+"""The judge block of a recipe: which checkpoint judges, how it is served or reached, and what a failure costs."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from rlaif.config.strict import Strict
+
+
+class ServeSpec(Strict):
+    """How rlaif launches the judge's vLLM server when the recipe does not name a running one."""
+    launch: bool = True
+    python: str | None = None  # the judge environment's python; default .venv-judge/bin/python
+    host: str = "127.0.0.1"
+    port: int | None = None  # None: a free port
+    dtype: str = "auto"
+    max_model_len: int | None = None
+    extra_args: list[str] = []
+    env: dict[str, str] = {}
+    startup_timeout_s: float = 600.0
+    nice: int = Field(0, ge=0, le=19)  # lower the server's CPU priority when it shares CPUs with the trainer
+
+
+class LocalJudgeSpec(Strict):
+    """The in-process judge (judge.backend: transformers): where it runs and how many prompts per forward."""
+    device: str = "auto"  # auto: cuda when there is one, else cpu
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
+    batch_size: int = Field(32, gt=0)
+
+
+class JudgeSpec(Strict):
+    model: str = Field(description="local folder or hub id of the judge; swap judges by changing this line")
+    # vllm: an OpenAI-compatible server (launched or at base_url); transformers: the judge model in the trainer's
+    # process (logprob and pairwise modes; no vLLM needed)
+    backend: Literal["vllm", "transformers"] = "vllm"
+    local: LocalJudgeSpec = LocalJudgeSpec()
+    served_model_name: str | None = None  # default: the model's folder name
+    # logprob: one token per criterion; verdict: one JSON verdict per sample; pairwise: against the reference
+    # answer or the other completions of the group, both orders, one token per criterion
+    mode: Literal["logprob", "verdict", "pairwise"] = "logprob"
+    pairwise_against: Literal["reference", "group"] = "reference"
+    pairwise_opponents: int = Field(3, ge=1)  # group members each completion is compared with
+    # a running OpenAI-compatible server, or several (load spread round-robin, retries fail over);
+    # when set, nothing is launched
+    base_url: str | list[str] | None = None
+    api_key: str | None = None
+    serve: ServeSpec = ServeSpec()
+    max_concurrency: int = Field(64, gt=0)
+    # send one-token requests (logprob, pairwise) that arrive together as one batch POST (vLLM >= 0.32's
+    # /v1/chat/completions/batch; other servers get single calls automatically)
+    batch_requests: bool = True
+    # ...and render those batches here with the judge's tokenizer, sent as token ids to /v1/completions (checked
+    # against the server's /tokenize first; off by itself when the tokenizer is not on this machine)
+    token_prompts: bool = True
+    max_requests_per_s: float | None = Field(None, gt=0)  # optional request rate limit
+    max_tokens_per_min: float | None = Field(None, gt=0)  # optional token rate limit (estimated tokens)
+    timeout_s: float = Field(30.0, gt=0)
+    max_retries: int = Field(3, ge=0)
+    on_failure: Literal["none", "neutral"] = "none"
+    neutral_reward: float = Field(0.5, ge=0, le=1)
+    max_fail_rate: float = Field(0.5, gt=0, le=1)  # over the last 256 judge calls; the run stops above it
+    fail_min_calls: int = Field(32, ge=1)  # calls before the failure rate is trusted
+    top_logprobs: int = Field(5, ge=2, le=20)
+    temperature: float = Field(0.0, ge=0)
+    cache: bool = True  # judge identical (judge, rubric, sample) requests once
+    weight: float = Field(1.0, gt=0)  # the judge's weight beside checks in `weight` mode
+
+    @model_validator(mode="after")
+    def _local_backend_modes(self):
+        if self.backend == "transformers" and self.mode == "verdict":
+            raise ValueError("backend 'transformers' answers one-token judgments (logprob, pairwise); "
+                             "verdict mode needs the vllm backend")
+        return self
+
+    @property
+    def name(self) -> str:
+        return self.served_model_name or Path(self.model.rstrip("/")).name

@@ -1,0 +1,194 @@
+"""Recipes are data: one YAML file says everything about a run, validated before anything starts.
+
+Precedence: `--set key=value` on the command line over the recipe file over the defaults below. Every error
+names the recipe file and the field (`recipes/x.yaml: judge.modle: unknown key (typo?)`), so a typo never
+turns into a silent default. The `grpo:` block goes to TRL's `GRPOConfig` as it is, after its keys are checked
+against GRPOConfig's own fields.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from rlaif.config.audit import AuditSpec
+from rlaif.config.checks import Check
+from rlaif.config.judge import JudgeSpec
+from rlaif.config.nova import NovaSpec, grpo_settings
+from rlaif.config.rubric import load_rubric
+from rlaif.config.strict import Strict
+from rlaif.config.yaml import YAMLError, path_exists, read_yaml, yaml_load
+from rlaif.errors import UserError, format_validation_error
+
+
+class LoraSpec(Strict):
+    r: int = Field(16, gt=0, description="rank: higher = more capacity and memory")
+    alpha: int = Field(32, gt=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: list[str] | str = "all-linear"
+
+
+class PolicySpec(Strict):
+    model: str = Field(description="local folder or hub id of the policy")
+    lora: LoraSpec | None = LoraSpec()
+
+
+class DataSpec(Strict):
+    train: str  # Nova RFT JSONL, or a Parquet/JSON/CSV table with `columns`
+    eval: str | None = None
+    columns: dict[str, str] | None = None  # for tables: {prompt|messages|system|reference_answer|id: column}
+
+
+class EvalSpec(Strict):
+    samples_per_prompt: int = Field(4, gt=0)
+    temperature: float = Field(1.0, ge=0)
+    max_new_tokens: int = Field(64, gt=0)
+    seed: int = 1234
+    max_prompts: int | None = None
+    truth_regex: str | None = None  # a deterministic second opinion, e.g. (?i)\bplease\b
+    judge_labels: str | None = None  # labelled samples for the judge audit before training
+    second_judge: str | None = None  # a recipe whose judge + rubric give a second opinion (another prompt or judge)
+    every_steps: int | None = Field(None, gt=0)  # validation during training: held-out reward every N steps
+    val_prompts: int = Field(16, gt=0)  # held-out prompts sampled (samples_per_prompt each) per validation
+
+    @model_validator(mode="after")
+    def _regex_compiles(self):
+        if self.truth_regex:
+            try:
+                re.compile(self.truth_regex)
+            except re.error as e:
+                raise ValueError(f"truth_regex does not compile: {e}") from None
+        return self
+
+
+class RewardSpec(Strict):
+    """Bring your Lambda: a Bedrock reward Lambda file as the reward, instead of rlaif's judge reward."""
+    lambda_file: str | None = None  # a Python file with lambda_handler(event, context); running it is your choice
+    batch_size: int = Field(64, gt=0)  # samples per Lambda call (SageMaker's lambda_batch_size)
+    concurrency: int = Field(12, gt=0)  # Lambda calls at once (SageMaker's lambda_concurrency default)
+    timeout_s: float = Field(900.0, gt=0)  # what context.get_remaining_time_in_millis counts down from
+    on_error: Literal["none", "neutral"] = "neutral"
+    neutral_reward: float = 0.5
+    max_fail_rate: float = Field(0.5, gt=0, le=1)  # over the last 256 samples; the run stops above it
+    # serve Bedrock's Converse API on 127.0.0.1, backed by the recipe's judge, for the Lambda's boto3 calls
+    bedrock_gateway: bool = True
+
+
+class Recipe(Strict):
+    name: str
+    output_dir: str = "runs/${name}"
+    seed: int = 0
+    torch_threads: int | None = Field(None, gt=0)  # CPU threads for the trainer; None = torch's default
+    policy: PolicySpec
+    judge: JudgeSpec
+    rubric: str | dict[str, Any]
+    checks: list[Check] = []  # deterministic checks, run before the judge (rlaif/config/checks.py)
+    data: DataSpec
+    grpo: dict[str, Any] = {}
+    eval: EvalSpec = EvalSpec()
+    reward: RewardSpec = RewardSpec()
+    nova: NovaSpec = NovaSpec()  # Bedrock's hyperparameter names and job settings (rlaif/config/nova.py)
+    audit: AuditSpec = AuditSpec()  # thresholds for `rlaif judge audit` (rlaif/config/audit.py)
+
+    source: str = Field("<recipe>", exclude=True)
+
+    @model_validator(mode="after")
+    def _token_checks_use_the_policy_tokenizer(self):
+        for c in self.checks:
+            if getattr(c, "kind", None) == "length" and c.tokenizer is None \
+                    and (c.min_tokens is not None or c.max_tokens is not None):
+                c.tokenizer = self.policy.model
+        return self
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir.replace("${name}", self.name))
+
+
+def parse_overrides(pairs: list[str]) -> list[tuple[list[str], Any]]:
+    out = []
+    for p in pairs or []:
+        if "=" not in p:
+            raise UserError(f"--set {p!r}: expected key=value, e.g. --set judge.model=path/to/judge")
+        key, val = p.split("=", 1)
+        try:
+            value = yaml_load(val) if val != "" else ""
+        except YAMLError:
+            value = val
+        out.append((key.strip().split("."), value))
+    return out
+
+
+def _apply(data: dict, path: list[str], value: Any, flag: str) -> None:
+    cur = data
+    for k in path[:-1]:
+        nxt = cur.get(k)
+        if nxt is None:
+            nxt = cur[k] = {}
+        if not isinstance(nxt, dict):
+            raise UserError(f"--set {flag}: '{k}' is not a section of the recipe")
+        cur = nxt
+    cur[path[-1]] = value
+
+
+def _grpo_fields() -> set[str]:
+    from trl import GRPOConfig
+    return {f.name for f in dataclasses.fields(GRPOConfig)}
+
+
+def _check_grpo(block: dict, source: str) -> None:
+    known = _grpo_fields()
+    for key in block:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise UserError(f"{source}: grpo.{key}: not a field of TRL's GRPOConfig{hint}")
+    if "output_dir" in block:
+        raise UserError(f"{source}: grpo.output_dir: set the recipe's top-level output_dir instead")
+
+
+def looks_like_path(spec: str) -> bool:
+    """Hub ids are `org/name`; anything else (./x, /x, a/b/c) must exist on disk."""
+    return spec.startswith((".", "/", "~")) or spec.count("/") != 1
+
+
+def check_paths(r: Recipe) -> None:
+    src = r.source
+    for field_name, value in (("data.train", r.data.train), ("data.eval", r.data.eval),
+                              ("reward.lambda_file", r.reward.lambda_file)):
+        if value and not path_exists(value):
+            raise UserError(f"{src}: {field_name}: file not found: {value}")
+    for field_name, value in (("policy.model", r.policy.model), ("judge.model", r.judge.model)):
+        if looks_like_path(value) and not path_exists(value, expand_user=True):
+            hint = " (run `make models` to build the tiny models)" if "artifacts/tiny" in value else ""
+            raise UserError(f"{src}: {field_name}: model folder not found: {value}{hint}")
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None, check_files: bool = True) -> Recipe:
+    path = Path(path)
+    if not path_exists(path):
+        raise UserError(f"recipe not found: {path}")
+    data = read_yaml(path)
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: a recipe must be a YAML mapping")
+    for keys, value in parse_overrides(overrides or []):
+        _apply(data, keys, value, ".".join(keys))
+    try:
+        recipe = Recipe.model_validate(data | {"source": str(path)})
+    except Exception as e:  # pydantic.ValidationError
+        raise UserError(format_validation_error(e, str(path))) from None
+    _check_grpo(recipe.grpo, str(path))
+    grpo_settings(recipe.nova.hyperparameters, recipe.grpo, has_eval=bool(recipe.data.eval), source=str(path))
+    try:
+        load_rubric(recipe.rubric, where=f"{path}: rubric")  # fail now, not mid-run
+    except UserError as e:  # a rubric file's own error names that file: say which recipe pointed at it
+        if str(path) in str(e):
+            raise
+        raise UserError(f"{path}: rubric: {e}") from None
+    if check_files:
+        check_paths(recipe)
+    return recipe

@@ -1,0 +1,51 @@
+"""A Nova RFT file (JSONL, or a table with a column mapping) as the `datasets.Dataset` TRL trains on, and the
+prompt lengths Bedrock's maxPromptLength counts."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from rlaif.data.nova import read_jsonl
+from rlaif.data.reader import ReadResult, number_records
+from rlaif.data.tables import TABLE_SUFFIXES, read_table
+from rlaif.errors import UserError
+
+
+def read_records(path: str | Path, columns: dict[str, str] | None = None) -> ReadResult:
+    """Nova RFT JSONL, or a Parquet/JSON/CSV table with a column mapping; ids filled in as `<file>-<line>`."""
+    path = Path(path)
+    if path.suffix.lower() in TABLE_SUFFIXES:
+        return number_records(read_table(path, columns), path)
+    if columns:
+        raise UserError(f"{path}: a column mapping is for Parquet, JSON or CSV files; JSONL uses Nova's field names")
+    return read_jsonl(path)
+
+
+def load_dataset(path: str | Path, strict: bool = True, columns: dict[str, str] | None = None):
+    """The records of a Nova RFT file as a `datasets.Dataset`; with strict, any problem is an error."""
+    from datasets import Dataset
+
+    res = read_records(path, columns)
+    if res.problems and strict:
+        shown = "\n".join(str(p) for p in res.problems[:20])
+        more = f"\n... and {len(res.problems) - 20} more" if len(res.problems) > 20 else ""
+        raise UserError(f"{path}: {len(res.problems)} problem(s) in {res.lines} records:\n{shown}{more}")
+    if not res.records:
+        raise UserError(f"{path}: no valid records")
+    return Dataset.from_list(res.records)
+
+
+def prompt_tokens(tokenizer, messages: list[dict]) -> int:
+    """A prompt's length as the policy sees it: chat template and generation prompt included."""
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def drop_long_prompts(dataset, tokenizer, max_tokens: int, where: str = "data.train"):
+    """Bedrock's maxPromptLength: longer prompts are left out of training. Returns (dataset, dropped ids)."""
+    lengths = [prompt_tokens(tokenizer, p) for p in dataset["prompt"]]
+    keep = [i for i, n in enumerate(lengths) if n <= max_tokens]
+    dropped = [dataset[i]["id"] for i in range(len(lengths)) if lengths[i] > max_tokens]
+    if not keep:
+        raise UserError(f"{where}: every prompt is longer than maxPromptLength {max_tokens} tokens "
+                        f"(shortest: {min(lengths)})")
+    return (dataset.select(keep) if dropped else dataset), dropped

@@ -1,0 +1,13 @@
+"""One thing to judge: the prompt the policy saw and the response it wrote (Nova's reward-Lambda event sample)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Sample:
+    id: str
+    prompt: list[dict]
+    response: str
+    # the record's extra keys, and `reference_answer` as the record had it (string or object)
+    metadata: dict = field(default_factory=dict)

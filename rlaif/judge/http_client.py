@@ -1,0 +1,344 @@
+"""An async client for OpenAI-compatible judge servers (vLLM), with the failure handling a training run needs.
+
+Bounded concurrency, optional request and token rate limits, a per-call timeout, and retries with exponential
+backoff and full jitter on transport errors, 408, 429 and 5xx; other 4xx are the caller's mistake and are not
+retried. Several base URLs spread the load round-robin, and a retry goes to the next URL, so one dead server
+costs retries, not judgments. One `openai.AsyncOpenAI` per URL per event loop, because TRL runs async reward
+functions on its own loop while evaluation runs on another, and an HTTP connection pool must not cross loops.
+
+One-token requests made together (a reward batch's logprob or pairwise requests) go to vLLM's
+`/v1/chat/completions/batch` as one POST per `max_concurrency` conversations, with the same retries: for
+one-token judgments the server's per-request HTTP and API work, not the model, bounds throughput. A server
+without the endpoint gets single calls. When the judge's tokenizer is on this machine, such a batch goes to
+`/v1/completions` as token ids instead, rendered here (rlaif/judge/token_prompts.py): the server's chat
+templating and grammar work per conversation is the next cost on a small judge. Measurements:
+benchmarks/RESULTS.md.
+"""
+from __future__ import annotations
+
+import asyncio
+import functools
+import itertools
+import json
+import logging
+import random
+import ssl
+import time
+import weakref
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import TYPE_CHECKING
+
+import httpx
+import openai
+
+from rlaif.judge.backend import CallResult
+from rlaif.judge.token_prompts import TokenPrompts
+from rlaif.judge.urls import api_url
+
+if TYPE_CHECKING:
+    from rlaif.config.judge import JudgeSpec
+
+try:  # the HTTP library the openai SDK itself runs on: httpx2 since openai 3, httpx before
+    import httpx2 as sdk_http
+except ImportError:  # pragma: no cover - older SDKs
+    sdk_http = httpx
+
+log = logging.getLogger("rlaif.judge")
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    return ssl.create_default_context()
+
+
+RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504}
+
+
+@dataclass
+class ClientSettings:
+    base_url: str | list[str]
+    model: str
+    api_key: str | None = None
+    max_concurrency: int = 64
+    timeout_s: float = 30.0
+    max_retries: int = 3
+    backoff_base_s: float = 0.25
+    backoff_max_s: float = 8.0
+    max_requests_per_s: float | None = None
+    max_tokens_per_min: float | None = None
+    # one-token requests (logprob, pairwise) that arrive together go out as one POST to vLLM's
+    # /v1/chat/completions/batch, at most max_concurrency conversations each; servers without it get single calls
+    batch_requests: bool = True
+    # a batch of one-token requests goes to /v1/completions as token ids rendered here with the judge's own
+    # tokenizer and chat template (rlaif/judge/token_prompts.py), when this folder or cached hub id has one and
+    # the server's /tokenize agrees; otherwise to the chat batch endpoint
+    tokenizer: str | None = None
+
+    @property
+    def urls(self) -> list[str]:
+        urls = [self.base_url] if isinstance(self.base_url, str) else list(self.base_url)
+        return [u.rstrip("/") for u in urls]
+
+    @classmethod
+    def from_spec(cls, judge: JudgeSpec, base_url: str | list[str]) -> ClientSettings:
+        """The client a recipe's `judge:` block describes, for the server(s) at base_url."""
+        return cls(base_url=base_url, model=judge.name, api_key=judge.api_key, max_concurrency=judge.max_concurrency,
+                   timeout_s=judge.timeout_s, max_retries=judge.max_retries,
+                   max_requests_per_s=judge.max_requests_per_s, max_tokens_per_min=judge.max_tokens_per_min,
+                   batch_requests=judge.batch_requests, tokenizer=judge.model if judge.token_prompts else None)
+
+
+class RateLimiter:
+    """A token bucket: `rate` units per second, bursts up to `capacity`."""
+
+    def __init__(self, rate: float, capacity: float):
+        self.rate, self.capacity = rate, capacity
+        self.tokens, self.t = capacity, time.monotonic()
+
+    async def acquire(self, amount: float = 1.0) -> None:
+        amount = min(amount, self.capacity)  # an oversize request waits for a full bucket, not forever
+        while True:
+            now = time.monotonic()
+            self.tokens = min(self.capacity, self.tokens + (now - self.t) * self.rate)
+            self.t = now
+            if self.tokens >= amount:
+                self.tokens -= amount
+                return
+            await asyncio.sleep((amount - self.tokens) / self.rate)
+
+
+@dataclass
+class _LoopState:
+    clients: dict[str, openai.AsyncOpenAI]
+    sem: asyncio.Semaphore
+    requests: RateLimiter | None
+    tokens: RateLimiter | None
+    order: itertools.cycle = field(default=None)
+    http: object = None  # for the batch endpoint, which the SDK has no method for
+    pending: dict = field(default_factory=dict)  # params key -> (params, [(messages, future)])
+    flusher: asyncio.Task | None = None
+
+
+def _namespace(obj):
+    """A JSON reply as attribute access (`resp.choices[0].message.content`), as the SDK's models read."""
+    if isinstance(obj, dict):
+        return SimpleNamespace(**{k: _namespace(v) for k, v in obj.items()})
+    if isinstance(obj, list):
+        return [_namespace(v) for v in obj]
+    return obj
+
+
+def estimate_tokens(messages: list[dict], max_tokens: int | None) -> float:
+    """A rough count for rate limiting (about 4 characters a token), plus what the reply may use."""
+    return sum(len(str(m.get("content", ""))) for m in messages) / 4 + (max_tokens or 0)
+
+
+class JudgeClient:
+    """A judge backend over HTTP (rlaif/judge/backend.py)."""
+
+    def __init__(self, settings: ClientSettings):
+        self.settings = settings
+        self.name = settings.model
+        self.urls = settings.urls
+        self.per_url = {u: {"calls": 0, "failures": 0} for u in self.urls}
+        # keyed by the loop object itself (weakly): a new loop may reuse a dead loop's id()
+        self._per_loop: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self.no_batch: set[str] = set()  # servers that answered 404/405 on the batch endpoint
+        self.batches = 0  # batch POSTs sent (for the benchmarks)
+        self.token_prompts = TokenPrompts(settings.tokenizer) if settings.tokenizer else None
+
+    def _http(self):
+        # The SDK's own HTTP client class (openai 3 runs on httpx2), sized so that the semaphore, not the pool,
+        # bounds requests in flight: a pool capped at max_concurrency made large batches slower and cost the
+        # client CPU time (benchmarks/RESULTS.md). One TLS context for all: building one reads the CA bundle,
+        # and a client is made per event loop.
+        limits = sdk_http.Limits(max_connections=None, max_keepalive_connections=self.settings.max_concurrency)
+        return openai.DefaultAsyncHttpxClient(timeout=self.settings.timeout_s, limits=limits, verify=_tls_context())
+
+    def _state(self) -> _LoopState:
+        loop = asyncio.get_running_loop()
+        if loop not in self._per_loop:
+            rps, tpm = self.settings.max_requests_per_s, self.settings.max_tokens_per_min
+            self._per_loop[loop] = _LoopState(
+                {}, asyncio.Semaphore(self.settings.max_concurrency),
+                RateLimiter(rps, max(1.0, rps)) if rps else None,
+                RateLimiter(tpm / 60.0, tpm / 60.0 * 5) if tpm else None,  # up to 5 s of tokens at once
+                itertools.cycle(self.urls), self._http())
+        return self._per_loop[loop]
+
+    def _sdk(self, st: _LoopState, url: str) -> openai.AsyncOpenAI:
+        """The SDK client for single calls to `url` on this loop, made when first needed (batches do without)."""
+        if url not in st.clients:
+            st.clients[url] = openai.AsyncOpenAI(
+                base_url=api_url(url),
+                api_key=self.settings.api_key or "EMPTY",
+                timeout=self.settings.timeout_s,
+                max_retries=0,  # retries are ours: counted, jittered, logged
+                http_client=self._http())
+        return st.clients[url]
+
+    async def aclose(self) -> None:
+        """Close this loop's connections (call before an `asyncio.run` loop ends)."""
+        st = self._per_loop.pop(asyncio.get_running_loop(), None)
+        if st is not None:
+            for c in st.clients.values():
+                await c.close()
+            await st.http.aclose()
+
+    def _backoff(self, attempt: int) -> float:
+        cap = min(self.settings.backoff_max_s, self.settings.backoff_base_s * (2 ** attempt))
+        return random.uniform(0, cap)  # full jitter: retries of a burst do not arrive together
+
+    def _batchable(self, params: dict) -> bool:
+        # one-token requests only: there the per-request cost of HTTP and the API server dominates; a long
+        # generation gains little and would make a batch's timeout hard to set. Rate limits count requests.
+        return (self.settings.batch_requests and params.get("max_tokens") == 1 and not self.settings.max_requests_per_s
+                and not self.settings.max_tokens_per_min and len(self.no_batch) < len(self.urls))
+
+    async def chat(self, messages: list[dict], **params) -> CallResult:
+        """One chat completion with retries; never raises for server or transport failures. One-token requests
+        made together are sent together (see `batch_requests`); each still gets its own CallResult."""
+        if not self._batchable(params):
+            return await self._chat_one(messages, **params)
+        st = self._state()
+        fut = asyncio.get_running_loop().create_future()
+        key = json.dumps(params, sort_keys=True, default=str)
+        st.pending.setdefault(key, (params, []))[1].append((messages, fut))
+        if st.flusher is None or st.flusher.done():
+            st.flusher = asyncio.ensure_future(self._flush(st))
+        return await fut
+
+    async def _flush(self, st: _LoopState) -> None:
+        await asyncio.sleep(0)  # one turn of the loop: every request of the caller's gather is queued by then
+        tasks = []
+        while st.pending:
+            _, (params, items) = st.pending.popitem()
+            size = self.settings.max_concurrency
+            tasks += [asyncio.ensure_future(self._batch(st, params, items[i:i + size]))
+                      for i in range(0, len(items), size)]
+        await asyncio.gather(*tasks)
+
+    async def _singly(self, params: dict, items: list) -> None:
+        results = await asyncio.gather(*[self._chat_one(m, **params) for m, _ in items])
+        for (_, fut), res in zip(items, results):
+            if not fut.done():
+                fut.set_result(res)
+
+    async def _batch(self, st: _LoopState, params: dict, items: list) -> None:
+        """One POST for many conversations with the same parameters; retried as a whole like a single call."""
+        try:
+            await self._batch_attempts(st, params, items)
+        except Exception as e:  # never leave a caller waiting
+            for _, fut in items:
+                if not fut.done():
+                    fut.set_result(CallResult(None, 0.0, 1, f"{type(e).__name__}: {str(e)[:200]}"))
+
+    async def _batch_attempts(self, st: _LoopState, params: dict, items: list) -> None:
+        conversations = [m for m, _ in items]
+        chat_body = {"model": self.settings.model, "messages": conversations}
+        chat_body.update({k: v for k, v in params.items() if k != "extra_body"})
+        chat_body.update(params.get("extra_body") or {})
+        token_body = None  # rendered once, on the first attempt that goes to a server that takes token ids
+        headers = {"Authorization": f"Bearer {self.settings.api_key or 'EMPTY'}"}
+        t0 = time.perf_counter()
+        last_err, url = None, None
+        for attempt in range(self.settings.max_retries + 1):
+            url = next(st.order)
+            if url in self.no_batch:
+                return await self._singly(params, items)
+            tp = self.token_prompts
+            as_tokens = tp is not None and await tp.check(st.http, url, headers, self.settings.model, conversations[0])
+            if as_tokens and token_body is None:
+                try:
+                    token_body = await asyncio.to_thread(tp.body, self.settings.model, params, conversations)
+                except Exception as e:  # a conversation the local template refuses: the server renders it
+                    log.warning("token prompts: rendering a batch failed (%s); it goes to the chat endpoint", e)
+                    as_tokens = False
+            endpoint, body = ("/completions", token_body) if as_tokens else ("/chat/completions/batch", chat_body)
+            self.per_url[url]["calls"] += len(items)  # counted per judge request, as single calls are
+            self.batches += 1
+            try:
+                async with st.sem:
+                    r = await st.http.post(api_url(url) + endpoint,
+                                           json=body, headers=headers)
+                if r.status_code in (404, 405) and as_tokens:  # /tokenize, but no /v1/completions
+                    return await self._without_tokens(st, params, items, url,
+                                                      f"its /v1/completions answered HTTP {r.status_code}")
+                if r.status_code in (404, 405):  # not vLLM, or a vLLM without the endpoint: single calls from now
+                    self.no_batch.add(url)
+                    return await self._singly(params, items)
+                if r.status_code == 400:  # one bad conversation refuses the batch: single calls say which
+                    return await self._singly(params, items)
+                if r.status_code == 200:
+                    choices = sorted(r.json()["choices"], key=lambda c: c["index"])
+                    if len(choices) != len(items):
+                        raise ValueError(f"{len(choices)} choices for {len(items)} conversations")
+                    if as_tokens and not tp.answered(token_body, choices):
+                        if url not in tp.confirmed:  # the first reply: a vLLM that ignores logprob_token_ids
+                            return await self._without_tokens(st, params, items, url, "its /v1/completions gives "
+                                                              "no logprobs for chosen tokens")
+                        raise ValueError("a reply without the logprobs of the label tokens")
+                    if as_tokens:
+                        tp.confirmed.add(url)
+                    labels = (token_body or {}).get("logprob_token_ids")
+                    replies = ([SimpleNamespace(choices=[tp.as_chat_choice(c, labels)]) for c in choices] if as_tokens
+                               else [_namespace({"choices": [c]}) for c in choices])
+                    dt = time.perf_counter() - t0
+                    for (_, fut), reply in zip(items, replies):
+                        if not fut.done():
+                            fut.set_result(CallResult(reply, dt, attempt + 1, None, url))
+                    return
+                last_err = f"HTTP {r.status_code}: {r.text[:200]}"
+                if r.status_code not in RETRYABLE_STATUS:
+                    self.per_url[url]["failures"] += len(items)
+                    break
+            except (httpx.HTTPError, sdk_http.HTTPError) as e:
+                last_err = f"{type(e).__name__}: {str(e)[:200]}"
+            except (ValueError, KeyError, TypeError, IndexError) as e:  # a reply that is not the batch answer
+                last_err = f"malformed batch reply: {type(e).__name__}: {str(e)[:200]}"
+            self.per_url[url]["failures"] += len(items)
+            if attempt < self.settings.max_retries:
+                await asyncio.sleep(self._backoff(attempt))
+        dt = time.perf_counter() - t0
+        for _, fut in items:
+            if not fut.done():
+                fut.set_result(CallResult(None, dt, attempt + 1, last_err, url))
+
+    async def _without_tokens(self, st: _LoopState, params: dict, items: list, url: str, why: str) -> None:
+        """`url` cannot take token prompts: turn them off there and send this batch again, as a chat batch. The
+        token attempt is not counted: the batch is one judge request per conversation, sent once."""
+        self.token_prompts.turn_off(url, why)
+        self.per_url[url]["calls"] -= len(items)
+        self.batches -= 1
+        return await self._batch_attempts(st, params, items)
+
+    async def _chat_one(self, messages: list[dict], **params) -> CallResult:
+        st = self._state()
+        t0 = time.perf_counter()
+        last_err, url = None, None
+        for attempt in range(self.settings.max_retries + 1):
+            url = next(st.order)  # round-robin; a retry goes to the next server
+            if st.requests:
+                await st.requests.acquire()
+            if st.tokens:
+                await st.tokens.acquire(estimate_tokens(messages, params.get("max_tokens")))
+            self.per_url[url]["calls"] += 1
+            try:
+                async with st.sem:
+                    resp = await self._sdk(st, url).chat.completions.create(model=self.settings.model, messages=messages,
+                                                                         **params)
+                return CallResult(resp, time.perf_counter() - t0, attempt + 1, None, url)
+            except openai.APIStatusError as e:
+                last_err = f"HTTP {e.status_code}: {str(e)[:200]}"
+                if e.status_code not in RETRYABLE_STATUS:
+                    self.per_url[url]["failures"] += 1
+                    break
+            except (openai.APIConnectionError, openai.APITimeoutError, httpx.HTTPError, sdk_http.HTTPError) as e:
+                last_err = f"{type(e).__name__}: {str(e)[:200]}"
+            except Exception as e:  # a malformed reply the SDK cannot decode: treat as a failed call
+                last_err = f"{type(e).__name__}: {str(e)[:200]}"
+            self.per_url[url]["failures"] += 1
+            if attempt < self.settings.max_retries:
+                await asyncio.sleep(self._backoff(attempt))
+        return CallResult(None, time.perf_counter() - t0, attempt + 1, last_err, url)

@@ -1,0 +1,355 @@
+"""The judge: samples in, verdicts out, every judgment of a batch sent at once, never raising.
+
+Deterministic checks run first and may decide alone; then `Judge` plans the requests of its mode (logprob: one
+per criterion; verdict: one JSON verdict per sample; pairwise: both orders against each opponent), with the
+rubric as the shared prefix, sends them all concurrently through its backend (identical ones once, through the
+cache), and turns the answers into a reward in [0, 1]. A sample whose judgment failed after retries gets the
+recipe's fallback: None (TRL leaves it out of its group's statistics) or a neutral value. Every verdict goes to
+the judgment log, every call is counted, and when too many recent calls fail, `should_stop` says so (training
+stops at the end of the step, with a checkpoint, instead of training on noise).
+
+The judge knows no recipe and no trainer: rlaif/factory.py builds it from a recipe, rlaif/rewards/ hands its
+rewards to TRL.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rlaif.common.failure_window import FailureWindow
+from rlaif.common.stats import percentile
+from rlaif.config.rubric import Rubric
+from rlaif.data.samples import Sample
+from rlaif.errors import JudgeUnavailable
+from rlaif.judge import logprob, pairwise, verdict
+from rlaif.judge.backend import JudgeBackend
+from rlaif.judge.cache import VerdictCache
+from rlaif.judge.judgment_log import JudgmentLog
+from rlaif.judge.prompt import render, render_verdict
+from rlaif.judge.vllm_metrics import PrefixCacheMeter
+from rlaif.portable.aggregate import combine
+from rlaif.portable.checks import json_items, run_checks
+from rlaif.portable.messages import reference_text, user_text
+from rlaif.portable.verdicts import ParseError
+
+if TYPE_CHECKING:
+    from rlaif.config.judge import JudgeSpec
+
+log = logging.getLogger("rlaif.judge")
+
+
+@dataclass
+class Verdict:
+    id: str
+    reward: float | None  # None: judgment failed and the fallback is "none"
+    scores: dict[str, float | None]
+    errors: dict[str, str] = field(default_factory=dict)
+    failed: bool = False
+    latency_s: float = 0.0
+    rationale: str = ""
+    checks: dict[str, float] = field(default_factory=dict)  # deterministic check scores (1 pass, 0 fail)
+    gated: bool = False  # a gate check failed: reward 0, the judge was not asked
+
+
+@dataclass
+class Request:
+    criteria: list[str]  # what this one request decides
+    messages: list[dict]
+    params: dict
+    neutralised: int
+    sample_first: bool | None = None  # pairwise: whether the judged completion is Response A
+
+
+@dataclass
+class FailureSettings:
+    """What a failed judgment becomes, and when failures stop the run."""
+    fallback: str = "none"  # "none" (TRL leaves the completion out of its group) or "neutral"
+    neutral_reward: float = 0.5
+    max_fail_rate: float = 0.5
+    fail_window: int = 256
+    min_calls: int = 32
+
+    @classmethod
+    def from_spec(cls, judge: JudgeSpec) -> FailureSettings:
+        return cls(fallback=judge.on_failure, neutral_reward=judge.neutral_reward,
+                   max_fail_rate=judge.max_fail_rate, min_calls=judge.fail_min_calls)
+
+    @property
+    def fallback_reward(self) -> float | None:
+        return self.neutral_reward if self.fallback == "neutral" else None
+
+
+class Judge:
+    """A rubric judged by a backend in one mode, with checks, a cache, a judgment log and failure counting."""
+
+    def __init__(self, rubric: Rubric, backend: JudgeBackend, *, on_failure: FailureSettings | None = None,
+                 judgment_log: Path | None = None, mode: str = "logprob", top_logprobs: int = 5,
+                 temperature: float = 0.0, cache: bool = True, checks: list | None = None,
+                 judge_weight: float = 1.0, pairwise_against: str = "reference", pairwise_opponents: int = 3):
+        self.rubric = rubric
+        self.backend = backend
+        self.mode = mode
+        self.on_failure = on_failure or FailureSettings()
+        self.judgments = JudgmentLog(judgment_log)
+        self.top_logprobs, self.temperature = top_logprobs, temperature
+        self.uses_reference = any(c.uses_reference for c in rubric.criteria)
+        self.checks, self.judge_weight = list(checks or []), judge_weight
+        self.pairwise_against, self.pairwise_opponents = pairwise_against, pairwise_opponents
+        self.cache = VerdictCache(f"{backend.name}|{mode}|{rubric.model_dump_json()}") if cache else None
+        self.totals = {"calls": 0, "failures": 0, "parse_failures": 0, "retries": 0, "neutralised": 0,
+                       "samples": 0, "fallbacks": 0, "cache_hits": 0, "gated": 0, "server_restarts": 0}
+        self.latencies: list[float] = []
+        mfr = self.on_failure.max_fail_rate
+        self.failures = FailureWindow(mfr, lambda rate, n: f"judge failure rate {rate:.0%} over the last {n} calls "
+                                      f"is above the recipe's judge.max_fail_rate {mfr:.0%}",
+                                      self.on_failure.fail_window, self.on_failure.min_calls)
+        self.prefix_cache = PrefixCacheMeter(backend.urls)
+
+    # -- the judging itself -------------------------------------------------------------------------------------
+    def plan(self, sample: Sample, opponents: list[str] | None = None) -> list[Request]:
+        """The judge requests one sample needs: one per criterion (logprob), one for all (verdict), or two per
+        criterion and opponent (pairwise, both orders)."""
+        if self.mode == "pairwise":
+            params = pairwise.request_params(self.top_logprobs, self.temperature)
+            out = []
+            for c in self.rubric.criteria:
+                for other in opponents or []:
+                    for first in (True, False):
+                        a, b = (sample.response, other) if first else (other, sample.response)
+                        rd = pairwise.render(self.rubric, c, sample.prompt, a, b)
+                        out.append(Request([c.name], rd.messages, params, rd.neutralised, first))
+            return out
+        ref = reference_text(sample.metadata.get("reference_answer")) if self.uses_reference else None
+        if self.mode == "verdict":
+            rd = render_verdict(self.rubric, sample.prompt, sample.response, ref)
+            params = verdict.request_params(self.rubric, self.temperature)
+            return [Request([c.name for c in self.rubric.criteria], rd.messages, params, rd.neutralised)]
+        out = []
+        for c in self.rubric.criteria:
+            rd = render(self.rubric, c, sample.prompt, sample.response, ref)
+            params = logprob.request_params(self.rubric.labels, self.top_logprobs, self.temperature, c)
+            out.append(Request([c.name], rd.messages, params, rd.neutralised))
+        return out
+
+    def _parse(self, req: Request, resp) -> tuple[dict[str, float], str]:
+        if self.mode == "pairwise":
+            # P(Response A wins), as asked: the cache shares this answer between the two samples of a pair,
+            # each of which turns it round to its own side in score_samples
+            return {req.criteria[0]: pairwise.p_first_wins(resp)}, ""
+        if self.mode == "verdict":
+            return verdict.parse(resp, self.rubric)
+        crit = next(c for c in self.rubric.criteria if c.name == req.criteria[0])
+        return {crit.name: logprob.score_from_response(resp, self.rubric.labels, crit)}, ""
+
+    def _checks(self, s: Sample) -> tuple[bool, dict[str, float], dict[str, str]]:
+        gates_ok, scores, details = run_checks(self.checks, s.response, user_text(s.prompt))
+        if self.rubric.per_item and self.mode != "pairwise":
+            items, why = json_items(s.response, self.rubric.per_item)
+            scores["per_item_json"], details["per_item_json"] = float(items is not None), why
+            gates_ok = gates_ok and items is not None
+        return gates_ok, scores, details
+
+    def _plan_sample(self, s: Sample, opponents: list[str] | None) -> list[Request]:
+        if not self.rubric.per_item or self.mode == "pairwise":
+            return self.plan(s, opponents)
+        items, _ = json_items(s.response, self.rubric.per_item)
+        # every item's requests decide the same criteria; score_samples averages them: the mean over items
+        return [r for item in items for r in
+                self.plan(Sample(s.id, s.prompt, json.dumps(item, ensure_ascii=False), s.metadata))]
+
+    def _opponents(self, samples: list[Sample]) -> list[list[str]]:
+        """Pairwise opponents: the reference answer, or the next members of the sample's group (same prompt)."""
+        if self.pairwise_against == "reference":
+            return [[r] if (r := reference_text(s.metadata.get("reference_answer"))) else [] for s in samples]
+        groups: dict[str, list[int]] = {}
+        for i, s in enumerate(samples):
+            groups.setdefault(json.dumps(s.prompt, sort_keys=True), []).append(i)
+        out: list[list[str]] = [[] for _ in samples]
+        for members in groups.values():
+            k = min(self.pairwise_opponents, len(members) - 1)
+            for pos, i in enumerate(members):
+                out[i] = [samples[members[(pos + j) % len(members)]].response for j in range(1, k + 1)]
+                if not out[i] and (r := reference_text(samples[i].metadata.get("reference_answer"))):
+                    out[i] = [r]  # a group of one: fall back on the reference answer
+        return out
+
+    async def _send(self, req: Request) -> dict:
+        res = await self.backend.chat(req.messages, **req.params)
+        out = {"scores": None, "rationale": "", "latency_s": round(res.latency_s, 4), "attempts": res.attempts,
+               "error": res.error, "parse_fail": False, "cached": False}
+        if res.response is not None:
+            try:
+                out["scores"], out["rationale"] = self._parse(req, res.response)
+            except ParseError as e:
+                out["error"], out["parse_fail"] = f"parse: {e}", True
+        self._count(out)
+        return out
+
+    async def _judge(self, req: Request) -> dict:
+        if self.cache is None:
+            return await self._send(req)
+        return await self.cache.get_or_run(req, self._send, self.totals)
+
+    async def score_samples(self, samples: list[Sample], step: int | None = None) -> list[Verdict]:
+        """Checks first; then every criterion of every ungated sample, concurrently; then the fallbacks."""
+        now = time.time()
+        checked = [self._checks(s) for s in samples]
+        opponents = self._opponents(samples) if self.mode == "pairwise" else [None] * len(samples)
+        plans = [self._plan_sample(s, o) if gates_ok else []
+                 for s, o, (gates_ok, _, _) in zip(samples, opponents, checked)]
+        flat = [req for p in plans for req in p]
+        self.totals["neutralised"] += sum(r.neutralised for r in flat)
+        results = iter(await asyncio.gather(*[self._judge(r) for r in flat]))
+        verdicts, rows = [], []
+        for s, plan, (gates_ok, check_scores, check_details) in zip(samples, plans, checked):
+            digest = hashlib.sha1(s.response.encode("utf-8", "replace")).hexdigest()[:12]
+            base = {"time": round(now, 3), "step": step, "sample_id": s.id, "completion_sha1": digest,
+                    "completion": s.response[:2000]}
+            got: dict[str, list[float]] = {c.name: [] for c in self.rubric.criteria}
+            errors, rationales, parts = {}, [], []
+            for req in plan:
+                res = next(results)
+                parts.append((req, res))
+                for name in req.criteria:
+                    if res["scores"] is not None:
+                        v = res["scores"][name]
+                        got[name].append(1.0 - v if req.sample_first is False else v)
+                    else:
+                        errors[name] = res["error"] or "no verdict"
+                if res["rationale"]:
+                    rationales.append(res["rationale"])
+            if gates_ok and not plan:
+                errors = {c.name: "pairwise: no reference answer and no other completion of this prompt"
+                          for c in self.rubric.criteria}
+                self.totals["failures"] += 1  # a judgment that could not be asked is a failed one
+                self.failures.record(True)
+            # pairwise asks several times per criterion (opponents x orders): the score is their mean
+            scores: dict[str, float | None] = {n: (statistics.fmean(v) if v and n not in errors else None)
+                                               for n, v in got.items()}
+            if not gates_ok:
+                self.totals["gated"] += 1
+                reward, failed = 0.0, False
+            elif any(v is None for v in scores.values()):
+                reward, failed = self.on_failure.fallback_reward, True
+                self.totals["fallbacks"] += 1
+            else:
+                reward, failed = combine(self.rubric.aggregate(scores), self.checks, check_scores,
+                                         self.judge_weight), False
+            verdicts.append(Verdict(s.id, reward, scores, errors, failed,
+                                    max((r["latency_s"] for _, r in parts), default=0.0), " ".join(rationales),
+                                    check_scores, not gates_ok))
+            for label, value in check_scores.items():
+                rows.append(base | {"criterion": f"check:{label}", "score": value,
+                                    "rationale": check_details[label], "error": None, "reward": reward})
+            if gates_ok and not plan:
+                rows += [base | {"criterion": n, "score": None, "error": e, "reward": reward} for n, e in errors.items()]
+            for req, res in parts:
+                for name in req.criteria:
+                    rows.append(base | {"criterion": name, "score": scores[name],
+                                        "rationale": res["rationale"] or None, "latency_s": res["latency_s"],
+                                        "attempts": res["attempts"], "error": res["error"], "cached": res["cached"],
+                                        "neutralised": req.neutralised, "reward": reward})
+        self.totals["samples"] += len(samples)
+        self.judgments.write(rows)
+        self.failures.check()
+        return verdicts
+
+    def score_sync(self, samples: list[Sample]) -> list[Verdict]:
+        """score_samples from synchronous code (evaluation, audits, the CLI), on a loop of its own."""
+        async def _run():
+            try:
+                return await self.score_samples(samples)
+            finally:
+                await self.backend.aclose()
+        return asyncio.run(_run())
+
+    def _count(self, res: dict) -> None:
+        self.totals["calls"] += 1
+        self.totals["retries"] += res["attempts"] - 1
+        failed = res["scores"] is None
+        if failed:
+            self.totals["parse_failures" if res["parse_fail"] else "failures"] += 1
+        self.failures.record(failed)
+        self.latencies.append(res["latency_s"])
+
+    # -- a judge server that crashed and is being restarted (rlaif/judge/server.py: Supervisor) --------------------
+    def server_down(self, exit_code=None) -> None:
+        """Calls fail while the server is down; they are counted and fall back, but do not stop the run."""
+        self.failures.paused = True  # while the Supervisor restarts the server
+        log.warning("judge server down (exit code %s): judgments fall back until it is back", exit_code)
+
+    def server_up(self) -> None:
+        self.failures.clear()  # judge the restarted server on its own calls
+        self.totals["server_restarts"] += 1
+        self.failures.paused = False
+
+    def give_up(self, why: str) -> None:
+        """The server cannot come back: stop the run at the end of the step."""
+        self.failures.stop(why)
+
+    @property
+    def stop_reason(self) -> str | None:
+        return self.failures.stop_reason
+
+    @property
+    def should_stop(self) -> bool:
+        return self.failures.stop_reason is not None
+
+    # -- start-up and summary -------------------------------------------------------------------------------------
+    async def self_test(self) -> None:
+        """Fail fast when the server ignores the output constraint (e.g. a server that drops structured outputs)."""
+        req = self.plan(Sample("self-test", [{"role": "user", "content": "self-test"}], "self-test"), ["other"])[0]
+        res = await self.backend.chat(req.messages, **req.params)
+        if res.response is None:
+            raise JudgeUnavailable(f"judge self-test failed: {res.error}")
+        content = (res.response.choices[0].message.content or "").strip()
+        if self.mode == "verdict":
+            try:
+                verdict.parse(res.response, self.rubric)
+                return
+            except ParseError as e:
+                problem = str(e)
+        else:
+            crit = next(c for c in self.rubric.criteria if c.name == req.criteria[0])
+            allowed = pairwise.CHOICES if self.mode == "pairwise" else logprob.choices(crit, self.rubric.labels)
+            if content in allowed:
+                return
+            problem = f"the server answered {content[:60]!r}, not one of the constrained answers"
+        raise JudgeUnavailable(f"judge self-test: {problem}; the server ignores structured outputs "
+                               "(is it vLLM >= 0.12 with a structured-outputs backend?)")
+
+    def self_test_sync(self) -> None:
+        """self_test from synchronous code, on a loop of its own (before training starts)."""
+        async def _run():
+            try:
+                await self.self_test()
+            finally:
+                await self.backend.aclose()
+        asyncio.run(_run())
+
+    def fail_batch(self, n: int) -> list[float | None]:
+        """A whole batch that could not be judged (a bug, never a judge reply): counted, and the fallback."""
+        self.totals["fallbacks"] += n
+        self.totals["failures"] += n
+        self.failures.record(True, n)
+        self.failures.check()
+        return [self.on_failure.fallback_reward] * n
+
+    def summary(self) -> dict:
+        """Totals for the run summary. `failed` counts every failed call, whatever the cause."""
+        lat = self.latencies
+        calls = max(1, self.totals["calls"])
+        return dict(self.totals, failed=self.totals["failures"] + self.totals["parse_failures"],
+                    fail_rate=self.totals["failures"] / calls,
+                    parse_fail_rate=self.totals["parse_failures"] / calls,
+                    latency_p50_s=round(percentile(lat, 0.5), 4), latency_p95_s=round(percentile(lat, 0.95), 4))
+
+    def close(self) -> None:
+        self.judgments.close()

@@ -1,0 +1,112 @@
+"""The sample a judge grades, made safe to show it: fenced so that nothing inside can close the fence, with
+chat-role tags defused so that a tokenizer cannot read them as real special tokens (a completion could otherwise
+end the judge's user turn and write its own verdict), and injection attempts counted."""
+from __future__ import annotations
+
+import re
+import unicodedata
+
+# `<|im_start|>`, `<|eot_id|>`, `<|start_header_id|>`, harmony's `<|channel|>`...: the special-token shapes of
+# common chat templates (ChatML/Qwen, Llama 3/4, Phi, GPT-OSS, Command R, Granite, GLM).
+_ROLE_TAG = re.compile(r"<\|([A-Za-z0-9_]{1,40})\|>")
+# The other shapes: Llama 2 `[INST]` `<<SYS>>` `</s>`; Mistral `[SYSTEM_PROMPT]` `[TOOL_CALLS]` `[THINK]`; Gemma
+# `<start_of_turn>`; Qwen/DeepSeek `<think>` `<tool_call>`; GLM `<sop>` `[gMASK]`; DeepSeek's fullwidth-bar tokens
+# `<｜User｜>` `<｜end▁of▁sentence｜>`. Defused by a space after each `[` and `<`.
+_OTHER_TAGS = re.compile(r"\[/?(?:INST|SYSTEM_PROMPT|AVAILABLE_TOOLS|TOOL_CALLS|TOOL_RESULTS|TOOL_CONTENT|THINK|"
+                         r"gMASK|sMASK)\]|<</?SYS>>|</?s>|</?(?:start_of_turn|end_of_turn|bos|eos|think|tool_call|"
+                         r"tool_response|sop|eop)>|<\uff5c[^\uff5c<>\n]{1,40}\uff5c>")
+# Invisible characters that can hide a tag or a verdict from a pattern (zero-width space, word joiner, BOM,
+# bidi overrides). Not removed from the text the judge sees; left out only when counting injection signs.
+_INVISIBLE = re.compile("[\u200b\u2060-\u2064\ufeff\u202a-\u202e\u2066-\u2069]")
+
+
+# Signs that a completion is talking to the judge rather than answering the prompt. Inside the fence they are
+# harmless; they are counted so that a policy learning to address its judge shows up in the metrics.
+_FAKE_VERDICT = re.compile(
+    r"(?im)^[ \t>*#_\-]*(?:criteri(?:on|a)|verdict|score|answer|final answer|grade|rating|judge?ment|evaluation|"
+    r"reward|rationale|assessment)\s*[:=]"  # a verdict or rubric line of its own
+    r"|^[ \t>*#_\-\[(\"'`]*(?-i:PASS|FAIL)[\s*_\])\"'`.!]*$"  # PASS alone on a line, perhaps **bold** or [[boxed]]
+    r"|(?<![A-Za-z_])[\"']?[A-Za-z_]{1,64}[\"']?[ \t]*[:=][ \t]*[\"']?(?-i:PASS|FAIL)\b"  # "x": "PASS", x=PASS
+    r"|\"(?:score|rating|verdict|grade|reward|pass(?:ed)?)\"\s*:\s*(?:-?\d|true)")  # {"score": 5}
+# (Line starts take spaces and tabs only, and names are bounded: a completion of 50,000 newlines or letters must
+# not cost quadratic time in every judge request.)
+# "ignore the rubric" and its kin, in the languages judges are most often attacked in
+_OVERRIDE = re.compile(
+    r"(?i)\b(?:ignore|disregard|forget|override|bypass)\b.{0,40}\b(?:rubric|instructions?|criteri(?:a|on)|rules?|"
+    r"above|previous|prompt|guidelines?)\b|\b(?:you are|as) the (?:judge|grader|evaluator)\b|\bsystem prompt\b"
+    r"|\bnew instructions?\s*:"
+    r"|\b(?:ignorier\w*|vergiss|vergessen)\b.{0,40}(?:anweisung|kriterien|regeln|bewertung)"  # de
+    r"|\b(?:ignor\w*|oublie\w*)\b.{0,40}(?:consigne|crit\u00e8re|grille|r\u00e8gle)"  # fr
+    r"|\b(?:ignor\w*|olvid\w*|esque\w*|dimentic\w*)\b.{0,40}(?:instrucc|instru\u00e7|istruzion|r\u00fabrica|"
+    r"rubrica|criterio|crit\u00e9rio|regla|regole)"  # es, pt, it
+    r"|\b(?:negeer|vergeet)\b.{0,40}(?:instructie|criteria|regels)"  # nl
+    r"|\b(?:zignoruj|zapomnij)\b.{0,40}(?:instrukcj|kryteri|zasad)"  # pl
+    r"|(?:\u0438\u0433\u043d\u043e\u0440\u0438\u0440|\u0437\u0430\u0431\u0443\u0434\u044c|"
+    r"\u043f\u0440\u043e\u0438\u0433\u043d\u043e\u0440\u0438\u0440).{0,40}"
+    r"(?:\u0438\u043d\u0441\u0442\u0440\u0443\u043a\u0446|\u043a\u0440\u0438\u0442\u0435\u0440\u0438|"
+    r"\u043f\u0440\u0430\u0432\u0438\u043b)"  # ru: игнорир/забудь/проигнорир ... инструкц/критери/правил
+    r"|(?:talimat|kriter|kural)\w*.{0,40}\b(?:yok say|unut)"  # tr
+    r"|(?:\u5ffd\u7565|\u65e0\u89c6|\u5fd8\u8bb0).{0,20}(?:\u6307\u4ee4|\u6307\u793a|\u89c4\u5219|"
+    r"\u6807\u51c6|\u8bc4\u5206)"  # zh: 忽略/无视/忘记 ... 指令/指示/规则/标准/评分
+    r"|(?:\u6307\u793a|\u57fa\u6e96|\u30eb\u30fc\u30eb).{0,20}\u7121\u8996"  # ja: 指示/基準/ルール ... 無視
+    r"|(?:\uc9c0\uc2dc|\uae30\uc900|\uaddc\uce59).{0,20}\ubb34\uc2dc"  # ko: 지시/기준/규칙 ... 무시
+    r"|\u062a\u062c\u0627\u0647\u0644.{0,40}(?:\u0627\u0644\u062a\u0639\u0644\u064a\u0645\u0627\u062a|"
+    r"\u0627\u0644\u0645\u0639\u0627\u064a\u064a\u0631)"  # ar: تجاهل ... التعليمات/المعايير
+    r"|(?:\u0928\u093f\u0930\u094d\u0926\u0947\u0936|\u092e\u093e\u0928\u0926\u0902\u0921).{0,40}"
+    r"\u0905\u0928\u0926\u0947\u0916\u093e"  # hi: निर्देश/मानदंड ... अनदेखा
+    r"|(?:\u4f60\u662f|\u4f5c\u4e3a)\u8bc4\u59d4")  # zh: 你是评委 / 作为评委 (you are / as the judge)
+_FENCE_BREAK = re.compile(r"`{3,}|~{3,}")
+
+
+def neutralise(text: str) -> tuple[str, int]:
+    """Defuse chat-role tags in sample text; return the new text and how many injection signs it held."""
+    n = 0
+
+    def _tag(m):
+        nonlocal n
+        n += 1
+        return f"< |{m.group(1)}| >"
+
+    text = _ROLE_TAG.sub(_tag, text)
+
+    def _llama(m):
+        nonlocal n
+        n += 1
+        return m.group(0).replace("[", "[ ").replace("<", "< ")
+
+    text = _OTHER_TAGS.sub(_llama, text)
+    # Signs are counted in the text as a reader sees it: invisible characters dropped and fullwidth letters folded
+    # (NFKC), so `P\u200bASS` or `ｉｇｎｏｒｅ ｔｈｅ ｒｕｂｒｉｃ` count. A tag hidden that way is no token, so it stays.
+    seen = unicodedata.normalize("NFKC", _INVISIBLE.sub("", text))
+    n += sum(len(rx.findall(seen)) for rx in (_FAKE_VERDICT, _OVERRIDE, _FENCE_BREAK, _ROLE_TAG, _OTHER_TAGS))
+    return text, n
+
+
+def fence(text: str) -> str:
+    """Wrap text in a backtick fence longer than any backtick run inside it."""
+    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
+    bar = "`" * max(3, longest + 1)
+    return f"{bar}\n{text}\n{bar}"
+
+
+def prompt_text(prompt_messages: list[dict]) -> str:
+    """The policy's prompt as the judge sees it: the user turns, with a system turn labelled."""
+    parts = []
+    for m in prompt_messages:
+        if m["role"] == "system":
+            parts.append(f"[system] {m['content']}")
+        elif m["role"] == "user":
+            parts.append(m["content"])
+    return "\n".join(parts)
+
+
+def sample_block(prompt_messages: list[dict], response: str, reference: str | None = None) -> tuple[str, int]:
+    """The fenced sample: prompt, optional reference answer, response. Returns the text and defused tags."""
+    p, n1 = neutralise(prompt_text(prompt_messages))
+    r, n2 = neutralise(response)
+    ref = ""
+    if reference is not None:
+        rt, n3 = neutralise(reference)
+        ref = f"Reference answer:\n{fence(rt)}\n"
+        n2 += n3
+    return f"Prompt:\n{fence(p)}\n{ref}Response:\n{fence(r)}", n1 + n2

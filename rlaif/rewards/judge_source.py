@@ -1,0 +1,68 @@
+"""The judge as a reward source: its rewards, and the judge metrics of each batch (calls, failures, retries,
+latency, pass rate and mean score per criterion, check pass rates, the health signals, the prefix-cache hit
+rate), with the per-criterion scores (and verdict rationales) as columns of TRL's completions table."""
+from __future__ import annotations
+
+import json
+import statistics
+
+from rlaif.common.stats import percentile
+from rlaif.data.samples import Sample
+from rlaif.judge.scorer import Judge, Verdict
+from rlaif.rewards.source import Scored
+
+
+class JudgeSource:
+    def __init__(self, judge: Judge, name: str = "judge"):
+        self.judge = judge
+        self.name = name
+        self.failures = judge.failures
+
+    async def score(self, samples: list[Sample], step: int | None = None) -> Scored:
+        j = self.judge
+        before, n_lat = dict(j.totals), len(j.latencies)
+        verdicts = await j.score_samples(samples, step=step)
+        metrics = self._metrics(verdicts, before, j.latencies[n_lat:])
+        hit_rate = j.prefix_cache.latest()  # never waits for /metrics
+        if hit_rate is not None:
+            metrics["judge/prefix_cache_hit_rate"] = hit_rate
+        columns = {"judge_scores": [json.dumps({k: (None if x is None else round(x, 3)) for k, x in v.scores.items()})
+                                    for v in verdicts]}
+        if j.mode == "verdict":
+            columns["judge_rationale"] = [v.rationale for v in verdicts]
+        return Scored([v.reward for v in verdicts], metrics, columns)
+
+    def _metrics(self, verdicts: list[Verdict], before: dict, lat: list[float]) -> dict[str, float]:
+        j, t, m = self.judge, self.judge.totals, {}
+        calls = t["calls"] - before["calls"]
+        m["judge/cache_hits"] = float(t["cache_hits"] - before["cache_hits"])
+        if j.checks:
+            m["checks/gated_rate"] = sum(v.gated for v in verdicts) / max(1, len(verdicts))
+            for c in j.checks:
+                m[f"checks/{c.label}/pass_rate"] = statistics.fmean(v.checks[c.label] for v in verdicts)
+        m["judge/calls"] = float(calls)
+        m["judge/fail_rate"] = (t["failures"] - before["failures"]) / max(1, calls)
+        m["judge/parse_fail_rate"] = (t["parse_failures"] - before["parse_failures"]) / max(1, calls)
+        m["judge/retries"] = float(t["retries"] - before["retries"])
+        m["judge/neutralised"] = float(t["neutralised"] - before["neutralised"])
+        m["judge/latency_p50_s"] = percentile(lat, 0.5)
+        m["judge/latency_p95_s"] = percentile(lat, 0.95)
+        # training-health signals (rlaif/eval/health.py): reward range and the share of positive (> 0.5) rewards
+        scored = [v.reward for v in verdicts if v.reward is not None] or [0.0]
+        m["judge/reward_min"] = min(scored)
+        m["judge/reward_max"] = max(scored)
+        m["judge/positive_rate"] = sum(r > 0.5 for r in scored) / len(scored)
+        for c in j.rubric.criteria:
+            vals = [v.scores[c.name] for v in verdicts if v.scores.get(c.name) is not None] or [0.0]
+            m[f"judge/{c.name}/pass_rate"] = sum(x > 0.5 for x in vals) / len(vals)
+            m[f"judge/{c.name}/score"] = statistics.fmean(vals)
+        return m
+
+    def fail_batch(self, n: int) -> list[float | None]:
+        return self.judge.fail_batch(n)
+
+    def summary(self) -> dict:
+        return self.judge.summary()
+
+    def close(self) -> None:
+        self.judge.close()

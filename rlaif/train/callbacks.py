@@ -1,0 +1,66 @@
+"""The callbacks of a training run: stop on a reward's failure rate (with a checkpoint), mark checkpoints complete,
+time steps and print a progress line, and the watch (health warnings, validation with a second opinion)."""
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+
+from rlaif.common.console import say
+from rlaif.config.recipe import Recipe
+from rlaif.eval import health, validation
+from rlaif.eval.second_opinion import open_second_opinion
+from rlaif.rewards.trl_adapter import TRLReward
+from rlaif.train.checkpoints import mark_complete
+
+
+def run_callbacks(reward: TRLReward, timings: list[float]) -> list:
+    from transformers import TrainerCallback
+
+    class StopOnRewardFailures(TrainerCallback):
+        """Stop (with a checkpoint) when the reward fails too often, rather than train on fallbacks."""
+
+        def on_step_end(self, args, state, control, **kw):
+            if reward.should_stop:
+                control.should_training_stop = True
+                control.should_save = True
+
+    class MarkComplete(TrainerCallback):
+        """Mark a checkpoint complete once the Trainer has written all of it (on_save comes after the save)."""
+
+        def on_save(self, args, state, control, **kw):
+            if state.is_world_process_zero:
+                mark_complete(Path(args.output_dir), state.global_step)
+
+    class StepLog(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kw):
+            self._t = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kw):
+            timings.append(time.perf_counter() - self._t)
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            if not logs or "reward" not in logs:
+                return
+            keys = [k for k in logs if k.endswith("/pass_rate") and logs[k] is not None]
+            # TRL logs None for a window in which every judgment failed
+            mean = "n/a (every judgment failed)" if logs["reward"] is None else f"{logs['reward']:.3f}"
+            parts = [f"step {state.global_step}/{state.max_steps}", f"reward {mean}"]
+            parts += [f"{k.split('/')[1]} pass {logs[k]:.2f}" for k in keys]
+            if "judge/latency_p50_s" in logs:
+                parts.append(f"judge p50 {logs['judge/latency_p50_s'] * 1000:.0f} ms")
+            if logs.get("judge/fail_rate"):
+                parts.append(f"judge fail {logs['judge/fail_rate']:.1%}")
+            say(" | ".join(parts))
+
+    return [StopOnRewardFailures(), MarkComplete(), StepLog()]
+
+
+def watch_callbacks(recipe: Recipe, tok, url: str, run_dir: Path, stack: contextlib.ExitStack) -> list:
+    """Training health warnings (rlaif/eval/health.py) always; validation with the second opinion
+    (rlaif/eval/validation.py) when the recipe sets eval.every_steps and data.eval."""
+    out = [health.make_callback(run_dir, say)]
+    if recipe.eval.every_steps and recipe.data.eval:
+        second = stack.enter_context(open_second_opinion(recipe, url))
+        out.append(validation.make_callback(recipe, tok, url, second, run_dir, say))
+    return out

@@ -1,0 +1,109 @@
+"""One GRPO + LoRA run of a recipe: TRL's GRPOTrainer with the recipe's reward, until max_steps or a stop.
+
+The judge is reached over HTTP: at the recipe's `judge.base_url`, or on a vLLM server this run starts on a free
+loopback port and stops when it ends (also on error and Ctrl-C); or it runs in this process. Outputs go to the
+recipe's output_dir: checkpoints (`--resume` continues from the last complete one), `adapter/`,
+`judgments.jsonl`, `train_summary.json`.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+
+from rlaif.common.console import say
+from rlaif.common.dist import world_size
+from rlaif.config.nova import grpo_settings
+from rlaif.config.recipe import Recipe
+from rlaif.data.dataset import drop_long_prompts, load_dataset
+from rlaif.errors import UserError
+from rlaif.factory import apply_threads, make_reward
+from rlaif.train.callbacks import run_callbacks, watch_callbacks
+from rlaif.train.checkpoints import disk_full_error, is_disk_full, last_complete_checkpoint
+
+
+def run_training(recipe: Recipe, *, resume: bool = False, base_url: str | None = None) -> dict:
+    """One GRPO + LoRA run. Returns the run summary (also written to run_dir/train_summary.json)."""
+    import torch
+    from peft import LoraConfig
+    from transformers import AutoTokenizer
+    from trl import GRPOConfig, GRPOTrainer
+
+    apply_threads(recipe)
+    run_dir = recipe.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint = None
+    if resume:
+        checkpoint = last_complete_checkpoint(run_dir) if run_dir.exists() else None
+        if checkpoint is None:
+            raise UserError(f"--resume: no checkpoint-* folder in {run_dir} to resume from")
+        say(f"resuming from {checkpoint}")
+    (run_dir / "recipe.resolved.json").write_text(recipe.model_dump_json(indent=2))
+
+    train_ds = load_dataset(recipe.data.train, columns=recipe.data.columns)
+    tok = AutoTokenizer.from_pretrained(recipe.policy.model)
+    hp = recipe.nova.hyperparameters
+    if hp.maxPromptLength is not None:
+        train_ds, dropped = drop_long_prompts(train_ds, tok, hp.maxPromptLength)
+        if dropped:
+            say(f"[yellow]{len(dropped)} prompt(s) over maxPromptLength {hp.maxPromptLength} tokens left out, as "
+                f"Bedrock does[/] (e.g. {', '.join(map(str, dropped[:3]))})")
+    grpo = dict(recipe.grpo)
+    mapped, rows = grpo_settings(hp, grpo, world_size=world_size(),
+                                 has_eval=bool(recipe.data.eval), source=recipe.source)
+    grpo.update(mapped)
+    for bedrock, key, value in rows:
+        say(f"nova.hyperparameters.{bedrock} -> {key} = {value}")
+    grpo.setdefault("report_to", "none")
+    grpo.setdefault("seed", recipe.seed)
+    eval_ds = load_dataset(recipe.data.eval, columns=recipe.data.columns) if grpo.get("eval_strategy", "no") != "no" else None
+    try:
+        args = GRPOConfig(output_dir=str(run_dir), **grpo)
+    except (ValueError, TypeError) as e:  # GRPOConfig's own checks: a bad value or combination in grpo:
+        raise UserError(f"{recipe.source}: grpo: {e}") from None
+    lora = recipe.policy.lora
+    peft_config = None if lora is None else LoraConfig(
+        r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora.target_modules,
+        task_type="CAUSAL_LM")
+
+    t0 = time.perf_counter()
+    timings: list[float] = []
+    with contextlib.ExitStack() as stack:
+        reward, url = make_reward(recipe, run_dir, base_url, stack)
+        callbacks = run_callbacks(reward, timings)
+        if url is not None:  # the judge the health and validation callbacks score with
+            callbacks += watch_callbacks(recipe, tok, url, run_dir, stack)
+        trainer = GRPOTrainer(model=recipe.policy.model, reward_funcs=[reward], args=args, train_dataset=train_ds,
+                              eval_dataset=eval_ds, processing_class=tok, peft_config=peft_config,
+                              callbacks=callbacks)
+        for cb in callbacks:
+            if hasattr(cb, "trainer"):
+                cb.trainer = trainer  # the validation callback logs through it
+        torch.manual_seed(recipe.seed)
+        adapter_dir = run_dir / "adapter"
+        try:
+            trainer.train(resume_from_checkpoint=checkpoint)
+            trainer.save_model(str(adapter_dir))
+        except Exception as e:
+            if is_disk_full(e, run_dir):
+                raise disk_full_error(run_dir, e) from None
+            raise
+        finally:
+            reward.close()
+    summary = {
+        "steps": trainer.state.global_step,
+        "max_steps": trainer.state.max_steps,
+        "resumed_from": checkpoint,
+        "wall_s": round(time.perf_counter() - t0, 1),
+        "s_per_step": round(sum(timings) / len(timings), 3) if timings else None,
+        "step_times": [round(t, 4) for t in timings],
+        "judge": reward.summary(),
+        "adapter": str(adapter_dir),
+        "stopped_early": reward.stop_reason,
+        "log_history": trainer.state.log_history,
+    }
+    (run_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
+    if reward.stop_reason:
+        raise UserError(f"training stopped at step {summary['steps']}: {reward.stop_reason}. The last checkpoint "
+                        f"is in {run_dir}; fix the judge and continue with --resume")
+    return summary
