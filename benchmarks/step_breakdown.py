@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/step_breakdown.py [--recipe recipes/smoke.yaml] [--steps 30] [--base-url URL]
         [--meter-every-step] [--quick] [--set key=value ...]
 
-Runs the real training path (`rlaif.train.run_training`: TRL's GRPOTrainer, LoRA, the judge reward) for a few
+Runs the real training path (`rlaif.train.run.run_training`: TRL's GRPOTrainer, LoRA, the judge reward) for a few
 steps, with timers wrapped around GRPOTrainer's `_generate` (the policy's rollouts) and `_calculate_rewards`
 (the judge, and any other reward functions); the rest of the step is the optimisation (forward, backward,
 optimizer) and bookkeeping. The first two steps are left out as warm-up; means per step over the others.

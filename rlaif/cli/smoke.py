@@ -23,6 +23,7 @@ from rlaif.eval.audit import audit_labels, print_audit
 from rlaif.eval.policy_eval import compare, evaluate_policy, print_comparison, without_rows
 from rlaif.eval.report import write_report
 from rlaif.factory import judge_endpoint
+from rlaif.rewards.source import failed_count
 from rlaif.tiny.build import build
 from rlaif.train.run import run_training
 
@@ -95,8 +96,7 @@ def run_smoke(recipe_path: str = "recipes/smoke.yaml", overrides: list[str] | No
     print_comparison(before, after, comparison)
 
     judge_calls = audit["judge"]["calls"] + before["judge"]["calls"] + train["judge"]["calls"] + after["judge"]["calls"]
-    judge_failures = sum(x["judge"]["failures"] + x["judge"]["parse_failures"]
-                         for x in (audit, before, train, after))
+    judge_failures = sum(failed_count(x["judge"]) for x in (audit, before, train, after))
     summary = {
         "judge_audit_agreement": audit["agreement"],
         "judge_audit_samples": audit["n_judgments"],

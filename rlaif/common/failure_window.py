@@ -39,3 +39,9 @@ class FailureWindow:
         rate = sum(self._recent) / n
         if rate > self.max_rate:
             self.stop(self.describe(rate, n))
+
+
+def fallback_value(on_failure: str, neutral: float) -> float | None:
+    """What a failed judgment (or Lambda answer) is worth: None, which TRL leaves out of its group's statistics,
+    or the neutral value (Nova's Lambda convention is 0.5)."""
+    return neutral if on_failure == "neutral" else None

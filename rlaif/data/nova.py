@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from rlaif.data.reader import Problem, ReadResult, number_records, read_jsonl_with, short
-from rlaif.portable.messages import reference_text, text_of
+from rlaif.portable.messages import event_reference, reference_text, text_of
 
 ROLES = ("system", "user", "assistant")
 
@@ -113,7 +113,7 @@ def parse_lambda_sample(obj: Any) -> tuple[dict | None, list[str]]:
         errs.append("id: required, a string or an integer")
     if errs:
         return None, errs
-    ref = meta.get("reference_answer", obj.get("reference_answer"))
+    ref = event_reference(obj)
     return {"id": str(rid), "prompt": msgs[:-1], "response": msgs[-1]["content"], "metadata": meta,
             "reference_answer": ref}, []
 

@@ -11,3 +11,8 @@ class Sample:
     response: str
     # the record's extra keys, and `reference_answer` as the record had it (string or object)
     metadata: dict = field(default_factory=dict)
+
+    @property
+    def reference(self):
+        """The record's reference answer (string or object), or None."""
+        return self.metadata.get("reference_answer")

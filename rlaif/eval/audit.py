@@ -23,6 +23,7 @@ from rlaif.data.labels import Labelled, read_labels
 from rlaif.eval.second_opinion import endpoint_for
 from rlaif.factory import make_judge
 from rlaif.judge import pairwise
+from rlaif.rewards.source import failed_count
 
 
 # -- pure statistics over verdicts and labels --------------------------------------------------------------------
@@ -236,8 +237,7 @@ def audit_rows(res: dict) -> list[tuple[str, list[str]]]:
         for key, label in (("accuracy", "pair accuracy"), ("position_flip_rate", "position flip rate"),
                            ("first_position_win_rate", "first position wins")):
             rows.append((label, [fmt(j.get("pairs", {}).get(key)) for j in judges]))
-    rows.append(("judge calls / failures", [f"{j['judge_calls']['calls']} / "
-                                            f"{j['judge_calls']['failures'] + j['judge_calls']['parse_failures']}"
+    rows.append(("judge calls / failures", [f"{j['judge_calls']['calls']} / {failed_count(j['judge_calls'])}"
                                             for j in judges]))
     rows.append(("thresholds", [("PASS" if j["passed"] else "FAIL: " + "; ".join(
         f"{t['metric']} {fmt(t['value'])} (needs {t['op']} {t['bar']})" for t in j["thresholds"] if not t["ok"]))

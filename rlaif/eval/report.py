@@ -21,6 +21,7 @@ from rlaif.errors import UserError
 from rlaif.eval import health
 from rlaif.eval.audit import audit_rows
 from rlaif.eval.policy_eval import eval_table_rows
+from rlaif.rewards.source import failed_count
 
 
 def load_history(run_dir: Path) -> list[dict]:
@@ -153,14 +154,6 @@ def sample_rows(run_dir: Path, n: int = 40, seed: int = 0) -> list[list]:
     return out[:n]
 
 
-def _failed(summary: dict) -> int:
-    """Failed judge (or Lambda) calls in a run summary; summaries written before `failed` existed count both
-    kinds of judge failure."""
-    if "failed" in summary:
-        return summary["failed"]
-    return summary.get("failures", 0) + summary.get("parse_failures", 0)
-
-
 def _f(x):
     return None if x is None else f"{x:.3f}"
 
@@ -188,7 +181,7 @@ def build_html(run_dir: Path) -> str:
              f"<style>{CSS}</style></head><body><h1>rlaif run: {html.escape(str(run_dir))}</h1>"]
     facts = [["steps", train.get("steps")], ["seconds per step", train.get("s_per_step")],
              ["judge calls", (train.get("judge") or {}).get("calls")],
-             ["judge failures", None if not train.get("judge") else _failed(train["judge"])],
+             ["judge failures", None if not train.get("judge") else failed_count(train["judge"])],
              ["stopped early", train.get("stopped_early")]]
     facts += [[k, v] for k, v in summary.items() if isinstance(v, (int, float, str)) and k not in dict(facts)]
     parts.append("<h2>Run</h2>" + _table(["", "value"], [f for f in facts if f[1] is not None]))

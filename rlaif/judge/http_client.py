@@ -30,19 +30,15 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
 import httpx
-import openai
 
 from rlaif.judge.backend import CallResult
 from rlaif.judge.token_prompts import TokenPrompts
 from rlaif.judge.urls import api_url
 
 if TYPE_CHECKING:
-    from rlaif.config.judge import JudgeSpec
+    import openai
 
-try:  # the HTTP library the openai SDK itself runs on: httpx2 since openai 3, httpx before
-    import httpx2 as sdk_http
-except ImportError:  # pragma: no cover - older SDKs
-    sdk_http = httpx
+    from rlaif.config.judge import JudgeSpec
 
 log = logging.getLogger("rlaif.judge")
 
@@ -50,6 +46,18 @@ log = logging.getLogger("rlaif.judge")
 @functools.cache
 def _tls_context() -> ssl.SSLContext:
     return ssl.create_default_context()
+
+
+@functools.cache
+def _sdk_modules():
+    """(the openai SDK, the HTTP library it runs on: httpx2 since openai 3, httpx before), imported when a client
+    first talks to a server: the SDK takes about half a second to import, and most commands never call a judge."""
+    import openai
+    try:
+        import httpx2 as sdk_http
+    except ImportError:  # pragma: no cover - older SDKs
+        sdk_http = httpx
+    return openai, sdk_http
 
 
 RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504}
@@ -153,6 +161,7 @@ class JudgeClient:
         # bounds requests in flight: a pool capped at max_concurrency made large batches slower and cost the
         # client CPU time (benchmarks/RESULTS.md). One TLS context for all: building one reads the CA bundle,
         # and a client is made per event loop.
+        openai, sdk_http = _sdk_modules()
         limits = sdk_http.Limits(max_connections=None, max_keepalive_connections=self.settings.max_concurrency)
         return openai.DefaultAsyncHttpxClient(timeout=self.settings.timeout_s, limits=limits, verify=_tls_context())
 
@@ -170,6 +179,7 @@ class JudgeClient:
     def _sdk(self, st: _LoopState, url: str) -> openai.AsyncOpenAI:
         """The SDK client for single calls to `url` on this loop, made when first needed (batches do without)."""
         if url not in st.clients:
+            openai, _ = _sdk_modules()
             st.clients[url] = openai.AsyncOpenAI(
                 base_url=api_url(url),
                 api_key=self.settings.api_key or "EMPTY",
@@ -235,6 +245,7 @@ class JudgeClient:
                     fut.set_result(CallResult(None, 0.0, 1, f"{type(e).__name__}: {str(e)[:200]}"))
 
     async def _batch_attempts(self, st: _LoopState, params: dict, items: list) -> None:
+        _, sdk_http = _sdk_modules()
         conversations = [m for m, _ in items]
         chat_body = {"model": self.settings.model, "messages": conversations}
         chat_body.update({k: v for k, v in params.items() if k != "extra_body"})
@@ -314,6 +325,7 @@ class JudgeClient:
         return await self._batch_attempts(st, params, items)
 
     async def _chat_one(self, messages: list[dict], **params) -> CallResult:
+        openai, sdk_http = _sdk_modules()
         st = self._state()
         t0 = time.perf_counter()
         last_err, url = None, None

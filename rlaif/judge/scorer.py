@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rlaif.common.failure_window import FailureWindow
+from rlaif.common.failure_window import FailureWindow, fallback_value
 from rlaif.common.stats import percentile
 from rlaif.config.rubric import Rubric
 from rlaif.data.samples import Sample
@@ -83,7 +83,7 @@ class FailureSettings:
 
     @property
     def fallback_reward(self) -> float | None:
-        return self.neutral_reward if self.fallback == "neutral" else None
+        return fallback_value(self.fallback, self.neutral_reward)
 
 
 class Judge:
@@ -126,7 +126,7 @@ class Judge:
                         rd = pairwise.render(self.rubric, c, sample.prompt, a, b)
                         out.append(Request([c.name], rd.messages, params, rd.neutralised, first))
             return out
-        ref = reference_text(sample.metadata.get("reference_answer")) if self.uses_reference else None
+        ref = reference_text(sample.reference) if self.uses_reference else None
         if self.mode == "verdict":
             rd = render_verdict(self.rubric, sample.prompt, sample.response, ref)
             params = verdict.request_params(self.rubric, self.temperature)
@@ -167,7 +167,7 @@ class Judge:
     def _opponents(self, samples: list[Sample]) -> list[list[str]]:
         """Pairwise opponents: the reference answer, or the next members of the sample's group (same prompt)."""
         if self.pairwise_against == "reference":
-            return [[r] if (r := reference_text(s.metadata.get("reference_answer"))) else [] for s in samples]
+            return [[r] if (r := reference_text(s.reference)) else [] for s in samples]
         groups: dict[str, list[int]] = {}
         for i, s in enumerate(samples):
             groups.setdefault(json.dumps(s.prompt, sort_keys=True), []).append(i)
@@ -176,7 +176,7 @@ class Judge:
             k = min(self.pairwise_opponents, len(members) - 1)
             for pos, i in enumerate(members):
                 out[i] = [samples[members[(pos + j) % len(members)]].response for j in range(1, k + 1)]
-                if not out[i] and (r := reference_text(samples[i].metadata.get("reference_answer"))):
+                if not out[i] and (r := reference_text(samples[i].reference)):
                     out[i] = [r]  # a group of one: fall back on the reference answer
         return out
 

@@ -24,6 +24,8 @@ from rlaif.errors import UserError
 from rlaif.judge import verdict
 from rlaif.judge.prompt import rubric_prefix
 from rlaif.portable.checks import STDLIB_KINDS
+from rlaif.rewards.lambda_source import event_of
+from rlaif.rewards.source import batch_samples
 
 SCHEMA_KEYWORDS = {"type", "properties", "required", "additionalProperties", "items", "enum", "const", "minLength",
                    "maxLength", "pattern", "minimum", "maximum", "minItems", "maxItems",
@@ -205,12 +207,8 @@ def example_event(recipe: Recipe) -> list[dict]:
         res = None
     records = res.records[:2] if res and res.records else [{"id": "example", "metadata": "{}", "nova_reference": None,
                                                             "prompt": [{"role": "user", "content": "Say hello."}]}]
-    event = []
-    for i, rec in enumerate(records):
-        meta = json.loads(rec["metadata"])
-        sample = {"id": f"{rec['id']}#{i}", "messages": rec["prompt"] + [
-            {"role": "assistant", "content": "(the policy's completion goes here)"}], "metadata": meta}
-        if rec.get("nova_reference") is not None:
-            sample["metadata"]["reference_answer"] = sample["reference_answer"] = json.loads(rec["nova_reference"])
-        event.append(sample)
-    return event
+    # the records as TRL hands them to a reward: a batch of columns, the same conversion as in training
+    columns = {k: [r[k] for r in records] for k in ("id", "metadata", "nova_reference")}
+    samples = batch_samples([r["prompt"] for r in records], ["(the policy's completion goes here)"] * len(records),
+                            columns)
+    return event_of(samples)

@@ -25,3 +25,10 @@ def reference_text(ref: Any) -> str | None:
     if ref is None or isinstance(ref, str):
         return ref
     return json.dumps(ref, ensure_ascii=False)
+
+
+def event_reference(sample: dict) -> Any:
+    """The reference answer of a reward-Lambda event sample, as AWS's own graders read it: under `metadata`
+    (Bedrock's docs) first, else at the top level (SageMaker's)."""
+    meta = sample.get("metadata") if isinstance(sample.get("metadata"), dict) else {}
+    return meta.get("reference_answer", sample.get("reference_answer"))

@@ -25,7 +25,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from rlaif.common.failure_window import FailureWindow
+from rlaif.common.failure_window import FailureWindow, fallback_value
 from rlaif.common.stats import percentile
 from rlaif.data.samples import Sample
 from rlaif.errors import UserError
@@ -82,8 +82,8 @@ def event_of(samples: list[Sample]) -> list[dict]:
     for s in samples:
         sample = {"id": s.id, "messages": [dict(m) for m in s.prompt] + [{"role": "assistant", "content": s.response}],
                   "metadata": dict(s.metadata)}
-        if s.metadata.get("reference_answer") is not None:
-            sample["reference_answer"] = s.metadata["reference_answer"]
+        if s.reference is not None:
+            sample["reference_answer"] = s.reference
         event.append(sample)
     return event
 
@@ -150,7 +150,7 @@ class LambdaSource:
 
     @property
     def fallback(self) -> float | None:
-        return self.neutral_reward if self.on_error == "neutral" else None
+        return fallback_value(self.on_error, self.neutral_reward)
 
     def _invoke(self, batch: list[dict]) -> tuple[dict[str, dict], list[str], float]:
         t0 = time.perf_counter()

@@ -39,6 +39,14 @@ class RewardSource(Protocol):
     def close(self) -> None: ...
 
 
+def failed_count(summary: dict) -> int:
+    """Failed calls in a reward source's summary (or an audit's `judge_calls`); summaries written before `failed`
+    existed count a judge's failures and parse failures."""
+    if "failed" in summary:
+        return summary["failed"]
+    return summary.get("failures", 0) + summary.get("parse_failures", 0)
+
+
 def _reference(raw):
     """The reference answer as the record had it: rlaif's datasets keep it as JSON text in `nova_reference`."""
     if raw is None:

@@ -90,13 +90,6 @@ WEIGHTS = [(c["name"], c["weight"], c["essential"]) for c in CONFIG["criteria"]]
 
 
 # -- one sample -------------------------------------------------------------------------------------------------------
-def _reference(sample: dict):
-    """The reference answer under metadata (Bedrock's docs) or at the top level (SageMaker's), as AWS's graders
-    read it."""
-    meta = sample.get("metadata") if isinstance(sample.get("metadata"), dict) else {}
-    return reference_text(meta.get("reference_answer", sample.get("reference_answer")))
-
-
 def score_sample(sample) -> tuple[dict, str]:
     """(the Lambda's answer for one sample, a log line). Never raises: a failure is the neutral reward."""
     sample_id = sample.get("id") if isinstance(sample, dict) else None
@@ -122,7 +115,7 @@ def score_sample(sample) -> tuple[dict, str]:
         return lambda_result(sample_id, 0.0, reward_metrics({}, False, check_scores)), \
             f"gated by {failing}: 0 without the judge"
     texts = [response] if not CONFIG["per_item"] else [json.dumps(item, ensure_ascii=False) for item in items]
-    ref = _reference(sample) if CONFIG["uses_reference"] else None
+    ref = reference_text(event_reference(sample)) if CONFIG["uses_reference"] else None
     got = {n: [] for n in names}
     rationales = []
     try:
