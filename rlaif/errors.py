@@ -29,7 +29,7 @@ def format_validation_error(err, source: str, prefix: str = "") -> str:
     for item in items:
         loc = ".".join(str(p) for p in item.get("loc", ()))
         loc = f"{prefix}.{loc}" if prefix and loc else (prefix or loc)
-        msg = item.get("msg", "invalid")
+        msg = item.get("msg", "invalid").removeprefix("Value error, ")  # pydantic's wording for our own checks
         if item.get("type") == "extra_forbidden":
             msg = "unknown key (typo?)"
         lines.append(f"{source}: {loc}: {msg}" if loc else f"{source}: {msg}")

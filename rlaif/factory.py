@@ -1,5 +1,6 @@
 """The one place that turns a recipe into running objects: the judge's endpoint (a server rlaif launches and
-stops, a running one, or the judge in this process), the judge, and the run's reward for TRL.
+stops, a running one, or the judge in this process), the judge, the reward sources, and the run's reward
+functions for TRL.
 
 Everything above this module (evaluation, training, the command line) builds from a recipe through it;
 everything below it knows no recipe (the judge, the reward sources) or only its own spec.
@@ -14,17 +15,25 @@ from pathlib import Path
 from rlaif.common.console import say
 from rlaif.common.dist import rank, world_size
 from rlaif.config.recipe import Recipe
+from rlaif.config.rewards import JudgeSourceSpec, LambdaSourceSpec, PythonSourceSpec, VerifiableSourceSpec, gated
 from rlaif.config.rubric import load_rubric
 from rlaif.errors import UserError
 from rlaif.judge.backend import JudgeBackend
+from rlaif.judge.fit import Fitter
 from rlaif.judge.http_client import ClientSettings, JudgeClient
+from rlaif.judge.judgment_log import JudgmentLog, SourceLog
 from rlaif.judge.local import LocalJudge, LocalSettings
 from rlaif.judge.scorer import FailureSettings, Judge
-from rlaif.judge.server import Supervisor, VLLMServer
+from rlaif.judge.server import Supervisor, VLLMServer, served_context
+from rlaif.judge.templates import can_switch_thinking_off, has_system_role, load_tokenizer
 from rlaif.nova.gateway import Gateway, boto3_env, build_app
+from rlaif.rewards.gate import GatedSource
 from rlaif.rewards.judge_source import JudgeSource
 from rlaif.rewards.lambda_source import LambdaSource
+from rlaif.rewards.python_source import PythonSource
+from rlaif.rewards.source import RewardSource
 from rlaif.rewards.trl_adapter import TRLReward
+from rlaif.rewards.verifiable_source import VerifiableSource
 
 LOCAL_URL = "in-process"  # the endpoint of judge.backend: transformers
 
@@ -63,13 +72,48 @@ def make_backend(recipe: Recipe, base_url: str | list[str]) -> JudgeBackend:
     return JudgeClient(ClientSettings.from_spec(recipe.judge, base_url))
 
 
-def make_judge(recipe: Recipe, base_url: str | list[str], judgment_log: Path | None = None) -> Judge:
+def make_judge(recipe: Recipe, base_url: str | list[str],
+               judgment_log: Path | JudgmentLog | SourceLog | None = None) -> Judge:
     """The recipe's judge (rubric, mode, checks, fallbacks) at base_url; every verdict to judgment_log."""
     j = recipe.judge
-    return Judge(load_rubric(recipe.rubric, where=f"{recipe.source}: rubric"), make_backend(recipe, base_url),
+    backend = make_backend(recipe, base_url)
+    return Judge(load_rubric(recipe.rubric, where=f"{recipe.source}: rubric"), backend,
                  on_failure=FailureSettings.from_spec(j), judgment_log=judgment_log, mode=j.mode,
                  top_logprobs=j.top_logprobs, temperature=j.temperature, cache=j.cache, checks=recipe.checks,
-                 judge_weight=j.weight, pairwise_against=j.pairwise_against, pairwise_opponents=j.pairwise_opponents)
+                 judge_weight=j.weight, pairwise_against=j.pairwise_against, pairwise_opponents=j.pairwise_opponents,
+                 fitter=Fitter(j.context_tokens, j.model, lambda: judge_context(recipe, backend)),
+                 rubric_in_user_turn=rubric_in_user_turn(recipe),
+                 reasoning_budget=reasoning_budget(recipe))
+
+
+def rubric_in_user_turn(recipe: Recipe) -> bool:
+    """Whether the judge gets the rubric in its user turn: as the recipe says, or, for `auto`, when the judge's
+    chat template (its tokenizer on this machine) has no system role."""
+    turn = recipe.judge.rubric_turn
+    if turn != "auto":
+        return turn == "user"
+    tok = load_tokenizer(recipe.judge.model)
+    return tok is not None and not has_system_role(tok)
+
+
+def reasoning_budget(recipe: Recipe) -> int | None:
+    """A reasoning judge's thinking budget. In a one-token mode its thinking must be switched off: a template on
+    this machine that cannot do that is refused now, not at the self-test."""
+    j = recipe.judge
+    if j.reasoning is None:
+        return None
+    if j.mode != "verdict" and (tok := load_tokenizer(j.model)) is not None and not can_switch_thinking_off(tok):
+        raise UserError(f"{recipe.source}: judge.reasoning: the chat template of {j.model} cannot switch thinking "
+                        f"off, which {j.mode} mode needs (one answer token); use judge.mode: verdict")
+    return j.reasoning.budget_tokens
+
+
+def judge_context(recipe: Recipe, backend: JudgeBackend) -> int | None:
+    """The judge's context in tokens: the in-process model's, or what its server(s) report, or serve.max_model_len."""
+    if isinstance(backend, LocalJudge):
+        return getattr(backend.model.config, "max_position_embeddings", None)
+    reported = [n for u in backend.urls if (n := served_context(u, recipe.judge.api_key)) is not None]
+    return min(reported) if reported else recipe.judge.serve.max_model_len
 
 
 def judge_reward(recipe: Recipe, base_url: str | list[str], judgment_log: Path | None = None) -> TRLReward:
@@ -83,47 +127,118 @@ def rank_log_path(run_dir: Path) -> Path:
     return run_dir / ("judgments.jsonl" if r == 0 else f"judgments.rank{r}.jsonl")
 
 
-def _lambda_reward(recipe: Recipe, run_dir: Path, base_url: str | None,
-                   stack: contextlib.ExitStack) -> tuple[TRLReward, str | None]:
-    """The recipe's Bedrock reward Lambda, with (unless turned off) a local Bedrock Converse gateway backed by the
+def judge_recipe(recipe: Recipe, spec: JudgeSourceSpec) -> Recipe:
+    """The recipe as a judge source sees it: its own rubric, mode and judge where it names them."""
+    update = {k: v for k, v in (("rubric", spec.rubric), ("judge", spec.judge)) if v is not None}
+    r = recipe.model_copy(update=update)
+    if spec.mode:
+        r = r.model_copy(update={"judge": r.judge.model_copy(update={"mode": spec.mode})})
+    return r
+
+
+class Endpoints:
+    """The judge endpoints of a run, each opened once (sources that share a judge share its server) and closed
+    when the run's stack unwinds."""
+
+    def __init__(self, recipe: Recipe, run_dir: Path, base_url: str | None, stack: contextlib.ExitStack):
+        self.recipe, self.run_dir, self.base_url, self.stack = recipe, run_dir, base_url, stack
+        self._open: dict[str, Endpoint] = {}
+
+    @staticmethod
+    def _served(r: Recipe) -> str:
+        """What makes two judges one server: the checkpoint and how it is reached or served, not the mode."""
+        return r.judge.model_dump_json(include={"model", "served_model_name", "backend", "base_url", "api_key",
+                                                "serve", "local"})
+
+    def get(self, r: Recipe) -> Endpoint:
+        key = self._served(r)
+        if key not in self._open:
+            ours = key == self._served(self.recipe)  # the recipe's own judge: --base-url may name it
+            run_dir = self.run_dir if ours else self.run_dir / f"judge_{len(self._open)}"
+            self._open[key] = self.stack.enter_context(judge_endpoint(r, run_dir, self.base_url if ours else None))
+        return self._open[key]
+
+
+def _supervise(ep: Endpoint, judge: Judge, stack: contextlib.ExitStack) -> None:
+    """A server rlaif launched is restarted if it dies mid-run; its failures meanwhile do not stop the run."""
+    if ep.server is None:
+        return
+    server = ep.server
+    # a dead server's failures are the supervisor's to fix, even before its next look (it polls each second)
+    judge.failures.hold = lambda: server.died() is not None
+    sup = Supervisor(server, on_down=judge.server_down, on_up=judge.server_up, on_give_up=judge.give_up).start()
+    stack.callback(sup.stop)  # before the server stops (the stack unwinds in reverse)
+
+
+def _lambda_source(recipe: Recipe, spec: LambdaSourceSpec, endpoints: Endpoints, log: SourceLog) -> LambdaSource:
+    """A Bedrock reward Lambda, with (unless turned off) a local Bedrock Converse gateway backed by the recipe's
     judge for the Lambda's boto3 calls."""
-    spec, url = recipe.reward, None
     if spec.bedrock_gateway:
-        ep = stack.enter_context(judge_endpoint(recipe, run_dir, base_url))
-        gw = stack.enter_context(Gateway(build_app(ep.url, recipe.judge.name, judge_api_key=recipe.judge.api_key,
-                                                   timeout_s=recipe.judge.timeout_s)))
+        ep = endpoints.get(recipe)
+        gw = endpoints.stack.enter_context(Gateway(build_app(ep.url, recipe.judge.name,
+                                                             judge_api_key=recipe.judge.api_key,
+                                                             timeout_s=recipe.judge.timeout_s)))
         env = boto3_env(gw.url)
         # the endpoint always points here; dummy credentials only where the user has none
         os.environ["AWS_ENDPOINT_URL_BEDROCK_RUNTIME"] = env.pop("AWS_ENDPOINT_URL_BEDROCK_RUNTIME")
         for k, v in env.items():
             os.environ.setdefault(k, v)
         say(f"Bedrock Converse gateway at {gw.url} (judge '{recipe.judge.name}' at {ep.url}) for the Lambda")
-        url = ep.url
-    say(f"reward: lambda_handler in {spec.lambda_file} (your code; batches of {spec.batch_size}, "
+    say(f"reward {spec.name}: lambda_handler in {spec.file} (your code; batches of {spec.batch_size}, "
         f"{spec.concurrency} at once)")
-    source = LambdaSource(spec.lambda_file, batch_size=spec.batch_size, concurrency=spec.concurrency,
-                          timeout_s=spec.timeout_s, on_error=spec.on_error, neutral_reward=spec.neutral_reward,
-                          max_fail_rate=spec.max_fail_rate, judgment_log=rank_log_path(run_dir))
-    return TRLReward(source), url
+    return LambdaSource(spec.file, batch_size=spec.batch_size, concurrency=spec.concurrency, timeout_s=spec.timeout_s,
+                        on_error=spec.on_error, neutral_reward=spec.neutral_reward, max_fail_rate=spec.max_fail_rate,
+                        judgment_log=log, name=spec.name)
 
 
-def make_reward(recipe: Recipe, run_dir: Path, base_url: str | None,
-                stack: contextlib.ExitStack) -> tuple[TRLReward, str | None]:
-    """(the run's reward for TRL, the judge's URL or None): the recipe's judge, or its Bedrock reward Lambda.
-    What it starts (a judge server and its supervisor, a gateway) stops when `stack` closes."""
-    if recipe.reward.lambda_file:
-        return _lambda_reward(recipe, run_dir, base_url, stack)
-    ep = stack.enter_context(judge_endpoint(recipe, run_dir, base_url))
-    judge = make_judge(recipe, ep.url, rank_log_path(run_dir))
-    if ep.server is not None:  # rlaif launched it, so rlaif restarts it if it dies mid-run
-        server = ep.server
-        # a dead server's failures are the supervisor's to fix, even before its next look (it polls each second)
-        judge.failures.hold = lambda: server.died() is not None
-        sup = Supervisor(server, on_down=judge.server_down, on_up=judge.server_up, on_give_up=judge.give_up).start()
-        stack.callback(sup.stop)  # before the server stops (the stack unwinds in reverse)
-    judge.self_test_sync()
-    say(f"judge '{recipe.judge.name}' at {ep.url} passed its self-test; training {recipe.policy.model}")
-    return TRLReward(JudgeSource(judge)), ep.url
+def make_sources(recipe: Recipe, endpoints: Endpoints, log: JudgmentLog, *,
+                 self_test: bool = True) -> list[RewardSource]:
+    """The recipe's reward sources, in its order, each writing to the run's judgment log."""
+    out: list[RewardSource] = []
+    for spec in recipe.reward_sources():
+        view = log.for_source(spec.name)
+        if isinstance(spec, JudgeSourceSpec):
+            r = judge_recipe(recipe, spec)
+            ep = endpoints.get(r)
+            judge = make_judge(r, ep.url, view)
+            _supervise(ep, judge, endpoints.stack)
+            if self_test:
+                judge.self_test_sync()
+                say(f"judge '{r.judge.name}' at {ep.url} passed its self-test")
+            out.append(JudgeSource(judge, spec.name))
+        elif isinstance(spec, VerifiableSourceSpec):
+            out.append(VerifiableSource(spec, view))
+        elif isinstance(spec, PythonSourceSpec):
+            out.append(PythonSource(spec, view))
+        else:
+            out.append(_lambda_source(recipe, spec, endpoints, view))
+    return out
+
+
+def reward_weights(recipe: Recipe) -> list[float]:
+    """GRPOConfig's reward_weights for the run's reward functions (one per source; one for a gate)."""
+    specs = recipe.reward_sources()
+    return [1.0] if gated(specs) else [s.weight for s in specs]
+
+
+def make_rewards(recipe: Recipe, run_dir: Path, base_url: str | None,
+                 stack: contextlib.ExitStack) -> tuple[list[TRLReward], str | None]:
+    """(the run's reward functions for TRL, the recipe judge's URL or None). One function per source, which TRL
+    weighs with `reward_weights`; or one gate over them all when a source is essential. What this starts (judge
+    servers and their supervisors, a gateway) stops when `stack` closes."""
+    log = JudgmentLog(rank_log_path(run_dir))
+    stack.callback(log.close)
+    endpoints = Endpoints(recipe, run_dir, base_url, stack)
+    specs = recipe.reward_sources()
+    sources = make_sources(recipe, endpoints, log)
+    # the judge that validation and the second opinion ask: the recipe's, when the run uses it
+    uses_judge = any(isinstance(s, JudgeSourceSpec) or (isinstance(s, LambdaSourceSpec) and s.bedrock_gateway)
+                     for s in specs)
+    url = endpoints.get(recipe).url if uses_judge else None
+    say(f"training {recipe.policy.model} on {', '.join(s.name for s in sources)}")
+    if gated(specs):
+        return [TRLReward(GatedSource(sources, [s.weight for s in specs], [s.essential for s in specs]))], url
+    return [TRLReward(s) for s in sources], url
 
 
 def apply_threads(recipe: Recipe) -> None:

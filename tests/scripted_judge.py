@@ -3,7 +3,9 @@ that vary in known ways (the tiny judge was trained for logprob prompts, so its 
 
 Verdict mode only: PASS when the fenced response says "please", else FAIL; a response containing "garble"
 gets a reply that is not a verdict, and one containing "chatty" gets the JSON wrapped in prose and a code fence,
-as judges without structured outputs write it.
+as judges without structured outputs write it. `style` writes replies as reasoning judges do: "think" (Qwen3 and
+DeepSeek-R1: `<think>...</think>` then the verdict), "think_cut" (still thinking when the budget ran out),
+"harmony" (gpt-oss's channels), "reasoning_field" (vLLM's reasoning parser: the thinking in `reasoning_content`).
 """
 from __future__ import annotations
 
@@ -23,8 +25,23 @@ def verdict_for(user: str, criteria: list[str]) -> str:
     return f"Here is my verdict:\n```json\n{text}\n```" if "chatty" in response else text
 
 
+def styled(content: str, style: str) -> tuple[str | None, str | None, str]:
+    """(content, reasoning_content, finish_reason) of a reply written in a reasoning judge's style."""
+    thought = "The response is short; I look for the word please."
+    if style == "think":
+        return f"<think>\n{thought}\n</think>\n\n{content}", None, "stop"
+    if style == "think_cut":
+        return f"<think>\n{thought} " + "Hmm, " * 20, None, "length"
+    if style == "harmony":
+        return (f"<|channel|>analysis<|message|>{thought}<|end|><|start|>assistant<|channel|>final<|message|>"
+                f"{content}<|return|>"), None, "stop"
+    if style == "reasoning_field":
+        return content, thought, "stop"
+    return content, None, "stop"
+
+
 class ScriptedJudge:
-    def __init__(self, model: str = "judge"):
+    def __init__(self, model: str = "judge", style: str = "plain"):
         self.requests: list[dict] = []
         judge = self
 
@@ -51,12 +68,14 @@ class ScriptedJudge:
                 schema = req["response_format"]["json_schema"]["schema"]
                 criteria = [k for k in schema["required"] if k != "rationale"]
                 user = req["messages"][-1]["content"]
-                content = verdict_for(user, criteria)
+                content, reasoning, finish = styled(verdict_for(user, criteria), style)
+                message = {"role": "assistant", "content": content}
+                if reasoning is not None:
+                    message["reasoning_content"] = reasoning
                 self._send({"id": "x", "object": "chat.completion", "created": int(time.time()), "model": model,
-                            "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
-                                         "message": {"role": "assistant", "content": content}}],
-                            "usage": {"prompt_tokens": len(user) // 4, "completion_tokens": len(content) // 4,
-                                      "total_tokens": (len(user) + len(content)) // 4}})
+                            "choices": [{"index": 0, "finish_reason": finish, "logprobs": None, "message": message}],
+                            "usage": {"prompt_tokens": len(user) // 4, "completion_tokens": len(content or "") // 4,
+                                      "total_tokens": (len(user) + len(content or "")) // 4}})
 
         class Server(ThreadingHTTPServer):
             request_queue_size = 256  # the judge client opens dozens of connections at once

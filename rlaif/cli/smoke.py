@@ -17,7 +17,9 @@ import time
 from pathlib import Path
 
 from rlaif.common.console import say
-from rlaif.config.recipe import check_paths, load_recipe
+from rlaif.common.stats import rate
+from rlaif.config.recipe import Recipe, check_paths, load_recipe
+from rlaif.config.rewards import JudgeSourceSpec
 from rlaif.errors import UserError
 from rlaif.eval.audit import audit_labels, print_audit
 from rlaif.eval.policy_eval import compare, evaluate_policy, print_comparison, without_rows
@@ -34,11 +36,22 @@ BARS = {  # what the smoke run must show
     "true_pass_rate_gain": (">=", 0.30),
     "judge_agreement_on_policy": (">=", 0.90),
 }
+# a recipe with several reward sources (recipes/smoke-mixed.yaml): the mixed reward teaches what the judge cannot,
+# measured against the same run with the judge source alone
+MIXED_BARS = {
+    "judge_audit_agreement": (">=", 0.95),
+    "judge_failures": ("==", 0),
+    "true_pass_rate_gain": (">=", 0.30),  # the judge source's criterion, by the regex
+    "judge_agreement_on_policy": (">=", 0.90),
+    "verifiable_gain": (">=", 0.20),  # every other source's pass rate, after - before (the smallest)
+    "verifiable_gain_over_judge_only": (">=", 0.10),  # ... and after this run - after the judge-only run
+    "all_true_pass_rate_gain": (">=", 0.25),  # the share that satisfies every criterion (regex and rules)
+}
 
 
-def _check(summary: dict) -> list[str]:
+def _check(summary: dict, bars: dict) -> list[str]:
     missed = []
-    for key, (op, bar) in BARS.items():
+    for key, (op, bar) in bars.items():
         v = summary[key]
         ok = v is not None and (v >= bar if op == ">=" else v == bar)
         if not ok:
@@ -76,6 +89,7 @@ def run_smoke(recipe_path: str = "recipes/smoke.yaml", overrides: list[str] | No
     shutil.rmtree(run_dir, ignore_errors=True)  # a smoke run always starts from nothing
     run_dir.mkdir(parents=True)
 
+    mixed = len(recipe.reward_sources()) > 1
     with judge_endpoint(recipe, run_dir) as ep:
         say("auditing the judge on held-out labelled samples")
         audit = audit_labels(recipe, ep.url, recipe.eval.judge_labels)
@@ -89,14 +103,21 @@ def run_smoke(recipe_path: str = "recipes/smoke.yaml", overrides: list[str] | No
         say("evaluating the trained policy (adapter loaded)")
         after = evaluate_policy(recipe, ep.url, dataset=recipe.data.eval, adapter=train["adapter"], tag="after")
         say(f"after: judge pass {after['judge_pass_rate']:.3f}, rule pass {after['rule_pass_rate']:.3f}")
+        if mixed:
+            alone = judge_only(recipe)
+            say(f"training the same policy on the judge source alone, for comparison ({alone.run_dir})")
+            train_alone = run_training(alone, base_url=ep.url)
+            after_alone = evaluate_policy(recipe, ep.url, dataset=recipe.data.eval, adapter=train_alone["adapter"],
+                                          tag="after_judge_only")
         server_start_s = ep.start_s
     comparison = compare(before, after)
     (run_dir / "eval.json").write_text(json.dumps({"base": without_rows(before), "adapter": without_rows(after),
                                                    "comparison": comparison}, indent=2))
     print_comparison(before, after, comparison)
 
-    judge_calls = audit["judge"]["calls"] + before["judge"]["calls"] + train["judge"]["calls"] + after["judge"]["calls"]
-    judge_failures = sum(failed_count(x["judge"]) for x in (audit, before, train, after))
+    trained = judge_summary(recipe, train)
+    judge_calls = audit["judge"]["calls"] + before["judge"]["calls"] + trained["calls"] + after["judge"]["calls"]
+    judge_failures = sum(failed_count(x) for x in (audit["judge"], before["judge"], trained, after["judge"]))
     summary = {
         "judge_audit_agreement": audit["agreement"],
         "judge_audit_samples": audit["n_judgments"],
@@ -111,8 +132,8 @@ def run_smoke(recipe_path: str = "recipes/smoke.yaml", overrides: list[str] | No
         "judge_failures": judge_failures,
         "steps": train["steps"],
         "s_per_step": train["s_per_step"],
-        "judge_latency_p50_s": train["judge"]["latency_p50_s"],
-        "judge_latency_p95_s": train["judge"]["latency_p95_s"],
+        "judge_latency_p50_s": trained["latency_p50_s"],
+        "judge_latency_p95_s": trained["latency_p95_s"],
         "judge_server_start_s": round(server_start_s, 1) if server_start_s else None,
         "build_s": round(t_build, 1),
         "train_s": train["wall_s"],
@@ -140,7 +161,9 @@ def run_smoke(recipe_path: str = "recipes/smoke.yaml", overrides: list[str] | No
                                   json.loads((run_dir / "health.json").read_text())["warnings"]]
     summary["pass_rate_gain"] = round(summary["pass_rate_after"] - summary["pass_rate_before"], 4)
     summary["true_pass_rate_gain"] = round(summary["true_pass_rate_after"] - summary["true_pass_rate_before"], 4)
-    missed = _check(summary)
+    if mixed:
+        summary |= mixed_summary(recipe, before, after, after_alone)
+    missed = _check(summary, MIXED_BARS if mixed else BARS)
     summary["bars_missed"] = missed
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
 
@@ -152,6 +175,13 @@ def run_smoke(recipe_path: str = "recipes/smoke.yaml", overrides: list[str] | No
     t.add_row("true pass rate (regex)", f"{summary['true_pass_rate_before']:.1%}", f"{summary['true_pass_rate_after']:.1%}")
     t.add_row("judge agrees with regex", f"{summary['judge_agreement_on_base_policy']:.1%}",
               f"{summary['judge_agreement_on_policy']:.1%}")
+    if mixed:
+        t.add_column("after, judge source alone", justify="right")
+        for name, m in summary["sources"].items():
+            t.add_row(f"source {name} pass rate", f"{m['before']:.1%}", f"{m['after']:.1%}",
+                      f"{m['after_judge_only']:.1%}")
+        t.add_row("every criterion met (regex and rules)", f"{summary['all_true_pass_rate_before']:.1%}",
+                  f"{summary['all_true_pass_rate_after']:.1%}", f"{summary['all_true_pass_rate_after_judge_only']:.1%}")
     c = Console()
     c.print(t)
     c.print(f"judge audit agreement {summary['judge_audit_agreement']:.1%} on {summary['judge_audit_samples']} "
@@ -165,3 +195,39 @@ def run_smoke(recipe_path: str = "recipes/smoke.yaml", overrides: list[str] | No
         return 1
     c.print("[bold green]smoke test passed[/]")
     return 0
+
+
+def judge_only(recipe: Recipe) -> Recipe:
+    """The same recipe with its judge source alone, written to RUN_DIR/judge_only: what the judge teaches by
+    itself, the baseline the mixed reward is measured against."""
+    judge = [s for s in recipe.reward_sources() if isinstance(s, JudgeSourceSpec)]
+    if not judge:
+        raise UserError(f"{recipe.source}: rewards: a mixed smoke run needs a judge source to compare with")
+    return recipe.model_copy(update={"rewards": judge[:1], "output_dir": str(recipe.run_dir / "judge_only")})
+
+
+def judge_summary(recipe: Recipe, train: dict) -> dict:
+    """The judge's totals in a training summary: its first judge source's."""
+    judges = [s.name for s in recipe.reward_sources() if isinstance(s, JudgeSourceSpec)]
+    return train["rewards"][judges[0]] if judges and "rewards" in train else train["judge"]
+
+
+def mixed_summary(recipe: Recipe, before: dict, after: dict, alone: dict) -> dict:
+    """Per source: pass rates before, after, and after the judge-only run; the share of completions that meet
+    every criterion in truth (the regex for the judge's, the rules for the others)."""
+    rules = [s.name for s in recipe.reward_sources() if not isinstance(s, JudgeSourceSpec)]
+
+    def all_true(res: dict) -> float | None:
+        return rate(r.get("rule_pass") and all(r["sources"][n] is not None and r["sources"][n] > 0.5 for n in rules)
+                    for r in res["rows"])
+
+    sources = {n: {"before": before["sources"][n]["pass_rate"], "after": after["sources"][n]["pass_rate"],
+                   "after_judge_only": alone["sources"][n]["pass_rate"]} for n in before["sources"]}
+    out = {"sources": sources,
+           "all_true_pass_rate_before": all_true(before), "all_true_pass_rate_after": all_true(after),
+           "all_true_pass_rate_after_judge_only": all_true(alone),
+           "verifiable_gain": round(min(sources[n]["after"] - sources[n]["before"] for n in rules), 4),
+           "verifiable_gain_over_judge_only": round(min(sources[n]["after"] - sources[n]["after_judge_only"]
+                                                        for n in rules), 4)}
+    out["all_true_pass_rate_gain"] = round(out["all_true_pass_rate_after"] - out["all_true_pass_rate_before"], 4)
+    return out

@@ -30,6 +30,13 @@ class LocalJudgeSpec(Strict):
     batch_size: int = Field(32, gt=0)
 
 
+class ReasoningSpec(Strict):
+    """A reasoning judge (Qwen3, gpt-oss, DeepSeek-R1 and their kin): how many tokens it may think for in verdict
+    mode; in logprob and pairwise modes its thinking is switched off (`enable_thinking: false`), where its chat
+    template allows that."""
+    budget_tokens: int = Field(1024, gt=0)
+
+
 class JudgeSpec(Strict):
     model: str = Field(description="local folder or hub id of the judge; swap judges by changing this line")
     # vllm: an OpenAI-compatible server (launched or at base_url); transformers: the judge model in the trainer's
@@ -66,6 +73,13 @@ class JudgeSpec(Strict):
     temperature: float = Field(0.0, ge=0)
     cache: bool = True  # judge identical (judge, rubric, sample) requests once
     weight: float = Field(1.0, gt=0)  # the judge's weight beside checks in `weight` mode
+    # the judge's context in tokens, which every request must fit with its answer (longer samples are cut in the
+    # middle); default: what the server reports (vLLM's max_model_len), or the in-process model's
+    context_tokens: int | None = Field(None, gt=0)
+    # where the rubric goes: the system turn, or the head of the user turn for judges whose chat template has no
+    # system role (Gemma); auto: read from the judge's chat template when its tokenizer is on this machine
+    rubric_turn: Literal["auto", "system", "user"] = "auto"
+    reasoning: ReasoningSpec | None = None  # a reasoning judge: its thinking budget (see ReasoningSpec)
 
     @model_validator(mode="after")
     def _local_backend_modes(self):

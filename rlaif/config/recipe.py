@@ -19,6 +19,7 @@ from rlaif.config.audit import AuditSpec
 from rlaif.config.checks import Check
 from rlaif.config.judge import JudgeSpec
 from rlaif.config.nova import NovaSpec, grpo_settings
+from rlaif.config.rewards import JudgeSourceSpec, LambdaSourceSpec, PythonSourceSpec, RewardSourceSpec
 from rlaif.config.rubric import load_rubric
 from rlaif.config.strict import Strict
 from rlaif.config.yaml import YAMLError, path_exists, read_yaml, yaml_load
@@ -91,6 +92,9 @@ class Recipe(Strict):
     grpo: dict[str, Any] = {}
     eval: EvalSpec = EvalSpec()
     reward: RewardSpec = RewardSpec()
+    # the sources of the reward and their weights (rlaif/config/rewards.py); default: the judge alone, or
+    # reward.lambda_file alone
+    rewards: list[RewardSourceSpec] | None = None
     nova: NovaSpec = NovaSpec()  # Bedrock's hyperparameter names and job settings (rlaif/config/nova.py)
     audit: AuditSpec = AuditSpec()  # thresholds for `rlaif judge audit` (rlaif/config/audit.py)
 
@@ -103,6 +107,35 @@ class Recipe(Strict):
                     and (c.min_tokens is not None or c.max_tokens is not None):
                 c.tokenizer = self.policy.model
         return self
+
+    @model_validator(mode="after")
+    def _one_way_to_say_the_reward(self):
+        if self.rewards is None:
+            return self
+        if self.reward.lambda_file:
+            raise ValueError("give the reward Lambda as a `kind: lambda` entry of rewards:, not reward.lambda_file "
+                             "as well")
+        if not self.rewards:
+            raise ValueError("rewards: needs at least one source (or leave it out: the judge is the reward)")
+        names = [s.name for s in self.rewards]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"rewards: source names must be unique (they name metrics); repeated: {', '.join(dup)}")
+        if not any(s.weight > 0 for s in self.rewards):
+            raise ValueError("rewards: every weight is 0; at least one source must count")
+        return self
+
+    def reward_sources(self) -> list:
+        """The reward's sources: the recipe's `rewards:`, or the judge alone, or `reward.lambda_file` alone."""
+        if self.rewards is not None:
+            return list(self.rewards)
+        if self.reward.lambda_file:
+            r = self.reward
+            return [LambdaSourceSpec(kind="lambda", file=r.lambda_file, batch_size=r.batch_size,
+                                     concurrency=r.concurrency, timeout_s=r.timeout_s, on_error=r.on_error,
+                                     neutral_reward=r.neutral_reward, max_fail_rate=r.max_fail_rate,
+                                     bedrock_gateway=r.bedrock_gateway)]
+        return [JudgeSourceSpec(kind="judge")]
 
     @property
     def run_dir(self) -> Path:
@@ -158,8 +191,9 @@ def looks_like_path(spec: str) -> bool:
 
 def check_paths(r: Recipe) -> None:
     src = r.source
-    for field_name, value in (("data.train", r.data.train), ("data.eval", r.data.eval),
-                              ("reward.lambda_file", r.reward.lambda_file)):
+    files = [("data.train", r.data.train), ("data.eval", r.data.eval), ("reward.lambda_file", r.reward.lambda_file)]
+    files += [(f"rewards[{i}].file", s.file) for i, s in enumerate(r.rewards or []) if isinstance(s, LambdaSourceSpec)]
+    for field_name, value in files:
         if value and not path_exists(value):
             raise UserError(f"{src}: {field_name}: file not found: {value}")
     for field_name, value in (("policy.model", r.policy.model), ("judge.model", r.judge.model)):
@@ -183,12 +217,21 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None, check_file
         raise UserError(format_validation_error(e, str(path))) from None
     _check_grpo(recipe.grpo, str(path))
     grpo_settings(recipe.nova.hyperparameters, recipe.grpo, has_eval=bool(recipe.data.eval), source=str(path))
-    try:
-        load_rubric(recipe.rubric, where=f"{path}: rubric")  # fail now, not mid-run
-    except UserError as e:  # a rubric file's own error names that file: say which recipe pointed at it
-        if str(path) in str(e):
-            raise
-        raise UserError(f"{path}: rubric: {e}") from None
+    rubrics = [("rubric", recipe.rubric)] + [(f"rewards[{i}].rubric", s.rubric) for i, s in
+                                             enumerate(recipe.rewards or []) if getattr(s, "rubric", None)]
+    for where, rubric in rubrics:
+        try:
+            load_rubric(rubric, where=f"{path}: {where}")  # fail now, not mid-run
+        except UserError as e:  # a rubric file's own error names that file: say which recipe pointed at it
+            if str(path) in str(e):
+                raise
+            raise UserError(f"{path}: {where}: {e}") from None
+    for i, s in enumerate(recipe.rewards or []):
+        if isinstance(s, PythonSourceSpec):
+            try:
+                s.load()  # a function that does not import stops the run now, not at the first step
+            except ValueError as e:
+                raise UserError(f"{path}: rewards[{i}].function: {e}") from None
     if check_files:
         check_paths(recipe)
     return recipe

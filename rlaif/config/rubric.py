@@ -102,6 +102,34 @@ class Rubric(BaseModel):
                                 self.aggregation, self._formula_tree)
 
 
+class RecordRubric(BaseModel):
+    """A record's own criteria (its `rubric` key; `metadata.rubric` in a reward-Lambda event), judged after the
+    recipe's shared ones as the instance-specific rubrics of "Rubrics as Rewards" and checklist rewards are: the
+    same fields as a rubric file's criteria. They join the reward as a weighted mean beside the shared rubric's
+    aggregate (an essential one that fails zeroes the reward under aggregation: gate)."""
+    model_config = ConfigDict(extra="forbid")
+
+    criteria: list[Criterion] = Field(min_length=1)
+
+    @field_validator("criteria")
+    @classmethod
+    def _unique(cls, v):
+        names = [c.name for c in v]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"criterion names must be unique; repeated: {', '.join(dup)}")
+        return v
+
+
+def record_rubric_problems(value) -> list[str]:
+    """`field: message` problems of a record's `rubric` (prefixed `rubric.`), none when it is valid."""
+    try:
+        RecordRubric.model_validate(value)
+        return []
+    except Exception as e:  # pydantic.ValidationError
+        return [ln.removeprefix(": ") for ln in format_validation_error(e, "", prefix="rubric").splitlines()]
+
+
 def builtin_rubrics() -> list[str]:
     return sorted(p.stem for p in BUILTIN_DIR.glob("*.yaml"))
 

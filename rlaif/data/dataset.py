@@ -2,8 +2,12 @@
 prompt lengths Bedrock's maxPromptLength counts."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+from rlaif.config.recipe import Recipe
+from rlaif.config.rewards import VerifiableSourceSpec
+from rlaif.config.rubric import load_rubric
 from rlaif.data.nova import read_jsonl
 from rlaif.data.reader import ReadResult, number_records
 from rlaif.data.tables import TABLE_SUFFIXES, read_table
@@ -49,3 +53,24 @@ def drop_long_prompts(dataset, tokenizer, max_tokens: int, where: str = "data.tr
         raise UserError(f"{where}: every prompt is longer than maxPromptLength {max_tokens} tokens "
                         f"(shortest: {min(lengths)})")
     return (dataset.select(keep) if dropped else dataset), dropped
+
+
+def check_training_data(recipe: Recipe) -> None:
+    """What the recipe asks of its data, checked before training starts: every record carries the field each
+    verifiable source checks against, and a record's own criteria do not reuse a name of the recipe's rubric.
+    A record that fails is refused with the recipe's field and the data's file and line."""
+    verifiable = [(i, s) for i, s in enumerate(recipe.rewards or []) if isinstance(s, VerifiableSourceSpec)]
+    shared = {c.name for c in load_rubric(recipe.rubric, where=f"{recipe.source}: rubric").criteria}
+    for path in filter(None, (recipe.data.train, recipe.data.eval)):
+        res = read_records(path, recipe.data.columns)
+        for line, rec in zip(res.record_lines, res.records):
+            meta = json.loads(rec["metadata"])
+            for i, spec in verifiable:
+                has = rec["reference_answer"] is not None if spec.field == "reference_answer" else spec.field in meta
+                if not has:
+                    raise UserError(f"{recipe.source}: rewards[{i}].field: {path}:{line} (id {rec['id']}) has no "
+                                    f"'{spec.field}' for the {spec.check} check of source '{spec.name}'")
+            clash = sorted({c["name"] for c in (meta.get("rubric") or {}).get("criteria", [])} & shared)
+            if clash:
+                raise UserError(f"{path}:{line}: rubric.criteria: {', '.join(clash)} is already a criterion of the "
+                                f"recipe's rubric ({recipe.source}); give the record's own criterion another name")

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from rlaif.config.rubric import record_rubric_problems
 from rlaif.data.reader import Problem, ReadResult, number_records, read_jsonl_with, short
 from rlaif.portable.messages import event_reference, reference_text, text_of
 
@@ -76,6 +77,8 @@ def parse_record(obj: Any) -> tuple[dict | None, list[str]]:
     rid = obj.get("id")
     if rid is not None and (not isinstance(rid, (str, int)) or isinstance(rid, bool)):
         errs.append("id: must be a string or an integer")
+    if "rubric" in obj:  # the record's own criteria, judged after the recipe's
+        errs += record_rubric_problems(obj["rubric"])
     if errs:
         return None, errs
     extra = {k: v for k, v in obj.items() if k not in ("messages", "reference_answer", "id")}
@@ -111,6 +114,8 @@ def parse_lambda_sample(obj: Any) -> tuple[dict | None, list[str]]:
     rid = obj.get("id")
     if rid is None or not isinstance(rid, (str, int)) or isinstance(rid, bool):
         errs.append("id: required, a string or an integer")
+    if "rubric" in meta:  # the sample's own criteria, judged after the recipe's
+        errs += [f"metadata.{e}" for e in record_rubric_problems(meta["rubric"])]
     if errs:
         return None, errs
     ref = event_reference(obj)

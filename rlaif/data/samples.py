@@ -11,6 +11,7 @@ class Sample:
     response: str
     # the record's extra keys, and `reference_answer` as the record had it (string or object)
     metadata: dict = field(default_factory=dict)
+    columns: dict = field(default_factory=dict)  # the dataset row as TRL passed it (for TRL-signature functions)
 
     @property
     def reference(self):

@@ -9,6 +9,8 @@ learned to fool the judge), and the win rate of the adapter against the base pol
 """
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 import statistics
 import time
@@ -17,11 +19,14 @@ from collections import defaultdict
 from rlaif.common.jsonl import write_jsonl
 from rlaif.common.stats import fmt, mean, rate
 from rlaif.config.recipe import Recipe
+from rlaif.config.rewards import JudgeSourceSpec
 from rlaif.data.dataset import load_dataset
 from rlaif.data.samples import Sample
 from rlaif.eval.sampling import load_policy, sample_completions
 from rlaif.eval.second_opinion import OpinionSource
-from rlaif.factory import apply_threads, make_judge
+from rlaif.factory import Endpoints, apply_threads, make_judge, make_sources
+from rlaif.judge.judgment_log import JudgmentLog
+from rlaif.rewards.source import record_metadata
 
 
 def evaluate_policy(recipe: Recipe, base_url: str, *, dataset: str, adapter: str | None = None,
@@ -38,10 +43,11 @@ def evaluate_policy(recipe: Recipe, base_url: str, *, dataset: str, adapter: str
     completions = sample_completions(model, tok, list(ds["prompt"]), k=e.samples_per_prompt,
                                      temperature=e.temperature, max_new_tokens=e.max_new_tokens, seed=e.seed)
     t_gen = time.perf_counter() - t0
-    samples = [Sample(id=f"{rid}#{j}", prompt=p, response=c)
-               for rid, p, cs in zip(ds["id"], ds["prompt"], completions) for j, c in enumerate(cs)]
+    samples = [Sample(id=f"{row['id']}#{j}", prompt=row["prompt"], response=c, metadata=record_metadata(row))
+               for row, cs in zip(ds, completions) for j, c in enumerate(cs)]
     judge = make_judge(recipe, base_url)
     verdicts = judge.score_sync(samples)
+    by_source = score_sources(recipe, base_url, samples, verdicts) if recipe.rewards else {}
     rule = re.compile(e.truth_regex) if e.truth_regex else None
     rows = []
     for s, v in zip(samples, verdicts):
@@ -53,6 +59,8 @@ def evaluate_policy(recipe: Recipe, base_url: str, *, dataset: str, adapter: str
         if v.checks:
             row["checks"] = v.checks
         rows.append(row)
+    for i, row in enumerate(rows if by_source else []):
+        row["sources"] = {name: rewards[i] for name, rewards in by_source.items()}
     if second is not None and second.judge_recipe is not None:
         for row, passed in zip(rows, second.judge_pass(samples)):
             row["second_judge_pass"] = passed
@@ -79,9 +87,50 @@ def evaluate_policy(recipe: Recipe, base_url: str, *, dataset: str, adapter: str
         res["rule_pass_rate"] = mean([r["rule_pass"] for r in rows])
         res["judge_agreement_with_rule"] = mean([r["judge_pass"] == r["rule_pass"] for r in scored])
     res.update(extra_metrics(rows, e.samples_per_prompt))
+    if by_source:
+        res.update(source_metrics(rows))
     if tag:
         res["completions_file"] = str(write_jsonl(recipe.run_dir / f"eval_{tag}.jsonl", rows))
     return res
+
+
+def score_sources(recipe: Recipe, base_url: str, samples: list[Sample], verdicts: list) -> dict[str, list]:
+    """Each of the recipe's reward sources on the samples: {source: reward per sample}. A judge source that is the
+    recipe's judge as it stands reuses its verdicts; the others are asked (a judge of their own is served for the
+    duration)."""
+    out: dict[str, list] = {}
+    with contextlib.ExitStack() as stack:
+        log = JudgmentLog(None)
+        to_score = [spec for spec in recipe.reward_sources()
+                    if not (isinstance(spec, JudgeSourceSpec) and spec.rubric is None and spec.mode is None
+                            and spec.judge is None)]
+        for spec in recipe.reward_sources():
+            if spec not in to_score:
+                out[spec.name] = [v.reward for v in verdicts]
+        sources = make_sources(recipe.model_copy(update={"rewards": to_score}), Endpoints(recipe, recipe.run_dir,
+                                                                                         base_url, stack),
+                               log, self_test=False) if to_score else []
+
+        async def run():
+            try:
+                return await asyncio.gather(*[s.score(samples) for s in sources])
+            finally:
+                for s in sources:
+                    await s.aclose()
+        for src, scored in zip(sources, asyncio.run(run()) if sources else []):
+            out[src.name] = scored.rewards
+    return {spec.name: out[spec.name] for spec in recipe.reward_sources()}
+
+
+def source_metrics(rows: list[dict]) -> dict:
+    """Per source: mean reward and pass rate (reward above 0.5); and the share of completions every source
+    passes."""
+    names = list(rows[0]["sources"]) if rows else []
+    per = {n: {"mean_reward": mean([r["sources"][n] for r in rows if r["sources"][n] is not None]),
+               "pass_rate": rate(None if r["sources"][n] is None else r["sources"][n] > 0.5 for r in rows),
+               "failures": sum(r["sources"][n] is None for r in rows)} for n in names}
+    all_pass = rate(all(r["sources"][n] is not None and r["sources"][n] > 0.5 for n in names) for r in rows)
+    return {"sources": per, "all_sources_pass_rate": all_pass}
 
 
 def extra_metrics(rows: list[dict], k: int) -> dict:
@@ -151,6 +200,13 @@ def eval_table_rows(base: dict, tuned: dict | None, cmp: dict | None) -> list[tu
     for c in base.get("check_pass_rates", {}):
         out.append((f"check {c} pass rate", fmt(base["check_pass_rates"][c]),
                     fmt(tuned["check_pass_rates"].get(c)) if tuned else "-"))
+    for n, m in base.get("sources", {}).items():
+        for key in ("pass_rate", "mean_reward"):
+            out.append((f"source {n} {key.replace('_', ' ')}", fmt(m[key]),
+                        fmt(tuned["sources"][n][key]) if tuned else "-"))
+    if "all_sources_pass_rate" in base:
+        out.append(("all sources pass", fmt(base["all_sources_pass_rate"]),
+                    fmt(tuned["all_sources_pass_rate"]) if tuned else "-"))
     bk, tk = base.get("best_of_k", {}), (tuned or {}).get("best_of_k", {})
     for k in ("mean_reward", "judge_pass_rate", "rule_pass_rate", "second_judge_pass_rate"):
         if k in bk:

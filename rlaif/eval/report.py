@@ -94,6 +94,10 @@ def plots(history: list[dict]) -> list[tuple[str, str]]:
                                            ("validation reward", *_xy(val, val_key)),
                                            ("share of positive rewards", *_xy(train, "judge/positive_rate"))],
                                 "reward", band=(lo_x, lo, hi, "train min-max") if len(lo) == len(hi) else None)))
+    source_keys = sorted({k for h in train for k in h if k.startswith("reward/") and k.endswith("/mean")})
+    if len(source_keys) > 1:  # several reward sources: each one's mean reward
+        out.append(("Reward per source", _plot("Reward per source (mean)",
+                                               [(k.split("/")[1], *_xy(train, k)) for k in source_keys], "reward")))
     crit_keys = sorted({k for h in train for k in h if k.startswith("judge/") and k.endswith("/pass_rate")})
     out.append(("Pass rate per criterion", _plot(
         "Pass rate per criterion (judge score > 0.5)",

@@ -259,7 +259,8 @@ class JudgeClient:
             if url in self.no_batch:
                 return await self._singly(params, items)
             tp = self.token_prompts
-            as_tokens = tp is not None and await tp.check(st.http, url, headers, self.settings.model, conversations[0])
+            as_tokens = tp is not None and await tp.check(st.http, url, headers, self.settings.model, conversations[0],
+                                                          (params.get("extra_body") or {}).get("chat_template_kwargs"))
             if as_tokens and token_body is None:
                 try:
                     token_body = await asyncio.to_thread(tp.body, self.settings.model, params, conversations)

@@ -1,4 +1,5 @@
-"""The judgment log: append-only JSONL, one whole line per verdict, flushed as written."""
+"""The judgment log: append-only JSONL, one whole line per verdict, flushed as written. A run keeps one log for
+every reward source; each source writes through its own view, which tags its lines with the source's name."""
 from __future__ import annotations
 
 import threading
@@ -39,3 +40,28 @@ class JudgmentLog:
         if self._f is not None:
             self._f.close()
             self._f = None
+
+    def for_source(self, name: str) -> "SourceLog":
+        """A view that writes to this log, each row tagged `source: name`; closing the view leaves the log open."""
+        return SourceLog(self, name)
+
+
+class SourceLog:
+    def __init__(self, log: JudgmentLog, name: str):
+        self.log, self.name = log, name
+
+    @property
+    def path(self) -> Path | None:
+        return self.log.path
+
+    def write(self, rows: list[dict]) -> None:
+        self.log.write([r | {"source": self.name} for r in rows])
+
+    def close(self) -> None:
+        pass  # the run's log outlives each source's view
+
+
+def as_log(log: Path | JudgmentLog | SourceLog | None) -> JudgmentLog | SourceLog:
+    """A judgment log from what a caller gives: a path (a log of its own; None: nothing is written), or the run's
+    shared log or a source's view of it, as it is."""
+    return log if isinstance(log, (JudgmentLog, SourceLog)) else JudgmentLog(log)

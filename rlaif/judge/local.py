@@ -131,8 +131,9 @@ class LocalJudge:
                 if not fut.done():
                     fut.set_result(reply)
 
-    def render(self, messages: list[dict]) -> str:
-        return self.tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    def render(self, messages: list[dict], template_kwargs: dict | None = None) -> str:
+        return self.tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False,
+                                            **(template_kwargs or {}))
 
     def allowed_ids(self, choices: list[str]):
         """Token ids a `choice` constraint lets through first: those whose text starts some choice."""
@@ -156,7 +157,8 @@ class LocalJudge:
         return out
 
     def _answer(self, batch: list[tuple[list[dict], dict]]) -> list[SimpleNamespace]:
-        logits = self.next_token_logits([self.render(m) for m, _ in batch])
+        logits = self.next_token_logits([self.render(m, (p.get("extra_body") or {}).get("chat_template_kwargs"))
+                                         for m, p in batch])
         replies = []
         for row, (_, params) in zip(logits, batch):
             choices = params["extra_body"]["structured_outputs"]["choice"]

@@ -27,9 +27,7 @@ def rubric_prefix(rubric: Rubric, mode: str = "logprob") -> str:
         "Criteria:",
     ]
     for c in rubric.criteria:
-        lines.append(f"- {c.name}: {c.question}")
-        if c.kind == "scale":
-            lines += [f"  {k}: {v}" for k, v in sorted(c.levels.items())]
+        lines += criterion_lines(c)
     kinds = {c.kind for c in rubric.criteria}
     pf = f"{rubric.labels.pass_} or {rubric.labels.fail}"
     if mode == "verdict":
@@ -45,20 +43,45 @@ def rubric_prefix(rubric: Rubric, mode: str = "logprob") -> str:
     return "\n".join(lines)
 
 
+def criterion_lines(c: Criterion) -> list[str]:
+    lines = [f"- {c.name}: {c.question}"]
+    if c.kind == "scale":
+        lines += [f"  {k}: {v}" for k, v in sorted(c.levels.items())]
+    return lines
+
+
 def render(rubric: Rubric, criterion: Criterion, prompt_messages: list[dict], response: str,
-           reference: str | None = None) -> Rendered:
-    """Logprob mode: messages for one judge request about one criterion of one sample."""
+           reference: str | None = None, own: bool = False) -> Rendered:
+    """Logprob mode: messages for one judge request about one criterion of one sample. A criterion of the
+    record's own (`own`) is not in the shared system turn: its question follows the sample."""
     block, n = sample_block(prompt_messages, response, reference)
-    return Rendered(
-        messages=[{"role": "system", "content": rubric_prefix(rubric)},
-                  {"role": "user", "content": f"{block}\nCriterion: {criterion.name}"}],
-        neutralised=n,
-    )
+    user = f"{block}\nCriterion: {criterion.name}"
+    if own:
+        user += "\n" + "\n".join(["This criterion is the sample's own:"] + criterion_lines(criterion))
+    return Rendered(messages=[{"role": "system", "content": rubric_prefix(rubric)},
+                              {"role": "user", "content": user}], neutralised=n)
 
 
 def render_verdict(rubric: Rubric, prompt_messages: list[dict], response: str,
-                   reference: str | None = None) -> Rendered:
-    """Verdict mode: one request that grades every criterion of one sample."""
+                   reference: str | None = None, own: list[Criterion] = ()) -> Rendered:
+    """Verdict mode: one request that grades every criterion of one sample (the record's own criteria listed
+    after the sample, the shared ones in the system turn)."""
     block, n = sample_block(prompt_messages, response, reference)
+    if own:
+        block += "\n" + "\n".join(["Grade this sample on its own criteria too:"]
+                                   + [ln for c in own for ln in criterion_lines(c)])
     return Rendered(messages=[{"role": "system", "content": rubric_prefix(rubric, "verdict")},
                               {"role": "user", "content": block}], neutralised=n)
+
+
+def rubric_in_user_turn(messages: list[dict]) -> list[dict]:
+    """The same request for a judge whose chat template has no system role (Gemma): the system turn becomes the
+    head of the first user turn, so the rubric still comes first and every request still shares it."""
+    if not messages or messages[0]["role"] != "system":
+        return messages
+    system, rest = messages[0]["content"], [dict(m) for m in messages[1:]]
+    first_user = next((m for m in rest if m["role"] == "user"), None)
+    if first_user is None:
+        return [{"role": "user", "content": system}] + rest
+    first_user["content"] = f"{system}\n\n{first_user['content']}"
+    return rest

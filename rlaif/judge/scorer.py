@@ -19,25 +19,26 @@ import json
 import logging
 import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rlaif.common.failure_window import FailureWindow, fallback_value
 from rlaif.common.stats import percentile
-from rlaif.config.rubric import Rubric
+from rlaif.config.rubric import RecordRubric, Rubric
 from rlaif.data.samples import Sample
 from rlaif.errors import JudgeUnavailable
 from rlaif.judge import logprob, pairwise, verdict
 from rlaif.judge.backend import JudgeBackend
 from rlaif.judge.cache import VerdictCache
-from rlaif.judge.judgment_log import JudgmentLog
-from rlaif.judge.prompt import render, render_verdict
+from rlaif.judge.fit import Fitter, cut_middle
+from rlaif.judge.judgment_log import JudgmentLog, SourceLog, as_log
+from rlaif.judge.prompt import render, render_verdict, rubric_in_user_turn
 from rlaif.judge.vllm_metrics import PrefixCacheMeter
 from rlaif.portable.aggregate import combine
 from rlaif.portable.checks import json_items, run_checks
 from rlaif.portable.messages import reference_text, user_text
-from rlaif.portable.verdicts import ParseError
+from rlaif.portable.verdicts import ParseError, ReasoningCutOff
 
 if TYPE_CHECKING:
     from rlaif.config.judge import JudgeSpec
@@ -56,6 +57,7 @@ class Verdict:
     rationale: str = ""
     checks: dict[str, float] = field(default_factory=dict)  # deterministic check scores (1 pass, 0 fail)
     gated: bool = False  # a gate check failed: reward 0, the judge was not asked
+    truncated: bool = False  # the sample was cut to fit the judge's context
 
 
 @dataclass
@@ -65,6 +67,7 @@ class Request:
     params: dict
     neutralised: int
     sample_first: bool | None = None  # pairwise: whether the judged completion is Response A
+    specs: list = field(default_factory=list)  # the Criterion of each name (the rubric's, or the record's own)
 
 
 @dataclass
@@ -90,21 +93,29 @@ class Judge:
     """A rubric judged by a backend in one mode, with checks, a cache, a judgment log and failure counting."""
 
     def __init__(self, rubric: Rubric, backend: JudgeBackend, *, on_failure: FailureSettings | None = None,
-                 judgment_log: Path | None = None, mode: str = "logprob", top_logprobs: int = 5,
+                 judgment_log: Path | JudgmentLog | SourceLog | None = None, mode: str = "logprob",
+                 top_logprobs: int = 5,
                  temperature: float = 0.0, cache: bool = True, checks: list | None = None,
-                 judge_weight: float = 1.0, pairwise_against: str = "reference", pairwise_opponents: int = 3):
+                 judge_weight: float = 1.0, pairwise_against: str = "reference", pairwise_opponents: int = 3,
+                 fitter: Fitter | None = None, rubric_in_user_turn: bool = False,
+                 reasoning_budget: int | None = None):
         self.rubric = rubric
         self.backend = backend
         self.mode = mode
         self.on_failure = on_failure or FailureSettings()
-        self.judgments = JudgmentLog(judgment_log)
+        self.judgments = as_log(judgment_log)
         self.top_logprobs, self.temperature = top_logprobs, temperature
         self.uses_reference = any(c.uses_reference for c in rubric.criteria)
         self.checks, self.judge_weight = list(checks or []), judge_weight
         self.pairwise_against, self.pairwise_opponents = pairwise_against, pairwise_opponents
+        self.fitter = fitter or Fitter(None)  # cuts samples to the judge's context (rlaif/judge/fit.py)
+        # judges without a system role (Gemma) get the rubric at the head of the user turn, still a shared prefix
+        self.rubric_in_user_turn = rubric_in_user_turn
+        self.reasoning_budget = reasoning_budget  # a reasoning judge: its thinking budget in verdict mode
         self.cache = VerdictCache(f"{backend.name}|{mode}|{rubric.model_dump_json()}") if cache else None
         self.totals = {"calls": 0, "failures": 0, "parse_failures": 0, "retries": 0, "neutralised": 0,
-                       "samples": 0, "fallbacks": 0, "cache_hits": 0, "gated": 0, "server_restarts": 0}
+                       "samples": 0, "fallbacks": 0, "cache_hits": 0, "gated": 0, "server_restarts": 0,
+                       "truncated": 0, "reasoning_cut_off": 0}
         self.latencies: list[float] = []
         mfr = self.on_failure.max_fail_rate
         self.failures = FailureWindow(mfr, lambda rate, n: f"judge failure rate {rate:.0%} over the last {n} calls "
@@ -116,6 +127,22 @@ class Judge:
     def plan(self, sample: Sample, opponents: list[str] | None = None) -> list[Request]:
         """The judge requests one sample needs: one per criterion (logprob), one for all (verdict), or two per
         criterion and opponent (pairwise, both orders)."""
+        return [replace(r, messages=self._turns(r.messages), params=self._thinking(r.params))
+                for r in self._requests(sample, opponents)]
+
+    def _turns(self, messages: list[dict]) -> list[dict]:
+        return rubric_in_user_turn(messages) if self.rubric_in_user_turn else messages
+
+    def _thinking(self, params: dict) -> dict:
+        """A reasoning judge answers one-token requests with its thinking switched off (the template's
+        `enable_thinking`); in verdict mode it thinks within its budget (request_params)."""
+        if not self.reasoning_budget or params.get("max_tokens") != 1:
+            return params
+        extra = dict(params.get("extra_body") or {})
+        extra["chat_template_kwargs"] = {**extra.get("chat_template_kwargs", {}), "enable_thinking": False}
+        return params | {"extra_body": extra}
+
+    def _requests(self, sample: Sample, opponents: list[str] | None) -> list[Request]:
         if self.mode == "pairwise":
             params = pairwise.request_params(self.top_logprobs, self.temperature)
             out = []
@@ -126,17 +153,43 @@ class Judge:
                         rd = pairwise.render(self.rubric, c, sample.prompt, a, b)
                         out.append(Request([c.name], rd.messages, params, rd.neutralised, first))
             return out
-        ref = reference_text(sample.reference) if self.uses_reference else None
-        if self.mode == "verdict":
-            rd = render_verdict(self.rubric, sample.prompt, sample.response, ref)
-            params = verdict.request_params(self.rubric, self.temperature)
-            return [Request([c.name for c in self.rubric.criteria], rd.messages, params, rd.neutralised)]
+        # the reference goes only where a criterion asks for it: the other requests keep a prompt that other samples
+        # of the same record share
+        own = self.own_criteria(sample)
+        uses_reference = self.uses_reference or any(c.uses_reference for c in own)
+        ref = reference_text(sample.reference) if uses_reference else None
+        if self.mode == "verdict":  # one request for every criterion: it sees the reference if any asks for it
+            rd = render_verdict(self.rubric, sample.prompt, sample.response, ref, own)
+            params = verdict.request_params(self.rubric, self.temperature, reasoning_tokens=self.reasoning_budget or 0,
+                                            own=own)
+            specs = list(self.rubric.criteria) + own
+            return [Request([c.name for c in specs], rd.messages, params, rd.neutralised, specs=specs)]
         out = []
-        for c in self.rubric.criteria:
-            rd = render(self.rubric, c, sample.prompt, sample.response, ref)
+        for c in list(self.rubric.criteria) + own:
+            rd = render(self.rubric, c, sample.prompt, sample.response, ref if c.uses_reference else None,
+                        own=c in own)
             params = logprob.request_params(self.rubric.labels, self.top_logprobs, self.temperature, c)
-            out.append(Request([c.name], rd.messages, params, rd.neutralised))
+            out.append(Request([c.name], rd.messages, params, rd.neutralised, specs=[c]))
         return out
+
+    def own_criteria(self, sample: Sample) -> list:
+        """The record's own criteria (its `rubric`, validated when the data was read), after the shared ones.
+        Pairwise mode compares completions on the shared criteria only."""
+        raw = sample.metadata.get("rubric")
+        if raw is None or self.mode == "pairwise":
+            return []
+        return list(RecordRubric.model_validate(raw).criteria)
+
+    def aggregate(self, scores: dict[str, float], own: list) -> float:
+        """The rubric's aggregate of its criteria; a record's own criteria join it as a weighted mean (an essential
+        one that fails zeroes the reward under aggregation: gate)."""
+        value = self.rubric.aggregate({c.name: scores[c.name] for c in self.rubric.criteria})
+        if not own:
+            return value
+        if self.rubric.aggregation == "gate" and any(c.essential and scores[c.name] < 0.5 for c in own):
+            return 0.0
+        shared_w, own_w = sum(c.weight for c in self.rubric.criteria), sum(c.weight for c in own)
+        return (shared_w * value + sum(c.weight * scores[c.name] for c in own)) / (shared_w + own_w)
 
     def _parse(self, req: Request, resp) -> tuple[dict[str, float], str]:
         if self.mode == "pairwise":
@@ -144,8 +197,8 @@ class Judge:
             # each of which turns it round to its own side in score_samples
             return {req.criteria[0]: pairwise.p_first_wins(resp)}, ""
         if self.mode == "verdict":
-            return verdict.parse(resp, self.rubric)
-        crit = next(c for c in self.rubric.criteria if c.name == req.criteria[0])
+            return verdict.parse(resp, self.rubric, req.specs[len(self.rubric.criteria):])
+        crit = req.specs[0]
         return {crit.name: logprob.score_from_response(resp, self.rubric.labels, crit)}, ""
 
     def _checks(self, s: Sample) -> tuple[bool, dict[str, float], dict[str, str]]:
@@ -163,6 +216,46 @@ class Judge:
         # every item's requests decide the same criteria; score_samples averages them: the mean over items
         return [r for item in items for r in
                 self.plan(Sample(s.id, s.prompt, json.dumps(item, ensure_ascii=False), s.metadata))]
+
+    def _fitted(self, s: Sample, opponents: list[str] | None) -> tuple[list[Request], bool]:
+        """The sample's requests, each within the judge's context: the completion (and pairwise opponents) cut
+        first, then the prompt, then the reference. (A per-item rubric's completion is JSON, not cut.)"""
+        reqs, cut = self._plan_sample(s, opponents), False
+        parts = ("prompt", "reference") if self.rubric.per_item and self.mode != "pairwise" else \
+            ("response", "prompt", "reference")
+        for part in parts:
+            for _ in range(4):  # each cut is sized from the excess; a few rounds settle rounding
+                over = max((self.fitter.over(r.messages, r.params.get("max_tokens") or 0) for r in reqs), default=0)
+                if over <= 0:
+                    return reqs, cut
+                smaller, opponents_cut = self._cut(s, opponents, part, over)
+                if smaller is None:
+                    break  # nothing of this part left to cut
+                s, opponents, cut = smaller, opponents_cut, True
+                reqs = self._plan_sample(s, opponents)
+        return reqs, cut  # still too long: sent as it is; the server's refusal is counted as a failure
+
+    def _cut(self, s: Sample, opponents, part: str, over: int) -> tuple[Sample | None, list[str] | None]:
+        f = self.fitter
+        if part == "response":
+            if len(s.response) < 200:
+                return None, opponents
+            texts = [s.response] + list(opponents or [])
+            cut = [cut_middle(t, f.chars_for(t, over)) if len(t) >= 200 else t for t in texts]
+            return replace(s, response=cut[0]), (cut[1:] if opponents is not None else None)
+        if part == "prompt":
+            longest = max(range(len(s.prompt)), key=lambda i: len(s.prompt[i]["content"]), default=None)
+            if longest is None or len(s.prompt[longest]["content"]) < 200:
+                return None, opponents
+            text = s.prompt[longest]["content"]
+            prompt = [dict(m) for m in s.prompt]
+            prompt[longest]["content"] = cut_middle(text, f.chars_for(text, over))
+            return replace(s, prompt=prompt), opponents
+        ref = reference_text(s.reference)
+        if not ref or len(ref) < 200:
+            return None, opponents
+        return replace(s, metadata=s.metadata | {"reference_answer": cut_middle(ref, f.chars_for(ref, over))}), \
+            opponents
 
     def _opponents(self, samples: list[Sample]) -> list[list[str]]:
         """Pairwise opponents: the reference answer, or the next members of the sample's group (same prompt)."""
@@ -183,12 +276,15 @@ class Judge:
     async def _send(self, req: Request) -> dict:
         res = await self.backend.chat(req.messages, **req.params)
         out = {"scores": None, "rationale": "", "latency_s": round(res.latency_s, 4), "attempts": res.attempts,
-               "error": res.error, "parse_fail": False, "cached": False}
+               "error": res.error, "parse_fail": False, "cached": False, "reasoning": ""}
         if res.response is not None:
+            if self.mode == "verdict":
+                out["reasoning"] = verdict.reasoning_of(res.response)
             try:
                 out["scores"], out["rationale"] = self._parse(req, res.response)
             except ParseError as e:
                 out["error"], out["parse_fail"] = f"parse: {e}", True
+                self.totals["reasoning_cut_off"] += isinstance(e, ReasoningCutOff)
         self._count(out)
         return out
 
@@ -202,17 +298,23 @@ class Judge:
         now = time.time()
         checked = [self._checks(s) for s in samples]
         opponents = self._opponents(samples) if self.mode == "pairwise" else [None] * len(samples)
-        plans = [self._plan_sample(s, o) if gates_ok else []
-                 for s, o, (gates_ok, _, _) in zip(samples, opponents, checked)]
+        fitted = [self._fitted(s, o) if gates_ok else ([], False)
+                  for s, o, (gates_ok, _, _) in zip(samples, opponents, checked)]
+        plans = [p for p, _ in fitted]
+        self.totals["truncated"] += sum(cut for _, cut in fitted)
         flat = [req for p in plans for req in p]
         self.totals["neutralised"] += sum(r.neutralised for r in flat)
         results = iter(await asyncio.gather(*[self._judge(r) for r in flat]))
         verdicts, rows = [], []
-        for s, plan, (gates_ok, check_scores, check_details) in zip(samples, plans, checked):
+        for s, plan, (_, truncated), (gates_ok, check_scores, check_details) in zip(samples, plans, fitted, checked):
+            own = self.own_criteria(s)
+            criteria = list(self.rubric.criteria) + own
             digest = hashlib.sha1(s.response.encode("utf-8", "replace")).hexdigest()[:12]
             base = {"time": round(now, 3), "step": step, "sample_id": s.id, "completion_sha1": digest,
                     "completion": s.response[:2000]}
-            got: dict[str, list[float]] = {c.name: [] for c in self.rubric.criteria}
+            if truncated:
+                base["truncated"] = True  # cut to fit the judge's context
+            got: dict[str, list[float]] = {c.name: [] for c in criteria}
             errors, rationales, parts = {}, [], []
             for req in plan:
                 res = next(results)
@@ -227,7 +329,7 @@ class Judge:
                     rationales.append(res["rationale"])
             if gates_ok and not plan:
                 errors = {c.name: "pairwise: no reference answer and no other completion of this prompt"
-                          for c in self.rubric.criteria}
+                          for c in criteria}
                 self.totals["failures"] += 1  # a judgment that could not be asked is a failed one
                 self.failures.record(True)
             # pairwise asks several times per criterion (opponents x orders): the score is their mean
@@ -240,22 +342,24 @@ class Judge:
                 reward, failed = self.on_failure.fallback_reward, True
                 self.totals["fallbacks"] += 1
             else:
-                reward, failed = combine(self.rubric.aggregate(scores), self.checks, check_scores,
+                reward, failed = combine(self.aggregate(scores, own), self.checks, check_scores,
                                          self.judge_weight), False
             verdicts.append(Verdict(s.id, reward, scores, errors, failed,
                                     max((r["latency_s"] for _, r in parts), default=0.0), " ".join(rationales),
-                                    check_scores, not gates_ok))
+                                    check_scores, not gates_ok, truncated))
             for label, value in check_scores.items():
                 rows.append(base | {"criterion": f"check:{label}", "score": value,
                                     "rationale": check_details[label], "error": None, "reward": reward})
             if gates_ok and not plan:
-                rows += [base | {"criterion": n, "score": None, "error": e, "reward": reward} for n, e in errors.items()]
+                rows += [base | {"criterion": n, "score": None, "error": e, "reward": reward}
+                         for n, e in errors.items()]
             for req, res in parts:
                 for name in req.criteria:
                     rows.append(base | {"criterion": name, "score": scores[name],
                                         "rationale": res["rationale"] or None, "latency_s": res["latency_s"],
                                         "attempts": res["attempts"], "error": res["error"], "cached": res["cached"],
-                                        "neutralised": req.neutralised, "reward": reward})
+                                        "neutralised": req.neutralised, "reward": reward}
+                                | ({"reasoning": res["reasoning"][:4000]} if res.get("reasoning") else {}))
         self.totals["samples"] += len(samples)
         self.judgments.write(rows)
         self.failures.check()
@@ -317,7 +421,7 @@ class Judge:
             except ParseError as e:
                 problem = str(e)
         else:
-            crit = next(c for c in self.rubric.criteria if c.name == req.criteria[0])
+            crit = req.specs[0] if req.specs else self.rubric.criteria[0]
             allowed = pairwise.CHOICES if self.mode == "pairwise" else logprob.choices(crit, self.rubric.labels)
             if content in allowed:
                 return

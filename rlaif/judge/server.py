@@ -71,6 +71,17 @@ def served_models(base_url: str, api_key: str | None = None, timeout: float = 2.
         return None
 
 
+def served_context(base_url: str, api_key: str | None = None, timeout: float = 2.0) -> int | None:
+    """The context length (`max_model_len`) the server at base_url reports for its model, or None."""
+    try:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        r = httpx.get(api_url(base_url) + "/models", timeout=timeout, headers=headers)
+        lens = [m.get("max_model_len") for m in r.json().get("data", [])] if r.status_code == 200 else []
+        return min((n for n in lens if isinstance(n, int)), default=None)
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return None
+
+
 def _child_setup(nice: int):
     def setup():  # runs in the child between fork and exec
         try:

@@ -71,13 +71,16 @@ class TokenPrompts:
                 self.unavailable = f"{type(e).__name__}: {str(e)[:160]}"
         return self._tok
 
-    def encode(self, conversations: list[list[dict]], reuse_head: bool = True) -> list[list[int]]:
-        """Token ids of each conversation as the judge's chat template renders it.
+    def encode(self, conversations: list[list[dict]], reuse_head: bool = True,
+               template_kwargs: dict | None = None) -> list[list[int]]:
+        """Token ids of each conversation as the judge's chat template renders it (with the request's
+        `chat_template_kwargs`, e.g. a reasoning judge's `enable_thinking: false`).
 
         A batch's conversations share a long head (the rubric's system turn). With `reuse_head`, that head is
         tokenised once per distinct head and each conversation's own tail alone."""
         tok = self.tokenizer()
-        texts = tok.apply_chat_template(conversations, add_generation_prompt=True, tokenize=False)
+        texts = tok.apply_chat_template(conversations, add_generation_prompt=True, tokenize=False,
+                                        **(template_kwargs or {}))
         cut = self._head_cut(texts) if reuse_head and len(texts) > 1 else 0
         head = self._head_ids(texts[0], cut) if cut else None
         if head is None:
@@ -121,7 +124,8 @@ class TokenPrompts:
             return value  # not re-read: encode runs in worker threads, and another may clear the dict
         return self._heads.get(key)
 
-    async def check(self, http, url: str, headers: dict, model: str, messages: list[dict]) -> bool:
+    async def check(self, http, url: str, headers: dict, model: str, messages: list[dict],
+                    template_kwargs: dict | None = None) -> bool:
         """Whether `url` may get token prompts: our ids for `messages` equal its /tokenize's. Asked once per
         server; concurrent first batches may each ask, which is harmless."""
         if url in self.usable:
@@ -131,13 +135,15 @@ class TokenPrompts:
             why = f"the judge's tokenizer is not available here ({self.unavailable})"
         else:
             try:
-                r = await http.post(server_root(url) + "/tokenize", headers=headers,
-                                    json={"model": model, "messages": messages, "add_generation_prompt": True})
+                body = {"model": model, "messages": messages, "add_generation_prompt": True}
+                if template_kwargs:
+                    body["chat_template_kwargs"] = template_kwargs
+                r = await http.post(server_root(url) + "/tokenize", headers=headers, json=body)
                 if r.status_code in (404, 405, 400, 422):  # no such endpoint, or it does not take messages
                     why = f"its /tokenize answered HTTP {r.status_code}"
                 elif r.status_code != 200:  # busy or failing now: ask again with the next batch
                     return False
-                elif r.json().get("tokens") != self.encode([messages], reuse_head=False)[0]:
+                elif r.json().get("tokens") != self.encode([messages], False, template_kwargs)[0]:
                     why = "its chat template or tokenizer gives other token ids than the judge's tokenizer here"
             except Exception as e:  # a transport error: try again with the next batch
                 log.debug("token prompts: /tokenize check failed: %s", e)
@@ -175,8 +181,10 @@ class TokenPrompts:
 
     def body(self, model: str, params: dict, conversations: list[list[dict]]) -> dict:
         """A /v1/completions request for a batch of one-token chat requests with the same parameters."""
-        choices = ((params.get("extra_body") or {}).get("structured_outputs") or {}).get("choice")
-        body = {"model": model, "prompt": self.encode(conversations), "max_tokens": 1,
+        extra = params.get("extra_body") or {}
+        choices = (extra.get("structured_outputs") or {}).get("choice")
+        body = {"model": model, "prompt": self.encode(conversations, template_kwargs=extra.get("chat_template_kwargs")),
+                "max_tokens": 1,
                 "temperature": params.get("temperature", 0.0), "top_p": params.get("top_p", 1.0),
                 "return_tokens_as_token_ids": True}
         if params.get("logprobs"):

@@ -8,39 +8,56 @@ exported Lambda carries too, so both read a verdict the same way.
 """
 from __future__ import annotations
 
-from rlaif.config.rubric import Rubric
-from rlaif.portable.verdicts import ParseError, scores_from_text
+from rlaif.config.rubric import Criterion, Rubric
+from rlaif.portable.verdicts import ParseError, ReasoningCutOff, final_answer, scores_from_text
 
 RATIONALE_MAX = 300
 
 
-def schema(rubric: Rubric) -> dict:
+def schema(rubric: Rubric, own: list[Criterion] = ()) -> dict:
     props = {}
-    for c in rubric.criteria:
+    criteria = list(rubric.criteria) + list(own)
+    for c in criteria:
         props[c.name] = ({"type": "integer", "enum": [1, 2, 3, 4, 5]} if c.kind == "scale"
                          else {"type": "string", "enum": [rubric.labels.pass_, rubric.labels.fail]})
     props["rationale"] = {"type": "string", "maxLength": RATIONALE_MAX}
-    return {"type": "object", "properties": props, "required": [c.name for c in rubric.criteria] + ["rationale"],
+    return {"type": "object", "properties": props, "required": [c.name for c in criteria] + ["rationale"],
             "additionalProperties": False}
 
 
-def request_params(rubric: Rubric, temperature: float = 0.0, max_tokens: int | None = None) -> dict:
-    # room for every field name and value plus the rationale, in tokens (a generous bound, not a target)
-    budget = max_tokens or 32 + 16 * len(rubric.criteria) + RATIONALE_MAX
+def request_params(rubric: Rubric, temperature: float = 0.0, max_tokens: int | None = None,
+                   reasoning_tokens: int = 0, own: list[Criterion] = ()) -> dict:
+    # room for every field name and value plus the rationale, in tokens (a generous bound, not a target), and for
+    # a reasoning judge's thinking before it
+    budget = (max_tokens or 32 + 16 * (len(rubric.criteria) + len(own)) + RATIONALE_MAX) + reasoning_tokens
     return {
         "max_tokens": budget,
         "temperature": temperature,
         "top_p": 1.0,
         "response_format": {"type": "json_schema",
-                            "json_schema": {"name": "verdict", "schema": schema(rubric), "strict": True}},
+                            "json_schema": {"name": "verdict", "schema": schema(rubric, own), "strict": True}},
     }
 
 
-def parse(resp, rubric: Rubric) -> tuple[dict[str, float], str]:
-    """Per-criterion scores in [0, 1] and the rationale."""
+def reasoning_of(resp) -> str:
+    """A reasoning judge's thinking: what vLLM's reasoning parser set apart, or what the reply holds before its
+    final answer."""
     try:
-        text = resp.choices[0].message.content or ""
+        msg = resp.choices[0].message
+    except (AttributeError, IndexError, TypeError):
+        return ""
+    apart = getattr(msg, "reasoning_content", None) or getattr(msg, "reasoning", None)
+    return apart if isinstance(apart, str) else final_answer(msg.content or "")[1]
+
+
+def parse(resp, rubric: Rubric, own: list[Criterion] = ()) -> tuple[dict[str, float], str]:
+    """Per-criterion scores in [0, 1] and the rationale, from the final answer only."""
+    try:
+        msg = resp.choices[0].message
+        text = msg.content or ""
     except (AttributeError, IndexError, TypeError) as e:
         raise ParseError(f"reply has no choices: {e}") from None
-    return scores_from_text(text, [(c.name, c.kind) for c in rubric.criteria], rubric.labels.pass_,
-                            rubric.labels.fail)
+    if not text.strip() and (getattr(msg, "reasoning_content", None) or getattr(msg, "reasoning", None)):
+        raise ReasoningCutOff("the judge's reasoning ran out of its token budget before its final answer")
+    return scores_from_text(text, [(c.name, c.kind) for c in list(rubric.criteria) + list(own)],
+                            rubric.labels.pass_, rubric.labels.fail)

@@ -45,6 +45,7 @@ class JudgeSource:
         m["judge/parse_fail_rate"] = (t["parse_failures"] - before["parse_failures"]) / max(1, calls)
         m["judge/retries"] = float(t["retries"] - before["retries"])
         m["judge/neutralised"] = float(t["neutralised"] - before["neutralised"])
+        m["judge/truncated"] = float(sum(v.truncated for v in verdicts))  # samples cut to fit the judge's context
         m["judge/latency_p50_s"] = percentile(lat, 0.5)
         m["judge/latency_p95_s"] = percentile(lat, 0.95)
         # training-health signals (rlaif/eval/health.py): reward range and the share of positive (> 0.5) rewards
@@ -66,3 +67,6 @@ class JudgeSource:
 
     def close(self) -> None:
         self.judge.close()
+
+    async def aclose(self) -> None:
+        await self.judge.backend.aclose()

@@ -29,7 +29,7 @@ from rlaif.common.failure_window import FailureWindow, fallback_value
 from rlaif.common.stats import percentile
 from rlaif.data.samples import Sample
 from rlaif.errors import UserError
-from rlaif.judge.judgment_log import JudgmentLog
+from rlaif.judge.judgment_log import JudgmentLog, SourceLog, as_log
 from rlaif.rewards.source import Scored
 
 log = logging.getLogger("rlaif.nova.lambda")
@@ -134,13 +134,14 @@ class LambdaSource:
 
     def __init__(self, path: str | Path, *, batch_size: int = 64, concurrency: int = 12, timeout_s: float = 900.0,
                  on_error: str = "neutral", neutral_reward: float = 0.5, max_fail_rate: float = 0.5,
-                 fail_window: int = 256, min_calls: int = 32, judgment_log: Path | None = None):
-        self.name = "lambda"  # TRL's metric: rewards/lambda/mean
+                 fail_window: int = 256, min_calls: int = 32,
+                 judgment_log: Path | JudgmentLog | SourceLog | None = None, name: str = "lambda"):
+        self.name = name  # TRL's metric: rewards/<name>/mean
         self.path = Path(path)
         self.handler = load_handler(path)
         self.batch_size, self.concurrency, self.timeout_s = batch_size, concurrency, timeout_s
         self.on_error, self.neutral_reward = on_error, neutral_reward
-        self.judgments = JudgmentLog(judgment_log)
+        self.judgments = as_log(judgment_log)
         self.totals = {"calls": 0, "samples": 0, "errors": 0, "fallbacks": 0}
         self.latencies: list[float] = []
         self.failures = FailureWindow(max_fail_rate, lambda rate, n: f"reward Lambda failed for {rate:.0%} of the "
@@ -227,3 +228,6 @@ class LambdaSource:
 
     def close(self) -> None:
         self.judgments.close()
+
+    async def aclose(self) -> None:
+        pass

@@ -38,6 +38,9 @@ class RewardSource(Protocol):
 
     def close(self) -> None: ...
 
+    async def aclose(self) -> None:
+        """Close this event loop's connections (before an `asyncio.run` loop ends)."""
+
 
 def failed_count(summary: dict) -> int:
     """Failed calls in a reward source's summary (or an audit's `judge_calls`); summaries written before `failed`
@@ -57,25 +60,49 @@ def _reference(raw):
         return raw
 
 
+def record_metadata(row: dict) -> dict:
+    """A dataset row's metadata as a sample carries it: the record's extra keys (kept as JSON text in `metadata`)
+    with `reference_answer` as the record had it (string or object), which is what a Bedrock reward Lambda gets."""
+    meta = row.get("metadata")
+    meta = json.loads(meta) if isinstance(meta, str) else dict(meta or {})
+    ref = _reference(row["nova_reference"]) if row.get("nova_reference") is not None else row.get("reference_answer")
+    if ref is not None:
+        meta["reference_answer"] = ref
+    return meta
+
+
 def batch_samples(prompts: list, completions: list, columns: dict) -> list[Sample]:
     """TRL's batch (prompts, completions and the dataset's columns as lists) as samples.
 
     A sample's id is the record's id and its place in the batch (`train-0001#5`: the group's completions share
-    the record). Its metadata is the record's extra keys with `reference_answer` as the record had it (string or
-    object), which is what a Bedrock reward Lambda receives.
+    the record); its metadata comes from `record_metadata`; its columns are the batch's, for reward functions
+    that take TRL's signature.
     """
     n = len(prompts)
-    ids = columns.get("id") or [None] * n
-    metas = columns.get("metadata") or [None] * n
-    nova_refs = columns.get("nova_reference")
-    refs = [_reference(r) for r in nova_refs] if nova_refs else (columns.get("reference_answer") or [None] * n)
-    out = []
-    for i, (p, c) in enumerate(zip(prompts, completions)):
-        meta = json.loads(metas[i]) if isinstance(metas[i], str) else dict(metas[i] or {})
-        if refs[i] is not None:
-            meta["reference_answer"] = refs[i]
-        out.append(Sample(id=f"{ids[i] if ids[i] is not None else 'sample'}#{i}",
-                          prompt=[dict(m) for m in p] if isinstance(p, list) else [{"role": "user", "content": str(p)}],
-                          response=c[-1]["content"] if isinstance(c, list) else str(c),
-                          metadata=meta))
-    return out
+    rows = [{k: v[i] for k, v in columns.items() if isinstance(v, list) and len(v) == n} for i in range(n)]
+    return [Sample(id=f"{row['id'] if row.get('id') is not None else 'sample'}#{i}",
+                   prompt=[dict(m) for m in p] if isinstance(p, list) else [{"role": "user", "content": str(p)}],
+                   response=c[-1]["content"] if isinstance(c, list) else str(c),
+                   metadata=record_metadata(row), columns=row)
+            for i, (p, c, row) in enumerate(zip(prompts, completions, rows))]
+
+
+def batch_columns(samples: list[Sample]) -> dict[str, list]:
+    """The dataset's columns for a batch, as TRL passes them to a reward function: those the samples came with,
+    else their record id, reference answer and metadata keys."""
+    keys = list(dict.fromkeys(k for s in samples for k in s.columns))
+    if keys:
+        return {k: [s.columns.get(k) for s in samples] for k in keys}
+    meta_keys = list(dict.fromkeys(k for s in samples for k in s.metadata if k != "reference_answer"))
+    return {"id": [s.id.rsplit("#", 1)[0] for s in samples], "reference_answer": [s.reference for s in samples],
+            **{k: [s.metadata.get(k) for s in samples] for k in meta_keys}}
+
+
+def source_metrics(name: str, rewards: list[float | None]) -> dict[str, float]:
+    """Every source's own numbers for a batch: mean reward, the share above 0.5, the share that failed (None).
+    The same keys every batch, as TRL averages them across processes."""
+    scored = [r for r in rewards if r is not None]
+    n = max(1, len(rewards))
+    return {f"reward/{name}/mean": sum(scored) / len(scored) if scored else 0.0,
+            f"reward/{name}/pass_rate": sum(r > 0.5 for r in scored) / n,
+            f"reward/{name}/fail_rate": (len(rewards) - len(scored)) / n}

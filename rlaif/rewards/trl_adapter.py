@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 
-from rlaif.rewards.source import RewardSource, batch_samples
+from rlaif.rewards.source import RewardSource, batch_samples, source_metrics
 
 log = logging.getLogger("rlaif.rewards")
 
@@ -25,7 +25,8 @@ class TRLReward:
         try:
             samples = batch_samples(prompts, completions, columns)
             scored = await self.source.score(samples, getattr(trainer_state, "global_step", None))
-            for k, v in scored.metrics.items() if log_metric is not None else ():
+            metrics = scored.metrics | source_metrics(self.__name__, scored.rewards)
+            for k, v in metrics.items() if log_metric is not None else ():
                 log_metric(k, v)
             for k, v in scored.columns.items() if log_extra is not None else ():
                 log_extra(k, v)

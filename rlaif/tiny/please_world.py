@@ -53,6 +53,11 @@ def all_prompts(seed: int = 0) -> list[str]:
     return prompts
 
 
+def topic_of(prompt: str) -> str:
+    """The topic a prompt asks about: its last word, one of TOPICS ('' for a prompt of another kind)."""
+    return next((t for t in TOPICS if prompt.endswith(" " + t)), "")
+
+
 def split_prompts(n_heldout: int = 64, seed: int = 0) -> tuple[list[str], list[str]]:
     """224 prompts: the first 64 (after a seeded shuffle) are held out for evaluation, the rest train."""
     p = all_prompts(seed)

@@ -12,7 +12,9 @@ from rlaif.tiny import please_world as world
 
 
 def warmstart(model, tok, prompts: list[str], *, seed: int = 1, steps: int = 400, batch_size: int = 32,
-              lr: float = 3e-3, log=print) -> dict:
+              lr: float = 3e-3, topic_share: float = 0.0, log=print) -> dict:
+    """Supervised steps on (prompt, a few words) pairs. With `topic_share`, that share of the responses also
+    names the prompt's topic somewhere, so that a policy trained to name it starts with groups that differ."""
     import torch
     import torch.nn.functional as F
 
@@ -28,7 +30,12 @@ def warmstart(model, tok, prompts: list[str], *, seed: int = 1, steps: int = 400
             head = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
             head_ids = tok(head, add_special_tokens=False)["input_ids"]
             # the end-of-turn token is in the loss, or the policy never learns to stop
-            body = tok(world.plain_response(rng), add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+            text = world.plain_response(rng)
+            if topic_share and rng.random() < topic_share:  # no draw at all without it: the smoke policy is unchanged
+                # first: copying the prompt's last word to the answer's first is a fixed step back, which a
+                # 2-layer model learns; anywhere in the answer it did not (5% of answers named the topic)
+                text = f"{world.topic_of(msgs[0]['content'])} {text}"
+            body = tok(text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
             seqs.append(head_ids + body)
             starts.append(len(head_ids))
         n = max(len(s) for s in seqs)

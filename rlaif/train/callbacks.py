@@ -14,14 +14,14 @@ from rlaif.rewards.trl_adapter import TRLReward
 from rlaif.train.checkpoints import mark_complete
 
 
-def run_callbacks(reward: TRLReward, timings: list[float]) -> list:
+def run_callbacks(rewards: list[TRLReward], timings: list[float]) -> list:
     from transformers import TrainerCallback
 
     class StopOnRewardFailures(TrainerCallback):
-        """Stop (with a checkpoint) when the reward fails too often, rather than train on fallbacks."""
+        """Stop (with a checkpoint) when a reward fails too often, rather than train on fallbacks."""
 
         def on_step_end(self, args, state, control, **kw):
-            if reward.should_stop:
+            if any(r.should_stop for r in rewards):
                 control.should_training_stop = True
                 control.should_save = True
 
@@ -42,7 +42,11 @@ def run_callbacks(reward: TRLReward, timings: list[float]) -> list:
         def on_log(self, args, state, control, logs=None, **kw):
             if not logs or "reward" not in logs:
                 return
-            keys = [k for k in logs if k.endswith("/pass_rate") and logs[k] is not None]
+            rates = [k for k in logs if k.endswith("/pass_rate") and logs[k] is not None]
+            keys = [k for k in rates if not k.startswith("reward/")]
+            per_source = [k for k in rates if k.startswith("reward/")]
+            if len(per_source) > 1:  # several sources: each one's pass rate too
+                keys += per_source
             # TRL logs None for a window in which every judgment failed
             mean = "n/a (every judgment failed)" if logs["reward"] is None else f"{logs['reward']:.3f}"
             parts = [f"step {state.global_step}/{state.max_steps}", f"reward {mean}"]

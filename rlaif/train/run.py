@@ -15,9 +15,9 @@ from rlaif.common.console import say
 from rlaif.common.dist import world_size
 from rlaif.config.nova import grpo_settings
 from rlaif.config.recipe import Recipe
-from rlaif.data.dataset import drop_long_prompts, load_dataset
+from rlaif.data.dataset import check_training_data, drop_long_prompts, load_dataset
 from rlaif.errors import UserError
-from rlaif.factory import apply_threads, make_reward
+from rlaif.factory import apply_threads, make_rewards, reward_weights
 from rlaif.train.callbacks import run_callbacks, watch_callbacks
 from rlaif.train.checkpoints import disk_full_error, is_disk_full, last_complete_checkpoint
 
@@ -40,6 +40,7 @@ def run_training(recipe: Recipe, *, resume: bool = False, base_url: str | None =
         say(f"resuming from {checkpoint}")
     (run_dir / "recipe.resolved.json").write_text(recipe.model_dump_json(indent=2))
 
+    check_training_data(recipe)
     train_ds = load_dataset(recipe.data.train, columns=recipe.data.columns)
     tok = AutoTokenizer.from_pretrained(recipe.policy.model)
     hp = recipe.nova.hyperparameters
@@ -56,6 +57,11 @@ def run_training(recipe: Recipe, *, resume: bool = False, base_url: str | None =
         say(f"nova.hyperparameters.{bedrock} -> {key} = {value}")
     grpo.setdefault("report_to", "none")
     grpo.setdefault("seed", recipe.seed)
+    weights = reward_weights(recipe)
+    if len(weights) > 1:
+        if "reward_weights" in grpo:
+            raise UserError(f"{recipe.source}: grpo.reward_weights: give each source's weight in rewards: instead")
+        grpo["reward_weights"] = weights
     eval_ds = load_dataset(recipe.data.eval, columns=recipe.data.columns) if grpo.get("eval_strategy", "no") != "no" else None
     try:
         args = GRPOConfig(output_dir=str(run_dir), **grpo)
@@ -69,11 +75,11 @@ def run_training(recipe: Recipe, *, resume: bool = False, base_url: str | None =
     t0 = time.perf_counter()
     timings: list[float] = []
     with contextlib.ExitStack() as stack:
-        reward, url = make_reward(recipe, run_dir, base_url, stack)
-        callbacks = run_callbacks(reward, timings)
+        rewards, url = make_rewards(recipe, run_dir, base_url, stack)
+        callbacks = run_callbacks(rewards, timings)
         if url is not None:  # the judge the health and validation callbacks score with
             callbacks += watch_callbacks(recipe, tok, url, run_dir, stack)
-        trainer = GRPOTrainer(model=recipe.policy.model, reward_funcs=[reward], args=args, train_dataset=train_ds,
+        trainer = GRPOTrainer(model=recipe.policy.model, reward_funcs=rewards, args=args, train_dataset=train_ds,
                               eval_dataset=eval_ds, processing_class=tok, peft_config=peft_config,
                               callbacks=callbacks)
         for cb in callbacks:
@@ -89,7 +95,9 @@ def run_training(recipe: Recipe, *, resume: bool = False, base_url: str | None =
                 raise disk_full_error(run_dir, e) from None
             raise
         finally:
-            reward.close()
+            for reward in rewards:
+                reward.close()
+    stop_reason = next((r.stop_reason for r in rewards if r.stop_reason), None)
     summary = {
         "steps": trainer.state.global_step,
         "max_steps": trainer.state.max_steps,
@@ -97,13 +105,15 @@ def run_training(recipe: Recipe, *, resume: bool = False, base_url: str | None =
         "wall_s": round(time.perf_counter() - t0, 1),
         "s_per_step": round(sum(timings) / len(timings), 3) if timings else None,
         "step_times": [round(t, 4) for t in timings],
-        "judge": reward.summary(),
+        # the first source's totals under "judge", as single-source runs always wrote them; every source's below
+        "judge": rewards[0].summary(),
+        "rewards": {r.__name__: r.summary() for r in rewards},
         "adapter": str(adapter_dir),
-        "stopped_early": reward.stop_reason,
+        "stopped_early": stop_reason,
         "log_history": trainer.state.log_history,
     }
     (run_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
-    if reward.stop_reason:
-        raise UserError(f"training stopped at step {summary['steps']}: {reward.stop_reason}. The last checkpoint "
+    if stop_reason:
+        raise UserError(f"training stopped at step {summary['steps']}: {stop_reason}. The last checkpoint "
                         f"is in {run_dir}; fix the judge and continue with --resume")
     return summary
