@@ -2,12 +2,13 @@
 SHELL := /bin/bash
 PY := .venv/bin/python
 
-.PHONY: setup setup-trainer setup-judge models smoke-test test test-unit test-integration clean help
+.PHONY: setup setup-trainer setup-judge models smoke-test smoke-mixed test test-unit test-integration clean help
 
 help:
 	@echo "make smoke-test   RLAIF end to end on tiny offline models (CPU ok): setup, models, judge, GRPO, summary"
 	@echo "make test         the test suite (unit + integration against a real vLLM judge server)"
 	@echo "make test-unit    the tests that need no judge server and no tiny models (seconds)"
+	@echo "make smoke-mixed  the smoke run with a judge and a verifiable rule in one reward"
 	@echo "make setup        build .venv (trainer) and .venv-judge (vLLM) if their requirements changed"
 	@echo "make models       build the tiny tokenizer/judge/policy/datasets into artifacts/tiny (cached)"
 
@@ -25,6 +26,9 @@ models: setup-trainer
 
 smoke-test: setup models
 	@.venv/bin/rlaif smoke recipes/smoke.yaml
+
+smoke-mixed: setup models
+	@.venv/bin/rlaif smoke recipes/smoke-mixed.yaml
 
 test: setup models
 	@$(PY) -m pytest tests

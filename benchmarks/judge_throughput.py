@@ -217,7 +217,7 @@ def per_mode(base, url: str, n: int, repeats: int, modes: list[str], tmp: Path) 
     for mode in modes:
         reward = judge_reward(recipe_for(base, mode, False), url, tmp / f"{mode}.jsonl")
         judge = reward.source.judge
-        reqs = [q for s, o in zip(batch, judge._opponents(batch)) for q in judge.plan(s, o)]
+        reqs = [q for s, o in zip(batch, judge.planner.opponents(batch)) for q in judge.plan(s, o)]
         model = base.judge.name
         fns = {"gather": lambda: run_gather(url, model, reqs, lambda resp: resp),
                "rlaif": lambda: run_rlaif(reward, batch)}

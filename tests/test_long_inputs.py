@@ -34,7 +34,7 @@ def test_a_10000_token_completion_is_cut_to_fit_and_judged(judge_url, smoke_reci
     """The tiny judge is served with max_model_len 2048: uncut, this completion is an HTTP 400."""
     completion = "please " + "the cat sat on the mat and " * 2000 + "thank you"  # about 10,000 tokens
     judge = make_judge(smoke_recipe, judge_url, tmp_path / "j.jsonl")
-    assert judge.fitter.tokens([{"role": "user", "content": completion}]) > 10_000
+    assert judge.planner.fitter.tokens([{"role": "user", "content": completion}]) > 10_000
     reference = {"reference_answer": "the cat " * 3000}
     v = judge.score_sync([Sample("long", USER, completion, reference), Sample("short", USER, " please sit")])
     assert not v[0].failed and v[0].truncated and 0.0 <= v[0].reward <= 1.0
@@ -52,7 +52,7 @@ def test_a_10000_token_completion_is_cut_to_fit_and_judged(judge_url, smoke_reci
 def test_without_cutting_the_same_completion_is_a_counted_failure(judge_url, smoke_recipe):
     """What the cut saves: with the context unknown (nothing cut), the server refuses the request."""
     judge = make_judge(smoke_recipe, judge_url)
-    judge.fitter = Fitter(None)
+    judge.planner.fitter = Fitter(None)
     judge.backend.settings.max_retries = 0
     [v] = judge.score_sync([Sample("long", USER, "the cat sat on the mat and " * 2000)])
     assert v.failed and "400" in v.errors["says_please"]

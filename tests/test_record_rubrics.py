@@ -5,13 +5,13 @@ import subprocess
 import sys
 
 import pytest
+from scripted_judge import ScriptedJudge
 
 from rlaif.config.recipe import load_recipe
 from rlaif.data.nova import read_jsonl
 from rlaif.data.samples import Sample
 from rlaif.factory import make_judge
 from rlaif.judge.prompt import rubric_prefix
-from scripted_judge import ScriptedJudge
 
 SMOKE = "recipes/smoke.yaml"
 USER = [{"role": "user", "content": "write a short note about the cat"}]
@@ -61,14 +61,14 @@ def test_a_verdict_judge_grades_the_records_criteria_in_the_same_verdict(tmp_pat
         scripted.close()
     assert v[0].scores == {"says_please": 1.0, "names_cat": 1.0} and v[0].reward == 1.0
     assert v[1].scores == {"says_please": 0.0} and judge.totals["calls"] == 2
-    schema = scripted.requests[0]["response_format"]["json_schema"]["schema"]
-    assert schema["required"] == ["says_please", "names_cat", "rationale"]
+    required = sorted(r["response_format"]["json_schema"]["schema"]["required"] for r in scripted.requests)
+    assert required == [["says_please", "names_cat", "rationale"], ["says_please", "rationale"]]
 
 
 @pytest.mark.integration
 def test_own_criteria_are_judged_by_the_real_server(judge_url, smoke_recipe):
     judge = make_judge(smoke_recipe, judge_url)
-    v = judge.score_sync([Sample("a", USER, " please sit", {"rubric": OWN}), Sample("b", USER, " please sit")])
+    v = judge.score_sync([Sample("a", USER, " please sit", {"rubric": OWN}), Sample("b", USER, " please stand")])
     assert judge.totals["calls"] == 3 and judge.totals["failures"] == judge.totals["parse_failures"] == 0
     assert set(v[0].scores) == {"says_please", "names_cat"} and set(v[1].scores) == {"says_please"}
     want = (v[0].scores["says_please"] + 2 * v[0].scores["names_cat"]) / 3

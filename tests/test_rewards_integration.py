@@ -3,10 +3,8 @@ Python function, summed with TRL's reward_weights or gated; each source's number
 judgment log, its curve in the report, its pass rates before and after in `rlaif eval`."""
 import json
 import subprocess
-import sys
 
 import pytest
-
 from conftest import RLAIF
 
 pytestmark = pytest.mark.integration
@@ -43,7 +41,8 @@ def test_three_sources_in_one_run(judge_url, tiny, tmp_path):
     assert {r["source"] for r in rows} == {"polite", "topic", "named"}
     assert {r["criterion"] for r in rows} == {"says_please", "verifiable:reference_contained",
                                               "python:tests.fixtures.reward_functions:topic_named"}
-    assert "polite pass" in err and "topic pass" in err  # each source's pass rate in the progress lines
+    lines = " ".join(err.split())  # the console wraps long lines
+    assert "polite pass" in lines and "topic pass" in lines  # each source's pass rate in the progress lines
     report = subprocess.run(RLAIF + ["report", str(out)], capture_output=True, text=True, timeout=300)
     assert report.returncode == 0 and "Reward per source" in (out / "report.html").read_text()
     # before and after, per source, from `rlaif eval`
@@ -68,7 +67,7 @@ def test_an_essential_source_gates_the_reward(judge_url, tiny, tmp_path):
     assert {"reward/polite/mean", "reward/topic/mean"} <= set(h)
     # a sample without its topic gets 0: the share gated is the share that missed the topic
     assert h["reward/gated_rate"] == pytest.approx(1 - h["reward/topic/pass_rate"], abs=1e-6)
-    assert set(summary["rewards"]["gated"]) >= {"polite", "topic", "gated"}
+    assert set(summary["rewards"]["gated"]["sources"]) == {"polite", "topic"} and summary["judge"]["calls"] > 0
 
 
 def test_a_verifiable_field_the_data_lacks_stops_training_before_it_starts(tiny, tmp_path):

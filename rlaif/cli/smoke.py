@@ -163,25 +163,31 @@ def run_smoke(recipe_path: str = "recipes/smoke.yaml", overrides: list[str] | No
     summary["true_pass_rate_gain"] = round(summary["true_pass_rate_after"] - summary["true_pass_rate_before"], 4)
     if mixed:
         summary |= mixed_summary(recipe, before, after, after_alone)
+        summary |= {"pass_rate_after_judge_only": after_alone["judge_pass_rate"],
+                    "true_pass_rate_after_judge_only": after_alone["rule_pass_rate"],
+                    "judge_agreement_on_policy_judge_only": after_alone["judge_agreement_with_rule"]}
     missed = _check(summary, MIXED_BARS if mixed else BARS)
     summary["bars_missed"] = missed
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
 
     t = Table(title="rlaif smoke test")
-    t.add_column("")
-    t.add_column("before", justify="right")
-    t.add_column("after", justify="right")
-    t.add_row("judge pass rate (sampled, T=1)", f"{summary['pass_rate_before']:.1%}", f"{summary['pass_rate_after']:.1%}")
-    t.add_row("true pass rate (regex)", f"{summary['true_pass_rate_before']:.1%}", f"{summary['true_pass_rate_after']:.1%}")
-    t.add_row("judge agrees with regex", f"{summary['judge_agreement_on_base_policy']:.1%}",
-              f"{summary['judge_agreement_on_policy']:.1%}")
+    for col in ["", "before", "after"] + (["after, judge source alone"] if mixed else []):
+        t.add_column(col, justify="right" if col else "left")
+
+    def pct(*keys):
+        return [f"{summary[k]:.1%}" for k in keys if k in summary]
+    t.add_row("judge pass rate (sampled, T=1)",
+              *pct("pass_rate_before", "pass_rate_after", "pass_rate_after_judge_only"))
+    t.add_row("true pass rate (regex)",
+              *pct("true_pass_rate_before", "true_pass_rate_after", "true_pass_rate_after_judge_only"))
+    t.add_row("judge agrees with regex", *pct("judge_agreement_on_base_policy", "judge_agreement_on_policy",
+                                               "judge_agreement_on_policy_judge_only"))
+    for name, m in summary.get("sources", {}).items():
+        t.add_row(f"source {name} pass rate", f"{m['before']:.1%}", f"{m['after']:.1%}",
+                  f"{m['after_judge_only']:.1%}")
     if mixed:
-        t.add_column("after, judge source alone", justify="right")
-        for name, m in summary["sources"].items():
-            t.add_row(f"source {name} pass rate", f"{m['before']:.1%}", f"{m['after']:.1%}",
-                      f"{m['after_judge_only']:.1%}")
-        t.add_row("every criterion met (regex and rules)", f"{summary['all_true_pass_rate_before']:.1%}",
-                  f"{summary['all_true_pass_rate_after']:.1%}", f"{summary['all_true_pass_rate_after_judge_only']:.1%}")
+        t.add_row("every criterion met (regex and rules)", *pct("all_true_pass_rate_before", "all_true_pass_rate_after",
+                                                                  "all_true_pass_rate_after_judge_only"))
     c = Console()
     c.print(t)
     c.print(f"judge audit agreement {summary['judge_audit_agreement']:.1%} on {summary['judge_audit_samples']} "
@@ -207,9 +213,11 @@ def judge_only(recipe: Recipe) -> Recipe:
 
 
 def judge_summary(recipe: Recipe, train: dict) -> dict:
-    """The judge's totals in a training summary: its first judge source's."""
+    """The judge's totals in a training summary: its first judge source's (under the gate's, when gated)."""
     judges = [s.name for s in recipe.reward_sources() if isinstance(s, JudgeSourceSpec)]
-    return train["rewards"][judges[0]] if judges and "rewards" in train else train["judge"]
+    sources = train.get("rewards", {})
+    sources = sources.get("gated", {}).get("sources", sources)
+    return sources[judges[0]] if judges and judges[0] in sources else train["judge"]
 
 
 def mixed_summary(recipe: Recipe, before: dict, after: dict, alone: dict) -> dict:

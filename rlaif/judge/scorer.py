@@ -15,29 +15,27 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import logging
 import statistics
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rlaif.common.failure_window import FailureWindow, fallback_value
 from rlaif.common.stats import percentile
-from rlaif.config.rubric import RecordRubric, Rubric
+from rlaif.config.rubric import Rubric
 from rlaif.data.samples import Sample
 from rlaif.errors import JudgeUnavailable
 from rlaif.judge import logprob, pairwise, verdict
 from rlaif.judge.backend import JudgeBackend
 from rlaif.judge.cache import VerdictCache
-from rlaif.judge.fit import Fitter, cut_middle
 from rlaif.judge.judgment_log import JudgmentLog, SourceLog, as_log
-from rlaif.judge.prompt import render, render_verdict, rubric_in_user_turn
+from rlaif.judge.planner import Planner, Request
 from rlaif.judge.vllm_metrics import PrefixCacheMeter
 from rlaif.portable.aggregate import combine
 from rlaif.portable.checks import json_items, run_checks
-from rlaif.portable.messages import reference_text, user_text
+from rlaif.portable.messages import user_text
 from rlaif.portable.verdicts import ParseError, ReasoningCutOff
 
 if TYPE_CHECKING:
@@ -58,16 +56,6 @@ class Verdict:
     checks: dict[str, float] = field(default_factory=dict)  # deterministic check scores (1 pass, 0 fail)
     gated: bool = False  # a gate check failed: reward 0, the judge was not asked
     truncated: bool = False  # the sample was cut to fit the judge's context
-
-
-@dataclass
-class Request:
-    criteria: list[str]  # what this one request decides
-    messages: list[dict]
-    params: dict
-    neutralised: int
-    sample_first: bool | None = None  # pairwise: whether the judged completion is Response A
-    specs: list = field(default_factory=list)  # the Criterion of each name (the rubric's, or the record's own)
 
 
 @dataclass
@@ -94,24 +82,16 @@ class Judge:
 
     def __init__(self, rubric: Rubric, backend: JudgeBackend, *, on_failure: FailureSettings | None = None,
                  judgment_log: Path | JudgmentLog | SourceLog | None = None, mode: str = "logprob",
-                 top_logprobs: int = 5,
-                 temperature: float = 0.0, cache: bool = True, checks: list | None = None,
-                 judge_weight: float = 1.0, pairwise_against: str = "reference", pairwise_opponents: int = 3,
-                 fitter: Fitter | None = None, rubric_in_user_turn: bool = False,
-                 reasoning_budget: int | None = None):
+                 cache: bool = True, checks: list | None = None, judge_weight: float = 1.0, **planning):
+        """`planning`: how requests are made (rlaif/judge/planner.py: top_logprobs, temperature, pairwise
+        opponents, the fitter that cuts them to the judge's context, the rubric's turn, a reasoning budget)."""
         self.rubric = rubric
         self.backend = backend
         self.mode = mode
+        self.planner = Planner(rubric, mode, **planning)
         self.on_failure = on_failure or FailureSettings()
         self.judgments = as_log(judgment_log)
-        self.top_logprobs, self.temperature = top_logprobs, temperature
-        self.uses_reference = any(c.uses_reference for c in rubric.criteria)
         self.checks, self.judge_weight = list(checks or []), judge_weight
-        self.pairwise_against, self.pairwise_opponents = pairwise_against, pairwise_opponents
-        self.fitter = fitter or Fitter(None)  # cuts samples to the judge's context (rlaif/judge/fit.py)
-        # judges without a system role (Gemma) get the rubric at the head of the user turn, still a shared prefix
-        self.rubric_in_user_turn = rubric_in_user_turn
-        self.reasoning_budget = reasoning_budget  # a reasoning judge: its thinking budget in verdict mode
         self.cache = VerdictCache(f"{backend.name}|{mode}|{rubric.model_dump_json()}") if cache else None
         self.totals = {"calls": 0, "failures": 0, "parse_failures": 0, "retries": 0, "neutralised": 0,
                        "samples": 0, "fallbacks": 0, "cache_hits": 0, "gated": 0, "server_restarts": 0,
@@ -125,60 +105,11 @@ class Judge:
 
     # -- the judging itself -------------------------------------------------------------------------------------
     def plan(self, sample: Sample, opponents: list[str] | None = None) -> list[Request]:
-        """The judge requests one sample needs: one per criterion (logprob), one for all (verdict), or two per
-        criterion and opponent (pairwise, both orders)."""
-        return [replace(r, messages=self._turns(r.messages), params=self._thinking(r.params))
-                for r in self._requests(sample, opponents)]
-
-    def _turns(self, messages: list[dict]) -> list[dict]:
-        return rubric_in_user_turn(messages) if self.rubric_in_user_turn else messages
-
-    def _thinking(self, params: dict) -> dict:
-        """A reasoning judge answers one-token requests with its thinking switched off (the template's
-        `enable_thinking`); in verdict mode it thinks within its budget (request_params)."""
-        if not self.reasoning_budget or params.get("max_tokens") != 1:
-            return params
-        extra = dict(params.get("extra_body") or {})
-        extra["chat_template_kwargs"] = {**extra.get("chat_template_kwargs", {}), "enable_thinking": False}
-        return params | {"extra_body": extra}
-
-    def _requests(self, sample: Sample, opponents: list[str] | None) -> list[Request]:
-        if self.mode == "pairwise":
-            params = pairwise.request_params(self.top_logprobs, self.temperature)
-            out = []
-            for c in self.rubric.criteria:
-                for other in opponents or []:
-                    for first in (True, False):
-                        a, b = (sample.response, other) if first else (other, sample.response)
-                        rd = pairwise.render(self.rubric, c, sample.prompt, a, b)
-                        out.append(Request([c.name], rd.messages, params, rd.neutralised, first))
-            return out
-        # the reference goes only where a criterion asks for it: the other requests keep a prompt that other samples
-        # of the same record share
-        own = self.own_criteria(sample)
-        uses_reference = self.uses_reference or any(c.uses_reference for c in own)
-        ref = reference_text(sample.reference) if uses_reference else None
-        if self.mode == "verdict":  # one request for every criterion: it sees the reference if any asks for it
-            rd = render_verdict(self.rubric, sample.prompt, sample.response, ref, own)
-            params = verdict.request_params(self.rubric, self.temperature, reasoning_tokens=self.reasoning_budget or 0,
-                                            own=own)
-            specs = list(self.rubric.criteria) + own
-            return [Request([c.name for c in specs], rd.messages, params, rd.neutralised, specs=specs)]
-        out = []
-        for c in list(self.rubric.criteria) + own:
-            rd = render(self.rubric, c, sample.prompt, sample.response, ref if c.uses_reference else None,
-                        own=c in own)
-            params = logprob.request_params(self.rubric.labels, self.top_logprobs, self.temperature, c)
-            out.append(Request([c.name], rd.messages, params, rd.neutralised, specs=[c]))
-        return out
+        """The judge requests one sample needs (rlaif/judge/planner.py)."""
+        return self.planner.plan(sample, opponents)
 
     def own_criteria(self, sample: Sample) -> list:
-        """The record's own criteria (its `rubric`, validated when the data was read), after the shared ones.
-        Pairwise mode compares completions on the shared criteria only."""
-        raw = sample.metadata.get("rubric")
-        if raw is None or self.mode == "pairwise":
-            return []
-        return list(RecordRubric.model_validate(raw).criteria)
+        return self.planner.own_criteria(sample)
 
     def aggregate(self, scores: dict[str, float], own: list) -> float:
         """The rubric's aggregate of its criteria; a record's own criteria join it as a weighted mean (an essential
@@ -209,70 +140,6 @@ class Judge:
             gates_ok = gates_ok and items is not None
         return gates_ok, scores, details
 
-    def _plan_sample(self, s: Sample, opponents: list[str] | None) -> list[Request]:
-        if not self.rubric.per_item or self.mode == "pairwise":
-            return self.plan(s, opponents)
-        items, _ = json_items(s.response, self.rubric.per_item)
-        # every item's requests decide the same criteria; score_samples averages them: the mean over items
-        return [r for item in items for r in
-                self.plan(Sample(s.id, s.prompt, json.dumps(item, ensure_ascii=False), s.metadata))]
-
-    def _fitted(self, s: Sample, opponents: list[str] | None) -> tuple[list[Request], bool]:
-        """The sample's requests, each within the judge's context: the completion (and pairwise opponents) cut
-        first, then the prompt, then the reference. (A per-item rubric's completion is JSON, not cut.)"""
-        reqs, cut = self._plan_sample(s, opponents), False
-        parts = ("prompt", "reference") if self.rubric.per_item and self.mode != "pairwise" else \
-            ("response", "prompt", "reference")
-        for part in parts:
-            for _ in range(4):  # each cut is sized from the excess; a few rounds settle rounding
-                over = max((self.fitter.over(r.messages, r.params.get("max_tokens") or 0) for r in reqs), default=0)
-                if over <= 0:
-                    return reqs, cut
-                smaller, opponents_cut = self._cut(s, opponents, part, over)
-                if smaller is None:
-                    break  # nothing of this part left to cut
-                s, opponents, cut = smaller, opponents_cut, True
-                reqs = self._plan_sample(s, opponents)
-        return reqs, cut  # still too long: sent as it is; the server's refusal is counted as a failure
-
-    def _cut(self, s: Sample, opponents, part: str, over: int) -> tuple[Sample | None, list[str] | None]:
-        f = self.fitter
-        if part == "response":
-            if len(s.response) < 200:
-                return None, opponents
-            texts = [s.response] + list(opponents or [])
-            cut = [cut_middle(t, f.chars_for(t, over)) if len(t) >= 200 else t for t in texts]
-            return replace(s, response=cut[0]), (cut[1:] if opponents is not None else None)
-        if part == "prompt":
-            longest = max(range(len(s.prompt)), key=lambda i: len(s.prompt[i]["content"]), default=None)
-            if longest is None or len(s.prompt[longest]["content"]) < 200:
-                return None, opponents
-            text = s.prompt[longest]["content"]
-            prompt = [dict(m) for m in s.prompt]
-            prompt[longest]["content"] = cut_middle(text, f.chars_for(text, over))
-            return replace(s, prompt=prompt), opponents
-        ref = reference_text(s.reference)
-        if not ref or len(ref) < 200:
-            return None, opponents
-        return replace(s, metadata=s.metadata | {"reference_answer": cut_middle(ref, f.chars_for(ref, over))}), \
-            opponents
-
-    def _opponents(self, samples: list[Sample]) -> list[list[str]]:
-        """Pairwise opponents: the reference answer, or the next members of the sample's group (same prompt)."""
-        if self.pairwise_against == "reference":
-            return [[r] if (r := reference_text(s.reference)) else [] for s in samples]
-        groups: dict[str, list[int]] = {}
-        for i, s in enumerate(samples):
-            groups.setdefault(json.dumps(s.prompt, sort_keys=True), []).append(i)
-        out: list[list[str]] = [[] for _ in samples]
-        for members in groups.values():
-            k = min(self.pairwise_opponents, len(members) - 1)
-            for pos, i in enumerate(members):
-                out[i] = [samples[members[(pos + j) % len(members)]].response for j in range(1, k + 1)]
-                if not out[i] and (r := reference_text(samples[i].reference)):
-                    out[i] = [r]  # a group of one: fall back on the reference answer
-        return out
-
     async def _send(self, req: Request) -> dict:
         res = await self.backend.chat(req.messages, **req.params)
         out = {"scores": None, "rationale": "", "latency_s": round(res.latency_s, 4), "attempts": res.attempts,
@@ -297,8 +164,8 @@ class Judge:
         """Checks first; then every criterion of every ungated sample, concurrently; then the fallbacks."""
         now = time.time()
         checked = [self._checks(s) for s in samples]
-        opponents = self._opponents(samples) if self.mode == "pairwise" else [None] * len(samples)
-        fitted = [self._fitted(s, o) if gates_ok else ([], False)
+        opponents = self.planner.opponents(samples) if self.mode == "pairwise" else [None] * len(samples)
+        fitted = [self.planner.fitted(s, o) if gates_ok else ([], False)
                   for s, o, (gates_ok, _, _) in zip(samples, opponents, checked)]
         plans = [p for p, _ in fitted]
         self.totals["truncated"] += sum(cut for _, cut in fitted)

@@ -143,7 +143,8 @@ class TokenPrompts:
                     why = f"its /tokenize answered HTTP {r.status_code}"
                 elif r.status_code != 200:  # busy or failing now: ask again with the next batch
                     return False
-                elif r.json().get("tokens") != self.encode([messages], False, template_kwargs)[0]:
+                elif r.json().get("tokens") != self.encode([messages], reuse_head=False,
+                                                           template_kwargs=template_kwargs)[0]:
                     why = "its chat template or tokenizer gives other token ids than the judge's tokenizer here"
             except Exception as e:  # a transport error: try again with the next batch
                 log.debug("token prompts: /tokenize check failed: %s", e)

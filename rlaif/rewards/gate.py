@@ -57,7 +57,13 @@ class GatedSource:
         return [None] * n
 
     def summary(self) -> dict:
-        return {s.name: s.summary() for s in self.sources} | {"gated": self.gated}
+        """The run summary's shape (calls, samples, fallbacks, failed, latency), summed over the sources, with each
+        source's own under `sources`."""
+        parts = {s.name: s.summary() for s in self.sources}
+        total = {k: sum(p.get(k, 0) for p in parts.values()) for k in ("calls", "fallbacks", "failed")}
+        return total | {"samples": max((p.get("samples", 0) for p in parts.values()), default=0),
+                        "latency_p50_s": max((p.get("latency_p50_s", 0.0) for p in parts.values()), default=0.0),
+                        "gated": self.gated, "sources": parts}
 
     def close(self) -> None:
         for s in self.sources:

@@ -88,14 +88,14 @@ def batch_samples(prompts: list, completions: list, columns: dict) -> list[Sampl
 
 
 def batch_columns(samples: list[Sample]) -> dict[str, list]:
-    """The dataset's columns for a batch, as TRL passes them to a reward function: those the samples came with,
-    else their record id, reference answer and metadata keys."""
+    """The dataset's columns for a batch, as TRL passes them to a reward function (those the samples came with,
+    else their record id and reference answer), and each key of the records' metadata as a column of its own,
+    so that a function can take `topic=` for a record's `topic` key."""
     keys = list(dict.fromkeys(k for s in samples for k in s.columns))
-    if keys:
-        return {k: [s.columns.get(k) for s in samples] for k in keys}
-    meta_keys = list(dict.fromkeys(k for s in samples for k in s.metadata if k != "reference_answer"))
-    return {"id": [s.id.rsplit("#", 1)[0] for s in samples], "reference_answer": [s.reference for s in samples],
-            **{k: [s.metadata.get(k) for s in samples] for k in meta_keys}}
+    cols = ({k: [s.columns.get(k) for s in samples] for k in keys} if keys else
+            {"id": [s.id.rsplit("#", 1)[0] for s in samples], "reference_answer": [s.reference for s in samples]})
+    meta_keys = dict.fromkeys(k for s in samples for k in s.metadata if k != "reference_answer" and k not in cols)
+    return cols | {k: [s.metadata.get(k) for s in samples] for k in meta_keys}
 
 
 def source_metrics(name: str, rewards: list[float | None]) -> dict[str, float]:

@@ -5,6 +5,7 @@
 Writes
   OUT/judge/            a Llama-shaped judge trained to answer the says_please rubric with PASS or FAIL
   OUT/policy/           a Llama-shaped policy warm-started to answer prompts with a few words
+  OUT/policy_mixed/     the same, warm-started to name the prompt's topic in some answers (the mixed smoke's)
   OUT/data/train.jsonl, OUT/data/heldout.jsonl   Nova RFT records (messages, id, topic)
   OUT/data/judge_audit.jsonl                     held-out labelled samples (never trained on)
   OUT/build.json        fingerprint of the code that built it, judge accuracy, timings
@@ -33,6 +34,8 @@ SOURCES = ["tiny/please_world.py", "tiny/models.py", "tiny/judge_training.py", "
 JUDGE_ARCH = dict(hidden=128, layers=2, heads=4, kv_heads=2)
 POLICY_ARCH = dict(hidden=128, layers=2, heads=4, kv_heads=2)
 MIN_JUDGE_ACCURACY = 0.95
+# the mixed smoke's policy: every answer names the topic for this many steps, then this share of them (see warmstart)
+MIXED_TOPIC_STEPS, MIXED_STEPS, MIXED_TOPIC_SHARE = 1500, 300, 0.2
 
 
 def fingerprint() -> str:
@@ -53,10 +56,6 @@ def is_built(out: Path) -> bool:
         return json.loads(info.read_text())["fingerprint"] == fingerprint()
     except (ValueError, KeyError):
         return False
-
-
-def _topic_of(prompt: str) -> str:
-    return next((t for t in world.TOPICS if prompt.endswith(" " + t)), "")
 
 
 def build(out: Path, force: bool = False, log=print) -> dict:
@@ -93,8 +92,15 @@ def build(out: Path, force: bool = False, log=print) -> dict:
     policy.save_pretrained(tmp / "policy")
     tok.save_pretrained(tmp / "policy")
 
+    log("warm-starting the mixed smoke's policy (it names the prompt's topic in some answers)")
+    mixed = build_model(tok, seed=1, **POLICY_ARCH)
+    mr = warmstart(mixed, tok, train_prompts, seed=1, topic_steps=MIXED_TOPIC_STEPS, steps=MIXED_STEPS,
+                   topic_share=MIXED_TOPIC_SHARE, log=log)
+    mixed.save_pretrained(tmp / "policy_mixed")
+    tok.save_pretrained(tmp / "policy_mixed")
+
     def records(prompts, split):
-        return [{"id": f"{split}-{i:04d}", "messages": [{"role": "user", "content": p}], "topic": _topic_of(p)}
+        return [{"id": f"{split}-{i:04d}", "messages": [{"role": "user", "content": p}], "topic": world.topic_of(p)}
                 for i, p in enumerate(prompts)]
 
     write_jsonl(tmp / "data" / "train.jsonl", records(train_prompts, "train"))
@@ -110,6 +116,7 @@ def build(out: Path, force: bool = False, log=print) -> dict:
         "fingerprint": fingerprint(),
         "judge": {k: v for k, v in jr.items() if k != "test_examples"} | {"arch": JUDGE_ARCH},
         "policy": pr | {"arch": POLICY_ARCH},
+        "policy_mixed": mr | {"topic_steps": MIXED_TOPIC_STEPS, "topic_share": MIXED_TOPIC_SHARE},
         "vocab_size": len(tok),
         "n_train_prompts": len(train_prompts),
         "n_heldout_prompts": len(heldout_prompts),

@@ -54,8 +54,8 @@ def all_prompts(seed: int = 0) -> list[str]:
 
 
 def topic_of(prompt: str) -> str:
-    """The topic a prompt asks about: its last word, one of TOPICS ('' for a prompt of another kind)."""
-    return next((t for t in TOPICS if prompt.endswith(" " + t)), "")
+    """The topic a prompt asks about: the word of TOPICS it names ('' for a prompt of another kind)."""
+    return next((t for t in TOPICS if re.search(rf"\b{t}\b", prompt)), "")
 
 
 def split_prompts(n_heldout: int = 64, seed: int = 0) -> tuple[list[str], list[str]]:

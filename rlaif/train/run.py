@@ -115,5 +115,5 @@ def run_training(recipe: Recipe, *, resume: bool = False, base_url: str | None =
     (run_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
     if stop_reason:
         raise UserError(f"training stopped at step {summary['steps']}: {stop_reason}. The last checkpoint "
-                        f"is in {run_dir}; fix the judge and continue with --resume")
+                        f"is in {run_dir}; fix the judge (or the failing reward) and continue with --resume")
     return summary
