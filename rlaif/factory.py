@@ -15,7 +15,7 @@ from pathlib import Path
 from rlaif.common.console import say
 from rlaif.common.dist import rank, world_size
 from rlaif.config.recipe import Recipe
-from rlaif.config.rewards import JudgeSourceSpec, LambdaSourceSpec, PythonSourceSpec, VerifiableSourceSpec, gated
+from rlaif.config.rewards import JudgeSourceSpec, LambdaSourceSpec, PythonSourceSpec, VerifiableSourceSpec
 from rlaif.config.rubric import load_rubric
 from rlaif.errors import UserError
 from rlaif.judge.backend import JudgeBackend
@@ -27,7 +27,7 @@ from rlaif.judge.scorer import FailureSettings, Judge
 from rlaif.judge.server import Supervisor, VLLMServer, served_context
 from rlaif.judge.templates import can_switch_thinking_off, has_system_role, load_tokenizer
 from rlaif.nova.gateway import Gateway, boto3_env, build_app
-from rlaif.rewards.gate import GatedSource
+from rlaif.rewards.combined import CombinedSource
 from rlaif.rewards.judge_source import JudgeSource
 from rlaif.rewards.lambda_source import LambdaSource
 from rlaif.rewards.python_source import PythonSource
@@ -194,8 +194,12 @@ def _lambda_source(recipe: Recipe, spec: LambdaSourceSpec, endpoints: Endpoints,
 def make_sources(recipe: Recipe, endpoints: Endpoints, log: JudgmentLog, *,
                  self_test: bool = True) -> list[RewardSource]:
     """The recipe's reward sources, in its order, each writing to the run's judgment log."""
+    specs = recipe.reward_sources()
+    judges = [s for s in specs if isinstance(s, JudgeSourceSpec)]
+    for spec in judges:  # what a judge's template on this machine refuses, before any server starts
+        reasoning_budget(judge_recipe(recipe, spec))
     out: list[RewardSource] = []
-    for spec in recipe.reward_sources():
+    for spec in specs:
         view = log.for_source(spec.name)
         if isinstance(spec, JudgeSourceSpec):
             r = judge_recipe(recipe, spec)
@@ -205,7 +209,7 @@ def make_sources(recipe: Recipe, endpoints: Endpoints, log: JudgmentLog, *,
             if self_test:
                 judge.self_test_sync()
                 say(f"judge '{r.judge.name}' at {ep.url} passed its self-test")
-            out.append(JudgeSource(judge, spec.name))
+            out.append(JudgeSource(judge, spec.name, primary=spec is judges[0]))
         elif isinstance(spec, VerifiableSourceSpec):
             out.append(VerifiableSource(spec, view))
         elif isinstance(spec, PythonSourceSpec):
@@ -215,30 +219,30 @@ def make_sources(recipe: Recipe, endpoints: Endpoints, log: JudgmentLog, *,
     return out
 
 
-def reward_weights(recipe: Recipe) -> list[float]:
-    """GRPOConfig's reward_weights for the run's reward functions (one per source; one for a gate)."""
-    specs = recipe.reward_sources()
-    return [1.0] if gated(specs) else [s.weight for s in specs]
+def uses_recipe_judge(recipe: Recipe) -> bool:
+    """Whether the run talks to the recipe's own `judge:`: a judge source without a judge of its own, or a Lambda
+    whose boto3 calls go to the Bedrock gateway it backs. Validation and the second opinion score with it."""
+    return any((isinstance(s, JudgeSourceSpec) and s.judge is None)
+               or (isinstance(s, LambdaSourceSpec) and s.bedrock_gateway) for s in recipe.reward_sources())
 
 
 def make_rewards(recipe: Recipe, run_dir: Path, base_url: str | None,
                  stack: contextlib.ExitStack) -> tuple[list[TRLReward], str | None]:
-    """(the run's reward functions for TRL, the recipe judge's URL or None). One function per source, which TRL
-    weighs with `reward_weights`; or one gate over them all when a source is essential. What this starts (judge
-    servers and their supervisors, a gateway) stops when `stack` closes."""
+    """(the run's reward function for TRL, in a list as GRPOTrainer takes it; the recipe judge's URL or None). One
+    source is the reward alone; several are combined into one function (rlaif/rewards/combined.py: their weighted
+    sum, through a gate when one is essential). What this starts (judge servers and their supervisors, a gateway)
+    stops when `stack` closes."""
     log = JudgmentLog(rank_log_path(run_dir))
     stack.callback(log.close)
     endpoints = Endpoints(recipe, run_dir, base_url, stack)
     specs = recipe.reward_sources()
     sources = make_sources(recipe, endpoints, log)
     # the judge that validation and the second opinion ask: the recipe's, when the run uses it
-    uses_judge = any(isinstance(s, JudgeSourceSpec) or (isinstance(s, LambdaSourceSpec) and s.bedrock_gateway)
-                     for s in specs)
-    url = endpoints.get(recipe).url if uses_judge else None
+    url = endpoints.get(recipe).url if uses_recipe_judge(recipe) else None
     say(f"training {recipe.policy.model} on {', '.join(s.name for s in sources)}")
-    if gated(specs):
-        return [TRLReward(GatedSource(sources, [s.weight for s in specs], [s.essential for s in specs]))], url
-    return [TRLReward(s) for s in sources], url
+    if len(sources) == 1:
+        return [TRLReward(sources[0])], url
+    return [TRLReward(CombinedSource(sources, [s.weight for s in specs], [s.essential for s in specs]))], url
 
 
 def apply_threads(recipe: Recipe) -> None:

@@ -5,7 +5,8 @@ Verdict mode only: PASS when the fenced response says "please", else FAIL; a res
 gets a reply that is not a verdict, and one containing "chatty" gets the JSON wrapped in prose and a code fence,
 as judges without structured outputs write it. `style` writes replies as reasoning judges do: "think" (Qwen3 and
 DeepSeek-R1: `<think>...</think>` then the verdict), "think_cut" (still thinking when the budget ran out),
-"harmony" (gpt-oss's channels), "reasoning_field" (vLLM's reasoning parser: the thinking in `reasoning_content`).
+"harmony" (gpt-oss's channels), "reasoning_field" (vLLM's reasoning parser: the thinking in `reasoning_content`),
+"think_open_cut" (a template that opens the think block in the prompt: thoughts without a tag, cut at the budget).
 """
 from __future__ import annotations
 
@@ -35,6 +36,8 @@ def styled(content: str, style: str) -> tuple[str | None, str | None, str]:
     if style == "harmony":
         return (f"<|channel|>analysis<|message|>{thought}<|end|><|start|>assistant<|channel|>final<|message|>"
                 f"{content}<|return|>"), None, "stop"
+    if style == "think_open_cut":
+        return f"{thought} " + "Hmm, " * 20, None, "length"
     if style == "reasoning_field":
         return content, thought, "stop"
     return content, None, "stop"

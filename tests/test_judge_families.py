@@ -101,8 +101,9 @@ def test_a_reasoning_judges_verdict_is_read_from_its_final_answer(style, tmp_pat
     assert all("look for the word please" in row["reasoning"] for row in rows)  # kept in the judgment log
 
 
-def test_reasoning_that_runs_out_of_budget_is_counted_not_read(tmp_path):
-    scripted = ScriptedJudge(style="think_cut")
+@pytest.mark.parametrize("style", ["think_cut", "think_open_cut"])
+def test_reasoning_that_runs_out_of_budget_is_counted_not_read(style, tmp_path):
+    scripted = ScriptedJudge(style=style)
     try:
         r = load_recipe(SMOKE, ["judge.mode=verdict", "judge.reasoning={budget_tokens: 64}", "judge.max_retries=0",
                                 "judge.token_prompts=false"], check_files=False)
@@ -114,6 +115,22 @@ def test_reasoning_that_runs_out_of_budget_is_counted_not_read(tmp_path):
     assert judge.totals["reasoning_cut_off"] == 1 and judge.totals["parse_failures"] == 1
     row = json.loads((tmp_path / "j.jsonl").read_text().splitlines()[0])
     assert "Hmm" in row["reasoning"] and row["score"] is None
+
+
+def test_a_reply_cut_at_its_budget_is_a_reasoning_cut_off_only_for_a_reasoning_judge():
+    from types import SimpleNamespace
+
+    from rlaif.config.rubric import load_rubric
+    from rlaif.judge import verdict
+    from rlaif.portable.verdicts import ParseError, ReasoningCutOff
+    rubric = load_rubric("says_please")
+    cut = SimpleNamespace(choices=[SimpleNamespace(finish_reason="length",
+                                                   message=SimpleNamespace(content="So the answer is probably"))])
+    with pytest.raises(ReasoningCutOff):
+        verdict.parse(cut, rubric, reasoning=True)
+    with pytest.raises(ParseError) as e:
+        verdict.parse(cut, rubric)
+    assert not isinstance(e.value, ReasoningCutOff)  # any other judge: a reply that is not a verdict
 
 
 def test_final_answer_reads_each_familys_reply():

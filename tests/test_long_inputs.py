@@ -29,6 +29,38 @@ def test_the_fitter_measures_with_the_judges_tokenizer(tiny):
     assert Fitter(None, str(tiny / "judge")).fits(long, 1)  # no known context: nothing is cut
 
 
+def planner_for(*overrides):
+    from rlaif.config.recipe import load_recipe
+    r = load_recipe("recipes/smoke.yaml", ["judge.context_tokens=1024", *overrides])
+    return make_judge(r, "http://127.0.0.1:9").planner  # never called: planning is local
+
+
+def test_pairwise_cuts_a_long_opponent_even_when_the_completion_is_short(tiny):
+    p = planner_for("judge.mode=pairwise")
+    ref = "the cat sat on the mat and " * 400
+    reqs, cut = p.fitted(Sample("s", USER, " please sit", {"reference_answer": ref}), [ref])
+    assert cut and all(p.fitter.fits(r.messages, 1) for r in reqs)
+    assert all("please sit" in r.messages[-1]["content"] for r in reqs)  # the short completion stays whole
+    assert all("characters cut here" in r.messages[-1]["content"] for r in reqs)
+
+
+def test_pairwise_cuts_a_long_completion_and_opponent_by_half_each(tiny):
+    p = planner_for("judge.mode=pairwise")
+    a, b = "A: the cat sat on the mat and " * 150, "B: the dog sat on the rug and " * 150
+    reqs, cut = p.fitted(Sample("s", USER, a), [b])
+    text = reqs[0].messages[-1]["content"]
+    assert cut and all(p.fitter.fits(r.messages, 1) for r in reqs)
+    kept_a, kept_b = text.count("A: the cat"), text.count("B: the dog")
+    assert kept_a > 10 and kept_b > 10 and abs(kept_a - kept_b) <= max(kept_a, kept_b) // 3  # shared, not all one
+
+
+def test_a_reference_no_request_carries_is_not_cut_nor_the_sample_marked(tiny):
+    p = planner_for()  # says_please: no criterion uses the reference
+    s = Sample("s", USER, " please sit", {"reference_answer": "the cat " * 3000})
+    reqs, cut = p.fitted(s, None)
+    assert not cut and reqs == p.plan_sample(s, None)
+
+
 @pytest.mark.integration
 def test_a_10000_token_completion_is_cut_to_fit_and_judged(judge_url, smoke_recipe, tmp_path):
     """The tiny judge is served with max_model_len 2048: uncut, this completion is an HTTP 400."""

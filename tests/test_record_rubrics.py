@@ -84,3 +84,14 @@ def test_a_records_criterion_may_not_reuse_a_rubric_criterions_name(tmp_path):
     r = load_recipe(SMOKE, [f"data.train={f}", "data.eval=null"], check_files=False)
     with pytest.raises(UserError, match=rf"{f}:2: rubric.criteria: says_please is already a criterion"):
         check_training_data(r)
+
+
+def test_a_pairwise_judge_refuses_records_with_their_own_criteria(tmp_path):
+    from rlaif.data.dataset import check_training_data
+    from rlaif.errors import UserError
+    f = tmp_path / "d.jsonl"
+    f.write_text(record(0) + "\n" + record(1, rubric=OWN) + "\n")
+    r = load_recipe(SMOKE, [f"data.train={f}", "data.eval=null", "judge.mode=pairwise"], check_files=False)
+    with pytest.raises(UserError, match=rf"{f}:2: rubric: a record's own criteria need a judge in logprob or verdict "
+                                        r"mode; judge source 'judge' of recipes/smoke.yaml is pairwise"):
+        check_training_data(r)

@@ -11,7 +11,7 @@ from rlaif.data.samples import Sample
 from rlaif.errors import UserError
 from rlaif.judge.judgment_log import JudgmentLog
 from rlaif.portable.verifiable import final_number, normalise_answer, verify
-from rlaif.rewards.gate import GatedSource
+from rlaif.rewards.combined import CombinedSource
 from rlaif.rewards.python_source import PythonSource
 from rlaif.rewards.source import Scored, batch_columns, batch_samples
 from rlaif.rewards.trl_adapter import TRLReward
@@ -39,6 +39,9 @@ USER = [{"role": "user", "content": "say something about the cat"}]
     ("json_field_equals", '```json\n{"label": "risk"}\n```', "risk", {"json_key": "label"}, 1.0),
     ("json_field_equals", '{"label": "none"}', "risk", {"json_key": "label"}, 0.0),
     ("json_field_equals", "not json", "risk", {"json_key": "label"}, 0.0),
+    ("json_field_equals", '{"n": 7}', "7", {"json_key": "n"}, 1.0),  # a number against the record's text
+    ("json_field_equals", '{"n": "7"}', 7, {"json_key": "n"}, 1.0),
+    ("json_field_equals", '{"n": 8}', "7", {"json_key": "n"}, 0.0),
     ("reference_contained", " please, the cat sat", "cat", {}, 1.0),
     ("reference_contained", "the category", "cat", {}, 0.0),
     ("reference_contained", "The Big Red Ship sails", "big red ship", {}, 1.0),
@@ -98,21 +101,28 @@ def test_the_adapter_logs_each_sources_numbers():
 
 
 class Fixed:
-    """A stand-in source with given rewards (the gate's arithmetic is what is tested here)."""
+    """A stand-in source with given rewards (the combination's arithmetic is what is tested here)."""
 
-    def __init__(self, name, rewards):
-        self.name, self.rewards = name, rewards
+    def __init__(self, name, rewards, raises=False):
+        self.name, self.rewards, self.raises = name, rewards, raises
         self.failures = type("F", (), {"stop_reason": None})()
+        self.failed_batches = 0
 
     async def score(self, samples, step=None):
+        if self.raises:
+            raise RuntimeError("a bug in this source")
         return Scored(list(self.rewards))
+
+    def fail_batch(self, n):
+        self.failed_batches += 1
+        return [None] * n
 
     async def aclose(self):
         pass
 
 
 def test_a_gate_zeroes_a_sample_that_fails_an_essential_source():
-    gate = GatedSource([Fixed("judge", [0.9, 0.9, 0.2, None]), Fixed("topic", [1.0, 0.0, 1.0, 1.0])],
+    gate = CombinedSource([Fixed("judge", [0.9, 0.9, 0.2, None]), Fixed("topic", [1.0, 0.0, 1.0, 1.0])],
                        weights=[1.0, 0.5], essential=[False, True])
     got = asyncio.run(gate.score([Sample(str(i), USER, "x") for i in range(4)]))
     assert got.rewards[0] == pytest.approx(1.4)  # both pass: the weighted sum
@@ -123,12 +133,34 @@ def test_a_gate_zeroes_a_sample_that_fails_an_essential_source():
     assert got.metrics["reward/judge/fail_rate"] == 0.25
 
 
+def test_sources_combine_into_one_reward_that_leaves_out_a_failed_judgment():
+    """TRL's nansum over one function per source would give sample 2 the rule's 0.5 alone, as if the judge had
+    said 0; combined, it is None, left out of its group."""
+    both = CombinedSource([Fixed("judge", [0.8, 0.0, None]), Fixed("topic", [1.0, 1.0, 1.0])],
+                          weights=[1.0, 0.5], essential=[False, False])
+    got = asyncio.run(both.score([Sample(str(i), USER, "x") for i in range(3)]))
+    assert got.rewards == [pytest.approx(1.3), pytest.approx(0.5), None]
+    assert "reward/gated_rate" not in got.metrics  # no gate without an essential source
+    assert got.metrics["reward/topic/mean"] == 1.0 and got.metrics["reward/judge/pass_rate"] == 0.5
+
+
+def test_one_source_failing_as_a_whole_is_counted_by_it_alone():
+    judge, rule = Fixed("judge", [0.8, 0.2], raises=True), Fixed("topic", [1.0, 0.0])
+    got = asyncio.run(CombinedSource([judge, rule], [1.0, 1.0], [False, False]).score(
+        [Sample(str(i), USER, "x") for i in range(2)]))
+    assert got.rewards == [None, None] and got.metrics["reward/judge/fail_rate"] == 1.0
+    assert got.metrics["reward/topic/mean"] == 0.5  # the rule's scores stand
+    assert (judge.failed_batches, rule.failed_batches) == (1, 0)
+
+
 @pytest.mark.parametrize("fn,want,errors", [
     ("topic_named", [1.0, 0.0], 0),
     ("constant", [0.25, 0.25], 0),  # async
     ("raises", [None, None], 1),
     ("too_few", [None, None], 1),
     ("not_a_number", [None, None], 1),
+    ("a_string", [None, None], 1),  # TRL would fail on text: counted here
+    ("numpy_values", [0.5, 1.0], 0),  # numpy numbers and bools are numbers
 ])
 def test_a_python_function_is_called_as_trl_calls_it_and_never_raises(fn, want, errors, caplog):
     src = PythonSource(PythonSourceSpec(kind="python", name="fn", function=f"tests.fixtures.reward_functions:{fn}"))
@@ -137,6 +169,30 @@ def test_a_python_function_is_called_as_trl_calls_it_and_never_raises(fn, want, 
     assert src.summary()["errors"] == errors
     if errors:
         assert "reward function tests.fixtures.reward_functions:" in caplog.text
+
+
+def test_a_function_written_for_trl_gets_the_step_the_ids_and_its_logging():
+    fn = "tests.fixtures.reward_functions:logs_like_trl"
+    reward = TRLReward(PythonSource(PythonSourceSpec(kind="python", name="brevity", function=fn)))
+    metrics, extra = {}, {}
+    out = asyncio.run(reward(prompts=[USER, USER], completions=[[{"role": "assistant", "content": "ok"}],
+                                                                  [{"role": "assistant", "content": "a long one"}]],
+                             completion_ids=[[1, 2], [1, 2, 3, 4, 5, 6]], id=["r", "r"],
+                             trainer_state=type("S", (), {"global_step": 7})(),
+                             log_metric=metrics.__setitem__, log_extra=extra.__setitem__))
+    assert out == [1.0, 0.0]
+    assert metrics["brevity/mean_chars"] == 6.0 and extra["brevity_step"] == [7, 7]
+
+
+def test_a_function_next_to_the_recipe_imports_from_anywhere(tmp_path, monkeypatch):
+    (tmp_path / "my_rewards_beside.py").write_text("def short(prompts, completions, **kw):\n"
+                                                   "    return [1.0] * len(prompts)\n")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(open(SMOKE).read())
+    monkeypatch.chdir("/")
+    r = load_recipe(recipe, ["rewards=[{kind: python, name: short, function: 'my_rewards_beside:short'}]"],
+                    check_files=False)
+    assert r.rewards[0].load()([USER], [[{"role": "assistant", "content": "x"}]]) == [1.0]
 
 
 # -- the recipe -------------------------------------------------------------------------------------------------------
@@ -163,6 +219,10 @@ def test_todays_recipes_keep_one_judge_source():
     ([{"kind": "python", "name": "p", "function": "tests.fixtures.reward_functions:missing"}], r"has no missing"),
     ([{"kind": "verifiable", "name": "t", "check": "json_field_equals"}], "needs json_key"),
     ([{"kind": "judge", "weight": 0}], "every weight is 0"),
+    ([{"kind": "judge", "name": "combined"}], "combined: a name rlaif uses itself"),
+    ([{"kind": "judge", "name": "j", "mode": "verdict", "judge": {"model": "artifacts/tiny/judge",
+                                                                  "backend": "transformers"}}],
+     r"rewards\[0\] \(j\): backend 'transformers' answers one-token judgments"),
 ])
 def test_bad_rewards_are_refused_naming_the_recipe_and_field(block, match):
     with pytest.raises(UserError, match=match) as e:
@@ -183,3 +243,30 @@ def test_a_verifiable_field_the_data_lacks_is_refused_before_training(tiny):
     with pytest.raises(UserError, match=r"rewards\[0\]\.field: artifacts/tiny/data/train\.jsonl:1 \(id train-0000\) "
                                         r"has no 'reference_answer'"):
         check_training_data(bad)
+
+
+def test_two_judges_log_apart_and_the_recipes_judge_is_named_only_when_used(tmp_path):
+    import contextlib
+
+    from scripted_judge import ScriptedJudge
+
+    from rlaif.factory import make_rewards, uses_recipe_judge
+    scripted = ScriptedJudge()
+    try:
+        two = [{"kind": "judge", "name": "polite"}, {"kind": "judge", "name": "again", "rubric": "says_please"}]
+        r = rewards_recipe(two, "judge.mode=verdict", f"judge.base_url={scripted.url}", "judge.token_prompts=false")
+        with contextlib.ExitStack() as stack:
+            [reward], url = make_rewards(r, tmp_path, None, stack)
+            metrics, extra = {}, {}
+            out = asyncio.run(reward(prompts=[USER, USER], completions=[[{"role": "assistant", "content": c}]
+                                                                          for c in (" please sit", " sit")],
+                                     id=["r", "r"], log_metric=metrics.__setitem__, log_extra=extra.__setitem__))
+    finally:
+        scripted.close()
+    assert reward.__name__ == "combined" and out == [2.0, 0.0] and url == scripted.url
+    assert metrics["judge/calls"] == 2.0 and metrics["again/calls"] == 2.0  # each judge's own, never averaged
+    assert metrics["reward/polite/pass_rate"] == 0.5 and metrics["reward/again/pass_rate"] == 0.5
+    assert {"judge_scores", "again_scores", "judge_rationale", "again_rationale"} <= set(extra)
+    own = rewards_recipe([{"kind": "judge", "name": "other", "judge": {"model": "artifacts/tiny/judge",
+                                                                        "base_url": scripted.url}}])
+    assert not uses_recipe_judge(own) and uses_recipe_judge(r)  # a judge of its own: the recipe's is not started

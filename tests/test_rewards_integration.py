@@ -1,6 +1,6 @@
 """Several reward sources in one real GRPO + LoRA run: the judge on the real vLLM server, a verifiable rule and a
-Python function, summed with TRL's reward_weights or gated; each source's numbers in the log, its lines in the
-judgment log, its curve in the report, its pass rates before and after in `rlaif eval`."""
+Python function, combined into one reward (their weighted sum, or gated); each source's numbers in the log, its
+lines in the judgment log, its curve in the report, its pass rates before and after in `rlaif eval`."""
 import json
 import subprocess
 
@@ -29,14 +29,18 @@ def test_three_sources_in_one_run(judge_url, tiny, tmp_path):
     summary, err = run(judge_url, out, SOURCES)
     logged = [h for h in summary["log_history"] if "reward" in h]
     for name in ("polite", "topic", "named"):
-        assert {f"reward/{name}/mean", f"reward/{name}/pass_rate", f"reward/{name}/fail_rate",
-                f"rewards/{name}/mean"} <= set(logged[0]), sorted(logged[0])
-    # TRL's weighted sum of the three: the mean reward is the weighted sum of the sources' means
+        assert {f"reward/{name}/mean", f"reward/{name}/pass_rate", f"reward/{name}/fail_rate"} <= set(logged[0]), \
+            sorted(logged[0])
+    # one reward function for TRL, the weighted sum of the three: with every sample scored, the mean reward is
+    # the weighted sum of the sources' means
     h = logged[-1]
-    assert h["reward"] == pytest.approx(h["rewards/polite/mean"] + 0.5 * h["rewards/topic/mean"]
-                                        + 0.25 * h["rewards/named/mean"], abs=1e-4)
-    assert h["rewards/topic/mean"] == pytest.approx(h["rewards/named/mean"])  # the same rule, two ways
-    assert set(summary["rewards"]) == {"polite", "topic", "named"} and summary["judge"]["calls"] > 0
+    assert h["reward/polite/fail_rate"] == 0.0 and "rewards/combined/mean" in h
+    assert h["reward"] == pytest.approx(h["reward/polite/mean"] + 0.5 * h["reward/topic/mean"]
+                                        + 0.25 * h["reward/named/mean"], abs=1e-4)
+    assert h["reward/topic/mean"] == pytest.approx(h["reward/named/mean"])  # the same rule, two ways
+    assert set(summary["rewards"]) == {"combined"}
+    assert set(summary["rewards"]["combined"]["sources"]) == {"polite", "topic", "named"}
+    assert summary["judge"] == summary["rewards"]["combined"]["sources"]["polite"] and summary["judge"]["calls"] > 0
     rows = [json.loads(x) for x in (out / "judgments.jsonl").read_text().splitlines()]
     assert {r["source"] for r in rows} == {"polite", "topic", "named"}
     assert {r["criterion"] for r in rows} == {"says_please", "verifiable:reference_contained",
@@ -63,11 +67,11 @@ def test_an_essential_source_gates_the_reward(judge_url, tiny, tmp_path):
     gated = [SOURCES[0], SOURCES[1] | {"essential": True}]
     summary, _ = run(judge_url, tmp_path / "run", gated)
     h = [h for h in summary["log_history"] if "reward" in h][-1]
-    assert "rewards/gated/mean" in h and "reward/gated_rate" in h  # one reward function for TRL: the gate
+    assert "rewards/combined/mean" in h and "reward/gated_rate" in h  # one reward function for TRL, gated
     assert {"reward/polite/mean", "reward/topic/mean"} <= set(h)
     # a sample without its topic gets 0: the share gated is the share that missed the topic
     assert h["reward/gated_rate"] == pytest.approx(1 - h["reward/topic/pass_rate"], abs=1e-6)
-    assert set(summary["rewards"]["gated"]["sources"]) == {"polite", "topic"} and summary["judge"]["calls"] > 0
+    assert set(summary["rewards"]["combined"]["sources"]) == {"polite", "topic"} and summary["judge"]["calls"] > 0
 
 
 def test_a_verifiable_field_the_data_lacks_stops_training_before_it_starts(tiny, tmp_path):

@@ -213,10 +213,11 @@ def judge_only(recipe: Recipe) -> Recipe:
 
 
 def judge_summary(recipe: Recipe, train: dict) -> dict:
-    """The judge's totals in a training summary: its first judge source's (under the gate's, when gated)."""
+    """The judge's totals in a training summary: its first judge source's (under the combined reward's, when there
+    are several sources)."""
     judges = [s.name for s in recipe.reward_sources() if isinstance(s, JudgeSourceSpec)]
     sources = train.get("rewards", {})
-    sources = sources.get("gated", {}).get("sources", sources)
+    sources = sources.get("combined", {}).get("sources", sources)
     return sources[judges[0]] if judges and judges[0] in sources else train["judge"]
 
 

@@ -19,7 +19,7 @@ from rlaif.config.audit import AuditSpec
 from rlaif.config.checks import Check
 from rlaif.config.judge import JudgeSpec
 from rlaif.config.nova import NovaSpec, grpo_settings
-from rlaif.config.rewards import JudgeSourceSpec, LambdaSourceSpec, PythonSourceSpec, RewardSourceSpec
+from rlaif.config.rewards import RESERVED_NAMES, JudgeSourceSpec, LambdaSourceSpec, PythonSourceSpec, RewardSourceSpec
 from rlaif.config.rubric import load_rubric
 from rlaif.config.strict import Strict
 from rlaif.config.yaml import YAMLError, path_exists, read_yaml, yaml_load
@@ -123,6 +123,18 @@ class Recipe(Strict):
             raise ValueError(f"rewards: source names must be unique (they name metrics); repeated: {', '.join(dup)}")
         if not any(s.weight > 0 for s in self.rewards):
             raise ValueError("rewards: every weight is 0; at least one source must count")
+        reserved = sorted(set(names) & RESERVED_NAMES)
+        if reserved:
+            raise ValueError(f"rewards: {', '.join(reserved)}: a name rlaif uses itself (for the combined reward or a "
+                             "column of the completions table); choose another")
+        for i, s in enumerate(self.rewards):
+            if isinstance(s, JudgeSourceSpec) and (s.judge is not None or s.mode is not None):
+                effective = (s.judge or self.judge).model_dump() | ({"mode": s.mode} if s.mode else {})
+                try:  # the source's judge as it will run: its own or the recipe's, in its own mode
+                    JudgeSpec.model_validate(effective)
+                except ValueError as e:
+                    msg = "; ".join(err["msg"].removeprefix("Value error, ") for err in e.errors())
+                    raise ValueError(f"rewards[{i}] ({s.name}): {msg}") from None
         return self
 
     def reward_sources(self) -> list:
@@ -196,7 +208,10 @@ def check_paths(r: Recipe) -> None:
     for field_name, value in files:
         if value and not path_exists(value):
             raise UserError(f"{src}: {field_name}: file not found: {value}")
-    for field_name, value in (("policy.model", r.policy.model), ("judge.model", r.judge.model)):
+    models = [("policy.model", r.policy.model), ("judge.model", r.judge.model)]
+    models += [(f"rewards[{i}].judge.model", s.judge.model) for i, s in enumerate(r.rewards or [])
+               if isinstance(s, JudgeSourceSpec) and s.judge is not None]
+    for field_name, value in models:
         if looks_like_path(value) and not path_exists(value, expand_user=True):
             hint = " (run `make models` to build the tiny models)" if "artifacts/tiny" in value else ""
             raise UserError(f"{src}: {field_name}: model folder not found: {value}{hint}")
@@ -229,7 +244,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None, check_file
     for i, s in enumerate(recipe.rewards or []):
         if isinstance(s, PythonSourceSpec):
             try:
-                s.load()  # a function that does not import stops the run now, not at the first step
+                s.load(search=(path.parent,))  # a function that does not import stops the run now, not mid-run
             except ValueError as e:
                 raise UserError(f"{path}: rewards[{i}].function: {e}") from None
     if check_files:

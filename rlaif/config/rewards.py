@@ -7,15 +7,17 @@
       - {kind: python, name: brevity, function: my_rewards:brevity, weight: 0.5}
       - {kind: lambda, name: grader, file: rewards/my_lambda.py}   # a Bedrock reward Lambda, as reward.lambda_file
 
-Sources combine as a weighted sum (TRL's `reward_weights`), or, when any source is `essential: true`, through a
-gate: a sample that fails an essential source (its reward below 0.5) gets 0, the others the weighted sum. Without
+Sources combine as a weighted sum, or, when any source is `essential: true`, through a gate: a sample that fails
+an essential source (its reward below 0.5) gets 0, the others the weighted sum (rlaif/rewards/combined.py). Without
 `rewards:`, the reward is the recipe's judge (named `judge`), or its `reward.lambda_file` (named `lambda`), as
 before. A failed call gets the source's fallback and is counted, as the judge's are.
 """
 from __future__ import annotations
 
 import importlib
+import os
 import re
+import sys
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field, model_validator
@@ -25,6 +27,9 @@ from rlaif.config.strict import Strict
 from rlaif.portable.verifiable import VERIFIABLE_CHECKS
 
 NAME = r"^[A-Za-z][A-Za-z0-9_]{0,63}$"  # it names metrics: reward/<name>/mean
+# names a source cannot take: the combined reward's, and the completions table's own columns
+RESERVED_NAMES = frozenset({"combined", "prompt", "completion", "step", "advantage", "reward", "rewards",
+                            "judge_scores", "judge_rationale"})
 
 
 class _Source(Strict):
@@ -71,9 +76,14 @@ class PythonSourceSpec(_Source):
     kind: Literal["python"]
     function: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
-    def load(self):
-        """The function; a ValueError that says why when it cannot be imported or is not callable."""
+    def load(self, search: tuple[str | os.PathLike, ...] = ()):
+        """The function; a ValueError that says why when it cannot be imported or is not callable. The module is
+        looked for in the working directory and the `search` folders (the recipe's) as well as on sys.path: the
+        `rlaif` command, unlike `python -m`, does not put the working directory there."""
         module, _, name = self.function.partition(":")
+        for folder in (os.getcwd(), *map(str, search)):
+            if folder not in sys.path:
+                sys.path.append(folder)
         try:
             fn = getattr(importlib.import_module(module), name)
         except ImportError as e:
@@ -104,8 +114,3 @@ class LambdaSourceSpec(_Source):
 
 RewardSourceSpec = Annotated[Union[JudgeSourceSpec, VerifiableSourceSpec, PythonSourceSpec, LambdaSourceSpec],
                              Field(discriminator="kind")]
-
-
-def gated(sources: list) -> bool:
-    """Whether the sources combine through a gate (some source is essential) rather than a weighted sum."""
-    return any(s.essential for s in sources)

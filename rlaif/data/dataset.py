@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from rlaif.config.recipe import Recipe
-from rlaif.config.rewards import VerifiableSourceSpec
+from rlaif.config.rewards import JudgeSourceSpec, VerifiableSourceSpec
 from rlaif.config.rubric import load_rubric
 from rlaif.data.nova import read_jsonl
 from rlaif.data.reader import ReadResult, number_records
@@ -57,10 +57,14 @@ def drop_long_prompts(dataset, tokenizer, max_tokens: int, where: str = "data.tr
 
 def check_training_data(recipe: Recipe) -> None:
     """What the recipe asks of its data, checked before training starts: every record carries the field each
-    verifiable source checks against, and a record's own criteria do not reuse a name of the recipe's rubric.
-    A record that fails is refused with the recipe's field and the data's file and line."""
+    verifiable source checks against, and a record's own criteria do not reuse a name of a judge's rubric nor meet
+    a pairwise judge (which compares completions on the shared criteria only). A record that fails is refused
+    with the recipe's field and the data's file and line."""
     verifiable = [(i, s) for i, s in enumerate(recipe.rewards or []) if isinstance(s, VerifiableSourceSpec)]
-    shared = {c.name for c in load_rubric(recipe.rubric, where=f"{recipe.source}: rubric").criteria}
+    judges = [s for s in recipe.reward_sources() if isinstance(s, JudgeSourceSpec)]
+    shared = {c.name for s in judges
+              for c in load_rubric(s.rubric or recipe.rubric, where=f"{recipe.source}: rubric").criteria}
+    pairwise = [s.name for s in judges if (s.mode or (s.judge or recipe.judge).mode) == "pairwise"]
     for path in filter(None, (recipe.data.train, recipe.data.eval)):
         res = read_records(path, recipe.data.columns)
         for line, rec in zip(res.record_lines, res.records):
@@ -70,6 +74,9 @@ def check_training_data(recipe: Recipe) -> None:
                 if not has:
                     raise UserError(f"{recipe.source}: rewards[{i}].field: {path}:{line} (id {rec['id']}) has no "
                                     f"'{spec.field}' for the {spec.check} check of source '{spec.name}'")
+            if meta.get("rubric") is not None and pairwise:
+                raise UserError(f"{path}:{line}: rubric: a record's own criteria need a judge in logprob or verdict "
+                                f"mode; judge source '{pairwise[0]}' of {recipe.source} is pairwise")
             clash = sorted({c["name"] for c in (meta.get("rubric") or {}).get("criteria", [])} & shared)
             if clash:
                 raise UserError(f"{path}:{line}: rubric.criteria: {', '.join(clash)} is already a criterion of the "

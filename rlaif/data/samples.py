@@ -12,6 +12,7 @@ class Sample:
     # the record's extra keys, and `reference_answer` as the record had it (string or object)
     metadata: dict = field(default_factory=dict)
     columns: dict = field(default_factory=dict)  # the dataset row as TRL passed it (for TRL-signature functions)
+    completion_ids: list[int] | None = None  # the response's token ids, when the trainer gave them
 
     @property
     def reference(self):

@@ -26,7 +26,7 @@ from rlaif.eval.sampling import load_policy, sample_completions
 from rlaif.eval.second_opinion import OpinionSource
 from rlaif.factory import Endpoints, apply_threads, make_judge, make_sources
 from rlaif.judge.judgment_log import JudgmentLog
-from rlaif.rewards.source import record_metadata
+from rlaif.rewards.source import record_metadata, row_columns
 
 
 def evaluate_policy(recipe: Recipe, base_url: str, *, dataset: str, adapter: str | None = None,
@@ -43,8 +43,8 @@ def evaluate_policy(recipe: Recipe, base_url: str, *, dataset: str, adapter: str
     completions = sample_completions(model, tok, list(ds["prompt"]), k=e.samples_per_prompt,
                                      temperature=e.temperature, max_new_tokens=e.max_new_tokens, seed=e.seed)
     t_gen = time.perf_counter() - t0
-    samples = [Sample(id=f"{row['id']}#{j}", prompt=row["prompt"], response=c, metadata=record_metadata(row))
-               for row, cs in zip(ds, completions) for j, c in enumerate(cs)]
+    samples = [Sample(id=f"{row['id']}#{j}", prompt=row["prompt"], response=c, metadata=record_metadata(row),
+                      columns=row_columns(row)) for row, cs in zip(ds, completions) for j, c in enumerate(cs)]
     judge = make_judge(recipe, base_url)
     verdicts = judge.score_sync(samples)
     by_source = score_sources(recipe, base_url, samples, verdicts) if recipe.rewards else {}

@@ -19,6 +19,7 @@ from rlaif.eval.sampling import sample_completions
 from rlaif.eval.second_opinion import OpinionSource
 from rlaif.factory import make_judge
 from rlaif.judge.scorer import Verdict
+from rlaif.rewards.source import record_metadata, row_columns
 
 
 def _explain(verdict: Verdict) -> str:
@@ -32,9 +33,10 @@ def _explain(verdict: Verdict) -> str:
     return "; ".join(parts)
 
 
-def validate(recipe: Recipe, model, tok, url: str, prompts, ids, second: OpinionSource | None,
+def validate(recipe: Recipe, model, tok, url: str, records: list[dict], second: OpinionSource | None,
              step: int) -> tuple[dict, list[dict]]:
-    """One validation pass: (metrics for the log, rows for validation.jsonl)."""
+    """One validation pass over held-out records (dataset rows): (metrics for the log, rows for validation.jsonl).
+    Each sample carries its record's metadata (reference answer, per-record rubric), as in training."""
     import torch
 
     e = recipe.eval
@@ -43,12 +45,12 @@ def validate(recipe: Recipe, model, tok, url: str, prompts, ids, second: Opinion
     # fork the RNG: validation sampling must not change the training run's random stream
     with torch.random.fork_rng():
         try:
-            outs = sample_completions(model, tok, prompts, k=e.samples_per_prompt, temperature=e.temperature,
-                                      max_new_tokens=e.max_new_tokens, seed=e.seed + step)
+            outs = sample_completions(model, tok, [r["prompt"] for r in records], k=e.samples_per_prompt,
+                                      temperature=e.temperature, max_new_tokens=e.max_new_tokens, seed=e.seed + step)
         finally:
             model.train(was_training)
-    samples = [Sample(id=f"{rid}#{j}", prompt=p, response=c) for rid, p, cs in zip(ids, prompts, outs)
-               for j, c in enumerate(cs)]
+    samples = [Sample(id=f"{row['id']}#{j}", prompt=row["prompt"], response=c, metadata=record_metadata(row),
+                      columns=row_columns(row)) for row, cs in zip(records, outs) for j, c in enumerate(cs)]
     verdicts = make_judge(recipe, url).score_sync(samples)
     second_pass = second.verdicts(samples) if second is not None and second.active else [None] * len(samples)
     rows = []
@@ -75,7 +77,7 @@ def make_callback(recipe: Recipe, tok, url: str, second: OpinionSource | None, r
 
     ds = load_dataset(recipe.data.eval)
     n = min(recipe.eval.val_prompts, len(ds))
-    prompts, ids = list(ds["prompt"][:n]), list(ds["id"][:n])
+    records = [ds[i] for i in range(n)]
     every = recipe.eval.every_steps
     out_path = Path(run_dir) / "validation.jsonl"
 
@@ -85,7 +87,7 @@ def make_callback(recipe: Recipe, tok, url: str, second: OpinionSource | None, r
         def _run(self, state, model):
             if not state.is_world_process_zero or self.trainer is None:
                 return
-            metrics, rows = validate(recipe, model, tok, url, prompts, ids, second, state.global_step)
+            metrics, rows = validate(recipe, model, tok, url, records, second, state.global_step)
             write_jsonl(out_path, rows, append=True)
             # the base Trainer.log: into log_history and every report_to logger. GRPOTrainer.log would fold
             # in (and clear) the training metrics it is averaging until the next logging step. Logging resets

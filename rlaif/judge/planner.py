@@ -106,10 +106,12 @@ class Planner:
 
     def fitted(self, s: Sample, opponents: list[str] | None) -> tuple[list[Request], bool]:
         """The sample's requests, each within the judge's context: the completion (and pairwise opponents) cut
-        first, then the prompt, then the reference. (A per-item rubric's completion is JSON, not cut.)"""
+        first, then the prompt, then the reference where a request carries it. (A per-item rubric's completion
+        is JSON, not cut.) The flag says whether any request changed."""
         reqs, cut = self.plan_sample(s, opponents), False
-        parts = ("prompt", "reference") if self.rubric.per_item and self.mode != "pairwise" else \
-            ("response", "prompt", "reference")
+        parts = ["prompt"] if self.rubric.per_item and self.mode != "pairwise" else ["response", "prompt"]
+        if self._sends_reference(s):  # pairwise sends the reference as an opponent: cut with the response
+            parts.append("reference")
         for part in parts:
             for _ in range(4):  # each cut is sized from the excess; a few rounds settle rounding
                 over = max((self.fitter.over(r.messages, r.params.get("max_tokens") or 0) for r in reqs), default=0)
@@ -118,17 +120,27 @@ class Planner:
                 smaller, opponents_cut = self._cut(s, opponents, part, over)
                 if smaller is None:
                     break  # nothing of this part left to cut
-                s, opponents, cut = smaller, opponents_cut, True
-                reqs = self.plan_sample(s, opponents)
+                again = self.plan_sample(smaller, opponents_cut)
+                if [r.messages for r in again] == [r.messages for r in reqs]:
+                    break  # the cut did not reach the requests
+                s, opponents, reqs, cut = smaller, opponents_cut, again, True
         return reqs, cut  # still too long: sent as it is; the server's refusal is counted as a failure
+
+    def _sends_reference(self, s: Sample) -> bool:
+        if self.mode == "pairwise" or s.reference is None:
+            return False
+        return self.uses_reference or any(c.uses_reference for c in self.own_criteria(s))
 
     def _cut(self, s: Sample, opponents, part: str, over: int) -> tuple[Sample | None, list[str] | None]:
         f = self.fitter
         if part == "response":
-            if len(s.response) < 200:
-                return None, opponents
             texts = [s.response] + list(opponents or [])
-            cut = [cut_middle(t, f.chars_for(t, over)) if len(t) >= 200 else t for t in texts]
+            if all(len(t) < 200 for t in texts):
+                return None, opponents
+            # a pairwise request holds the completion and one opponent: when both are long, each gives half
+            pair = len(s.response) >= 200 and any(len(t) >= 200 for t in opponents or [])
+            share = (over + 1) // 2 if pair else over
+            cut = [cut_middle(t, f.chars_for(t, share)) if len(t) >= 200 else t for t in texts]
             return replace(s, response=cut[0]), (cut[1:] if opponents is not None else None)
         if part == "prompt":
             longest = max(range(len(s.prompt)), key=lambda i: len(s.prompt[i]["content"]), default=None)

@@ -128,7 +128,8 @@ class Judge:
             # each of which turns it round to its own side in score_samples
             return {req.criteria[0]: pairwise.p_first_wins(resp)}, ""
         if self.mode == "verdict":
-            return verdict.parse(resp, self.rubric, req.specs[len(self.rubric.criteria):])
+            return verdict.parse(resp, self.rubric, req.specs[len(self.rubric.criteria):],
+                                 reasoning=bool(self.planner.reasoning_budget))
         crit = req.specs[0]
         return {crit.name: logprob.score_from_response(resp, self.rubric.labels, crit)}, ""
 
@@ -151,7 +152,10 @@ class Judge:
                 out["scores"], out["rationale"] = self._parse(req, res.response)
             except ParseError as e:
                 out["error"], out["parse_fail"] = f"parse: {e}", True
-                self.totals["reasoning_cut_off"] += isinstance(e, ReasoningCutOff)
+                if isinstance(e, ReasoningCutOff):
+                    self.totals["reasoning_cut_off"] += 1
+                    # no tag set the thinking apart (the template opened it): all the reply was thinking
+                    out["reasoning"] = out["reasoning"] or verdict.reply_text(res.response)
         self._count(out)
         return out
 

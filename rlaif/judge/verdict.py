@@ -50,14 +50,28 @@ def reasoning_of(resp) -> str:
     return apart if isinstance(apart, str) else final_answer(msg.content or "")[1]
 
 
-def parse(resp, rubric: Rubric, own: list[Criterion] = ()) -> tuple[dict[str, float], str]:
-    """Per-criterion scores in [0, 1] and the rationale, from the final answer only."""
+def reply_text(resp) -> str:
+    """The reply's content, or "" when it has none."""
+    try:
+        return resp.choices[0].message.content or ""
+    except (AttributeError, IndexError, TypeError):
+        return ""
+
+
+def parse(resp, rubric: Rubric, own: list[Criterion] = (), reasoning: bool = False) -> tuple[dict[str, float], str]:
+    """Per-criterion scores in [0, 1] and the rationale, from the final answer only. `reasoning`: the judge is a
+    reasoning judge, so a reply cut at its token budget with no final answer ran out while thinking (a template
+    that opens the think block in the prompt leaves no `<think>` in the reply to tell)."""
     try:
         msg = resp.choices[0].message
         text = msg.content or ""
     except (AttributeError, IndexError, TypeError) as e:
         raise ParseError(f"reply has no choices: {e}") from None
+    cut_off = ReasoningCutOff("the judge's reasoning ran out of its token budget before its final answer")
     if not text.strip() and (getattr(msg, "reasoning_content", None) or getattr(msg, "reasoning", None)):
-        raise ReasoningCutOff("the judge's reasoning ran out of its token budget before its final answer")
+        raise cut_off
+    if reasoning and getattr(resp.choices[0], "finish_reason", None) == "length" \
+            and "</think>" not in text and "<|channel|>" not in text:
+        raise cut_off
     return scores_from_text(text, [(c.name, c.kind) for c in list(rubric.criteria) + list(own)],
                             rubric.labels.pass_, rubric.labels.fail)

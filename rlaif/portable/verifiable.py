@@ -8,7 +8,8 @@ metadata fields) by a rule, no judge. Each check gives 1.0 or 0.0 and says why.
                          "#### 72" marks the final answer as GSM8K writes it, else the last number counts;
                          thousands separators and a leading $ are read
     regex                the completion matches a pattern, in which `{answer}` stands for the answer, escaped
-    json_field_equals    the completion is JSON (code fences allowed) and its field `json_key` equals the answer
+    json_field_equals    the completion is JSON (code fences allowed) and its field `json_key` equals the answer,
+                         as JSON or as text (7 and "7" are equal)
     reference_contained  the normalised answer appears in the normalised completion as whole words
 """
 from __future__ import annotations
@@ -87,7 +88,8 @@ def verify(check: str, completion: str, answer, *, tolerance: float = 1e-6, patt
         if not isinstance(obj, dict) or json_key not in obj:
             return 0.0, f"no field '{json_key}'"
         got = obj[json_key]
-        ok = got == answer or (isinstance(got, str) and got.strip() == want.strip())
+        # as JSON, or as text: a record's "7" and a completion's 7 (or the other way round) are the same answer
+        ok = got == answer or answer_text(got).strip() == want.strip()
         return float(ok), f"'{json_key}' {'equals' if ok else 'differs from'} the answer"
     if check == "reference_contained":
         ref = normalise_answer(want)

@@ -1,6 +1,10 @@
 """The judge as a reward source: its rewards, and the judge metrics of each batch (calls, failures, retries,
 latency, pass rate and mean score per criterion, check pass rates, the health signals, the prefix-cache hit
-rate), with the per-criterion scores (and verdict rationales) as columns of TRL's completions table."""
+rate), with the per-criterion scores (and verdict rationales) as columns of TRL's completions table.
+
+The run's first judge source logs under `judge/` and `checks/` (what the health checks, the progress line and the
+report read); any other judge source logs the same numbers under its own name (`<name>/calls`,
+`<name>/checks/...`), so two judges never average into one metric."""
 from __future__ import annotations
 
 import json
@@ -13,10 +17,21 @@ from rlaif.rewards.source import Scored
 
 
 class JudgeSource:
-    def __init__(self, judge: Judge, name: str = "judge"):
+    def __init__(self, judge: Judge, name: str = "judge", primary: bool = True):
         self.judge = judge
         self.name = name
+        self.primary = primary  # the run's first judge: its metrics are the `judge/*` ones
         self.failures = judge.failures
+
+    def _own(self, key: str) -> str:
+        """A metric's or column's name for this source: as is for the primary judge, else under the source's name."""
+        if self.primary:
+            return key
+        if key.startswith("judge/"):
+            return f"{self.name}/{key.removeprefix('judge/')}"
+        if key.startswith("judge_"):
+            return f"{self.name}_{key.removeprefix('judge_')}"
+        return f"{self.name}/{key}"
 
     async def score(self, samples: list[Sample], step: int | None = None) -> Scored:
         j = self.judge
@@ -30,7 +45,8 @@ class JudgeSource:
                                     for v in verdicts]}
         if j.mode == "verdict":
             columns["judge_rationale"] = [v.rationale for v in verdicts]
-        return Scored([v.reward for v in verdicts], metrics, columns)
+        return Scored([v.reward for v in verdicts], {self._own(k): v for k, v in metrics.items()},
+                      {self._own(k): v for k, v in columns.items()})
 
     def _metrics(self, verdicts: list[Verdict], before: dict, lat: list[float]) -> dict[str, float]:
         j, t, m = self.judge, self.judge.totals, {}

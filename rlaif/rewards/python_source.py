@@ -1,8 +1,10 @@
 """A Python function as a source: `module:function` with TRL's reward-callable signature, called as TRL calls
-reward functions (`prompts`, `completions` in the conversational format, `completion_ids`, the dataset's columns
-as keyword arguments, sync or async). A function that raises, or answers with the wrong number of values or
-with something other than numbers and None, is counted and gets None for the batch (TRL leaves those samples
-out of their groups); it never raises into the trainer."""
+reward functions (`prompts`, `completions` in the conversational format, `completion_ids`, the dataset's columns,
+`trainer_state` (its `global_step`), `log_metric` and `log_extra`, as keyword arguments; sync or async), so a
+function written for TRL runs here unchanged. What it logs goes to the run's metrics and completions table. A
+function that raises, or answers with the wrong number of values or with something that is not a finite number
+or None, is counted and gets None for the batch (TRL leaves those samples out of their groups); it never raises
+into the trainer."""
 from __future__ import annotations
 
 import asyncio
@@ -10,6 +12,7 @@ import inspect
 import logging
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from rlaif.common.failure_window import FailureWindow
@@ -20,6 +23,28 @@ from rlaif.judge.judgment_log import JudgmentLog, SourceLog, as_log
 from rlaif.rewards.source import Scored, batch_columns
 
 log = logging.getLogger("rlaif.rewards")
+
+
+@dataclass
+class StepState:
+    """What a reward function reads of TRL's `trainer_state` (TrainerState.global_step)."""
+    global_step: int
+
+
+def as_reward(x) -> float | None:
+    """A function's value as a reward: None, or a finite number of any numeric type (int, bool, numpy, a
+    0-d tensor), as TRL's `torch.tensor` would take it; anything else (a string, a list, NaN) is a ValueError."""
+    if x is None:
+        return None
+    if isinstance(x, (str, bytes)):
+        raise ValueError(f"returned {x!r}, not a finite number or None")
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        raise ValueError(f"returned {x!r}, not a finite number or None") from None
+    if not math.isfinite(v):
+        raise ValueError(f"returned {x!r}, not a finite number or None")
+    return v
 
 
 class PythonSource:
@@ -33,10 +58,14 @@ class PythonSource:
         self.totals = {"calls": 0, "samples": 0, "errors": 0, "fallbacks": 0}
         self.latencies: list[float] = []
 
-    async def _call(self, samples: list[Sample]) -> list:
-        kwargs = dict(prompts=[s.prompt for s in samples],
+    async def _call(self, samples: list[Sample], step: int | None, logged: Scored) -> list:
+        ids = [s.completion_ids for s in samples]
+        kwargs = dict(batch_columns(samples), prompts=[s.prompt for s in samples],
                       completions=[[{"role": "assistant", "content": s.response}] for s in samples],
-                      completion_ids=None, **batch_columns(samples))
+                      completion_ids=None if any(i is None for i in ids) else ids,
+                      trainer_state=StepState(step or 0),
+                      log_metric=lambda k, v: logged.metrics.__setitem__(k, float(v)),
+                      log_extra=lambda k, v: logged.columns.__setitem__(k, list(v)))
         if inspect.iscoroutinefunction(self.fn) or inspect.iscoroutinefunction(getattr(self.fn, "__call__", None)):
             return await self.fn(**kwargs)
         return await asyncio.to_thread(self.fn, **kwargs)  # user code off the trainer's event loop
@@ -45,21 +74,19 @@ class PythonSource:
         t0 = time.perf_counter()
         self.totals["calls"] += 1
         self.totals["samples"] += len(samples)
+        logged = Scored([])
         try:
-            out = list(await self._call(samples))
+            out = list(await self._call(samples, step, logged))
             if len(out) != len(samples):
                 raise ValueError(f"returned {len(out)} values for {len(samples)} completions")
-            bad = [x for x in out if x is not None and (isinstance(x, bool) or not isinstance(x, (int, float))
-                                                          or not math.isfinite(x))]
-            if bad:
-                raise ValueError(f"returned {bad[0]!r}, not a finite number or None")
-            rewards, error = [None if x is None else float(x) for x in out], None
+            rewards, error = [as_reward(x) for x in out], None
         except Exception as e:  # the user's function: counted, logged, never raised into the trainer
             error = f"{type(e).__name__}: {str(e)[:300]}"
             if self.totals["errors"] < 20:
                 log.error("reward function %s: %s", self.spec.function, error)
             self.totals["errors"] += 1
             rewards = [None] * len(samples)
+            logged = Scored([])
         latency = time.perf_counter() - t0
         self.latencies.append(latency)
         failed = [r is None for r in rewards]
@@ -72,7 +99,7 @@ class PythonSource:
         self.judgments.write([{"time": now, "step": step, "sample_id": s.id, "criterion": criterion, "score": r,
                                "error": error, "reward": r, "latency_s": round(latency, 4),
                                "completion": s.response[:2000]} for s, r in zip(samples, rewards)])
-        return Scored(rewards)
+        return Scored(rewards, logged.metrics, logged.columns)
 
     def fail_batch(self, n: int) -> list[float | None]:
         self.totals["errors"] += 1

@@ -71,7 +71,14 @@ def record_metadata(row: dict) -> dict:
     return meta
 
 
-def batch_samples(prompts: list, completions: list, columns: dict) -> list[Sample]:
+def row_columns(row: dict) -> dict:
+    """A dataset row as the columns TRL passes a reward function: every column but the prompt (which comes as
+    `prompts`)."""
+    return {k: v for k, v in row.items() if k != "prompt"}
+
+
+def batch_samples(prompts: list, completions: list, columns: dict,
+                  completion_ids: list | None = None) -> list[Sample]:
     """TRL's batch (prompts, completions and the dataset's columns as lists) as samples.
 
     A sample's id is the record's id and its place in the batch (`train-0001#5`: the group's completions share
@@ -83,7 +90,8 @@ def batch_samples(prompts: list, completions: list, columns: dict) -> list[Sampl
     return [Sample(id=f"{row['id'] if row.get('id') is not None else 'sample'}#{i}",
                    prompt=[dict(m) for m in p] if isinstance(p, list) else [{"role": "user", "content": str(p)}],
                    response=c[-1]["content"] if isinstance(c, list) else str(c),
-                   metadata=record_metadata(row), columns=row)
+                   metadata=record_metadata(row), columns=row,
+                   completion_ids=list(completion_ids[i]) if completion_ids is not None else None)
             for i, (p, c, row) in enumerate(zip(prompts, completions, rows))]
 
 
@@ -99,10 +107,10 @@ def batch_columns(samples: list[Sample]) -> dict[str, list]:
 
 
 def source_metrics(name: str, rewards: list[float | None]) -> dict[str, float]:
-    """Every source's own numbers for a batch: mean reward, the share above 0.5, the share that failed (None).
-    The same keys every batch, as TRL averages them across processes."""
+    """Every source's own numbers for a batch: mean reward and the share above 0.5, both over the samples it
+    scored (as `rlaif eval` counts them), and the share it could not score (None). The same keys every batch,
+    as TRL averages them across processes."""
     scored = [r for r in rewards if r is not None]
-    n = max(1, len(rewards))
     return {f"reward/{name}/mean": sum(scored) / len(scored) if scored else 0.0,
-            f"reward/{name}/pass_rate": sum(r > 0.5 for r in scored) / n,
-            f"reward/{name}/fail_rate": (len(rewards) - len(scored)) / n}
+            f"reward/{name}/pass_rate": sum(r > 0.5 for r in scored) / len(scored) if scored else 0.0,
+            f"reward/{name}/fail_rate": (len(rewards) - len(scored)) / max(1, len(rewards))}

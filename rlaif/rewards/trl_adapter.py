@@ -23,7 +23,7 @@ class TRLReward:
     async def __call__(self, prompts, completions, completion_ids=None, trainer_state=None, log_metric=None,
                        log_extra=None, **columns) -> list[float | None]:
         try:
-            samples = batch_samples(prompts, completions, columns)
+            samples = batch_samples(prompts, completions, columns, completion_ids)
             scored = await self.source.score(samples, getattr(trainer_state, "global_step", None))
             metrics = scored.metrics | source_metrics(self.__name__, scored.rewards)
             for k, v in metrics.items() if log_metric is not None else ():

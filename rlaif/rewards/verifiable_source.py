@@ -24,7 +24,7 @@ class VerifiableSource:
         self.spec, self.name = spec, spec.name
         self.judgments = as_log(judgment_log)
         self.failures = FailureWindow(1.0, lambda rate, n: "")  # a rule does not fail; the window stays quiet
-        self.totals = {"calls": 0, "samples": 0, "passed": 0, "no_answer": 0}
+        self.totals = {"calls": 0, "samples": 0, "passed": 0, "no_answer": 0, "failed": 0}
 
     def check(self, sample: Sample) -> tuple[float, str]:
         s = self.spec
@@ -44,10 +44,12 @@ class VerifiableSource:
         return Scored([r for r, _ in results], {}, {f"{self.name}_why": [why for _, why in results]})
 
     def fail_batch(self, n: int) -> list[float | None]:
-        return [0.0] * n  # a rule that could not run gives no credit
+        """A batch the rule could not check (a bug): counted, and left out of training rather than scored 0."""
+        self.totals["failed"] += n
+        return [None] * n
 
     def summary(self) -> dict:
-        return dict(self.totals, fallbacks=0, failed=0, latency_p50_s=0.0)
+        return dict(self.totals, fallbacks=self.totals["failed"], latency_p50_s=0.0)
 
     def close(self) -> None:
         self.judgments.close()

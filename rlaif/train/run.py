@@ -17,9 +17,17 @@ from rlaif.config.nova import grpo_settings
 from rlaif.config.recipe import Recipe
 from rlaif.data.dataset import check_training_data, drop_long_prompts, load_dataset
 from rlaif.errors import UserError
-from rlaif.factory import apply_threads, make_rewards, reward_weights
+from rlaif.factory import apply_threads, make_rewards
+from rlaif.rewards.judge_source import JudgeSource
+from rlaif.rewards.trl_adapter import TRLReward
 from rlaif.train.callbacks import run_callbacks, watch_callbacks
 from rlaif.train.checkpoints import disk_full_error, is_disk_full, last_complete_checkpoint
+
+
+def first_judge_summary(rewards: list[TRLReward]) -> dict:
+    """The totals of the run's first judge source (of its only source, when there is no judge)."""
+    parts = getattr(rewards[0].source, "sources", [rewards[0].source])  # a combined reward's sources
+    return next((p for p in parts if isinstance(p, JudgeSource)), parts[0]).summary()
 
 
 def run_training(recipe: Recipe, *, resume: bool = False, base_url: str | None = None) -> dict:
@@ -57,11 +65,9 @@ def run_training(recipe: Recipe, *, resume: bool = False, base_url: str | None =
         say(f"nova.hyperparameters.{bedrock} -> {key} = {value}")
     grpo.setdefault("report_to", "none")
     grpo.setdefault("seed", recipe.seed)
-    weights = reward_weights(recipe)
-    if len(weights) > 1:
-        if "reward_weights" in grpo:
-            raise UserError(f"{recipe.source}: grpo.reward_weights: give each source's weight in rewards: instead")
-        grpo["reward_weights"] = weights
+    if "reward_weights" in grpo and len(recipe.reward_sources()) > 1:  # one reward function for TRL: the
+        # sources are combined before it (rlaif/rewards/combined.py), with the weights given in rewards:
+        raise UserError(f"{recipe.source}: grpo.reward_weights: give each source's weight in rewards: instead")
     eval_ds = load_dataset(recipe.data.eval, columns=recipe.data.columns) if grpo.get("eval_strategy", "no") != "no" else None
     try:
         args = GRPOConfig(output_dir=str(run_dir), **grpo)
@@ -105,8 +111,8 @@ def run_training(recipe: Recipe, *, resume: bool = False, base_url: str | None =
         "wall_s": round(time.perf_counter() - t0, 1),
         "s_per_step": round(sum(timings) / len(timings), 3) if timings else None,
         "step_times": [round(t, 4) for t in timings],
-        # the first source's totals under "judge", as single-source runs always wrote them; every source's below
-        "judge": rewards[0].summary(),
+        # the judge's totals under "judge", as single-source runs always wrote them; every source's below
+        "judge": first_judge_summary(rewards),
         "rewards": {r.__name__: r.summary() for r in rewards},
         "adapter": str(adapter_dir),
         "stopped_early": stop_reason,

@@ -1,19 +1,26 @@
-"""Sources combined through a gate: a sample that fails an essential source (its reward below 0.5) gets 0; the
-others get the weighted sum of every source's reward, as TRL's `reward_weights` would give. TRL sees one reward
-function; each source's own numbers are still logged (`reward/<name>/mean`, pass and fail rates) and each gets a
-column of the completions table."""
+"""Several sources as one reward: each sample's weighted sum of its sources' rewards, through a gate when a source
+is essential (a sample that fails an essential source, its reward below 0.5, gets 0).
+
+TRL sees this one reward function rather than one per source, for a reason: TRL sums its functions with
+`nansum`, so a sample whose judgment failed (None) while a rule scored it would be trained on the rule's share
+alone, as if the judge had said 0. Here such a sample gets None and is left out of its group, as it is when the
+judge is the only source. Each source's own numbers are still logged (`reward/<name>/mean`, pass and fail rates)
+and each gets a column of the completions table.
+"""
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from rlaif.data.samples import Sample
 from rlaif.rewards.source import RewardSource, Scored, source_metrics
 
 GATE_PASS = 0.5
+log = logging.getLogger("rlaif.rewards")
 
 
 class AnyFailures:
-    """The gate's failure state: the first stop any of its sources asks for."""
+    """The combination's failure state: the first stop any of its sources asks for."""
 
     def __init__(self, sources: list[RewardSource]):
         self.sources = sources
@@ -23,9 +30,9 @@ class AnyFailures:
         return next((s.failures.stop_reason for s in self.sources if s.failures.stop_reason), None)
 
 
-class GatedSource:
+class CombinedSource:
     def __init__(self, sources: list[RewardSource], weights: list[float], essential: list[bool],
-                 name: str = "gated"):
+                 name: str = "combined"):
         self.sources, self.weights, self.essential, self.name = sources, weights, essential, name
         self.failures = AnyFailures(sources)
         self.gated = 0
@@ -40,15 +47,25 @@ class GatedSource:
             return 0.0
         return sum(w * r for w, r in zip(self.weights, rewards))
 
+    async def _part(self, src: RewardSource, samples: list[Sample], step: int | None) -> Scored:
+        """One source's scores; a source that fails as a whole (a bug) gives its fallback for the batch, counted
+        by that source alone, and the other sources' scores stand."""
+        try:
+            return await src.score(samples, step)
+        except Exception as e:
+            log.exception("reward source %s failed for a whole batch: %s", src.name, e)
+            return Scored(src.fail_batch(len(samples)))
+
     async def score(self, samples: list[Sample], step: int | None = None) -> Scored:
-        parts = await asyncio.gather(*[s.score(samples, step) for s in self.sources])
+        parts = await asyncio.gather(*[self._part(s, samples, step) for s in self.sources])
         gated0 = self.gated
         rewards = [self.combine([p.rewards[i] for p in parts]) for i in range(len(samples))]
         metrics, columns = {}, {}
         for src, part in zip(self.sources, parts):
             metrics |= part.metrics | source_metrics(src.name, part.rewards)
             columns |= part.columns | {src.name: part.rewards}
-        metrics["reward/gated_rate"] = (self.gated - gated0) / max(1, len(samples))
+        if any(self.essential):
+            metrics["reward/gated_rate"] = (self.gated - gated0) / max(1, len(samples))
         return Scored(rewards, metrics, columns)
 
     def fail_batch(self, n: int) -> list[float | None]:
