@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 
+from rlaif.rewards.combined import CombinedSource
 from rlaif.rewards.source import RewardSource, batch_samples, source_metrics
 
 log = logging.getLogger("rlaif.rewards")
@@ -25,7 +26,10 @@ class TRLReward:
         try:
             samples = batch_samples(prompts, completions, columns, completion_ids)
             scored = await self.source.score(samples, getattr(trainer_state, "global_step", None))
-            metrics = scored.metrics | source_metrics(self.__name__, scored.rewards)
+            metrics = dict(scored.metrics)
+            if not isinstance(self.source, CombinedSource):  # a sum of sources: each logged its own already, and
+                # TRL logs the sum (rewards/combined/mean); a pass rate above 0.5 means nothing for a sum
+                metrics |= source_metrics(self.__name__, scored.rewards)
             for k, v in metrics.items() if log_metric is not None else ():
                 log_metric(k, v)
             for k, v in scored.columns.items() if log_extra is not None else ():
