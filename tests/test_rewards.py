@@ -108,7 +108,7 @@ class Fixed:
         self.failures = type("F", (), {"stop_reason": None})()
         self.failed_batches = 0
 
-    async def score(self, samples, step=None):
+    async def score(self, samples, step=None, state=None):
         if self.raises:
             raise RuntimeError("a bug in this source")
         return Scored(list(self.rewards))
@@ -185,6 +185,8 @@ def test_a_function_written_for_trl_gets_the_step_the_ids_and_its_logging():
 
 
 def test_a_function_next_to_the_recipe_imports_from_anywhere(tmp_path, monkeypatch):
+    import sys
+    monkeypatch.setattr(sys, "path", list(sys.path))  # what load() adds goes with the test
     (tmp_path / "my_rewards_beside.py").write_text("def short(prompts, completions, **kw):\n"
                                                    "    return [1.0] * len(prompts)\n")
     recipe = tmp_path / "r.yaml"
@@ -220,6 +222,8 @@ def test_todays_recipes_keep_one_judge_source():
     ([{"kind": "verifiable", "name": "t", "check": "json_field_equals"}], "needs json_key"),
     ([{"kind": "judge", "weight": 0}], "every weight is 0"),
     ([{"kind": "judge", "name": "combined"}], "combined: a name rlaif uses itself"),
+    ([{"kind": "judge", "name": "polite"}, {"kind": "judge", "mode": "verdict"}],
+     "'judge': the first judge source's metrics are judge/\\* and checks/\\*"),
     ([{"kind": "judge", "name": "j", "mode": "verdict", "judge": {"model": "artifacts/tiny/judge",
                                                                   "backend": "transformers"}}],
      r"rewards\[0\] \(j\): backend 'transformers' answers one-token judgments"),
@@ -270,3 +274,33 @@ def test_two_judges_log_apart_and_the_recipes_judge_is_named_only_when_used(tmp_
     own = rewards_recipe([{"kind": "judge", "name": "other", "judge": {"model": "artifacts/tiny/judge",
                                                                         "base_url": scripted.url}}])
     assert not uses_recipe_judge(own) and uses_recipe_judge(r)  # a judge of its own: the recipe's is not started
+
+
+def test_the_progress_line_names_each_pass_rate_by_its_criterion_or_source():
+    from rlaif.train.callbacks import label
+    assert label("judge/says_please/pass_rate") == "says_please"
+    assert label("reward/topic/pass_rate") == "topic"
+    assert label("checks/no_ai/pass_rate") == "no_ai"
+    assert label("again/says_please/pass_rate") == "again/says_please"  # a second judge: never mistaken for the first
+
+
+def test_a_reasoning_judges_answer_cut_after_its_thinking_is_no_reasoning_cut_off():
+    from types import SimpleNamespace
+
+    from rlaif.config.rubric import load_rubric
+    from rlaif.judge import verdict
+    from rlaif.portable.verdicts import ParseError, ReasoningCutOff
+    msg = SimpleNamespace(content='{"says_please": "PA', reasoning_content="I looked for the word please.")
+    with pytest.raises(ParseError) as e:
+        verdict.parse(SimpleNamespace(choices=[SimpleNamespace(finish_reason="length", message=msg)]),
+                      load_rubric("says_please"), reasoning=True)
+    assert not isinstance(e.value, ReasoningCutOff)  # the thinking ended; the answer was cut
+
+
+def test_a_python_function_gets_trls_own_trainer_state(tmp_path):
+    from transformers import TrainerState
+    src = PythonSource(PythonSourceSpec(kind="python", name="brevity",
+                                        function="tests.fixtures.reward_functions:shaped_by_progress"))
+    state = TrainerState(global_step=5, max_steps=10)
+    assert asyncio.run(src.score([Sample("r#0", USER, "x")], 5, state=state)).rewards == [0.5]
+    assert asyncio.run(src.score([Sample("r#0", USER, "x")], 5)).rewards == [0.0]  # no trainer: max_steps 0

@@ -127,6 +127,11 @@ class Recipe(Strict):
         if reserved:
             raise ValueError(f"rewards: {', '.join(reserved)}: a name rlaif uses itself (for the combined reward or a "
                              "column of the completions table); choose another")
+        judges = [s for s in self.rewards if isinstance(s, JudgeSourceSpec)]
+        for s in judges[1:]:
+            if s.name in ("judge", "checks"):
+                raise ValueError(f"rewards: '{s.name}': the first judge source's metrics are judge/* and checks/*; "
+                                 "another judge source logs under its own name, so give it another")
         for i, s in enumerate(self.rewards):
             if isinstance(s, JudgeSourceSpec) and (s.judge is not None or s.mode is not None):
                 effective = (s.judge or self.judge).model_dump() | ({"mode": s.mode} if s.mode else {})
@@ -244,7 +249,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None, check_file
     for i, s in enumerate(recipe.rewards or []):
         if isinstance(s, PythonSourceSpec):
             try:
-                s.load(search=(path.parent,))  # a function that does not import stops the run now, not mid-run
+                s.load(search=(path.resolve().parent,))  # one that does not import stops the run now
             except ValueError as e:
                 raise UserError(f"{path}: rewards[{i}].function: {e}") from None
     if check_files:

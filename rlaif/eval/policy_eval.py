@@ -35,7 +35,7 @@ def evaluate_policy(recipe: Recipe, base_url: str, *, dataset: str, adapter: str
     per-criterion and check pass rates and best-of-k; with `tag`, writes the rows to RUN_DIR/eval_TAG.jsonl."""
     apply_threads(recipe)
     e = recipe.eval
-    ds = load_dataset(dataset)
+    ds = load_dataset(dataset, columns=recipe.data.columns)
     if e.max_prompts:
         ds = ds.select(range(min(e.max_prompts, len(ds))))
     t0 = time.perf_counter()

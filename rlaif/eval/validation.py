@@ -75,7 +75,7 @@ def make_callback(recipe: Recipe, tok, url: str, second: OpinionSource | None, r
     trainer."""
     from transformers import Trainer, TrainerCallback
 
-    ds = load_dataset(recipe.data.eval)
+    ds = load_dataset(recipe.data.eval, columns=recipe.data.columns)
     n = min(recipe.eval.val_prompts, len(ds))
     records = [ds[i] for i in range(n)]
     every = recipe.eval.every_steps

@@ -70,8 +70,9 @@ def parse(resp, rubric: Rubric, own: list[Criterion] = (), reasoning: bool = Fal
     cut_off = ReasoningCutOff("the judge's reasoning ran out of its token budget before its final answer")
     if not text.strip() and (getattr(msg, "reasoning_content", None) or getattr(msg, "reasoning", None)):
         raise cut_off
-    if reasoning and getattr(resp.choices[0], "finish_reason", None) == "length" \
+    thought_apart = getattr(msg, "reasoning_content", None) or getattr(msg, "reasoning", None)
+    if reasoning and not thought_apart and getattr(resp.choices[0], "finish_reason", None) == "length" \
             and "</think>" not in text and "<|channel|>" not in text:
-        raise cut_off
+        raise cut_off  # (with the thinking set apart, a cut reply is a cut answer: an ordinary parse failure)
     return scores_from_text(text, [(c.name, c.kind) for c in list(rubric.criteria) + list(own)],
                             rubric.labels.pass_, rubric.labels.fail)

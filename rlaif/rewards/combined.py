@@ -47,17 +47,17 @@ class CombinedSource:
             return 0.0
         return sum(w * r for w, r in zip(self.weights, rewards))
 
-    async def _part(self, src: RewardSource, samples: list[Sample], step: int | None) -> Scored:
+    async def _part(self, src: RewardSource, samples: list[Sample], step: int | None, state) -> Scored:
         """One source's scores; a source that fails as a whole (a bug) gives its fallback for the batch, counted
         by that source alone, and the other sources' scores stand."""
         try:
-            return await src.score(samples, step)
+            return await src.score(samples, step, state=state)
         except Exception as e:
             log.exception("reward source %s failed for a whole batch: %s", src.name, e)
             return Scored(src.fail_batch(len(samples)))
 
-    async def score(self, samples: list[Sample], step: int | None = None) -> Scored:
-        parts = await asyncio.gather(*[self._part(s, samples, step) for s in self.sources])
+    async def score(self, samples: list[Sample], step: int | None = None, state=None) -> Scored:
+        parts = await asyncio.gather(*[self._part(s, samples, step, state) for s in self.sources])
         gated0 = self.gated
         rewards = [self.combine([p.rewards[i] for p in parts]) for i in range(len(samples))]
         metrics, columns = {}, {}

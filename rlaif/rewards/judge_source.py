@@ -33,7 +33,7 @@ class JudgeSource:
             return f"{self.name}_{key.removeprefix('judge_')}"
         return f"{self.name}/{key}"
 
-    async def score(self, samples: list[Sample], step: int | None = None) -> Scored:
+    async def score(self, samples: list[Sample], step: int | None = None, state=None) -> Scored:
         j = self.judge
         before, n_lat = dict(j.totals), len(j.latencies)
         verdicts = await j.score_samples(samples, step=step)

@@ -206,7 +206,7 @@ class LambdaSource:
                           "lambda/latency_max_s": max((r[2] for r in results), default=0.0)}
         return rewards, batch_metrics
 
-    async def score(self, samples: list[Sample], step: int | None = None) -> Scored:
+    async def score(self, samples: list[Sample], step: int | None = None, state=None) -> Scored:
         rewards, metrics = await asyncio.to_thread(self.score_event, event_of(samples), step)
         return Scored(rewards, dict(sorted(metrics.items())))
 

@@ -12,7 +12,7 @@ import inspect
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rlaif.common.failure_window import FailureWindow
@@ -27,8 +27,12 @@ log = logging.getLogger("rlaif.rewards")
 
 @dataclass
 class StepState:
-    """What a reward function reads of TRL's `trainer_state` (TrainerState.global_step)."""
-    global_step: int
+    """TRL's `trainer_state` where no trainer runs (`rlaif eval`, a test): what reward functions read of it."""
+    global_step: int = 0
+    max_steps: int = 0
+    epoch: float = 0.0
+    num_train_epochs: int = 0
+    log_history: list = field(default_factory=list)
 
 
 def as_reward(x) -> float | None:
@@ -58,25 +62,25 @@ class PythonSource:
         self.totals = {"calls": 0, "samples": 0, "errors": 0, "fallbacks": 0}
         self.latencies: list[float] = []
 
-    async def _call(self, samples: list[Sample], step: int | None, logged: Scored) -> list:
+    async def _call(self, samples: list[Sample], state, logged: Scored) -> list:
         ids = [s.completion_ids for s in samples]
         kwargs = dict(batch_columns(samples), prompts=[s.prompt for s in samples],
                       completions=[[{"role": "assistant", "content": s.response}] for s in samples],
                       completion_ids=None if any(i is None for i in ids) else ids,
-                      trainer_state=StepState(step or 0),
+                      trainer_state=state,
                       log_metric=lambda k, v: logged.metrics.__setitem__(k, float(v)),
                       log_extra=lambda k, v: logged.columns.__setitem__(k, list(v)))
         if inspect.iscoroutinefunction(self.fn) or inspect.iscoroutinefunction(getattr(self.fn, "__call__", None)):
             return await self.fn(**kwargs)
         return await asyncio.to_thread(self.fn, **kwargs)  # user code off the trainer's event loop
 
-    async def score(self, samples: list[Sample], step: int | None = None) -> Scored:
+    async def score(self, samples: list[Sample], step: int | None = None, state=None) -> Scored:
         t0 = time.perf_counter()
         self.totals["calls"] += 1
         self.totals["samples"] += len(samples)
         logged = Scored([])
         try:
-            out = list(await self._call(samples, step, logged))
+            out = list(await self._call(samples, state if state is not None else StepState(step or 0), logged))
             if len(out) != len(samples):
                 raise ValueError(f"returned {len(out)} values for {len(samples)} completions")
             rewards, error = [as_reward(x) for x in out], None

@@ -28,7 +28,9 @@ class RewardSource(Protocol):
     name: str  # TRL logs the source's mean reward as rewards/<name>/mean
     failures: FailureWindow
 
-    async def score(self, samples: list[Sample], step: int | None = None) -> Scored: ...
+    async def score(self, samples: list[Sample], step: int | None = None, state=None) -> Scored:
+        """`step`: the training step, for the judgment log; `state`: TRL's TrainerState when the trainer calls (a
+        Python function gets it as `trainer_state`)."""
 
     def fail_batch(self, n: int) -> list[float | None]: ...
 

@@ -25,7 +25,7 @@ class TRLReward:
                        log_extra=None, **columns) -> list[float | None]:
         try:
             samples = batch_samples(prompts, completions, columns, completion_ids)
-            scored = await self.source.score(samples, getattr(trainer_state, "global_step", None))
+            scored = await self.source.score(samples, getattr(trainer_state, "global_step", None), state=trainer_state)
             metrics = dict(scored.metrics)
             if not isinstance(self.source, CombinedSource):  # a sum of sources: each logged its own already, and
                 # TRL logs the sum (rewards/combined/mean); a pass rate above 0.5 means nothing for a sum

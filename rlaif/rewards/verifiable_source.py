@@ -31,7 +31,7 @@ class VerifiableSource:
         return verify(s.check, sample.response, answer_of(sample, s.field), tolerance=s.tolerance,
                       pattern=s.pattern, json_key=s.json_key)
 
-    async def score(self, samples: list[Sample], step: int | None = None) -> Scored:
+    async def score(self, samples: list[Sample], step: int | None = None, state=None) -> Scored:
         now = round(time.time(), 3)
         results = [self.check(s) for s in samples]
         self.totals["samples"] += len(samples)

@@ -50,7 +50,7 @@ def run_callbacks(rewards: list[TRLReward], timings: list[float]) -> list:
             # TRL logs None for a window in which every judgment failed
             mean = "n/a (every judgment failed)" if logs["reward"] is None else f"{logs['reward']:.3f}"
             parts = [f"step {state.global_step}/{state.max_steps}", f"reward {mean}"]
-            parts += [f"{k.split('/')[1]} pass {logs[k]:.2f}" for k in keys]
+            parts += [f"{label(k)} pass {logs[k]:.2f}" for k in keys]
             if "judge/latency_p50_s" in logs:
                 parts.append(f"judge p50 {logs['judge/latency_p50_s'] * 1000:.0f} ms")
             if logs.get("judge/fail_rate"):
@@ -60,11 +60,22 @@ def run_callbacks(rewards: list[TRLReward], timings: list[float]) -> list:
     return [StopOnRewardFailures(), MarkComplete(), StepLog()]
 
 
-def watch_callbacks(recipe: Recipe, tok, url: str, run_dir: Path, stack: contextlib.ExitStack) -> list:
+def label(key: str) -> str:
+    """A pass rate's name in the progress line: the criterion or source (`judge/says_please/pass_rate`,
+    `reward/topic/pass_rate`), with a second judge's name before its criterion (`again/says_please`)."""
+    parts = key.split("/")[:-1]
+    return parts[1] if parts[0] in ("judge", "checks", "reward") and len(parts) > 1 else "/".join(parts)
+
+
+def watch_callbacks(recipe: Recipe, tok, url: str | None, run_dir: Path, stack: contextlib.ExitStack) -> list:
     """Training health warnings (rlaif/eval/health.py) always; validation with the second opinion
-    (rlaif/eval/validation.py) when the recipe sets eval.every_steps and data.eval."""
+    (rlaif/eval/validation.py) when the recipe sets eval.every_steps and data.eval, scored by the recipe's judge
+    (`url`; None when no source uses it, and then validation is skipped, saying so)."""
     out = [health.make_callback(run_dir, say)]
-    if recipe.eval.every_steps and recipe.data.eval:
+    if recipe.eval.every_steps and recipe.data.eval and url is None:
+        say("[yellow]validation (eval.every_steps) scores with the recipe's judge, which no reward source of this "
+            "run uses: skipped[/]")
+    elif recipe.eval.every_steps and recipe.data.eval:
         second = stack.enter_context(open_second_opinion(recipe, url))
         out.append(validation.make_callback(recipe, tok, url, second, run_dir, say))
     return out

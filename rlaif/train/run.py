@@ -65,9 +65,13 @@ def run_training(recipe: Recipe, *, resume: bool = False, base_url: str | None =
         say(f"nova.hyperparameters.{bedrock} -> {key} = {value}")
     grpo.setdefault("report_to", "none")
     grpo.setdefault("seed", recipe.seed)
-    if "reward_weights" in grpo and len(recipe.reward_sources()) > 1:  # one reward function for TRL: the
-        # sources are combined before it (rlaif/rewards/combined.py), with the weights given in rewards:
-        raise UserError(f"{recipe.source}: grpo.reward_weights: give each source's weight in rewards: instead")
+    if len(recipe.reward_sources()) > 1:  # one reward function for TRL: the sources are combined before it
+        # (rlaif/rewards/combined.py), with the weights given in rewards:
+        if "reward_weights" in grpo:
+            raise UserError(f"{recipe.source}: grpo.reward_weights: give each source's weight in rewards: instead")
+        if grpo.get("multi_objective_aggregation", "sum_then_normalize") != "sum_then_normalize":
+            raise UserError(f"{recipe.source}: grpo.multi_objective_aggregation: rlaif sums the sources of rewards: "
+                            "into one reward before TRL sees it; only sum_then_normalize applies")
     eval_ds = load_dataset(recipe.data.eval, columns=recipe.data.columns) if grpo.get("eval_strategy", "no") != "no" else None
     try:
         args = GRPOConfig(output_dir=str(run_dir), **grpo)
@@ -82,9 +86,7 @@ def run_training(recipe: Recipe, *, resume: bool = False, base_url: str | None =
     timings: list[float] = []
     with contextlib.ExitStack() as stack:
         rewards, url = make_rewards(recipe, run_dir, base_url, stack)
-        callbacks = run_callbacks(rewards, timings)
-        if url is not None:  # the judge the health and validation callbacks score with
-            callbacks += watch_callbacks(recipe, tok, url, run_dir, stack)
+        callbacks = run_callbacks(rewards, timings) + watch_callbacks(recipe, tok, url, run_dir, stack)
         trainer = GRPOTrainer(model=recipe.policy.model, reward_funcs=rewards, args=args, train_dataset=train_ds,
                               eval_dataset=eval_ds, processing_class=tok, peft_config=peft_config,
                               callbacks=callbacks)
