@@ -67,6 +67,8 @@ class TokenPrompts:
                     self.path).expanduser().exists() else self.path, local_files_only=True)
                 if not getattr(self._tok, "chat_template", None):
                     self.unavailable, self._tok = "the tokenizer has no chat template", None
+                else:  # the server's context, not the tokenizer's default, decides what is too long
+                    self._tok.model_max_length = 1 << 30
             except Exception as e:  # not on this machine, not a tokenizer: the chat endpoint still works
                 self.unavailable = f"{type(e).__name__}: {str(e)[:160]}"
         return self._tok
