@@ -11,6 +11,15 @@ class UserError(RlaifError):
     """Bad input from the user (file, recipe, data). The message names the file, line and field."""
 
 
+class Preempted(RlaifError):
+    """The run stopped cleanly on a signal (its checkpoint saved); the command exits with `exit_code`
+    (143 for SIGTERM, 130 for SIGINT) and the message, which says how to resume."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
 class JudgeUnavailable(RlaifError, RuntimeError):
     """The judge cannot be used at all (down, or ignoring the output constraint)."""
 

@@ -1,5 +1,6 @@
-"""How every command ends: 0 on success, 1 with one clear message for a failure rlaif can explain, 130 on
-Ctrl-C or SIGTERM after a clean stop; a traceback only for a bug."""
+"""How every command ends: 0 on success, 1 with one clear message for a failure rlaif can explain, 130 on Ctrl-C
+and 143 on SIGTERM after a clean stop (training first saves a checkpoint: rlaif/train/preemption.py); a traceback
+only for a bug."""
 from __future__ import annotations
 
 import logging
@@ -7,12 +8,15 @@ import os
 import signal
 import sys
 
-from rlaif.errors import RlaifError
+from rlaif.errors import Preempted, RlaifError
 
 
 def run_guarded(fn) -> int:
     """Run a command: RlaifErrors become one clear message and exit 1; Ctrl-C and SIGTERM exit cleanly."""
+    got: list[int] = []
+
     def _term(signum, frame):
+        got.append(signum)
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _term)  # finally-blocks (judge server shutdown) run on `kill` too
@@ -20,9 +24,12 @@ def run_guarded(fn) -> int:
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         return fn() or 0
+    except Preempted as e:
+        print(str(e), file=sys.stderr)
+        return e.exit_code
     except RlaifError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted: stopped cleanly (judge server and child processes are gone)", file=sys.stderr)
-        return 130
+        return 143 if got else 130

@@ -22,6 +22,7 @@ from rlaif.config.nova import NovaSpec, grpo_settings
 from rlaif.config.rewards import RESERVED_NAMES, JudgeSourceSpec, LambdaSourceSpec, PythonSourceSpec, RewardSourceSpec
 from rlaif.config.rubric import load_rubric
 from rlaif.config.strict import Strict
+from rlaif.config.train import TrainSpec
 from rlaif.config.yaml import YAMLError, path_exists, read_yaml, yaml_load
 from rlaif.errors import UserError, format_validation_error
 
@@ -95,6 +96,7 @@ class Recipe(Strict):
     # the sources of the reward and their weights (rlaif/config/rewards.py); default: the judge alone, or
     # reward.lambda_file alone
     rewards: list[RewardSourceSpec] | None = None
+    train: TrainSpec = TrainSpec()  # stopping on a signal (rlaif/config/train.py)
     nova: NovaSpec = NovaSpec()  # Bedrock's hyperparameter names and job settings (rlaif/config/nova.py)
     audit: AuditSpec = AuditSpec()  # thresholds for `rlaif judge audit` (rlaif/config/audit.py)
 

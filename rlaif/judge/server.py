@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import httpx
 
 from rlaif.errors import JudgeServerError, UserError
+from rlaif.judge import reaper
 from rlaif.judge.urls import api_url
 
 if TYPE_CHECKING:
@@ -166,6 +167,7 @@ class VLLMServer:
                                      start_new_session=True, preexec_fn=_child_setup(self.nice))
         if log_f is not subprocess.DEVNULL:
             log_f.close()  # the child holds its own copy
+        reaper.spawn(os.getpid(), self.proc.pid)  # the engine ends with this process, however it ends
         if self.log_path:  # who to look for (and, in the fault tests, whom to kill)
             self.log_path.with_suffix(".pid").write_text(f"{self.proc.pid}\n")
         atexit.register(self.stop)

@@ -22,6 +22,7 @@ from rlaif.rewards.judge_source import JudgeSource
 from rlaif.rewards.trl_adapter import TRLReward
 from rlaif.train.callbacks import run_callbacks, watch_callbacks
 from rlaif.train.checkpoints import disk_full_error, is_disk_full, last_complete_checkpoint
+from rlaif.train.preemption import Preemption, signal_name
 
 
 def first_judge_summary(rewards: list[TRLReward]) -> dict:
@@ -86,7 +87,9 @@ def run_training(recipe: Recipe, *, resume: bool = False, base_url: str | None =
     timings: list[float] = []
     with contextlib.ExitStack() as stack:
         rewards, url = make_rewards(recipe, run_dir, base_url, stack)
-        callbacks = run_callbacks(rewards, timings) + watch_callbacks(recipe, tok, url, run_dir, stack)
+        preemption = Preemption(recipe.train.preempt_grace_s, timings)
+        callbacks = [preemption.callback()] + run_callbacks(rewards, timings) \
+            + watch_callbacks(recipe, tok, url, run_dir, stack)
         trainer = GRPOTrainer(model=recipe.policy.model, reward_funcs=rewards, args=args, train_dataset=train_ds,
                               eval_dataset=eval_ds, processing_class=tok, peft_config=peft_config,
                               callbacks=callbacks)
@@ -96,8 +99,10 @@ def run_training(recipe: Recipe, *, resume: bool = False, base_url: str | None =
         torch.manual_seed(recipe.seed)
         adapter_dir = run_dir / "adapter"
         try:
-            trainer.train(resume_from_checkpoint=checkpoint)
-            trainer.save_model(str(adapter_dir))
+            with preemption:  # SIGTERM / Ctrl-C: end this step, save a checkpoint, then stop
+                trainer.train(resume_from_checkpoint=checkpoint)
+            if preemption.signum is None:
+                trainer.save_model(str(adapter_dir))
         except Exception as e:
             if is_disk_full(e, run_dir):
                 raise disk_full_error(run_dir, e) from None
@@ -116,11 +121,13 @@ def run_training(recipe: Recipe, *, resume: bool = False, base_url: str | None =
         # the judge's totals under "judge", as single-source runs always wrote them; every source's below
         "judge": first_judge_summary(rewards),
         "rewards": {r.__name__: r.summary() for r in rewards},
-        "adapter": str(adapter_dir),
-        "stopped_early": stop_reason,
+        "adapter": str(adapter_dir) if preemption.signum is None else None,  # a stopped run has its checkpoint
+        "stopped_early": stop_reason or (signal_name(preemption.signum) if preemption.signum else None),
         "log_history": trainer.state.log_history,
     }
     (run_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
+    if preemption.signum is not None:
+        raise preemption.stopped(summary["steps"], last_complete_checkpoint(run_dir))
     if stop_reason:
         raise UserError(f"training stopped at step {summary['steps']}: {stop_reason}. The last checkpoint "
                         f"is in {run_dir}; fix the judge (or the failing reward) and continue with --resume")

@@ -34,6 +34,19 @@ def gone(pid):
         return True
 
 
+def session(sid):
+    """Every live process of a session (the judge server's: it leads its own, with its engine processes)."""
+    import psutil
+    out = []
+    for proc in psutil.process_iter(["pid", "name", "status"]):
+        try:
+            if os.getsid(proc.pid) == sid and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                out.append(proc)
+        except (ProcessLookupError, PermissionError):
+            pass
+    return out
+
+
 def latest_complete_checkpoint(out):
     done = [int(c.name.split("-")[1]) for c in out.glob("checkpoint-*") if (c / ".rlaif-complete").exists()]
     return max(done, default=None)
@@ -47,12 +60,14 @@ def test_sigkill_after_a_checkpoint_then_resume_loses_no_step(tiny, judge_url, t
         # the trainer launched its own judge server; kill the trainer alone once checkpoint-4 is complete
         wait_for(lambda: (out / "checkpoint-4" / ".rlaif-complete").exists(), 600, "checkpoint-4")
         server = int((out / "judge_server.pid").read_text())
+        judge_session = os.getsid(server)
         p.send_signal(signal.SIGKILL)
         p.wait(timeout=30)
     finally:
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)
     wait_for(lambda: gone(server), 60, "the judge server to die with its trainer")  # no orphaned server
+    wait_for(lambda: not session(judge_session), 30, "the judge's engine processes to go too")
     # A fast machine may have finished checkpoint-6 between the poll and the kill: resume must pick the latest
     # complete one, whichever it is.
     last = latest_complete_checkpoint(out)
@@ -72,7 +87,60 @@ def test_sigkill_after_a_checkpoint_then_resume_loses_no_step(tiny, judge_url, t
     assert {r["step"] for r in after[len(before):]} == set(range(last, 8))  # the steps after it, judged again
 
 
-def test_ctrl_c_stops_training_and_every_child(tiny, tmp_path):
+def test_sigterm_saves_a_checkpoint_at_the_step_boundary_and_resume_finishes(tiny, judge_url, tmp_path):
+    """What a preemptible machine, SLURM or Kubernetes does: SIGTERM, then a grace period."""
+    out = tmp_path / "run"
+    no_saves = ["--set", "grpo.save_steps=100", "--set", f"judge.base_url={judge_url}"]
+    p = subprocess.Popen(train_cmd(out, 8, *no_saves), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    try:
+        wait_for(lambda: len(lines(out / "judgments.jsonl")) >= 2 * 16, 600, "two judged steps")
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=300)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+    assert p.returncode == 143, err[-3000:]
+    assert "preempted (SIGTERM): stopped cleanly at step" in err and "Traceback" not in err
+    last = latest_complete_checkpoint(out)  # the only checkpoint: the one the signal asked for
+    assert last is not None and 2 <= last < 8 and f"checkpoint-{last} is complete" in err, err[-2000:]
+    assert "rlaif train recipes/smoke.yaml" in err and "--resume" in err  # the command that continues
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["steps"] == last and summary["stopped_early"] == "SIGTERM" and summary["adapter"] is None
+    before = assert_whole_lines_and_tables(out)
+
+    r = subprocess.run(train_cmd(out, 8, "--resume", *no_saves), capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["steps"] == 8 and summary["resumed_from"].endswith(f"checkpoint-{last}")
+    logged = sorted(h["step"] for h in summary["log_history"] if "reward" in h)
+    assert logged == list(range(1, 9))  # every step once: none lost, none trained twice
+    after = assert_whole_lines_and_tables(out)
+    assert {r["step"] for r in after[len(before):]} == set(range(last, 8))
+
+
+def test_sigkill_to_the_trainer_and_its_children_leaves_no_judge_process(tiny, tmp_path):
+    """As an OOM killer or `kill -9` of a process and its children would: the API server dies at once, without
+    stopping its engine; the reaper ends the rest of the judge's session."""
+    import psutil
+    out = tmp_path / "run"
+    p = subprocess.Popen(train_cmd(out, 200, "--set", "grpo.save_strategy=no"), stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_for(lambda: len(lines(out / "judgments.jsonl")) >= 16, 600, "a judged step")
+        judge_session = os.getsid(int((out / "judge_server.pid").read_text()))
+        members = session(judge_session)
+        assert any(m.info["name"].startswith("VLLM::") for m in members), [m.info["name"] for m in members]
+        for proc in [psutil.Process(p.pid)] + psutil.Process(p.pid).children(recursive=False):
+            proc.kill()
+        p.wait(timeout=30)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+    wait_for(lambda: not session(judge_session), 30, "every judge process to go, engine included")
+
+
+def test_ctrl_c_twice_stops_at_once_with_every_child(tiny, tmp_path):
     import psutil
     out = tmp_path / "run"
     p = subprocess.Popen(train_cmd(out, 200, "--set", "grpo.save_strategy=no"), stdout=subprocess.DEVNULL,
@@ -81,13 +149,16 @@ def test_ctrl_c_stops_training_and_every_child(tiny, tmp_path):
         wait_for(lambda: len(lines(out / "judgments.jsonl")) >= 32, 600, "two judged steps")
         tree = psutil.Process(p.pid).children(recursive=True)
         assert tree  # the judge server and its engine
-        p.send_signal(signal.SIGINT)
+        p.send_signal(signal.SIGINT)  # the first asks for a checkpoint at the step's end ...
+        time.sleep(0.2)
+        p.send_signal(signal.SIGINT)  # ... the second will not wait for it
         _, err = p.communicate(timeout=120)
     finally:
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)
     assert p.returncode == 130, err[-2000:]
     assert "interrupted: stopped cleanly" in err and "Traceback" not in err
+    assert "SIGINT: finishing this step and saving a checkpoint" in " ".join(err.split())
     time.sleep(1)
     alive = [c for c in tree if not gone(c.pid)]
     assert not alive, f"orphans: {[c.cmdline()[:3] for c in alive]}"
