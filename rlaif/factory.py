@@ -166,6 +166,8 @@ def _supervise(ep: Endpoint, judge: Judge, stack: contextlib.ExitStack) -> None:
     server = ep.server
     # a dead server's failures are the supervisor's to fix, even before its next look (it polls each second)
     judge.failures.hold = lambda: server.died() is not None
+    if isinstance(judge.backend, JudgeClient):  # its requests wait for a restart rather than fail (bounded)
+        judge.backend.outage.dead = judge.failures.hold
     sup = Supervisor(server, on_down=judge.server_down, on_up=judge.server_up, on_give_up=judge.give_up).start()
     stack.callback(sup.stop)  # before the server stops (the stack unwinds in reverse)
 

@@ -65,6 +65,9 @@ class JudgeSpec(Strict):
     max_tokens_per_min: float | None = Field(None, gt=0)  # optional token rate limit (estimated tokens)
     timeout_s: float = Field(30.0, gt=0)
     max_retries: int = Field(3, ge=0)
+    # a judge server rlaif launched and restarts after a crash: requests wait this long for it (no step spent on
+    # fallbacks), then fail and fall back as before
+    max_outage_wait_s: float = Field(600.0, ge=0)
     on_failure: Literal["none", "neutral"] = "none"
     neutral_reward: float = Field(0.5, ge=0, le=1)
     max_fail_rate: float = Field(0.5, gt=0, le=1)  # over the last 256 judge calls; the run stops above it

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 import httpx
 
 from rlaif.judge.backend import CallResult
+from rlaif.judge.outage import Outage
 from rlaif.judge.token_prompts import TokenPrompts
 from rlaif.judge.urls import api_url
 
@@ -82,6 +83,7 @@ class ClientSettings:
     # tokenizer and chat template (rlaif/judge/token_prompts.py), when this folder or cached hub id has one and
     # the server's /tokenize agrees; otherwise to the chat batch endpoint
     tokenizer: str | None = None
+    max_outage_wait_s: float = 600.0  # how long requests wait for a supervised server's restart
 
     @property
     def urls(self) -> list[str]:
@@ -94,7 +96,8 @@ class ClientSettings:
         return cls(base_url=base_url, model=judge.name, api_key=judge.api_key, max_concurrency=judge.max_concurrency,
                    timeout_s=judge.timeout_s, max_retries=judge.max_retries,
                    max_requests_per_s=judge.max_requests_per_s, max_tokens_per_min=judge.max_tokens_per_min,
-                   batch_requests=judge.batch_requests, tokenizer=judge.model if judge.token_prompts else None)
+                   batch_requests=judge.batch_requests, tokenizer=judge.model if judge.token_prompts else None,
+                   max_outage_wait_s=judge.max_outage_wait_s)
 
 
 class RateLimiter:
@@ -155,6 +158,7 @@ class JudgeClient:
         self.no_batch: set[str] = set()  # servers that answered 404/405 on the batch endpoint
         self.batches = 0  # batch POSTs sent (for the benchmarks)
         self.token_prompts = TokenPrompts(settings.tokenizer) if settings.tokenizer else None
+        self.outage = Outage(settings.max_outage_wait_s)  # set by a supervisor of the server (rlaif/factory.py)
 
     def _http(self):
         # The SDK's own HTTP client class (openai 3 runs on httpx2), sized so that the semaphore, not the pool,
@@ -255,6 +259,7 @@ class JudgeClient:
         t0 = time.perf_counter()
         last_err, url = None, None
         for attempt in range(self.settings.max_retries + 1):
+            await self.outage.wait()  # a supervised server restarting: wait for it rather than fail
             url = next(st.order)
             if url in self.no_batch:
                 return await self._singly(params, items)
@@ -331,6 +336,7 @@ class JudgeClient:
         t0 = time.perf_counter()
         last_err, url = None, None
         for attempt in range(self.settings.max_retries + 1):
+            await self.outage.wait()  # a supervised server restarting: wait for it rather than fail
             url = next(st.order)  # round-robin; a retry goes to the next server
             if st.requests:
                 await st.requests.acquire()

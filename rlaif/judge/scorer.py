@@ -256,17 +256,27 @@ class Judge:
 
     # -- a judge server that crashed and is being restarted (rlaif/judge/server.py: Supervisor) --------------------
     def server_down(self, exit_code=None) -> None:
-        """Calls fail while the server is down; they are counted and fall back, but do not stop the run."""
+        """While the server restarts, its requests wait for it (rlaif/judge/outage.py); a call that fails anyway
+        is counted and falls back, but does not stop the run."""
         self.failures.paused = True  # while the Supervisor restarts the server
-        log.warning("judge server down (exit code %s): judgments fall back until it is back", exit_code)
+        outage = getattr(self.backend, "outage", None)
+        if outage is not None:
+            outage.down = True
+        log.warning("judge server down (exit code %s): judgments wait for its restart", exit_code)
 
     def server_up(self) -> None:
         self.failures.clear()  # judge the restarted server on its own calls
         self.totals["server_restarts"] += 1
         self.failures.paused = False
+        outage = getattr(self.backend, "outage", None)
+        if outage is not None:
+            outage.restarted()
 
     def give_up(self, why: str) -> None:
-        """The server cannot come back: stop the run at the end of the step."""
+        """The server cannot come back: stop the run at the end of the step (and stop waiting for it)."""
+        outage = getattr(self.backend, "outage", None)
+        if outage is not None:
+            outage.given_up = True
         self.failures.stop(why)
 
     @property
@@ -321,7 +331,9 @@ class Judge:
         """Totals for the run summary. `failed` counts every failed call, whatever the cause."""
         lat = self.latencies
         calls = max(1, self.totals["calls"])
+        outage = getattr(self.backend, "outage", None)
         return dict(self.totals, failed=self.totals["failures"] + self.totals["parse_failures"],
+                    outage_wait_s=round(outage.waited_s, 1) if outage is not None else 0.0,
                     fail_rate=self.totals["failures"] / calls,
                     parse_fail_rate=self.totals["parse_failures"] / calls,
                     latency_p50_s=round(percentile(lat, 0.5), 4), latency_p95_s=round(percentile(lat, 0.95), 4))

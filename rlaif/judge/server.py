@@ -274,9 +274,9 @@ def _has_gpu() -> bool:
 class Supervisor:
     """Watches a launched judge server and restarts it when it dies mid-run.
 
-    While it is down, judge calls fail and get the recipe's fallback (counted in `judge/fail_rate`); `on_down`
-    and `on_up` let the reward hold its failure-rate stop for that time, so a crash and restart costs the
-    steps it spans, not the run. After `max_restarts` restarts, or a restart that fails, `on_give_up` says why.
+    While it is down, judge calls wait for it (rlaif/judge/outage.py, bounded by judge.max_outage_wait_s; past
+    that they fail and get the recipe's fallback, counted in `judge/fail_rate`); `on_down` and `on_up` let the
+    reward hold its failure-rate stop for that time, so a crash and restart costs time, not steps. After `max_restarts` restarts, or a restart that fails, `on_give_up` says why.
     """
 
     def __init__(self, server: VLLMServer, *, on_down=None, on_up=None, on_give_up=None, max_restarts: int = 3,

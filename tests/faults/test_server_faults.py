@@ -13,7 +13,7 @@ from procs import RLAIF, lines, wait_for
 pytestmark = pytest.mark.integration
 
 
-def test_a_judge_server_killed_mid_run_is_restarted_and_the_run_goes_on(tiny, tmp_path):
+def test_a_judge_server_killed_mid_run_is_restarted_and_training_waits_for_it(tiny, tmp_path):
     import psutil
     out = tmp_path / "run"
     err = tmp_path / "stderr.txt"
@@ -37,16 +37,17 @@ def test_a_judge_server_killed_mid_run_is_restarted_and_the_run_goes_on(tiny, tm
     summary = json.loads((out / "train_summary.json").read_text())
     assert summary["steps"] == 120 and summary["stopped_early"] is None
     assert summary["judge"]["server_restarts"] == 1
-    assert summary["judge"]["failures"] > 0 and summary["judge"]["fallbacks"] > 0  # counted, not hidden
+    # the outage cost time, not steps: requests waited for the restart instead of falling back
+    assert summary["judge"]["outage_wait_s"] > 5  # a restart takes tens of seconds here
+    assert summary["judge"]["fallbacks"] <= 0.01 * summary["judge"]["calls"], summary["judge"]
     logs = [h for h in summary["log_history"] if "judge/fail_rate" in h]
-    assert any(h["judge/fail_rate"] > 0 for h in logs)  # the outage shows in the metrics
-    assert logs[-1]["judge/fail_rate"] == 0.0  # and the restarted judge answers again
+    assert len(logs) == 120 and max(h["judge/fail_rate"] for h in logs) < 0.5  # no step on fallbacks alone
     second = int(pidfile.read_text())
     assert second != first
     time.sleep(1)
     assert not psutil.pid_exists(second) or psutil.Process(second).status() == psutil.STATUS_ZOMBIE
     rows = [json.loads(ln) for ln in lines(out / "judgments.jsonl")]  # whole lines, every one
-    assert sum(r["error"] is not None for r in rows) > 0
+    assert len(rows) >= 120 * 16
 
 
 class NotOurJudge:
