@@ -109,6 +109,39 @@ def test_every_shipped_recipe_is_valid(tmp_path):
         if not torch.cuda.is_available():
             grpo["use_cpu"] = True  # a GPU recipe's bf16 needs a GPU or an explicit CPU run
         GRPOConfig(output_dir=str(tmp_path / r.name), **grpo)  # TRL's own checks accept the grpo block
-    for p in Path("recipes/accelerate").glob("*.yaml"):
-        cfg = yaml.safe_load(p.read_text())
-        assert cfg["num_processes"] >= 1 and cfg["distributed_type"] in ("NO", "MULTI_GPU"), p
+
+
+
+ENGINES = {"multi_gpu.yaml": "MULTI_GPU", "single_gpu.yaml": "NO", "multi_gpu_judge_tp2.yaml": "MULTI_GPU",
+           "fsdp_judge_tp2.yaml": "FSDP", "deepspeed_zero3_judge_tp2.yaml": "DEEPSPEED",
+           "multi_node_2x8.yaml": "MULTI_GPU"}
+
+
+@pytest.mark.parametrize("name", sorted(ENGINES))
+def test_shipped_accelerate_configs_are_what_accelerate_launch_reads(name, monkeypatch):
+    """Each config through accelerate's own path: its config loader and launch-argument checks, the environment
+    `accelerate launch` would give the training processes, and the FSDP or DeepSpeed plugin built from it, as
+    the Trainer builds it (no GPU and no deepspeed package needed for that)."""
+    from accelerate.commands.config.config_args import load_config_from_file
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+    from accelerate.utils import DeepSpeedPlugin, FullyShardedDataParallelPlugin
+    from accelerate.utils.launch import prepare_deepspeed_cmd_env, prepare_multi_gpu_env
+    path = f"recipes/accelerate/{name}"
+    cfg = load_config_from_file(path)  # unknown keys or values fail here
+    assert cfg.distributed_type.value == ENGINES[name] and cfg.num_processes >= 1
+    args, defaults, _ = _validate_launch_command(launch_command_parser().parse_args(["--config_file", path, "x.py"]))
+    if ENGINES[name] == "FSDP":
+        env = prepare_multi_gpu_env(args)
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+        plugin = FullyShardedDataParallelPlugin()
+        assert plugin.fsdp_version == 2 and plugin.cpu_ram_efficient_loading
+    if ENGINES[name] == "DEEPSPEED":
+        args.deepspeed_fields_from_accelerate_config = ",".join(defaults.deepspeed_config)  # as deepspeed_launcher
+        _, env = prepare_deepspeed_cmd_env(args)
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+        plugin = DeepSpeedPlugin()
+        assert plugin.zero_stage == 3 and plugin.deepspeed_config["zero_optimization"]["stage"] == 3
+    if cfg.num_machines > 1:
+        assert cfg.num_processes == 16 and cfg.main_process_ip and cfg.rdzv_backend == "static"
