@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rlaif.common.console import say
-from rlaif.common.dist import rank, world_size
+from rlaif.common.dist import broadcast_from_main, is_main_process, rank, world_size
 from rlaif.config.recipe import Recipe
 from rlaif.config.rewards import JudgeSourceSpec, LambdaSourceSpec, PythonSourceSpec, VerifiableSourceSpec
 from rlaif.config.rubric import load_rubric
@@ -57,12 +57,24 @@ def judge_endpoint(recipe: Recipe, run_dir: Path, base_url: str | None = None):
         return
     if not recipe.judge.serve.launch:
         raise UserError(f"{recipe.source}: judge: give judge.base_url or set judge.serve.launch: true")
-    if world_size() > 1:
-        raise UserError("several training processes would each start a judge server: start one with "
-                        f"`rlaif judge serve {recipe.source}` and pass --set judge.base_url=URL")
+    if world_size() > 1 and not is_main_process():  # one judge per run: the main process launches it
+        shared = broadcast_from_main(None)
+        if shared.get("error"):
+            raise UserError(f"the main process could not start the judge server: {shared['error']}")
+        yield Endpoint(shared["url"], shared["start_s"])
+        return
     server = VLLMServer.for_judge(recipe.judge, run_dir / "judge_server.log", progress=say)
-    with server:
+    try:
+        server.start()
+    except BaseException as e:  # the other processes wait for the URL: tell them, then fail here
+        broadcast_from_main({"error": str(e).splitlines()[0] if str(e) else type(e).__name__})
+        server.stop()
+        raise
+    try:
+        broadcast_from_main({"url": server.base_url, "start_s": server.start_s})
         yield Endpoint(server.base_url, server.start_s, server)
+    finally:
+        server.stop()
 
 
 def make_backend(recipe: Recipe, base_url: str | list[str]) -> JudgeBackend:

@@ -15,3 +15,39 @@ def world_size() -> int:
 
 def is_main_process() -> bool:
     return rank() == 0
+
+
+# -- what the processes of a run agree on -------------------------------------------------------------------------
+# Each is a collective: every process must call it, in the same order. With one process they cost nothing.
+
+def _process_group() -> None:
+    """The run's process group, set up as the Trainer sets it up (accelerate's PartialState: gloo on CPUs, nccl on
+    GPUs), if it is not yet: the Trainer then finds it in place."""
+    from accelerate import PartialState
+    PartialState()
+
+
+def broadcast_from_main(obj):
+    """The main process's `obj`, in every process."""
+    if world_size() == 1:
+        return obj
+    from accelerate.utils import broadcast_object_list
+    _process_group()
+    box = [obj]
+    broadcast_object_list(box, from_process=0)
+    return box[0]
+
+
+def gather_objects(obj) -> list:
+    """Every process's `obj`, in rank order, in every process."""
+    if world_size() == 1:
+        return [obj]
+    from accelerate.utils import gather_object
+    _process_group()
+    return gather_object([obj])
+
+
+def any_process(flag: bool) -> bool:
+    """Whether `flag` is true in any process: a stop that one process raises, all of them take at the same step
+    (a process stopping alone would leave the others waiting in the next collective: a hang)."""
+    return any(gather_objects(bool(flag)))

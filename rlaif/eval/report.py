@@ -21,6 +21,7 @@ from rlaif.errors import UserError
 from rlaif.eval import health
 from rlaif.eval.audit import audit_rows
 from rlaif.eval.policy_eval import eval_table_rows
+from rlaif.judge.judgment_log import run_logs
 from rlaif.rewards.source import failed_count
 
 
@@ -142,7 +143,8 @@ def sample_rows(run_dir: Path, n: int = 40, seed: int = 0) -> list[list]:
                                                        min(per, sum(x["step"] == s for x in val)))]
         return [[r["step"], r["prompt"], r["completion"], _f(r["reward"]), _verdict(r["judge_pass"]), r["rationale"],
                  _verdict(r.get("second_pass"))] for r in picked]
-    rows = [r for r in read_jsonl(run_dir / "judgments.jsonl") if not str(r.get("criterion", "")).startswith("check:")]
+    rows = [r for log in run_logs(run_dir) for r in read_jsonl(log)  # every process's
+            if not str(r.get("criterion", "")).startswith("check:")]
     steps = sorted({r.get("step") for r in rows}, key=lambda s: -1 if s is None else s)
     if len(steps) > n // 2:  # evenly spaced steps, the first and the last included
         steps = [steps[round(i * (len(steps) - 1) / (n // 2 - 1))] for i in range(n // 2)]

@@ -2,10 +2,21 @@
 every reward source; each source writes through its own view, which tags its lines with the source's name."""
 from __future__ import annotations
 
+import re
 import threading
 from pathlib import Path
 
 from rlaif.common.jsonl import dumps_line
+
+
+def run_logs(run_dir: Path) -> list[Path]:
+    """A run's judgment logs: `judgments.jsonl` (the main process's), then each other process's
+    `judgments.rankN.jsonl` in rank order."""
+    d = Path(run_dir)
+    ranked = {int(m.group(1)): p for p in d.glob("judgments.rank*.jsonl")
+              if (m := re.fullmatch(r"judgments\.rank(\d+)\.jsonl", p.name))}
+    main = d / "judgments.jsonl"
+    return ([main] if main.exists() else []) + [ranked[k] for k in sorted(ranked)]
 
 
 class JudgmentLog:

@@ -25,23 +25,27 @@ GRACE_S = 5.0
 def start_time(pid: int) -> str | None:
     """The process's start time (clock ticks since boot, /proc/PID/stat field 22): a pid and its start time name
     one process, even after the pid is reused. None when it is gone or a zombie."""
+    fields = _stat(str(pid))
+    return None if fields is None or fields[0] in ("Z", "X") else fields[19]
+
+
+def _stat(pid: str) -> list[str] | None:
+    """/proc/PID/stat's fields after the command name (state first), or None when the process is gone."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             stat = f.read()
     except OSError:
         return None
-    fields = stat[stat.rfind(")") + 2:].split()  # after the command name, which may hold spaces
-    return None if fields[0] in ("Z", "X") else fields[19]
+    return stat[stat.rfind(")") + 2:].split()
 
 
 def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
+    """Whether a live process (not a zombie: its parent has yet to collect it, but it holds nothing) is left in
+    the process group. kill(-pgid, 0) would count zombies."""
+    for pid in os.listdir("/proc"):
+        if pid.isdigit() and (f := _stat(pid)) is not None and f[2] == str(pgid) and f[0] not in ("Z", "X"):
+            return True
+    return False
 
 
 def watch(watched: int, started: str | None, pgid: int) -> None:

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from rlaif.common.console import say
+from rlaif.common.dist import any_process
 from rlaif.config.recipe import Recipe
 from rlaif.eval import health, validation
 from rlaif.eval.second_opinion import open_second_opinion
@@ -18,10 +19,11 @@ def run_callbacks(rewards: list[TRLReward], timings: list[float]) -> list:
     from transformers import TrainerCallback
 
     class StopOnRewardFailures(TrainerCallback):
-        """Stop (with a checkpoint) when a reward fails too often, rather than train on fallbacks."""
+        """Stop (with a checkpoint) when a reward fails too often, rather than train on fallbacks; when it fails in
+        one process, every process stops at the end of the same step."""
 
         def on_step_end(self, args, state, control, **kw):
-            if any(r.should_stop for r in rewards):
+            if any_process(any(r.should_stop for r in rewards)):
                 control.should_training_stop = True
                 control.should_save = True
 

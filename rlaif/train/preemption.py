@@ -11,6 +11,7 @@ import sys
 import threading
 
 from rlaif.common.console import say
+from rlaif.common.dist import gather_objects
 from rlaif.errors import Preempted
 
 EXIT_CODES = {signal.SIGTERM: 143, signal.SIGINT: 130}  # 128 + the signal, as shells report it
@@ -76,6 +77,10 @@ class Preemption:
             """At the end of the step during which the signal came: stop, and save a checkpoint."""
 
             def on_step_end(self, args, state, control, **kw):
+                # every process stops at the same step (a signal may reach one process first, or only one)
+                signums = gather_objects(pre.signum)
+                if pre.signum is None:
+                    pre.signum = next((s for s in signums if s is not None), None)
                 if pre.signum is not None:
                     control.should_training_stop = True
                     control.should_save = True

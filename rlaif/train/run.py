@@ -12,7 +12,7 @@ import json
 import time
 
 from rlaif.common.console import say
-from rlaif.common.dist import world_size
+from rlaif.common.dist import gather_objects, is_main_process, rank, world_size
 from rlaif.config.nova import grpo_settings
 from rlaif.config.recipe import Recipe
 from rlaif.data.dataset import check_training_data, drop_long_prompts, load_dataset
@@ -23,6 +23,29 @@ from rlaif.rewards.trl_adapter import TRLReward
 from rlaif.train.callbacks import run_callbacks, watch_callbacks
 from rlaif.train.checkpoints import disk_full_error, is_disk_full, last_complete_checkpoint
 from rlaif.train.preemption import Preemption, signal_name
+
+
+def summed(parts: list[dict]) -> dict:
+    """One summary from each process's: counts added, latencies and rates the worst of them (a rate is
+    recomputed where its counts are there), nested summaries (a combined reward's sources) summed alike."""
+    if len(parts) == 1:
+        return parts[0]
+    out: dict = {}
+    for key in parts[0]:
+        vals = [p.get(key) for p in parts]
+        if all(isinstance(v, dict) for v in vals):
+            out[key] = {k: summed([v[k] for v in vals]) if all(isinstance(v.get(k), dict) for v in vals)
+                        else vals[0][k] for k in vals[0]}
+        elif all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals):
+            worst = key.startswith("latency") or key.endswith("_rate") or key.endswith("_s")
+            out[key] = max(vals) if worst else sum(vals)
+        else:
+            out[key] = vals[0]
+    if out.get("calls"):
+        for rate, count in (("fail_rate", "failures"), ("parse_fail_rate", "parse_failures")):
+            if rate in out and count in out:
+                out[rate] = out[count] / out["calls"]
+    return out
 
 
 def first_judge_summary(rewards: list[TRLReward]) -> dict:
@@ -110,7 +133,13 @@ def run_training(recipe: Recipe, *, resume: bool = False, base_url: str | None =
         finally:
             for reward in rewards:
                 reward.close()
-    stop_reason = next((r.stop_reason for r in rewards if r.stop_reason), None)
+    # what every process saw, agreed: the first stop reason of any, and the run's totals over processes
+    stop_reason = next(filter(None, gather_objects(next((r.stop_reason for r in rewards if r.stop_reason), None))),
+                       None)
+    per_process = gather_objects({"rank": rank(), "steps": trainer.state.global_step,
+                                  "judge": first_judge_summary(rewards),
+                                  "rewards": {r.__name__: r.summary() for r in rewards},
+                                  "s_per_step": round(sum(timings) / len(timings), 3) if timings else None})
     summary = {
         "steps": trainer.state.global_step,
         "max_steps": trainer.state.max_steps,
@@ -118,14 +147,18 @@ def run_training(recipe: Recipe, *, resume: bool = False, base_url: str | None =
         "wall_s": round(time.perf_counter() - t0, 1),
         "s_per_step": round(sum(timings) / len(timings), 3) if timings else None,
         "step_times": [round(t, 4) for t in timings],
-        # the judge's totals under "judge", as single-source runs always wrote them; every source's below
-        "judge": first_judge_summary(rewards),
-        "rewards": {r.__name__: r.summary() for r in rewards},
+        # the judge's totals under "judge", as single-source runs always wrote them; every source's below; summed
+        # over the run's processes, each process's own under "processes"
+        "judge": summed([p["judge"] for p in per_process]),
+        "rewards": {name: summed([p["rewards"][name] for p in per_process]) for name in per_process[0]["rewards"]},
+        "world_size": len(per_process),
+        "processes": per_process if len(per_process) > 1 else None,
         "adapter": str(adapter_dir) if preemption.signum is None else None,  # a stopped run has its checkpoint
         "stopped_early": stop_reason or (signal_name(preemption.signum) if preemption.signum else None),
         "log_history": trainer.state.log_history,
     }
-    (run_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
+    if is_main_process():  # one record of the run
+        (run_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
     if preemption.signum is not None:
         raise preemption.stopped(summary["steps"], last_complete_checkpoint(run_dir))
     if stop_reason:
