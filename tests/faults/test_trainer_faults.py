@@ -88,35 +88,40 @@ def test_sigkill_after_a_checkpoint_then_resume_loses_no_step(tiny, judge_url, t
 
 
 def test_sigterm_saves_a_checkpoint_at_the_step_boundary_and_resume_finishes(tiny, judge_url, tmp_path):
-    """What a preemptible machine, SLURM or Kubernetes does: SIGTERM, then a grace period."""
+    """What a preemptible machine, SLURM or Kubernetes does: SIGTERM, then a grace period. (20 steps: on a fast
+    machine the signal must still land mid-run.)"""
+    steps = 20
     out = tmp_path / "run"
     no_saves = ["--set", "grpo.save_steps=100", "--set", f"judge.base_url={judge_url}"]
-    p = subprocess.Popen(train_cmd(out, 8, *no_saves), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                         start_new_session=True)
+    log = tmp_path / "stderr.txt"
+    with log.open("w") as f:  # a file, not a pipe nobody reads until the end
+        p = subprocess.Popen(train_cmd(out, steps, *no_saves), stdout=subprocess.DEVNULL, stderr=f,
+                             start_new_session=True)
     try:
         wait_for(lambda: len(lines(out / "judgments.jsonl")) >= 2 * 16, 600, "two judged steps")
         p.send_signal(signal.SIGTERM)
-        _, err = p.communicate(timeout=300)
+        p.wait(timeout=300)
     finally:
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)
+    err = log.read_text()
     assert p.returncode == 143, err[-3000:]
     assert "preempted (SIGTERM): stopped cleanly at step" in err and "Traceback" not in err
     last = latest_complete_checkpoint(out)  # the only checkpoint: the one the signal asked for
-    assert last is not None and 2 <= last < 8 and f"checkpoint-{last} is complete" in err, err[-2000:]
+    assert last is not None and 2 <= last < steps and f"checkpoint-{last} is complete" in err, err[-2000:]
     assert "rlaif train recipes/smoke.yaml" in err and "--resume" in err  # the command that continues
     summary = json.loads((out / "train_summary.json").read_text())
     assert summary["steps"] == last and summary["stopped_early"] == "SIGTERM" and summary["adapter"] is None
     before = assert_whole_lines_and_tables(out)
 
-    r = subprocess.run(train_cmd(out, 8, "--resume", *no_saves), capture_output=True, text=True, timeout=600)
+    r = subprocess.run(train_cmd(out, steps, "--resume", *no_saves), capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     summary = json.loads((out / "train_summary.json").read_text())
-    assert summary["steps"] == 8 and summary["resumed_from"].endswith(f"checkpoint-{last}")
+    assert summary["steps"] == steps and summary["resumed_from"].endswith(f"checkpoint-{last}")
     logged = sorted(h["step"] for h in summary["log_history"] if "reward" in h)
-    assert logged == list(range(1, 9))  # every step once: none lost, none trained twice
+    assert logged == list(range(1, steps + 1))  # every step once: none lost, none trained twice
     after = assert_whole_lines_and_tables(out)
-    assert {r["step"] for r in after[len(before):]} == set(range(last, 8))
+    assert {r["step"] for r in after[len(before):]} == set(range(last, steps))
 
 
 def test_sigkill_to_the_trainer_and_its_children_leaves_no_judge_process(tiny, tmp_path):
