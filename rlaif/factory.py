@@ -8,7 +8,9 @@ everything below it knows no recipe (the judge, the reward sources) or only its 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,14 +42,37 @@ LOCAL_URL = "in-process"  # the endpoint of judge.backend: transformers
 
 @dataclass
 class Endpoint:
-    url: str
-    start_s: float | None = None  # how long the launched server took to become ready; None if not launched
-    server: VLLMServer | None = None  # the server rlaif launched, if it did
+    url: str | list[str]  # one server, or a pool of replicas (rlaif/judge/pool.py)
+    start_s: float | None = None  # how long the launched server(s) took to become ready; None if not launched
+    servers: tuple[VLLMServer, ...] = ()  # the servers rlaif launched, if it did
+
+
+def replica_log(run_dir: Path, i: int) -> Path:
+    """The i-th judge replica's server log (its pid beside it, as .pid)."""
+    return run_dir / ("judge_server.log" if i == 0 else f"judge_server.{i}.log")
+
+
+def launch_replicas(recipe: Recipe, run_dir: Path) -> list[VLLMServer]:
+    """Start the recipe's judge servers (judge.serve.replicas, together) and return them once all are ready; if one
+    fails, stop them all and raise its error."""
+    k = recipe.judge.serve.replicas
+    servers = [VLLMServer.for_judge(recipe.judge, replica_log(run_dir, i), progress=say, replica=i) for i in range(k)]
+    if k == 1:
+        servers[0].start()
+        return servers
+    say(f"starting {k} judge replicas")
+    with ThreadPoolExecutor(k) as ex:  # together: a replica's start-up is mostly waiting on its own engine
+        outcomes = [f.exception() for f in [ex.submit(s.start) for s in servers]]
+    if (err := next((e for e in outcomes if e is not None), None)) is not None:
+        for s in servers:
+            s.stop()
+        raise err
+    return servers
 
 
 @contextlib.contextmanager
-def judge_endpoint(recipe: Recipe, run_dir: Path, base_url: str | None = None):
-    """Yield the judge's Endpoint: the given URL, the recipe's, or a server launched for the duration."""
+def judge_endpoint(recipe: Recipe, run_dir: Path, base_url: str | list[str] | None = None):
+    """Yield the judge's Endpoint: the given URL(s), the recipe's, or server(s) launched for the duration."""
     if recipe.judge.backend == "transformers":  # the judge runs in this process: nothing to launch or reach
         yield Endpoint(LOCAL_URL)
         return
@@ -57,24 +82,25 @@ def judge_endpoint(recipe: Recipe, run_dir: Path, base_url: str | None = None):
         return
     if not recipe.judge.serve.launch:
         raise UserError(f"{recipe.source}: judge: give judge.base_url or set judge.serve.launch: true")
-    if world_size() > 1 and not is_main_process():  # one judge per run: the main process launches it
+    if world_size() > 1 and not is_main_process():  # one judge pool per run: the main process launches it
         shared = broadcast_from_main(None)
         if shared.get("error"):
             raise UserError(f"the main process could not start the judge server: {shared['error']}")
         yield Endpoint(shared["url"], shared["start_s"])
         return
-    server = VLLMServer.for_judge(recipe.judge, run_dir / "judge_server.log", progress=say)
     try:
-        server.start()
+        servers = launch_replicas(recipe, run_dir)
     except BaseException as e:  # the other processes wait for the URL: tell them, then fail here
         broadcast_from_main({"error": str(e).splitlines()[0] if str(e) else type(e).__name__})
-        server.stop()
         raise
     try:
-        broadcast_from_main({"url": server.base_url, "start_s": server.start_s})
-        yield Endpoint(server.base_url, server.start_s, server)
+        urls = [s.base_url for s in servers]
+        ep = Endpoint(urls[0] if len(urls) == 1 else urls, max(s.start_s for s in servers), tuple(servers))
+        broadcast_from_main({"url": ep.url, "start_s": ep.start_s})
+        yield ep
     finally:
-        server.stop()
+        for s in servers:
+            s.stop()
 
 
 def make_backend(recipe: Recipe, base_url: str | list[str]) -> JudgeBackend:
@@ -172,16 +198,22 @@ class Endpoints:
 
 
 def _supervise(ep: Endpoint, judge: Judge, stack: contextlib.ExitStack) -> None:
-    """A server rlaif launched is restarted if it dies mid-run; its failures meanwhile do not stop the run."""
-    if ep.server is None:
+    """Each server rlaif launched is restarted if it dies mid-run; meanwhile its requests go to the other replicas
+    or wait for it, and its failures do not stop the run."""
+    if not ep.servers:
         return
-    server = ep.server
     # a dead server's failures are the supervisor's to fix, even before its next look (it polls each second)
-    judge.failures.hold = lambda: server.died() is not None
-    if isinstance(judge.backend, JudgeClient):  # its requests wait for a restart rather than fail (bounded)
-        judge.backend.outage.dead = judge.failures.hold
-    sup = Supervisor(server, on_down=judge.server_down, on_up=judge.server_up, on_give_up=judge.give_up).start()
-    stack.callback(sup.stop)  # before the server stops (the stack unwinds in reverse)
+    judge.failures.hold = lambda: any(s.died() is not None for s in ep.servers)
+    for server in ep.servers:
+        url = server.base_url
+        if isinstance(judge.backend, JudgeClient):  # the pool sees a dead process before the supervisor does
+            replica = judge.backend.pool.replicas[url]
+            replica.dead = lambda s=server: s.died() is not None
+            replica.answered = True  # it was ready when launched: worth waiting for while it restarts
+        sup = Supervisor(server, on_down=functools.partial(judge.server_down, url),
+                         on_up=functools.partial(judge.server_up, url),
+                         on_give_up=functools.partial(judge.give_up, url)).start()
+        stack.callback(sup.stop)  # before the server stops (the stack unwinds in reverse)
 
 
 def _lambda_source(recipe: Recipe, spec: LambdaSourceSpec, endpoints: Endpoints, log: SourceLog) -> LambdaSource:

@@ -143,12 +143,20 @@ def test_several_base_urls_spread_load_and_fail_over(judge_url, smoke_recipe):
     recipe.judge.cache = False
     reward = make_judge(recipe, [dead, judge_url])
     reward.backend.settings.backoff_base_s = 0.01
-    verdicts = reward.score_sync([Sample(f"f{i}", USER, f"please {i}") for i in range(6)])
-    assert all(v.reward is not None for v in verdicts)  # every judgment survived the dead server
-    per_url = reward.backend.per_url
-    assert per_url[dead]["calls"] >= 1 and per_url[dead]["failures"] == per_url[dead]["calls"]
-    assert per_url[judge_url]["failures"] == 0 and per_url[judge_url]["calls"] == 6
-    assert reward.totals["retries"] == per_url[dead]["calls"]
+    try:
+        verdicts = [v for i in range(3)  # three batches: the idle servers take turns, so the dead one gets one
+                    for v in reward.score_sync([Sample(f"f{i}{j}", USER, f"please {i}{j}") for j in range(2)])]
+        assert all(v.reward is not None for v in verdicts)  # every judgment survived the dead server
+        per_url = reward.backend.per_url
+        assert per_url[dead]["calls"] >= 1 and per_url[dead]["failures"] == per_url[dead]["calls"]
+        assert per_url[judge_url]["failures"] == 0 and per_url[judge_url]["calls"] == 6
+        assert reward.totals["retries"] == per_url[dead]["calls"]
+        # refused once, then out of the pool (probed in the background) rather than tried again by every request
+        pool = reward.backend.pool
+        assert pool.replicas[dead].downs == 1 and not pool.replicas[dead].healthy()
+        assert reward.summary()["replicas"][dead] == dict(per_url[dead], downs=1)
+    finally:
+        reward.close()
 
 
 @pytest.mark.parametrize("rubric", ["instruction_following", "summarization", "reasoning", "rag_faithfulness",

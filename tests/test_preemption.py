@@ -10,6 +10,7 @@ import pytest
 
 from rlaif.cli.guard import run_guarded
 from rlaif.errors import Preempted
+from rlaif.train.callbacks import run_callbacks
 from rlaif.train.preemption import Preemption, resume_command
 
 
@@ -18,12 +19,25 @@ def test_the_first_signal_asks_for_a_checkpoint_and_the_second_stops_at_once():
         os.kill(os.getpid(), signal.SIGTERM)
         assert pre.signum == signal.SIGTERM  # asked, not yet stopped
         control = SimpleNamespace(should_training_stop=False, should_save=False)
-        pre.callback().on_step_end(None, None, control)
+        agreed_stop(pre, failing=False).on_step_end(None, None, control)
         assert control.should_training_stop and control.should_save
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(1)
     assert signal.getsignal(signal.SIGTERM) is not pre._handle  # the handlers go with the run
+
+
+def agreed_stop(pre, failing: bool):
+    """The run's stop callback for one process whose reward is (or is not) failing too often."""
+    rewards = [SimpleNamespace(should_stop=failing)]
+    return next(cb for cb in run_callbacks(rewards, [], pre) if type(cb).__name__ == "AgreedStop")
+
+
+def test_a_failing_reward_stops_at_the_step_end_and_a_quiet_step_goes_on():
+    for failing in (False, True):
+        control = SimpleNamespace(should_training_stop=False, should_save=False)
+        agreed_stop(Preemption(600, []), failing).on_step_end(None, None, control)
+        assert control.should_training_stop is failing and control.should_save is failing
 
 
 def test_a_checkpoint_that_overruns_the_grace_period_is_abandoned():
@@ -43,6 +57,15 @@ def test_the_resume_command_is_the_run_with_resume():
     assert resume_command(["train", "r.yaml", "--set", "grpo.max_steps=8"]) == \
         "rlaif train r.yaml --set grpo.max_steps=8 --resume"
     assert resume_command(["train", "r.yaml", "--resume"]) == "rlaif train r.yaml --resume"
+
+
+def test_a_run_started_as_a_module_resumes_with_the_train_command(monkeypatch):
+    """`python -m rlaif.train RECIPE` (what torchrun and accelerate launch run) has no `train` in its arguments."""
+    main = "/x/rlaif/train/__main__.py"
+    assert resume_command(["r.yaml", "--set", "a=1"], main) == "rlaif train r.yaml --set a=1 --resume"
+    monkeypatch.setenv("WORLD_SIZE", "2")  # under a launcher: its line, with the same module and arguments
+    assert resume_command(["r.yaml"], main).startswith("-m rlaif.train r.yaml --resume")
+    assert resume_command(["train", "r.yaml"], "/usr/bin/rlaif") == "rlaif train r.yaml --resume"
 
 
 def test_a_preempted_command_exits_with_its_signals_code(capsys):

@@ -10,8 +10,7 @@ from rlaif.config.recipe import load_recipe
 from rlaif.errors import UserError
 from rlaif.eval.audit import print_audit, run_audit
 from rlaif.eval.score_file import score_file
-from rlaif.factory import judge_endpoint
-from rlaif.judge.server import VLLMServer
+from rlaif.factory import judge_endpoint, launch_replicas
 
 
 def add_parser(sub) -> None:
@@ -56,17 +55,25 @@ def add_parser(sub) -> None:
 
 def cmd_serve(a) -> int:
     r = load_recipe(a.recipe, a.overrides)
-    server = VLLMServer.for_judge(r.judge, r.run_dir / "judge_server.log", port=a.port)
-    with server:
-        print(server.base_url, flush=True)
-        print(f"serving '{r.judge.name}'; use --set judge.base_url={server.base_url}; Ctrl-C stops it",
+    if a.port:
+        serve = r.judge.serve.model_copy(update={"port": a.port})
+        r = r.model_copy(update={"judge": r.judge.model_copy(update={"serve": serve})})
+    servers = launch_replicas(r, r.run_dir)  # judge.serve.replicas of them, on --port, --port + 1, ...
+    try:
+        urls = [s.base_url for s in servers]
+        print(" ".join(urls), flush=True)
+        listed = urls[0] if len(urls) == 1 else "[" + ",".join(urls) + "]"
+        print(f"serving '{r.judge.name}'; use --set judge.base_url={listed}; Ctrl-C stops it",
               file=sys.stderr, flush=True)
-        while server.proc and server.proc.poll() is None:
+        while all(s.died() is None for s in servers):
             time.sleep(1)
-        if server.proc is not None:
-            print(f"error: the judge server exited with code {server.proc.returncode}", file=sys.stderr)
-            return 1
-    return 0
+        for s in servers:
+            if (code := s.died()) is not None:
+                print(f"error: the judge server at {s.base_url} exited with code {code}", file=sys.stderr)
+        return 1
+    finally:
+        for s in servers:
+            s.stop()
 
 
 def cmd_score(a) -> int:

@@ -21,6 +21,26 @@ class ServeSpec(Strict):
     env: dict[str, str] = {}
     startup_timeout_s: float = 600.0
     nice: int = Field(0, ge=0, le=19)  # lower the server's CPU priority when it shares CPUs with the trainer
+    # K servers of the same judge, one pool: each request goes to the least-loaded healthy one, a dead one is
+    # restarted and put back (rlaif/judge/pool.py). On GPUs give each its own devices.
+    replicas: int = Field(1, ge=1)
+    # CUDA_VISIBLE_DEVICES of each replica, one entry per replica ("0,1" for a tensor-parallel pair)
+    devices: list[str] | None = None
+    tensor_parallel_size: int = Field(1, ge=1)  # vLLM's --tensor-parallel-size for each replica
+
+    @model_validator(mode="after")
+    def _one_device_set_per_replica(self):
+        if self.devices is not None and len(self.devices) != self.replicas:
+            raise ValueError(f"devices lists {len(self.devices)} device set(s) for {self.replicas} replica(s); "
+                             "give one CUDA_VISIBLE_DEVICES string per replica, e.g. ['0,1', '2,3']")
+        if self.devices is not None:
+            for d in self.devices:
+                if len(d.split(",")) != self.tensor_parallel_size:
+                    raise ValueError(f"devices entry {d!r} has {len(d.split(','))} GPU(s) but tensor_parallel_size "
+                                     f"is {self.tensor_parallel_size}: each replica needs exactly that many")
+        if "--tensor-parallel-size" in self.extra_args and self.tensor_parallel_size > 1:
+            raise ValueError("give the tensor-parallel size once: tensor_parallel_size, not also in extra_args")
+        return self
 
 
 class LocalJudgeSpec(Strict):
@@ -49,7 +69,7 @@ class JudgeSpec(Strict):
     mode: Literal["logprob", "verdict", "pairwise"] = "logprob"
     pairwise_against: Literal["reference", "group"] = "reference"
     pairwise_opponents: int = Field(3, ge=1)  # group members each completion is compared with
-    # a running OpenAI-compatible server, or several (load spread round-robin, retries fail over);
+    # a running OpenAI-compatible server, or several (one pool: the least-loaded healthy one, retries elsewhere);
     # when set, nothing is launched
     base_url: str | list[str] | None = None
     api_key: str | None = None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
+from rlaif.common.dist import gather_objects, rank, world_size
 from rlaif.common.jsonl import write_jsonl
 from rlaif.config.recipe import Recipe
 from rlaif.data.dataset import load_dataset
@@ -34,11 +35,13 @@ def _explain(verdict: Verdict) -> str:
 
 
 def validate(recipe: Recipe, model, tok, url: str, records: list[dict], second: OpinionSource | None,
-             step: int) -> tuple[dict, list[dict]]:
-    """One validation pass over held-out records (dataset rows): (metrics for the log, rows for validation.jsonl).
-    Each sample carries its record's metadata (reference answer, per-record rubric), as in training."""
+             step: int) -> list[dict]:
+    """One validation pass over held-out records (dataset rows): the rows for validation.jsonl. Each sample
+    carries its record's metadata (reference answer, per-record rubric), as in training."""
     import torch
 
+    if not records:  # more processes than validation prompts: this one has none
+        return []
     e = recipe.eval
     was_training = model.training
     model.eval()
@@ -59,6 +62,11 @@ def validate(recipe: Recipe, model, tok, url: str, records: list[dict], second: 
                      "reward": v.reward, "scores": v.scores,
                      "judge_pass": None if v.reward is None else v.reward > 0.5,
                      "rationale": _explain(v), "second_pass": sp})
+    return rows
+
+
+def val_metrics(rows: list[dict]) -> dict:
+    """The validation metrics for the log, from the rows of every process."""
     scored = [r for r in rows if r["reward"] is not None]
     metrics = {"val/reward": statistics.fmean(r["reward"] for r in scored) if scored else float("nan"),
                "val/pass_rate": statistics.fmean(r["judge_pass"] for r in scored) if scored else float("nan"),
@@ -67,12 +75,12 @@ def validate(recipe: Recipe, model, tok, url: str, records: list[dict], second: 
     if both:
         metrics["val/second_opinion_pass_rate"] = statistics.fmean(r["second_pass"] for r in both)
         metrics["val/second_opinion_agreement"] = statistics.fmean(r["judge_pass"] == r["second_pass"] for r in both)
-    return metrics, rows
+    return metrics
 
 
 def make_callback(recipe: Recipe, tok, url: str, second: OpinionSource | None, run_dir: Path, say=None):
-    """A TrainerCallback that validates at step 0 and every `eval.every_steps` (rank 0), logging through the
-    trainer."""
+    """A TrainerCallback that validates at step 0 and every `eval.every_steps` (each process its share of the
+    prompts; rank 0 writes and logs), logging through the trainer."""
     from transformers import Trainer, TrainerCallback
 
     ds = load_dataset(recipe.data.eval, columns=recipe.data.columns)
@@ -85,9 +93,16 @@ def make_callback(recipe: Recipe, tok, url: str, second: OpinionSource | None, r
         trainer = None  # set by run_training once the trainer exists: metrics are logged through it
 
         def _run(self, state, model):
-            if not state.is_world_process_zero or self.trainer is None:
+            if self.trainer is None:
                 return
-            metrics, rows = validate(recipe, model, tok, url, records, second, state.global_step)
+            # every process validates its share of the prompts and the main process gathers them: no process
+            # waits past the step for another's whole pass (with FSDP, generation needs every process anyway)
+            mine = records[rank()::world_size()]
+            rows = [r for part in gather_objects(validate(recipe, model, tok, url, mine, second, state.global_step))
+                    for r in part]
+            if not state.is_world_process_zero:
+                return
+            metrics = val_metrics(rows)
             write_jsonl(out_path, rows, append=True)
             # the base Trainer.log: into log_history and every report_to logger. GRPOTrainer.log would fold
             # in (and clear) the training metrics it is averaging until the next logging step. Logging resets

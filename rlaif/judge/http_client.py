@@ -2,8 +2,9 @@
 
 Bounded concurrency, optional request and token rate limits, a per-call timeout, and retries with exponential
 backoff and full jitter on transport errors, 408, 429 and 5xx; other 4xx are the caller's mistake and are not
-retried. Several base URLs spread the load round-robin, and a retry goes to the next URL, so one dead server
-costs retries, not judgments. One `openai.AsyncOpenAI` per URL per event loop, because TRL runs async reward
+retried. Several base URLs are one pool (rlaif/judge/pool.py): each request goes to the least-loaded healthy
+server, a retry goes to another, a server that refuses connections is out until its /health answers, and while
+none is up requests wait for one, so one dead server costs retries, not judgments. One `openai.AsyncOpenAI` per URL per event loop, because TRL runs async reward
 functions on its own loop while evaluation runs on another, and an HTTP connection pool must not cross loops.
 
 One-token requests made together (a reward batch's logprob or pairwise requests) go to vLLM's
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import itertools
 import json
 import logging
 import random
@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 import httpx
 
 from rlaif.judge.backend import CallResult
-from rlaif.judge.outage import Outage
+from rlaif.judge.pool import Pool
 from rlaif.judge.token_prompts import TokenPrompts
 from rlaif.judge.urls import api_url
 
@@ -83,7 +83,7 @@ class ClientSettings:
     # tokenizer and chat template (rlaif/judge/token_prompts.py), when this folder or cached hub id has one and
     # the server's /tokenize agrees; otherwise to the chat batch endpoint
     tokenizer: str | None = None
-    max_outage_wait_s: float = 600.0  # how long requests wait for a supervised server's restart
+    max_outage_wait_s: float = 600.0  # how long requests wait for a judge server to be up again
 
     @property
     def urls(self) -> list[str]:
@@ -125,7 +125,6 @@ class _LoopState:
     sem: asyncio.Semaphore
     requests: RateLimiter | None
     tokens: RateLimiter | None
-    order: itertools.cycle = field(default=None)
     http: object = None  # for the batch endpoint, which the SDK has no method for
     pending: dict = field(default_factory=dict)  # params key -> (params, [(messages, future)])
     flusher: asyncio.Task | None = None
@@ -138,6 +137,16 @@ def _namespace(obj):
     if isinstance(obj, list):
         return [_namespace(v) for v in obj]
     return obj
+
+
+def _refused(e: BaseException) -> bool:
+    """Whether the server was not there at all (connection refused or not made), as opposed to slow or rude: a
+    refused server is out of the pool until its /health answers; a slow one only costs this request a retry."""
+    while e is not None:
+        if type(e).__name__ in ("ConnectError", "ConnectTimeout", "ConnectionRefusedError"):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
 
 
 def estimate_tokens(messages: list[dict], max_tokens: int | None) -> float:
@@ -158,7 +167,12 @@ class JudgeClient:
         self.no_batch: set[str] = set()  # servers that answered 404/405 on the batch endpoint
         self.batches = 0  # batch POSTs sent (for the benchmarks)
         self.token_prompts = TokenPrompts(settings.tokenizer) if settings.tokenizer else None
-        self.outage = Outage(settings.max_outage_wait_s)  # set by a supervisor of the server (rlaif/factory.py)
+        # the servers' health and load; a supervisor of a server rlaif launched reports to it (rlaif/factory.py)
+        self.pool = Pool(self.urls, settings.max_outage_wait_s, settings.api_key)
+
+    def replica_summary(self) -> dict:
+        """Per server: judge requests sent, failed, and times it was taken out of the pool."""
+        return {u: dict(c, downs=self.pool.replicas[u].downs) for u, c in self.per_url.items()}
 
     def _http(self):
         # The SDK's own HTTP client class (openai 3 runs on httpx2), sized so that the semaphore, not the pool,
@@ -177,7 +191,7 @@ class JudgeClient:
                 {}, asyncio.Semaphore(self.settings.max_concurrency),
                 RateLimiter(rps, max(1.0, rps)) if rps else None,
                 RateLimiter(tpm / 60.0, tpm / 60.0 * 5) if tpm else None,  # up to 5 s of tokens at once
-                itertools.cycle(self.urls), self._http())
+                self._http())
         return self._per_loop[loop]
 
     def _sdk(self, st: _LoopState, url: str) -> openai.AsyncOpenAI:
@@ -259,8 +273,8 @@ class JudgeClient:
         t0 = time.perf_counter()
         last_err, url = None, None
         for attempt in range(self.settings.max_retries + 1):
-            await self.outage.wait()  # a supervised server restarting: wait for it rather than fail
-            url = next(st.order)
+            await self.pool.wait()  # no server up (a restart, say): wait for one rather than fail
+            url = self.pool.pick(avoid=url)  # the least loaded; a retry goes elsewhere when it can
             if url in self.no_batch:
                 return await self._singly(params, items)
             tp = self.token_prompts
@@ -276,9 +290,9 @@ class JudgeClient:
             self.per_url[url]["calls"] += len(items)  # counted per judge request, as single calls are
             self.batches += 1
             try:
-                async with st.sem:
-                    r = await st.http.post(api_url(url) + endpoint,
-                                           json=body, headers=headers)
+                with self.pool.serving(url, len(items)):  # queued for the semaphore counts as load too
+                    async with st.sem:
+                        r = await st.http.post(api_url(url) + endpoint, json=body, headers=headers)
                 if r.status_code in (404, 405) and as_tokens:  # /tokenize, but no /v1/completions
                     return await self._without_tokens(st, params, items, url,
                                                       f"its /v1/completions answered HTTP {r.status_code}")
@@ -302,6 +316,7 @@ class JudgeClient:
                     replies = ([SimpleNamespace(choices=[tp.as_chat_choice(c, labels)]) for c in choices] if as_tokens
                                else [_namespace({"choices": [c]}) for c in choices])
                     dt = time.perf_counter() - t0
+                    self.pool.replicas[url].answered = True
                     for (_, fut), reply in zip(items, replies):
                         if not fut.done():
                             fut.set_result(CallResult(reply, dt, attempt + 1, None, url))
@@ -312,6 +327,8 @@ class JudgeClient:
                     break
             except (httpx.HTTPError, sdk_http.HTTPError) as e:
                 last_err = f"{type(e).__name__}: {str(e)[:200]}"
+                if _refused(e):
+                    self.pool.refused(url, last_err)
             except (ValueError, KeyError, TypeError, IndexError) as e:  # a reply that is not the batch answer
                 last_err = f"malformed batch reply: {type(e).__name__}: {str(e)[:200]}"
             self.per_url[url]["failures"] += len(items)
@@ -336,17 +353,19 @@ class JudgeClient:
         t0 = time.perf_counter()
         last_err, url = None, None
         for attempt in range(self.settings.max_retries + 1):
-            await self.outage.wait()  # a supervised server restarting: wait for it rather than fail
-            url = next(st.order)  # round-robin; a retry goes to the next server
+            await self.pool.wait()  # no server up (a restart, say): wait for one rather than fail
+            url = self.pool.pick(avoid=url)  # the least loaded; a retry goes elsewhere when it can
             if st.requests:
                 await st.requests.acquire()
             if st.tokens:
                 await st.tokens.acquire(estimate_tokens(messages, params.get("max_tokens")))
             self.per_url[url]["calls"] += 1
             try:
-                async with st.sem:
-                    resp = await self._sdk(st, url).chat.completions.create(model=self.settings.model, messages=messages,
-                                                                         **params)
+                with self.pool.serving(url):
+                    async with st.sem:
+                        resp = await self._sdk(st, url).chat.completions.create(
+                            model=self.settings.model, messages=messages, **params)
+                self.pool.replicas[url].answered = True
                 return CallResult(resp, time.perf_counter() - t0, attempt + 1, None, url)
             except openai.APIStatusError as e:
                 last_err = f"HTTP {e.status_code}: {str(e)[:200]}"
@@ -355,6 +374,8 @@ class JudgeClient:
                     break
             except (openai.APIConnectionError, openai.APITimeoutError, httpx.HTTPError, sdk_http.HTTPError) as e:
                 last_err = f"{type(e).__name__}: {str(e)[:200]}"
+                if _refused(e):
+                    self.pool.refused(url, last_err)
             except Exception as e:  # a malformed reply the SDK cannot decode: treat as a failed call
                 last_err = f"{type(e).__name__}: {str(e)[:200]}"
             self.per_url[url]["failures"] += 1

@@ -98,6 +98,7 @@ class Judge:
                        "truncated": 0, "reasoning_cut_off": 0}
         self.latencies: list[float] = []
         mfr = self.on_failure.max_fail_rate
+        self._restarting: set[str] = set()  # launched servers whose supervisor is restarting them
         self.failures = FailureWindow(mfr, lambda rate, n: f"judge failure rate {rate:.0%} over the last {n} calls "
                                       f"is above the recipe's judge.max_fail_rate {mfr:.0%}",
                                       self.on_failure.fail_window, self.on_failure.min_calls)
@@ -255,28 +256,36 @@ class Judge:
         self.latencies.append(res["latency_s"])
 
     # -- a judge server that crashed and is being restarted (rlaif/judge/server.py: Supervisor) --------------------
-    def server_down(self, exit_code=None) -> None:
-        """While the server restarts, its requests wait for it (rlaif/judge/outage.py); a call that fails anyway
-        is counted and falls back, but does not stop the run."""
-        self.failures.paused = True  # while the Supervisor restarts the server
-        outage = getattr(self.backend, "outage", None)
-        if outage is not None:
-            outage.down = True
-        log.warning("judge server down (exit code %s): judgments wait for its restart", exit_code)
+    def _pool(self):
+        return getattr(self.backend, "pool", None)  # an HTTP judge's servers (rlaif/judge/pool.py)
 
-    def server_up(self) -> None:
+    def server_down(self, url: str, exit_code=None) -> None:
+        """While a server restarts, its requests go to the other replicas, or wait for it when it was the last
+        (rlaif/judge/pool.py); a call that fails anyway is counted and falls back, but does not stop the run."""
+        self._restarting.add(url)
+        self.failures.paused = True  # while the Supervisor restarts the server
+        if (pool := self._pool()) is not None:
+            pool.mark_down(url, f"exit code {exit_code}; restarting it", was_up=True)
+
+    def server_up(self, url: str) -> None:
+        self._restarting.discard(url)
         self.failures.clear()  # judge the restarted server on its own calls
         self.totals["server_restarts"] += 1
-        self.failures.paused = False
-        outage = getattr(self.backend, "outage", None)
-        if outage is not None:
-            outage.restarted()
+        self.failures.paused = bool(self._restarting)
+        if (pool := self._pool()) is not None:
+            pool.mark_up(url)
 
-    def give_up(self, why: str) -> None:
-        """The server cannot come back: stop the run at the end of the step (and stop waiting for it)."""
-        outage = getattr(self.backend, "outage", None)
-        if outage is not None:
-            outage.given_up = True
+    def give_up(self, url: str, why: str) -> None:
+        """A server cannot come back: out of the pool for good. When it was the last, stop the run at the end of
+        the step (and stop waiting for it)."""
+        self._restarting.discard(url)
+        self.failures.paused = bool(self._restarting)
+        pool = self._pool()
+        if pool is not None:
+            pool.give_up(url)
+        if pool is not None and pool.recoverable():
+            log.error("%s; %d other replica(s) go on judging", why, len(pool.healthy()))
+            return
         self.failures.stop(why)
 
     @property
@@ -331,12 +340,15 @@ class Judge:
         """Totals for the run summary. `failed` counts every failed call, whatever the cause."""
         lat = self.latencies
         calls = max(1, self.totals["calls"])
-        outage = getattr(self.backend, "outage", None)
+        pool = self._pool()
         return dict(self.totals, failed=self.totals["failures"] + self.totals["parse_failures"],
-                    outage_wait_s=round(outage.waited_s, 1) if outage is not None else 0.0,
+                    outage_wait_s=round(pool.waited_s, 1) if pool is not None else 0.0,
+                    replicas=self.backend.replica_summary() if pool is not None else {},
                     fail_rate=self.totals["failures"] / calls,
                     parse_fail_rate=self.totals["parse_failures"] / calls,
                     latency_p50_s=round(percentile(lat, 0.5), 4), latency_p95_s=round(percentile(lat, 0.95), 4))
 
     def close(self) -> None:
         self.judgments.close()
+        if (pool := self._pool()) is not None:
+            pool.close()

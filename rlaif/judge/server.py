@@ -118,11 +118,18 @@ class VLLMServer:
 
     @classmethod
     def for_judge(cls, judge: JudgeSpec, log_path: Path | None, port: int | None = None,
-                  progress=None) -> VLLMServer:
-        """The server a recipe's `judge:` block describes."""
+                  progress=None, replica: int = 0) -> VLLMServer:
+        """The server a recipe's `judge:` block describes; its `replica`-th when it asks for several (next port,
+        own devices)."""
         s = judge.serve
-        return cls(judge.model, judge.name, host=s.host, port=port or s.port, python=s.python, dtype=s.dtype,
-                   max_model_len=s.max_model_len, extra_args=s.extra_args, env=s.env, log_path=log_path,
+        env = dict(s.env)
+        if s.devices is not None:
+            env["CUDA_VISIBLE_DEVICES"] = s.devices[replica]
+        extra = list(s.extra_args) + (["--tensor-parallel-size", str(s.tensor_parallel_size)]
+                                      if s.tensor_parallel_size > 1 else [])
+        port = port or (s.port + replica if s.port else None)
+        return cls(judge.model, judge.name, host=s.host, port=port, python=s.python, dtype=s.dtype,
+                   max_model_len=s.max_model_len, extra_args=extra, env=env, log_path=log_path,
                    startup_timeout_s=s.startup_timeout_s, api_key=judge.api_key, nice=s.nice, progress=progress)
 
     @property
@@ -274,7 +281,7 @@ def _has_gpu() -> bool:
 class Supervisor:
     """Watches a launched judge server and restarts it when it dies mid-run.
 
-    While it is down, judge calls wait for it (rlaif/judge/outage.py, bounded by judge.max_outage_wait_s; past
+    While it is down, judge calls wait for it (rlaif/judge/pool.py, bounded by judge.max_outage_wait_s, unless other replicas carry them; past
     that they fail and get the recipe's fallback, counted in `judge/fail_rate`); `on_down` and `on_up` let the
     reward hold its failure-rate stop for that time, so a crash and restart costs time, not steps. After `max_restarts` restarts, or a restart that fails, `on_give_up` says why.
     """
@@ -307,16 +314,18 @@ class Supervisor:
                 self.on_down(code)
             if self.restarts >= self.max_restarts:
                 if self.on_give_up:
-                    self.on_give_up(f"the judge server died (exit code {code}) after {self.restarts} restart(s)")
+                    self.on_give_up(f"the judge server at {self.server.base_url} died (exit code {code}) after "
+                                    f"{self.restarts} restart(s)")
                 return
             self.restarts += 1
-            self.server.progress(f"the judge server died (exit code {code}); restarting it "
+            self.server.progress(f"the judge server at {self.server.base_url} died (exit code {code}); restarting it "
                                  f"({self.restarts} of at most {self.max_restarts})")
             try:
                 self.server.restart()
             except Exception as e:  # cannot come back: the run must stop, not train on fallbacks
                 if self.on_give_up:
-                    self.on_give_up(f"the judge server died (exit code {code}) and did not restart: {e}")
+                    self.on_give_up(f"the judge server at {self.server.base_url} died (exit code {code}) and did not "
+                                    f"restart: {e}")
                 return
             if self.on_up:
                 self.on_up()

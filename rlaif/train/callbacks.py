@@ -1,4 +1,5 @@
-"""The callbacks of a training run: stop on a reward's failure rate (with a checkpoint), mark checkpoints complete,
+"""The callbacks of a training run: stop on a signal or a reward's failure rate, agreed by every process (with a
+checkpoint), mark checkpoints complete,
 time steps and print a progress line, and the watch (health warnings, validation with a second opinion)."""
 from __future__ import annotations
 
@@ -7,23 +8,29 @@ import time
 from pathlib import Path
 
 from rlaif.common.console import say
-from rlaif.common.dist import any_process
+from rlaif.common.dist import gather_objects
 from rlaif.config.recipe import Recipe
 from rlaif.eval import health, validation
 from rlaif.eval.second_opinion import open_second_opinion
 from rlaif.rewards.trl_adapter import TRLReward
 from rlaif.train.checkpoints import mark_complete
+from rlaif.train.preemption import Preemption
 
 
-def run_callbacks(rewards: list[TRLReward], timings: list[float]) -> list:
+def run_callbacks(rewards: list[TRLReward], timings: list[float], preemption: Preemption) -> list:
     from transformers import TrainerCallback
 
-    class StopOnRewardFailures(TrainerCallback):
-        """Stop (with a checkpoint) when a reward fails too often, rather than train on fallbacks; when it fails in
-        one process, every process stops at the end of the same step."""
+    class AgreedStop(TrainerCallback):
+        """At each step's end, every process shares what would stop it (a signal it got, a reward failing too
+        often) in one collective, and all stop together, with a checkpoint: a process stopping alone would leave
+        the others waiting in the next collective (a hang), and a signal may reach one process first, or only
+        one."""
 
         def on_step_end(self, args, state, control, **kw):
-            if any_process(any(r.should_stop for r in rewards)):
+            seen = gather_objects((preemption.signum, any(r.should_stop for r in rewards)))
+            if preemption.signum is None:
+                preemption.signum = next((s for s, _ in seen if s is not None), None)
+            if preemption.signum is not None or any(failing for _, failing in seen):
                 control.should_training_stop = True
                 control.should_save = True
 
@@ -59,7 +66,7 @@ def run_callbacks(rewards: list[TRLReward], timings: list[float]) -> list:
                 parts.append(f"judge fail {logs['judge/fail_rate']:.1%}")
             say(" | ".join(parts))
 
-    return [StopOnRewardFailures(), MarkComplete(), StepLog()]
+    return [AgreedStop(), MarkComplete(), StepLog()]
 
 
 def label(key: str) -> str:

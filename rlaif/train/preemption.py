@@ -9,9 +9,10 @@ import shlex
 import signal
 import sys
 import threading
+from pathlib import Path
 
 from rlaif.common.console import say
-from rlaif.common.dist import gather_objects
+from rlaif.common.dist import world_size
 from rlaif.errors import Preempted
 
 EXIT_CODES = {signal.SIGTERM: 143, signal.SIGINT: 130}  # 128 + the signal, as shells report it
@@ -22,15 +23,24 @@ def signal_name(signum: int) -> str:
     return signal.Signals(signum).name
 
 
-def resume_command(argv: list[str] | None = None) -> str:
-    """The command line that continues this run: the one that started it, with --resume."""
+def resume_command(argv: list[str] | None = None, prog: str | None = None) -> str:
+    """The command line that continues this run: the one that started it, with --resume. Started as
+    `python -m rlaif.train` (what torchrun and `accelerate launch` run), the arguments are `rlaif train`'s; under a
+    launcher, the same launch line continues it."""
     args = list(sys.argv[1:] if argv is None else argv)
-    return shlex.join(["rlaif", *args] + ([] if "--resume" in args else ["--resume"]))
+    args += [] if "--resume" in args else ["--resume"]
+    prog = sys.argv[0] if prog is None else prog
+    if Path(prog).parent.name == "train" and Path(prog).name == "__main__.py":
+        if world_size() > 1:
+            return shlex.join(["-m", "rlaif.train", *args]) + "   (after your launcher and its options, as before)"
+        return shlex.join(["rlaif", "train", *args])
+    return shlex.join(["rlaif", *args])
 
 
 class Preemption:
     """While active (a context manager around `trainer.train`): the first SIGTERM or SIGINT asks the trainer to
-    stop at the end of the step and save (through `callback()`); a second, or the grace period running out,
+    stop at the end of the step and save (`signum` is set; rlaif/train/callbacks.py's AgreedStop stops every
+    process at that step's end); a second, or the grace period running out,
     raises KeyboardInterrupt, as a signal did before. Only the main thread receives signals."""
 
     def __init__(self, grace_s: float | None, step_times: list[float]):
@@ -68,24 +78,6 @@ class Preemption:
         for s, old in self._old.items():
             signal.signal(s, old)
         return False
-
-    def callback(self):
-        from transformers import TrainerCallback
-        pre = self
-
-        class StopOnSignal(TrainerCallback):
-            """At the end of the step during which the signal came: stop, and save a checkpoint."""
-
-            def on_step_end(self, args, state, control, **kw):
-                # every process stops at the same step (a signal may reach one process first, or only one)
-                signums = gather_objects(pre.signum)
-                if pre.signum is None:
-                    pre.signum = next((s for s in signums if s is not None), None)
-                if pre.signum is not None:
-                    control.should_training_stop = True
-                    control.should_save = True
-
-        return StopOnSignal()
 
     def stopped(self, step: int, checkpoint: str | None) -> Preempted:
         """The error that ends the command once training stopped on the signal."""

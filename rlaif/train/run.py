@@ -111,7 +111,7 @@ def run_training(recipe: Recipe, *, resume: bool = False, base_url: str | None =
     with contextlib.ExitStack() as stack:
         rewards, url = make_rewards(recipe, run_dir, base_url, stack)
         preemption = Preemption(recipe.train.preempt_grace_s, timings)
-        callbacks = [preemption.callback()] + run_callbacks(rewards, timings) \
+        callbacks = run_callbacks(rewards, timings, preemption) \
             + watch_callbacks(recipe, tok, url, run_dir, stack)
         trainer = GRPOTrainer(model=recipe.policy.model, reward_funcs=rewards, args=args, train_dataset=train_ds,
                               eval_dataset=eval_ds, processing_class=tok, peft_config=peft_config,
@@ -133,19 +133,19 @@ def run_training(recipe: Recipe, *, resume: bool = False, base_url: str | None =
         finally:
             for reward in rewards:
                 reward.close()
-    # what every process saw, agreed: the first stop reason of any, and the run's totals over processes
-    stop_reason = next(filter(None, gather_objects(next((r.stop_reason for r in rewards if r.stop_reason), None))),
-                       None)
+    # what every process saw, in one collective: the first stop reason of any, and the run's totals over processes
+    s_per_step = round(sum(timings) / len(timings), 3) if timings else None
     per_process = gather_objects({"rank": rank(), "steps": trainer.state.global_step,
                                   "judge": first_judge_summary(rewards),
-                                  "rewards": {r.__name__: r.summary() for r in rewards},
-                                  "s_per_step": round(sum(timings) / len(timings), 3) if timings else None})
+                                  "rewards": {r.__name__: r.summary() for r in rewards}, "s_per_step": s_per_step,
+                                  "stop_reason": next((r.stop_reason for r in rewards if r.stop_reason), None)})
+    stop_reason = next((p["stop_reason"] for p in per_process if p["stop_reason"]), None)
     summary = {
         "steps": trainer.state.global_step,
         "max_steps": trainer.state.max_steps,
         "resumed_from": checkpoint,
         "wall_s": round(time.perf_counter() - t0, 1),
-        "s_per_step": round(sum(timings) / len(timings), 3) if timings else None,
+        "s_per_step": s_per_step,
         "step_times": [round(t, 4) for t in timings],
         # the judge's totals under "judge", as single-source runs always wrote them; every source's below; summed
         # over the run's processes, each process's own under "processes"

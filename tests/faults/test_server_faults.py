@@ -50,6 +50,66 @@ def test_a_judge_server_killed_mid_run_is_restarted_and_training_waits_for_it(ti
     assert len(rows) >= 120 * 16
 
 
+def _starts_and_posts(log):
+    """(line numbers of each start-up of a vLLM server's log, of each judge batch it served): the log is appended
+    to across restarts. Batches go to /v1/completions (token prompts) or /v1/chat/completions/batch; the start-up
+    probe's single chat request is not one."""
+    text = log.read_text(errors="replace").splitlines() if log.exists() else []
+    return ([i for i, ln in enumerate(text) if "Application startup complete" in ln],
+            [i for i, ln in enumerate(text) if ('"POST /v1/completions ' in ln or '/chat/completions/batch ' in ln)
+             and " 200" in ln])
+
+
+def test_two_judge_replicas_share_the_load_and_one_killed_mid_run_costs_no_step(tiny, tmp_path):
+    """judge.serve.replicas: 2. Both serve; one is SIGKILLed mid-run; the other carries every request while the
+    supervisor restarts it; it comes back and serves again. Then SIGTERM: a checkpoint, exit 143."""
+    out = tmp_path / "run"
+    err = tmp_path / "stderr.txt"
+    cmd = RLAIF + ["train", "recipes/smoke.yaml", "--set", f"output_dir={out}", "--set", "grpo.max_steps=2000",
+                   "--set", "grpo.logging_steps=1", "--set", "grpo.save_strategy=no",
+                   "--set", "judge.serve.replicas=2", "--set", "eval.every_steps=null"]
+    with err.open("w") as ef:
+        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=ef, start_new_session=True)
+    logs = [out / "judge_server.log", out / "judge_server.1.log"]
+    timeline = {}
+    try:
+        wait_for(lambda: len(lines(out / "judgments.jsonl")) >= 4 * 32, 900, "4 judged steps")
+        assert all(_starts_and_posts(log)[1] for log in logs), "both replicas serve requests"
+        killed = int((out / "judge_server.1.pid").read_text())
+        t0 = time.monotonic()
+        os.killpg(killed, signal.SIGKILL)  # the replica and its engine
+        judged_at_kill = len(lines(out / "judgments.jsonl"))
+        wait_for(lambda: len(_starts_and_posts(logs[1])[0]) == 2, 600, "the killed replica's restart")
+        timeline["back_s"] = time.monotonic() - t0
+        judged_while_down = len(lines(out / "judgments.jsonl")) - judged_at_kill
+        restarted_at = _starts_and_posts(logs[1])[0][-1]
+        wait_for(lambda: any(i > restarted_at for i in _starts_and_posts(logs[1])[1]), 300,
+                 "the restarted replica to serve again")
+        timeline["serving_again_s"] = time.monotonic() - t0
+        p.send_signal(signal.SIGTERM)  # enough: stop cleanly at the step's end
+        assert p.wait(timeout=300) == 143, err.read_text()[-3000:]
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+    text = err.read_text()
+    assert "died (exit code" in text and "restarting it (1 of at most 3)" in text
+    assert judged_while_down > 0  # the other replica carried the run while this one restarted
+    summary = json.loads((out / "train_summary.json").read_text())
+    judge = summary["judge"]
+    assert judge["server_restarts"] == 1
+    assert judge["outage_wait_s"] == 0  # one replica was up all along: nothing waited
+    assert judge["fallbacks"] == 0 and judge["failures"] == 0, judge  # no judgment lost: no step lost
+    replicas = judge["replicas"]
+    assert len(replicas) == 2 and all(r["calls"] > 0 for r in replicas.values())
+    assert sorted(r["downs"] for r in replicas.values()) == [0, 1]
+    steps = [h["step"] for h in summary["log_history"] if "judge/fail_rate" in h]
+    assert steps == list(range(1, summary["steps"] + 1))  # every step logged, once, on judge rewards
+    assert (out / f"checkpoint-{summary['steps']}" / ".rlaif-complete").exists()
+    print(f"replica kill timeline: back after {timeline['back_s']:.1f}s, serving again after "
+          f"{timeline['serving_again_s']:.1f}s; {judged_while_down} judgments meanwhile; steps {summary['steps']}, "
+          f"s/step {summary['s_per_step']}; calls per replica {[r['calls'] for r in replicas.values()]}")
+
+
 class NotOurJudge:
     """Another OpenAI-compatible server sitting on the port the recipe asks for."""
 
