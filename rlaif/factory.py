@@ -61,8 +61,15 @@ def launch_replicas(recipe: Recipe, run_dir: Path) -> list[VLLMServer]:
         servers[0].start()
         return servers
     say(f"starting {k} judge replicas")
-    with ThreadPoolExecutor(k) as ex:  # together: a replica's start-up is mostly waiting on its own engine
-        outcomes = [f.exception() for f in [ex.submit(s.start) for s in servers]]
+    try:
+        for s in servers:  # from this thread: a server's parent-death signal is tied to the thread that forks it
+            s.launch()
+    except BaseException:
+        for s in servers:
+            s.stop()
+        raise
+    with ThreadPoolExecutor(k) as ex:  # waited for together: a start-up is mostly waiting on its own engine
+        outcomes = [f.exception() for f in [ex.submit(s.wait_until_ready) for s in servers]]
     if (err := next((e for e in outcomes if e is not None), None)) is not None:
         for s in servers:
             s.stop()

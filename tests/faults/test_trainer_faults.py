@@ -6,7 +6,7 @@ import subprocess
 import time
 
 import pytest
-from procs import RLAIF, lines, wait_for
+from procs import RLAIF, lines, session, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -32,19 +32,6 @@ def gone(pid):
         return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return True
-
-
-def session(sid):
-    """Every live process of a session (the judge server's: it leads its own, with its engine processes)."""
-    import psutil
-    out = []
-    for proc in psutil.process_iter(["pid", "name", "status"]):
-        try:
-            if os.getsid(proc.pid) == sid and proc.info["status"] != psutil.STATUS_ZOMBIE:
-                out.append(proc)
-        except (ProcessLookupError, PermissionError):
-            pass
-    return out
 
 
 def latest_complete_checkpoint(out):
