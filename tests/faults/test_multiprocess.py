@@ -95,6 +95,33 @@ def test_two_processes_share_one_judge_the_run_launched_and_learn(tiny, tmp_path
           f"{regex_rate[1]:.2f}")
 
 
+def test_the_judge_killed_under_two_processes_both_wait_for_its_restart(tiny, tmp_path):
+    """Only the main process supervises the judge; the other learns of the outage by a refused connection and of
+    the restart by the server's /health (rlaif/judge/pool.py). Both wait: no judgment fails, no step is lost."""
+    out = tmp_path / "run"
+    log = tmp_path / "stderr.txt"
+    with log.open("w") as f:
+        p = subprocess.Popen(run_cmd(out, 40), stdout=subprocess.DEVNULL, stderr=f, start_new_session=True)
+    try:
+        wait_for(lambda: len(lines(out / "judgments.rank1.jsonl")) >= 5 * 32, 600, "5 steps in both processes")
+        os.killpg(int((out / "judge_server.pid").read_text()), signal.SIGKILL)  # the server and its engine
+        p.wait(timeout=900)
+    finally:
+        if p.poll() is None:
+            kill_tree(p.pid)
+    assert p.returncode == 0, log.read_text()[-3000:]
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["steps"] == 40 and summary["judge"]["server_restarts"] == 1
+    for proc in summary["processes"]:
+        judge = proc["judge"]
+        assert judge["failures"] == 0 and judge["fallbacks"] == 0, proc  # the outage cost time, not judgments
+        assert judge["outage_wait_s"] > 5, proc  # each process waited for the restart (tens of seconds here)
+    steps = [h["step"] for h in summary["log_history"] if "judge/fail_rate" in h]
+    assert steps == list(range(1, 41))
+    print("judge killed under 2 processes: waited " + ", ".join(f"{x['judge']['outage_wait_s']}s" for x in
+                                                               summary["processes"]))
+
+
 def test_sigterm_to_torchrun_checkpoints_both_processes_and_resume_finishes(tiny, judge_url, tmp_path):
     """torchrun passes SIGTERM on to its workers (and SIGKILLs them 30 s later): they finish the step, save one
     checkpoint and stop together; the same launch line with --resume finishes the run, every step logged once."""
