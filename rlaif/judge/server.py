@@ -173,7 +173,7 @@ class VLLMServer:
         not the process (a server started from a short-lived thread gets SIGTERM when that thread ends)."""
         self._pick_port()
         env = os.environ.copy()
-        if not _has_gpu():
+        if not has_gpu():
             env.update({"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_LOGGING_LEVEL": "INFO"})
             if self.cpu_bind:
                 env["VLLM_CPU_OMP_THREADS_BIND"] = self.cpu_bind
@@ -305,7 +305,7 @@ def _signal_group(pgid: int, sig: int) -> None:
         pass
 
 
-def _has_gpu() -> bool:
+def has_gpu() -> bool:
     return shutil.which("nvidia-smi") is not None and subprocess.run(
         ["nvidia-smi", "-L"], capture_output=True).returncode == 0
 
