@@ -5,7 +5,7 @@ import sys
 
 from rlaif.config.recipe import load_recipe
 from rlaif.data.dataset import prompt_tokens, read_records
-from rlaif.data.nova import bedrock_problems
+from rlaif.data.nova import bedrock_problems, open_weight_problems
 from rlaif.data.tables import parse_columns
 from rlaif.errors import UserError
 
@@ -24,6 +24,9 @@ def add_parser(sub) -> None:
     cp.add_argument("--recipe", help="take maxPromptLength and the tokenizer from this recipe")
     cp.add_argument("--local", action="store_true", help="only the rules for local training (multi-turn prompts "
                     "and fewer than 100 records allowed)")
+    cp.add_argument("--target", choices=["nova", "open-weight"], default="nova",
+                    help="whose Bedrock rules: nova (single-turn prompts; default) or open-weight (gpt-oss-20b, "
+                         "Qwen3-32B: a reference_answer in every record, prompts of any turns)")
     cp.set_defaults(fn=cmd_check)
 
 
@@ -31,7 +34,8 @@ def cmd_check(a) -> int:
     res = read_records(a.file, parse_columns(a.columns))
     problems = list(res.problems)
     if not a.local:
-        problems += bedrock_problems(a.file, list(zip(res.record_lines, res.records)))
+        rows = list(zip(res.record_lines, res.records))
+        problems += (open_weight_problems if a.target == "open-weight" else bedrock_problems)(a.file, rows)
     for p in sorted(problems, key=lambda p: p.line):
         print(f"error: {p}", file=sys.stderr)
     bad_lines = len({p.line for p in problems})

@@ -7,10 +7,11 @@ import sys
 
 from rlaif.config.nova import grpo_settings
 from rlaif.config.recipe import load_recipe
+from rlaif.errors import UserError
 from rlaif.factory import judge_endpoint
 from rlaif.nova.export import export_lambda
 from rlaif.nova.gateway import Gateway, build_app, check_bind
-from rlaif.nova.job_config import job_config
+from rlaif.nova.job_config import job_config, open_weight_config, open_weight_snippet
 
 
 def add_parser(sub) -> None:
@@ -41,6 +42,12 @@ def add_parser(sub) -> None:
                                       "with the recipe's nova.hyperparameters; ARNs and S3 locations are "
                                       "placeholders unless the recipe's nova block gives them.")
     jp_.add_argument("recipe")
+    jp_.add_argument("--target", choices=["nova", "open-weight"], default="nova",
+                     help="nova: CreateModelCustomizationJob (default); open-weight: the Files API upload and "
+                          "fine_tuning.jobs.create of Bedrock's OpenAI-compatible RFT (gpt-oss-20b, Qwen3-32B), "
+                          "from the recipe's nova.open_weight block")
+    jp_.add_argument("--python", action="store_true", help="with --target open-weight: print a runnable openai-SDK "
+                     "program instead of JSON")
     jp_.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     jp_.set_defaults(fn=cmd_job_config)
 
@@ -72,6 +79,13 @@ def cmd_gateway(a) -> int:
 
 def cmd_job_config(a) -> int:
     r = load_recipe(a.recipe, a.overrides, check_files=False)
+    if a.target == "open-weight":
+        print(open_weight_snippet(r) if a.python else json.dumps(open_weight_config(r), indent=2))
+        print("# the reward Lambda: `rlaif nova export-lambda` (the same event and response as Nova's); the data: "
+              "`rlaif data check FILE --target open-weight`", file=sys.stderr)
+        return 0
+    if a.python:
+        raise UserError("--python prints the open-weight job's program: add --target open-weight")
     print(json.dumps(job_config(r), indent=2))
     _, rows = grpo_settings(r.nova.hyperparameters, r.grpo, has_eval=bool(r.data.eval), source=r.source)
     for bedrock, key, value in rows:

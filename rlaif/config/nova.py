@@ -47,9 +47,35 @@ class NovaHyperparameters(Strict):
     reasoningEffort: Literal["low", "medium", "high"] | None = None
 
 
+class OpenWeightHyperparameters(Strict):
+    """Bedrock's open-weight RFT (OpenAI-compatible `fine_tuning.jobs.create`) hyperparameters. Bedrock documents
+    n_epochs, batch_size and learning_rate_multiplier (its examples: 1, 4, 1.0) and no ranges; the others are the
+    openai SDK's reinforcement hyperparameters, which Bedrock does not document for these models: sent only when
+    set. docs/nova.md has the sources."""
+    # defaults: the values of every AWS example (no defaults or ranges are documented)
+    n_epochs: int = Field(1, gt=0)
+    batch_size: int = Field(4, gt=0)  # prompts per training step
+    learning_rate_multiplier: float = Field(1.0, gt=0)  # Bedrock advises < 1.0 for stability
+    reasoning_effort: Literal["default", "low", "medium", "high"] | None = None
+    eval_interval: int | None = Field(None, gt=0)
+    eval_samples: int | None = Field(None, gt=0)
+    compute_multiplier: float | None = Field(None, gt=0)
+
+
+class OpenWeightSpec(Strict):
+    """The open-weight Bedrock twin of the run (`rlaif nova job-config --target open-weight`): the base model Bedrock
+    trains, the reward Lambda it calls, and the job's hyperparameters."""
+    # the documented ids (us-west-2 only); AWS's Qwen notebook uses qwen.qwen3-32b-v1:0
+    base_model: str = "openai.gpt-oss-20b"
+    region: str = "us-west-2"
+    lambda_arn: str = "arn:aws:lambda:us-west-2:<ACCOUNT_ID>:function:<REWARD_FUNCTION>"
+    hyperparameters: OpenWeightHyperparameters = OpenWeightHyperparameters()
+
+
 class NovaSpec(Strict):
     """Bedrock terms for the run, and what `rlaif nova job-config` needs (placeholders where left out)."""
     hyperparameters: NovaHyperparameters = NovaHyperparameters()
+    open_weight: OpenWeightSpec = OpenWeightSpec()  # the same run as an open-weight Bedrock job
     base_model: str = "amazon.nova-2-lite-v1:0:256k"
     role_arn: str = "arn:aws:iam::<ACCOUNT_ID>:role/<BEDROCK_RFT_ROLE>"
     lambda_arn: str = "arn:aws:lambda:us-east-1:<ACCOUNT_ID>:function:<REWARD_FUNCTION>"

@@ -133,3 +133,13 @@ def bedrock_problems(path: str | Path, rows: list[tuple[int, dict]]) -> list[Pro
             out.append(Problem(str(path), n, "messages", f"Bedrock RFT takes single-turn prompts (an optional system "
                                f"message, then one user message); this one is {' -> '.join(roles)}"))
     return out
+
+
+def open_weight_problems(path: str | Path, rows: list[tuple[int, dict]]) -> list[Problem]:
+    """Bedrock's open-weight RFT (gpt-oss-20b, Qwen3-32B) where its rules differ from Nova's: every record carries a
+    `reference_answer` (its data page lists it in each example; AWS's walkthrough calls it mandatory), and the
+    prompt may hold system, user and assistant turns (its page lists all three roles and asks no single turn;
+    Nova asks one user turn). The record count, 100 to 20,000, is the same. docs/nova.md has the sources."""
+    return [Problem(str(path), n, "reference_answer", "Bedrock's open-weight RFT expects a reference_answer in every "
+                    "record (the reward Lambda gets it under metadata)")
+            for n, rec in rows if rec.get("reference_answer") is None]
