@@ -19,11 +19,23 @@ def _prompts(n=6):
 
 
 def _greedy(model, tok, messages):
+    """(the greedy completion's token ids, the margin between the best and second-best logit at each step)."""
     text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     ids = tok(text, return_tensors="pt")
     with torch.no_grad():
-        out = model.generate(**ids, max_new_tokens=16, do_sample=False)
-    return tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+        out = model.generate(**ids, max_new_tokens=16, do_sample=False, output_scores=True,
+                             return_dict_in_generate=True)
+    top2 = [s[0].topk(2).values for s in out.scores]
+    return out.sequences[0, ids["input_ids"].shape[1]:].tolist(), [float(t[0] - t[1]) for t in top2]
+
+
+def same_greedy(served: list[int], want: list[int], margins: list[float]) -> bool:
+    """Equal, or equal up to a step where transformers' best two logits were within 1e-3: another CPU's kernels
+    may break such a tie the other way (the suite runs on any x86-64 machine)."""
+    for i, (a, b) in enumerate(zip(served, want)):
+        if a != b:
+            return margins[i] < 1e-3
+    return len(served) == len(want) or margins[min(len(served), len(want))] < 1e-3
 
 
 def test_the_served_policy_answers_as_the_trained_one_and_base_as_the_base(short_run):
@@ -48,9 +60,11 @@ def test_the_served_policy_answers_as_the_trained_one_and_base_as_the_base(short
             want = {name: _greedy(m, tok, messages) for name, m in models.items()}
             first = {}
             for name in ("trained", "base"):
-                body = {"model": name, "messages": messages, "max_tokens": 16, "temperature": 0, "logprobs": True}
+                body = {"model": name, "messages": messages, "max_tokens": 16, "temperature": 0, "logprobs": True,
+                        "return_tokens_as_token_ids": True, "skip_special_tokens": False}
                 got = httpx.post(url + "/v1/chat/completions", json=body, timeout=60).json()["choices"][0]
-                assert got["message"]["content"] == want[name], (name, messages)
+                served = [int(t["token"].split(":")[1]) for t in got["logprobs"]["content"]]
+                assert same_greedy(served, *want[name]), (name, messages, served, want[name])
                 first[name] = got["logprobs"]["content"][0]["logprob"]
             gaps.append(abs(first["trained"] - first["base"]))
         assert max(gaps) > 1e-3, gaps
