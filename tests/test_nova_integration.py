@@ -292,3 +292,59 @@ def test_bedrock_hyperparameters_drive_a_grpo_run(judge_url, tmp_path):
     assert summary["steps"] == 2 and all(h["completions/max_length"] <= 16 for h in logs)
     calls = [json.loads(ln) for ln in (run / "judgments.jsonl").read_text().splitlines()]
     assert len(calls) == 2 * 16  # two rounds of 4 prompts x 4 samples, one judgment each
+
+
+def parity_cmd(samples, out, *sets):
+    flags = [x for s in sets for x in ("--set", s)]
+    return subprocess.run([sys.executable, "-m", "rlaif.cli", "nova", "parity", "recipes/smoke.yaml", "--samples",
+                           str(samples), "--out", str(out), *flags], capture_output=True, text=True, timeout=300)
+
+
+def test_parity_on_identical_judge_replies_is_exact(tmp_path):
+    """`rlaif nova parity` in verdict mode, against scripted verdicts that vary (PASS, FAIL, prose-wrapped, not a
+    verdict) and checks that gate and weigh: the exported Lambda and rlaif give every sample the same reward."""
+    scripted = ScriptedJudge()
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text("".join(json.dumps(s) + "\n" for s in heldout_samples(24)))
+    checks = json.dumps([{"kind": "blocklist", "words": ["idiot"]},
+                         {"kind": "regex_must_not", "pattern": "(?i)as an ai", "mode": "weight", "weight": 0.5}])
+    try:
+        r = parity_cmd(samples, tmp_path / "parity", "judge.mode=verdict", f"checks={checks}",
+                       f"judge.base_url={scripted.url}", f"output_dir={tmp_path / 'run'}", "judge.max_retries=0")
+    finally:
+        scripted.close()
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "mean |Lambda - rlaif|" in r.stdout and "24 samples" in r.stdout
+    summary = json.loads((tmp_path / "parity" / "parity.json").read_text())
+    assert summary["samples"] == summary["identical"] == 24
+    assert summary["mean_abs_diff"] == summary["max_abs_diff"] == 0.0
+    assert summary["spearman"] == pytest.approx(1.0)
+    assert summary["flips"]["says_please"]["pass_in_lambda_only"] == summary["flips"]["says_please"][
+        "pass_in_rlaif_only"] == 0
+    assert summary["flips"]["says_please"]["judged_by_both"] > 10  # gated, empty and failed samples are not judged
+    assert summary["judge_failed"] == {"lambda": 2, "rlaif": 2}  # "garble garble" twice: not a verdict
+    rows = [json.loads(ln) for ln in (tmp_path / "parity" / "parity.jsonl").read_text().splitlines()]
+    assert len({row["lambda_reward"] for row in rows}) >= 4  # the rewards vary: equality is not all zeros
+
+
+def test_parity_shows_how_far_a_logprob_reward_is_from_the_lambda(judge_url, tmp_path):
+    """The smoke recipe as it trains (logprob) against its verdict-mode Lambda on the tiny vLLM judge: they differ,
+    the command says by how much, a malformed line is named and left out, and a CI bound fails the command."""
+    samples = tmp_path / "samples.jsonl"
+    lines = [json.dumps(s) for s in heldout_samples(16)]
+    lines.insert(3, '{"id": "broken", "messages": [{"role": "user", "content": "hi"}]')  # not valid JSON
+    samples.write_text("\n".join(lines) + "\n")
+    r = parity_cmd(samples, tmp_path / "parity", f"judge.base_url={judge_url}", f"output_dir={tmp_path / 'run'}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stderr.count("samples.jsonl:4: (line): not valid JSON") == 1
+    assert "the exported Lambda (verdict) vs rlaif (logprob)" in r.stdout
+    summary = json.loads((tmp_path / "parity" / "parity.json").read_text())
+    assert summary["samples"] == 16 and summary["refused_lines"] == 1
+    assert summary["mean_abs_diff"] > 0.05  # the tiny judge was trained for logprob prompts: its verdicts are FAIL
+    flips = summary["flips"]["says_please"]
+    assert flips["pass_in_rlaif_only"] > 0
+    r = subprocess.run([sys.executable, "-m", "rlaif.cli", "nova", "parity", "recipes/smoke.yaml", "--samples",
+                        str(samples), "--out", str(tmp_path / "again"), "--max-mean-abs-diff", "0.01",
+                        "--set", f"judge.base_url={judge_url}", "--set", f"output_dir={tmp_path / 'run'}"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1 and "is above 0.01" in r.stderr and "Traceback" not in r.stderr

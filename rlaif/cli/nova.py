@@ -1,4 +1,4 @@
-"""`rlaif nova export-lambda|gateway|job-config`: the Bedrock bridge."""
+"""`rlaif nova export-lambda|gateway|job-config|parity`: the Bedrock bridge."""
 from __future__ import annotations
 
 import json
@@ -8,6 +8,7 @@ import sys
 from rlaif.config.nova import grpo_settings
 from rlaif.config.recipe import load_recipe
 from rlaif.errors import UserError
+from rlaif.eval.nova_parity import parity
 from rlaif.factory import judge_endpoint
 from rlaif.nova.export import export_lambda
 from rlaif.nova.gateway import Gateway, build_app, check_bind
@@ -16,7 +17,7 @@ from rlaif.nova.job_config import job_config, open_weight_config, open_weight_sn
 
 def add_parser(sub) -> None:
     np_ = sub.add_parser("nova", help="the Bedrock bridge: export a reward Lambda, a local Converse gateway, "
-                         "the Bedrock job configuration")
+                         "the Bedrock job configuration, reward parity with the Lambda")
     nsub = np_.add_subparsers(dest="nova_command", required=True, metavar="NOVA_COMMAND")
     xp = nsub.add_parser("export-lambda", help="write the recipe's rubric and checks as a Bedrock reward Lambda",
                          description="Write DIR/lambda_function.py (standard library and boto3 only) and "
@@ -50,6 +51,21 @@ def add_parser(sub) -> None:
                      "program instead of JSON")
     jp_.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     jp_.set_defaults(fn=cmd_job_config)
+    pp = nsub.add_parser("parity", help="score samples with the exported reward Lambda and with rlaif's own reward, "
+                         "and print how well they agree",
+                         description="Export the recipe's reward Lambda, run it unchanged on the samples (its boto3 "
+                                     "calls reach the recipe's judge through the local Converse gateway), score the "
+                                     "same samples with `rlaif judge score`, and print the agreement: mean and largest "
+                                     "absolute difference, identical rewards, Spearman's rank correlation, verdicts "
+                                     "flipped per criterion. Verdict mode on both sides gives identical rewards.")
+    pp.add_argument("recipe")
+    pp.add_argument("--samples", required=True, help="reward-Lambda event samples, JSONL (as `rlaif judge score` reads)")
+    pp.add_argument("--out", help="folder for lambda.jsonl, rlaif.jsonl, parity.jsonl, parity.json "
+                                  "(default: the recipe's run folder /parity)")
+    pp.add_argument("--max-mean-abs-diff", type=float, metavar="D",
+                    help="exit 1 when the mean absolute reward difference is above D (for CI)")
+    pp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    pp.set_defaults(fn=cmd_parity)
 
 
 def cmd_export_lambda(a) -> int:
@@ -75,6 +91,43 @@ def cmd_gateway(a) -> int:
               f"AWS_DEFAULT_REGION=us-east-1\nCtrl-C stops it", file=sys.stderr, flush=True)
         gw.serve()
     return 0
+
+
+def cmd_parity(a) -> int:
+    r = load_recipe(a.recipe, a.overrides)
+    out = a.out or str(r.run_dir / "parity")
+    with judge_endpoint(r, r.run_dir) as ep:
+        url = ep.url if isinstance(ep.url, str) else ep.url[0]
+        res = parity(r, url, a.samples, out)
+    for n in res["notes"]:  # (the samples file's problems were printed as it was read)
+        print(f"note: {n}", file=sys.stderr)
+    print_parity(res)
+    print(f"per sample: {out}/parity.jsonl; summary: {out}/parity.json", file=sys.stderr)
+    if a.max_mean_abs_diff is not None and res["mean_abs_diff"] > a.max_mean_abs_diff:
+        print(f"error: mean absolute difference {res['mean_abs_diff']} is above {a.max_mean_abs_diff}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def print_parity(res: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    rho = "n/a (one side constant)" if res["spearman"] is None else f"{res['spearman']:.3f}"
+    t = Table(title=f"reward parity: the exported Lambda ({res['lambda_mode']}) vs rlaif ({res['rlaif_mode']}), "
+                    f"judge {res['judge']}, {res['samples']} samples")
+    t.add_column("measure")
+    t.add_column("value", justify="right")
+    t.add_row("mean |Lambda - rlaif|", f"{res['mean_abs_diff']:.4f}")
+    t.add_row("max |Lambda - rlaif|", f"{res['max_abs_diff']:.4f}")
+    t.add_row("identical rewards", f"{res['identical']} / {res['samples']}")
+    t.add_row("Spearman rank correlation", rho)
+    t.add_row("judge failures (Lambda / rlaif)", f"{res['judge_failed']['lambda']} / {res['judge_failed']['rlaif']}")
+    for c, f in res["flips"].items():
+        t.add_row(f"flips: {c}", f"{f['pass_in_lambda_only'] + f['pass_in_rlaif_only']} of {f['judged_by_both']} "
+                                 f"({f['pass_in_lambda_only']} pass in the Lambda only, "
+                                 f"{f['pass_in_rlaif_only']} in rlaif only)")
+    Console(soft_wrap=True).print(t)
 
 
 def cmd_job_config(a) -> int:

@@ -1,0 +1,177 @@
+"""`rlaif nova parity RECIPE --samples FILE`: does the reward Lambda Bedrock will call agree with rlaif's own reward?
+
+Both sides score the same samples with the same judge. The Lambda is the one `rlaif nova export-lambda` writes for
+the recipe, run unchanged: its boto3 calls go through the local Converse gateway to the recipe's judge. rlaif's
+reward is `rlaif judge score` with the recipe as given. Verdict mode on both sides gives identical rewards (the
+Lambda carries rlaif's reward code whole); a logprob recipe is compared with the verdict-mode Lambda, and the
+agreement says how far the local reward is from the one Bedrock computes.
+
+Agreement: mean and largest absolute difference of `aggregate_reward_score`, the share of identical rewards,
+Spearman's rank correlation, and per criterion the verdicts that flip (score >= 0.5 on one side, < 0.5 on the other).
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from rlaif.common.jsonl import write_jsonl
+from rlaif.config.recipe import Recipe
+from rlaif.config.rubric import load_rubric
+from rlaif.data.nova import parse_lambda_sample
+from rlaif.data.reader import read_jsonl_with
+from rlaif.errors import UserError
+from rlaif.eval.score_file import score_file
+from rlaif.nova.export import export_lambda
+from rlaif.nova.gateway import Gateway, boto3_env, build_app
+
+LAMBDA_BATCH = 64  # SageMaker sends the reward Lambda 64 samples a call
+SAME = 1e-6  # both sides round rewards to 6 places
+# credentials of the user's own that would send boto3 past the gateway, or sign for the real service
+AWS_KEYS_SET_ASIDE = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_BEARER_TOKEN_BEDROCK")
+
+
+@dataclass
+class Side:
+    reward: float
+    failed: bool
+    criteria: dict[str, float]  # the criteria the judge scored (none when gated, empty or failed)
+
+
+def side_of(result: dict) -> Side:
+    metrics = result.get("metrics_list") or []
+    return Side(float(result["aggregate_reward_score"]),
+                any(m["name"] == "judge_failed" and m["value"] == 1.0 for m in metrics),
+                {m["name"]: float(m["value"]) for m in metrics if m.get("type") == "Reward"})
+
+
+def average_ranks(x) -> np.ndarray:
+    """1-based ranks, ties sharing their average rank (as Spearman's coefficient needs)."""
+    _, inverse, counts = np.unique(np.asarray(x, dtype=float), return_inverse=True, return_counts=True)
+    return (np.cumsum(counts) - (counts - 1) / 2)[inverse]
+
+
+def spearman(a, b) -> float | None:
+    """Spearman's rank correlation; None when either side is constant (it is undefined then)."""
+    ra, rb = average_ranks(a), average_ranks(b)
+    if len(ra) < 2 or ra.std() == 0 or rb.std() == 0:
+        return None
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def agreement(lambda_out: dict[str, dict], rlaif_out: dict[str, dict], criteria: list[str]) -> tuple[dict, list]:
+    """(the summary, one row per sample) of the two sides' answers, keyed by sample id."""
+    ids = [i for i in rlaif_out if i in lambda_out]
+    lam = {i: side_of(lambda_out[i]) for i in ids}
+    ours = {i: side_of(rlaif_out[i]) for i in ids}
+    diffs = np.array([abs(lam[i].reward - ours[i].reward) for i in ids]) if ids else np.zeros(0)
+    flips = {c: {"judged_by_both": 0, "pass_in_lambda_only": 0, "pass_in_rlaif_only": 0} for c in criteria}
+    rows = []
+    for i, d in zip(ids, diffs):
+        flipped = []
+        for c in criteria:
+            a, b = lam[i].criteria.get(c), ours[i].criteria.get(c)
+            if a is None or b is None:
+                continue
+            flips[c]["judged_by_both"] += 1
+            if (a >= 0.5) != (b >= 0.5):
+                flips[c]["pass_in_lambda_only" if a >= 0.5 else "pass_in_rlaif_only"] += 1
+                flipped.append(c)
+        rows.append({"id": i, "lambda_reward": lam[i].reward, "rlaif_reward": ours[i].reward, "abs_diff": round(d, 6),
+                     "lambda_judge_failed": lam[i].failed, "rlaif_judge_failed": ours[i].failed, "flipped": flipped})
+    summary = {
+        "samples": len(ids),
+        "mean_abs_diff": round(float(diffs.mean()), 6) if ids else None,
+        "max_abs_diff": round(float(diffs.max()), 6) if ids else None,
+        "identical": int((diffs < SAME).sum()),
+        "spearman": spearman([lam[i].reward for i in ids], [ours[i].reward for i in ids]),
+        "judge_failed": {"lambda": sum(s.failed for s in lam.values()), "rlaif": sum(s.failed for s in ours.values())},
+        "flips": flips,
+    }
+    return summary, rows
+
+
+@contextlib.contextmanager
+def boto3_pointed_at(url: str, model_id: str):
+    """The process environment as the Lambda runtime would give it, with Bedrock at `url`; restored after."""
+    changes = boto3_env(url) | {"JUDGE_MODEL_ID": model_id}
+    saved = {k: os.environ.get(k) for k in (*changes, *AWS_KEYS_SET_ASIDE)}
+    try:
+        for k in AWS_KEYS_SET_ASIDE:
+            os.environ.pop(k, None)
+        os.environ.update(changes)
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def load_lambda(path: Path):
+    """The exported lambda_function.py as a fresh module (its boto3 client is made on first use, in here)."""
+    spec = importlib.util.spec_from_file_location(f"rlaif_parity_lambda_{time.time_ns()}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_lambda(recipe: Recipe, judge_url: str, samples: list[dict], out_dir: Path) -> tuple[list[dict], list[str]]:
+    """The recipe's exported Lambda on `samples`, through a Converse gateway backed by the judge at `judge_url`."""
+    path, notes = export_lambda(recipe, out_dir / "lambda")
+    module = load_lambda(path)
+    gateway = Gateway(build_app(judge_url, recipe.judge.name, judge_api_key=recipe.judge.api_key,
+                                timeout_s=recipe.judge.timeout_s)).start()
+    try:
+        with boto3_pointed_at(gateway.url, f"rlaif-parity/{recipe.judge.name}"):
+            out = []
+            for k in range(0, len(samples), LAMBDA_BATCH):  # in the batches Bedrock's trainer sends
+                out += module.lambda_handler(samples[k:k + LAMBDA_BATCH], None)
+    finally:
+        gateway.stop()
+    return out, notes
+
+
+def raw_samples(path: Path, lines: list[int]) -> list[dict]:
+    """The samples on `lines` (1-based) of a JSONL file, as the file has them: the Lambda gets them unchanged."""
+    text = path.read_bytes().removeprefix(b"\xef\xbb\xbf").split(b"\n")
+    return [json.loads(text[n - 1]) for n in lines]
+
+
+def parity(recipe: Recipe, judge_url: str, samples_path: str | Path, out_dir: str | Path) -> dict:
+    """Score `samples_path` (reward-Lambda event samples, JSONL) with the exported Lambda and with rlaif; write
+    lambda.jsonl, rlaif.jsonl, parity.jsonl (a row per sample) and parity.json (the summary) into `out_dir`."""
+    if recipe.judge.backend == "transformers":
+        raise UserError(f"{recipe.source}: judge.backend: transformers: the Lambda reaches its judge over HTTP; "
+                        "parity needs a served judge (judge.backend: vllm)")
+    samples_path, out = Path(samples_path), Path(out_dir)
+    res = read_jsonl_with(samples_path, parse_lambda_sample)
+    if not res.records:
+        raise UserError(f"{samples_path}: no valid reward-Lambda sample ({res.lines} line(s) read, "
+                        f"{len(res.problems)} problem(s); the first: {res.problems[0] if res.problems else 'none'})")
+    if len({r["id"] for r in res.records}) < len(res.records):
+        raise UserError(f"{samples_path}: sample ids repeat: parity pairs the two sides' answers by id")
+    out.mkdir(parents=True, exist_ok=True)
+    lambda_out, notes = run_lambda(recipe, judge_url, raw_samples(samples_path, [r["_line"] for r in res.records]), out)
+    write_jsonl(out / "lambda.jsonl", lambda_out)
+    scored = score_file(recipe, judge_url, str(samples_path), str(out / "rlaif.jsonl"))
+    rlaif_out = {d["id"]: d for d in map(json.loads, (out / "rlaif.jsonl").read_text(encoding="utf-8").splitlines())}
+    criteria = [c.name for c in load_rubric(recipe.rubric, where=f"{recipe.source}: rubric").criteria]
+    summary, rows = agreement({str(d["id"]): d for d in lambda_out}, rlaif_out, criteria)
+    if not summary["samples"]:  # each side answers every valid sample: none in common is our bug, said plainly
+        raise UserError(f"{samples_path}: the Lambda and rlaif answered no sample in common "
+                        f"({len(lambda_out)} and {len(rlaif_out)} answers)")
+    summary |= {"recipe": recipe.name, "samples_file": str(samples_path), "judge": recipe.judge.name,
+                "rlaif_mode": recipe.judge.mode, "lambda_mode": "verdict", "refused_lines": scored["refused"],
+                "notes": notes}
+    write_jsonl(out / "parity.jsonl", rows)
+    (out / "parity.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    return summary
+
