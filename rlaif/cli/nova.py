@@ -59,7 +59,8 @@ def add_parser(sub) -> None:
                                      "absolute difference, identical rewards, Spearman's rank correlation, verdicts "
                                      "flipped per criterion. Verdict mode on both sides gives identical rewards.")
     pp.add_argument("recipe")
-    pp.add_argument("--samples", required=True, help="reward-Lambda event samples, JSONL (as `rlaif judge score` reads)")
+    pp.add_argument("--samples", required=True,
+                    help="reward-Lambda event samples, JSONL (as `rlaif judge score` reads)")
     pp.add_argument("--out", help="folder for lambda.jsonl, rlaif.jsonl, parity.jsonl, parity.json "
                                   "(default: the recipe's run folder /parity)")
     pp.add_argument("--max-mean-abs-diff", type=float, metavar="D",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -32,11 +33,18 @@ class LoraSpec(Strict):
     alpha: int = Field(32, gt=0)
     dropout: float = Field(0.0, ge=0, lt=1)
     target_modules: list[str] | str = "all-linear"
+    # weights that are parameters rather than nn.Linear modules: the experts of an MoE layer stored as one 3-D
+    # tensor (gpt-oss: mlp.experts.gate_up_proj, mlp.experts.down_proj), which target_modules cannot reach
+    target_parameters: list[str] | None = None
 
 
 class PolicySpec(Strict):
     model: str = Field(description="local folder or hub id of the policy")
     lora: LoraSpec | None = LoraSpec()
+    # a reasoning policy (gpt-oss's harmony channels, Qwen3's <think>): each completion is parsed with the chat
+    # template's response parser (TRL's, for the templates it knows), so rewards and evaluation see the final
+    # answer alone. Without it the tokenizer drops the channel markers and the judge reads the thinking as answer.
+    reasoning: bool = False
 
 
 class DataSpec(Strict):
@@ -143,6 +151,12 @@ class Recipe(Strict):
                     msg = "; ".join(err["msg"].removeprefix("Value error, ") for err in e.errors())
                     raise ValueError(f"rewards[{i}] ({s.name}): {msg}") from None
         return self
+
+    def template_kwargs(self) -> dict:
+        """What the policy's chat template is given in training (grpo.chat_template_kwargs), for sampling outside
+        the trainer (evaluation, validation) with the same prompt format."""
+        kw = self.grpo.get("chat_template_kwargs") or {}
+        return json.loads(kw) if isinstance(kw, str) else dict(kw)
 
     def reward_sources(self) -> list:
         """The reward's sources: the recipe's `rewards:`, or the judge alone, or `reward.lambda_file` alone."""

@@ -39,9 +39,10 @@ def evaluate_policy(recipe: Recipe, base_url: str, *, dataset: str, adapter: str
     if e.max_prompts:
         ds = ds.select(range(min(e.max_prompts, len(ds))))
     t0 = time.perf_counter()
-    model, tok = load_policy(recipe.policy.model, adapter)
+    model, tok = load_policy(recipe.policy.model, adapter, reasoning=recipe.policy.reasoning)
     completions = sample_completions(model, tok, list(ds["prompt"]), k=e.samples_per_prompt,
-                                     temperature=e.temperature, max_new_tokens=e.max_new_tokens, seed=e.seed)
+                                     temperature=e.temperature, max_new_tokens=e.max_new_tokens, seed=e.seed,
+                                     template_kwargs=recipe.template_kwargs())
     t_gen = time.perf_counter() - t0
     samples = [Sample(id=f"{row['id']}#{j}", prompt=row["prompt"], response=c, metadata=record_metadata(row),
                       columns=row_columns(row)) for row, cs in zip(ds, completions) for j, c in enumerate(cs)]

@@ -1,13 +1,30 @@
 """Sampling a policy (base, or base + LoRA adapter) on prompts, for evaluation and validation."""
 from __future__ import annotations
 
+from rlaif.eval.final_answer import final_answers, parse_reasoning
 
-def load_policy(model_path: str, adapter: str | None = None):
+
+def _strip(ids: list[int], pad: int | None, end: bool) -> list[int]:
+    if pad is None:
+        return ids
+    if end:
+        while ids and ids[-1] == pad:
+            ids = ids[:-1]
+        return ids
+    i = 0
+    while i < len(ids) and ids[i] == pad:
+        i += 1
+    return ids[i:]
+
+
+def load_policy(model_path: str, adapter: str | None = None, reasoning: bool = False):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(model_path)
     tok.padding_side = "left"  # decoder-only batches generate from the right edge
+    if reasoning:  # judge the final answer, not the thinking (final_answer.py)
+        tok = parse_reasoning(tok, model_path)
     model = AutoModelForCausalLM.from_pretrained(model_path)
     if adapter:
         from peft import PeftModel
@@ -18,8 +35,9 @@ def load_policy(model_path: str, adapter: str | None = None):
 
 
 def sample_completions(model, tok, prompts: list[list[dict]], *, k: int, temperature: float, max_new_tokens: int,
-                       seed: int, batch_prompts: int = 32) -> list[list[str]]:
-    """k completions per prompt; pure sampling (no top-k / top-p truncation) when temperature > 0."""
+                       seed: int, batch_prompts: int = 32, template_kwargs: dict | None = None) -> list[list[str]]:
+    """k completions per prompt; pure sampling (no top-k / top-p truncation) when temperature > 0. `template_kwargs`
+    go to the chat template as in training (grpo.chat_template_kwargs: reasoning_effort, enable_thinking)."""
     import torch
 
     torch.manual_seed(seed)
@@ -29,17 +47,19 @@ def sample_completions(model, tok, prompts: list[list[dict]], *, k: int, tempera
     side, tok.padding_side = tok.padding_side, "left"
     try:
         for i in range(0, len(prompts), batch_prompts):
-            out += _sample_batch(model, tok, prompts[i:i + batch_prompts], k, temperature, max_new_tokens)
+            out += _sample_batch(model, tok, prompts[i:i + batch_prompts], k, temperature, max_new_tokens,
+                                 template_kwargs or {})
     finally:
         tok.padding_side = side
     return out
 
 
-def _sample_batch(model, tok, chunk: list[list[dict]], k: int, temperature: float, max_new_tokens: int) -> list:
+def _sample_batch(model, tok, chunk: list[list[dict]], k: int, temperature: float, max_new_tokens: int,
+                  template_kwargs: dict) -> list:
     """k completions for each prompt of one left-padded batch."""
     import torch
 
-    texts = [tok.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in chunk]
+    texts = [tok.apply_chat_template(p, tokenize=False, add_generation_prompt=True, **template_kwargs) for p in chunk]
     # on the model's device: during training validation that is the trainer's GPU, not the tokenizer's CPU
     enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
     gen = dict(max_new_tokens=max_new_tokens, num_return_sequences=k, pad_token_id=tok.pad_token_id)
@@ -49,5 +69,11 @@ def _sample_batch(model, tok, chunk: list[list[dict]], k: int, temperature: floa
         gen.update(do_sample=False)
     with torch.no_grad():
         seqs = model.generate(**enc, **gen)
-    texts_out = tok.batch_decode(seqs[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    n_prompt = enc["input_ids"].shape[1]
+    pad = tok.pad_token_id
+    # each completion without the padding after its end, each prompt without the padding before it (per sequence:
+    # row j of the output came from prompt j // k)
+    completions = [_strip(row.tolist(), pad, end=True) for row in seqs[:, n_prompt:]]
+    prompt_ids = [_strip(enc["input_ids"][j // k].tolist(), pad, end=False) for j in range(len(completions))]
+    texts_out = final_answers(tok, completions, prompt_ids)
     return [texts_out[j * k:(j + 1) * k] for j in range(len(chunk))]

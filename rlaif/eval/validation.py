@@ -49,7 +49,8 @@ def validate(recipe: Recipe, model, tok, url: str, records: list[dict], second: 
     with torch.random.fork_rng():
         try:
             outs = sample_completions(model, tok, [r["prompt"] for r in records], k=e.samples_per_prompt,
-                                      temperature=e.temperature, max_new_tokens=e.max_new_tokens, seed=e.seed + step)
+                                      temperature=e.temperature, max_new_tokens=e.max_new_tokens, seed=e.seed + step,
+                                      template_kwargs=recipe.template_kwargs())
         finally:
             model.train(was_training)
     samples = [Sample(id=f"{row['id']}#{j}", prompt=row["prompt"], response=c, metadata=record_metadata(row),

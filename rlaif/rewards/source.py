@@ -91,7 +91,8 @@ def batch_samples(prompts: list, completions: list, columns: dict,
     rows = [{k: v[i] for k, v in columns.items() if isinstance(v, list) and len(v) == n} for i in range(n)]
     return [Sample(id=f"{row['id'] if row.get('id') is not None else 'sample'}#{i}",
                    prompt=[dict(m) for m in p] if isinstance(p, list) else [{"role": "user", "content": str(p)}],
-                   response=c[-1]["content"] if isinstance(c, list) else str(c),
+                   # a parsed reasoning completion cut off before its answer has no content: an empty answer
+                   response=(c[-1].get("content") or "") if isinstance(c, list) else str(c),
                    metadata=record_metadata(row), columns=row,
                    completion_ids=list(completion_ids[i]) if completion_ids is not None else None)
             for i, (p, c, row) in enumerate(zip(prompts, completions, rows))]

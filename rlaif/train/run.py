@@ -17,6 +17,7 @@ from rlaif.config.nova import grpo_settings
 from rlaif.config.recipe import Recipe
 from rlaif.data.dataset import check_training_data, drop_long_prompts, load_dataset
 from rlaif.errors import UserError
+from rlaif.eval.final_answer import parse_reasoning
 from rlaif.factory import apply_threads, make_rewards
 from rlaif.rewards.judge_source import JudgeSource
 from rlaif.rewards.trl_adapter import TRLReward
@@ -54,10 +55,20 @@ def first_judge_summary(rewards: list[TRLReward]) -> dict:
     return next((p for p in parts if isinstance(p, JudgeSource)), parts[0]).summary()
 
 
+def lora_config(recipe: Recipe):
+    """peft's LoraConfig for the recipe's policy.lora (None: full fine-tuning)."""
+    from peft import LoraConfig
+
+    lora = recipe.policy.lora
+    if lora is None:
+        return None
+    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora.target_modules,
+                      target_parameters=lora.target_parameters, task_type="CAUSAL_LM")
+
+
 def run_training(recipe: Recipe, *, resume: bool = False, base_url: str | None = None) -> dict:
     """One GRPO + LoRA run. Returns the run summary (also written to run_dir/train_summary.json)."""
     import torch
-    from peft import LoraConfig
     from transformers import AutoTokenizer
     from trl import GRPOConfig, GRPOTrainer
 
@@ -75,6 +86,8 @@ def run_training(recipe: Recipe, *, resume: bool = False, base_url: str | None =
     check_training_data(recipe)
     train_ds = load_dataset(recipe.data.train, columns=recipe.data.columns)
     tok = AutoTokenizer.from_pretrained(recipe.policy.model)
+    if recipe.policy.reasoning:  # rewards see the final answer; the thinking is not judged (eval/final_answer.py)
+        tok = parse_reasoning(tok, recipe.policy.model)
     hp = recipe.nova.hyperparameters
     if hp.maxPromptLength is not None:
         train_ds, dropped = drop_long_prompts(train_ds, tok, hp.maxPromptLength)
@@ -101,10 +114,7 @@ def run_training(recipe: Recipe, *, resume: bool = False, base_url: str | None =
         args = GRPOConfig(output_dir=str(run_dir), **grpo)
     except (ValueError, TypeError) as e:  # GRPOConfig's own checks: a bad value or combination in grpo:
         raise UserError(f"{recipe.source}: grpo: {e}") from None
-    lora = recipe.policy.lora
-    peft_config = None if lora is None else LoraConfig(
-        r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora.target_modules,
-        task_type="CAUSAL_LM")
+    peft_config = lora_config(recipe)
 
     t0 = time.perf_counter()
     timings: list[float] = []
