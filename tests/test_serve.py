@@ -38,7 +38,7 @@ def same_greedy(served: list[int], want: list[int], margins: list[float]) -> boo
     return len(served) == len(want) or margins[min(len(served), len(want))] < 1e-3
 
 
-def test_the_served_policy_answers_as_the_trained_one_and_base_as_the_base(short_run):
+def test_the_served_policy_answers_as_the_trained_one_and_base_as_the_base(short_run, judge_url, tmp_path):
     import psutil
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -68,6 +68,21 @@ def test_the_served_policy_answers_as_the_trained_one_and_base_as_the_base(short
                 first[name] = got["logprobs"]["content"][0]["logprob"]
             gaps.append(abs(first["trained"] - first["base"]))
         assert max(gaps) > 1e-3, gaps
+        # train -> serve -> eval: `rlaif eval --policy-url` samples 'trained' and 'base' from the server and judges
+        evaluated = tmp_path / "eval.json"
+        r = subprocess.run(RLAIF + ["eval", "recipes/smoke.yaml", "--policy-url", url, "--set",
+                                    f"judge.base_url={judge_url}", "--set", "eval.max_prompts=8", "--output",
+                                    str(evaluated)], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+        res = json.loads(evaluated.read_text())
+        assert res["base"]["n_completions"] == res["adapter"]["n_completions"] == 8 * 4
+        assert res["adapter"]["adapter"] == f"{url} model 'trained'" and res["comparison"]
+        assert res["base"]["judge_failures"] == res["adapter"]["judge_failures"] == 0
+        r = subprocess.run(RLAIF + ["eval", "recipes/smoke.yaml", "--policy-url", url, "--policy-model", "nope",
+                                    "--set", f"judge.base_url={judge_url}"], capture_output=True, text=True,
+                           timeout=120)
+        assert r.returncode != 0 and "not 'nope' (--policy-model)" in r.stderr
+        assert "Traceback" not in r.stderr
         tree = psutil.Process(p.pid).children(recursive=True)
         p.send_signal(signal.SIGINT)
         assert p.wait(timeout=60) == 130

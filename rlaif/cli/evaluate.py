@@ -1,5 +1,5 @@
-"""`rlaif eval RECIPE [--adapter DIR]`: the policy, base and with an adapter, on held-out prompts, judged and
-second-opinioned (rlaif/eval/policy_eval.py)."""
+"""`rlaif eval RECIPE [--adapter DIR | --policy-url URL]`: the policy, base and with an adapter (loaded here, or
+served by `rlaif serve`), on held-out prompts, judged and second-opinioned (rlaif/eval/policy_eval.py)."""
 from __future__ import annotations
 
 import json
@@ -8,6 +8,7 @@ from rlaif.common.console import say
 from rlaif.config.recipe import load_recipe
 from rlaif.errors import UserError
 from rlaif.eval.policy_eval import baseline_warnings, compare, evaluate_policy, print_comparison, without_rows
+from rlaif.eval.sampling import served_models
 from rlaif.eval.second_opinion import open_second_opinion
 from rlaif.factory import judge_endpoint
 
@@ -22,7 +23,13 @@ def add_parser(sub) -> None:
     ep.add_argument("recipe")
     ep.add_argument("--adapter", help="LoRA adapter folder (e.g. runs/NAME/adapter): evaluated beside the base "
                     "policy, with the adapter's win rate against it; default: the base policy alone")
-    ep.add_argument("--adapter-only", action="store_true", help="with --adapter: skip the base policy")
+    ep.add_argument("--adapter-only", action="store_true", help="with --adapter or --policy-url: skip the base "
+                    "policy")
+    ep.add_argument("--policy-url", metavar="URL", help="sample a served policy instead of loading one: "
+                    "`rlaif serve RUN_DIR`'s URL (its model 'trained' is evaluated beside 'base'), or any "
+                    "OpenAI-compatible server with --policy-model")
+    ep.add_argument("--policy-model", default="trained", help="with --policy-url: the model name to evaluate "
+                    "(default: trained); a server that also lists 'base' has it evaluated beside")
     ep.add_argument("--dataset", help="Nova RFT JSONL of prompts (default: the recipe's data.eval)")
     ep.add_argument("--output", help="write the metrics as JSON here")
     ep.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -35,8 +42,18 @@ def cmd_eval(a) -> int:
     if not dataset:
         raise UserError(f"{r.source}: data.eval: no held-out dataset (or pass --dataset FILE)")
     base = tuned = cmp = None
+    if a.policy_url and a.adapter:
+        raise UserError("--policy-url samples a served policy: give it or --adapter, not both")
+    listed = served_models(a.policy_url) if a.policy_url else []
+    if a.policy_url and a.policy_model not in listed:
+        raise UserError(f"--policy-url {a.policy_url} serves {', '.join(listed) or 'no model'}, not "
+                        f"'{a.policy_model}' (--policy-model)")
     with judge_endpoint(r, r.run_dir) as ep, open_second_opinion(r, ep.url) as second:
-        if not a.adapter or not a.adapter_only:
+        if a.policy_url:  # `rlaif serve`: 'trained' beside 'base', as an adapter beside its base
+            if "base" in listed and a.policy_model != "base" and not a.adapter_only:
+                base = evaluate_policy(r, ep.url, dataset=dataset, second=second, served=(a.policy_url, "base"))
+            tuned = evaluate_policy(r, ep.url, dataset=dataset, second=second, served=(a.policy_url, a.policy_model))
+        if not a.policy_url and (not a.adapter or not a.adapter_only):
             base = evaluate_policy(r, ep.url, dataset=dataset, second=second)
         if a.adapter:
             tuned = evaluate_policy(r, ep.url, dataset=dataset, adapter=a.adapter, second=second)

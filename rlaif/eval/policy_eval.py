@@ -22,7 +22,7 @@ from rlaif.config.recipe import Recipe
 from rlaif.config.rewards import JudgeSourceSpec
 from rlaif.data.dataset import load_dataset
 from rlaif.data.samples import Sample
-from rlaif.eval.sampling import load_policy, sample_completions
+from rlaif.eval.sampling import load_policy, sample_completions, sample_served
 from rlaif.eval.second_opinion import OpinionSource
 from rlaif.factory import Endpoints, apply_threads, make_judge, make_sources
 from rlaif.judge.judgment_log import JudgmentLog
@@ -30,19 +30,27 @@ from rlaif.rewards.source import record_metadata, row_columns
 
 
 def evaluate_policy(recipe: Recipe, base_url: str, *, dataset: str, adapter: str | None = None,
-                    tag: str | None = None, second: OpinionSource | None = None) -> dict:
+                    tag: str | None = None, second: OpinionSource | None = None,
+                    served: tuple[str, str] | None = None) -> dict:
     """Sample, judge, and score with the second opinion (by default the recipe's truth_regex alone). Adds
-    per-criterion and check pass rates and best-of-k; with `tag`, writes the rows to RUN_DIR/eval_TAG.jsonl."""
+    per-criterion and check pass rates and best-of-k; with `tag`, writes the rows to RUN_DIR/eval_TAG.jsonl.
+    `served` = (url, model): sample a served policy (`rlaif serve`) instead of loading one."""
     apply_threads(recipe)
     e = recipe.eval
     ds = load_dataset(dataset, columns=recipe.data.columns)
     if e.max_prompts:
         ds = ds.select(range(min(e.max_prompts, len(ds))))
     t0 = time.perf_counter()
-    model, tok = load_policy(recipe.policy.model, adapter, reasoning=recipe.policy.reasoning)
-    completions = sample_completions(model, tok, list(ds["prompt"]), k=e.samples_per_prompt,
-                                     temperature=e.temperature, max_new_tokens=e.max_new_tokens, seed=e.seed,
-                                     template_kwargs=recipe.template_kwargs())
+    if served:
+        completions = sample_served(*served, list(ds["prompt"]), k=e.samples_per_prompt, temperature=e.temperature,
+                                    max_new_tokens=e.max_new_tokens, seed=e.seed,
+                                    template_kwargs=recipe.template_kwargs())
+        adapter = f"{served[0]} model '{served[1]}'"
+    else:
+        model, tok = load_policy(recipe.policy.model, adapter, reasoning=recipe.policy.reasoning)
+        completions = sample_completions(model, tok, list(ds["prompt"]), k=e.samples_per_prompt,
+                                         temperature=e.temperature, max_new_tokens=e.max_new_tokens, seed=e.seed,
+                                         template_kwargs=recipe.template_kwargs())
     t_gen = time.perf_counter() - t0
     samples = [Sample(id=f"{row['id']}#{j}", prompt=row["prompt"], response=c, metadata=record_metadata(row),
                       columns=row_columns(row)) for row, cs in zip(ds, completions) for j, c in enumerate(cs)]

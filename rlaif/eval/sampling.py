@@ -1,6 +1,9 @@
 """Sampling a policy (base, or base + LoRA adapter) on prompts, for evaluation and validation."""
 from __future__ import annotations
 
+import os
+
+from rlaif.errors import UserError
 from rlaif.eval.final_answer import final_answers, parse_reasoning
 
 
@@ -77,3 +80,41 @@ def _sample_batch(model, tok, chunk: list[list[dict]], k: int, temperature: floa
     prompt_ids = [_strip(enc["input_ids"][j // k].tolist(), pad, end=False) for j in range(len(completions))]
     texts_out = final_answers(tok, completions, prompt_ids)
     return [texts_out[j * k:(j + 1) * k] for j in range(len(chunk))]
+
+
+def served_models(url: str) -> list[str]:
+    """The model names an OpenAI-compatible server lists (`rlaif serve`: `trained` and `base`)."""
+    import httpx
+
+    try:
+        r = httpx.get(url.rstrip("/") + "/v1/models", timeout=30)
+        r.raise_for_status()
+        return [m["id"] for m in r.json()["data"]]
+    except (httpx.HTTPError, KeyError, ValueError) as e:
+        raise UserError(f"--policy-url {url}: not an OpenAI-compatible server that answers /v1/models ({e})") from None
+
+
+def sample_served(url: str, model: str, prompts: list[list[dict]], *, k: int, temperature: float,
+                  max_new_tokens: int, seed: int, template_kwargs: dict | None = None,
+                  concurrency: int = 8) -> list[list[str]]:
+    """k completions per prompt from a served policy (`rlaif serve`, or any OpenAI-compatible server): the same
+    sampling as `sample_completions` (pure sampling, no top-k / top-p truncation), through chat completions."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import openai
+
+    client = openai.OpenAI(base_url=url.rstrip("/") + "/v1", api_key=os.environ.get("OPENAI_API_KEY", "rlaif"),
+                           max_retries=3, timeout=600)
+    extra = {"top_k": 0, "top_p": 1.0} | ({"chat_template_kwargs": template_kwargs} if template_kwargs else {})
+
+    def one(i_prompt):
+        i, messages = i_prompt
+        try:
+            resp = client.chat.completions.create(model=model, messages=messages, n=k, temperature=temperature,
+                                                  max_tokens=max_new_tokens, seed=seed + i, extra_body=extra)
+        except openai.APIError as e:
+            raise UserError(f"--policy-url {url}: model '{model}': {e}") from None
+        return [c.message.content or "" for c in sorted(resp.choices, key=lambda c: c.index)]
+
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        return list(pool.map(one, enumerate(prompts)))

@@ -99,7 +99,8 @@ class VLLMServer:
                  python: str | None = None, dtype: str = "auto", max_model_len: int | None = None,
                  extra_args: list[str] | None = None, env: dict[str, str] | None = None,
                  log_path: Path | None = None, startup_timeout_s: float = 600.0, api_key: str | None = None,
-                 nice: int = 0, progress=None):
+                 nice: int = 0, progress=None, role: str = "judge"):
+        self.role = role  # what the server is for, in its messages: the judge, or a policy (`rlaif serve`)
         if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
             raise UserError(f"judge.serve.host {host!r} would expose the judge beyond this machine; "
                             "set judge.api_key to do that deliberately")
@@ -184,7 +185,7 @@ class VLLMServer:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log_f = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         t0 = time.perf_counter()
-        self.progress(f"starting the vLLM judge server for {self.model} on {self.base_url} "
+        self.progress(f"starting the vLLM {self.role} server for {self.model} on {self.base_url} "
                       f"(log: {self.log_path or 'discarded'})")
         self.proc = subprocess.Popen(self.command(), stdout=log_f, stderr=subprocess.STDOUT, env=env,
                                      start_new_session=True, preexec_fn=_child_setup(self.nice))
@@ -204,7 +205,7 @@ class VLLMServer:
             self.stop()
             raise
         self.start_s = time.perf_counter() - self._t0
-        self.progress(f"judge server ready in {self.start_s:.1f}s at {self.base_url} (model '{self.name}')")
+        self.progress(f"{self.role} server ready in {self.start_s:.1f}s at {self.base_url} (model '{self.name}')")
         return self.base_url
 
     def _log_tail(self, n: int = 25) -> str:
@@ -218,7 +219,7 @@ class VLLMServer:
         last_note = time.monotonic()
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise JudgeServerError(f"the vLLM judge server exited with code {self.proc.returncode} while "
+                raise JudgeServerError(f"the vLLM {self.role} server exited with code {self.proc.returncode} while "
                                        f"starting. Last lines of {self.log_path}:\n{self._log_tail()}")
             ids = served_models(self.base_url, self.api_key)
             if ids is not None:
@@ -227,10 +228,10 @@ class VLLMServer:
                 if self._probe():
                     return
             if time.monotonic() - last_note > 15:
-                self.progress(f"  ...waiting for the judge server ({time.monotonic() - deadline + self.startup_timeout_s:.0f}s)")
+                self.progress(f"  ...waiting for the {self.role} server ({time.monotonic() - deadline + self.startup_timeout_s:.0f}s)")
                 last_note = time.monotonic()
             time.sleep(1.0)
-        raise JudgeServerError(f"the judge server did not become ready within {self.startup_timeout_s:.0f}s. "
+        raise JudgeServerError(f"the {self.role} server did not become ready within {self.startup_timeout_s:.0f}s. "
                                f"Last lines of {self.log_path}:\n{self._log_tail()}")
 
     def _probe(self) -> bool:

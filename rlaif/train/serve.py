@@ -34,7 +34,7 @@ def policy_server(target: str | Path, *, host: str = "127.0.0.1", port: int | No
     target = Path(target)
     if (target / "config.json").exists() and not (target / "adapter").exists():  # a merged export
         server = VLLMServer(str(target), TRAINED, host=host, port=port, dtype=_checkpoint_dtype(str(target)),
-                            log_path=log_path, progress=progress)
+                            log_path=log_path, role="policy", progress=progress)
         return server, [TRAINED]
     adapter = find_adapter(target)
     base = base_model(target, adapter)
@@ -44,7 +44,7 @@ def policy_server(target: str | Path, *, host: str = "127.0.0.1", port: int | No
         raise UserError(f"{adapter}: LoRA rank {rank} is above what vLLM serves ({LORA_RANKS[-1]}); serve a merged "
                         f"export instead (`rlaif export {target} --out DIR`, then `rlaif serve DIR`)")
     server = VLLMServer(base, BASE, host=host, port=port, dtype=_checkpoint_dtype(base), log_path=log_path,
-                        progress=progress,
+                        role="policy", progress=progress,
                         extra_args=["--enable-lora", "--lora-modules", f"{TRAINED}={adapter}",
                                     "--max-lora-rank", str(max_rank)])
     return server, [TRAINED, BASE]
