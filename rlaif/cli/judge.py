@@ -1,4 +1,5 @@
-"""`rlaif judge serve|score|audit`: the judge server, scoring Nova Lambda samples, and auditing a judge."""
+"""`rlaif judge serve|score|audit|rescore`: the judge server, scoring Nova Lambda samples, auditing a judge, and
+re-judging a finished run with another judge."""
 from __future__ import annotations
 
 import json
@@ -9,6 +10,7 @@ from pathlib import Path
 from rlaif.config.recipe import load_recipe
 from rlaif.errors import UserError
 from rlaif.eval.audit import print_audit, run_audit
+from rlaif.eval.rescore import rescore
 from rlaif.eval.score_file import score_file
 from rlaif.factory import judge_endpoint, launch_replicas
 
@@ -51,6 +53,62 @@ def add_parser(sub) -> None:
     ap.add_argument("--output", help="write the audit as JSON here (default: RUN_DIR/audit.json)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     ap.set_defaults(fn=cmd_audit)
+
+    rp = jsub.add_parser(
+        "rescore", help="re-judge the completions a finished run logged with another judge or rubric",
+        description="Re-judge the completions in RUN_DIR's judgment logs (all, or --per-step N of each step) with "
+                    "the judge and rubric of another recipe, and print per step both judges' pass rates, their "
+                    "agreement and the run's regex (eval.truth_regex) beside them; the first and last quarter of "
+                    "the steps side by side. Writes RUN_DIR/rescore/NAME/rescore.json and rescore.jsonl, which "
+                    "`rlaif report` shows.")
+    rp.add_argument("run_dir")
+    rp.add_argument("--judge", required=True, metavar="OTHER.yaml", help="the recipe whose judge and rubric re-judge")
+    rp.add_argument("--per-step", type=int, metavar="N", help="re-judge N samples of each step (default: all)")
+    rp.add_argument("--name", help="folder name under RUN_DIR/rescore (default: from the judge model's name)")
+    rp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override the OTHER.yaml recipe (e.g. judge.model=...)")
+    rp.set_defaults(fn=cmd_rescore)
+
+
+def cmd_rescore(a) -> int:
+    run_dir = Path(a.run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"run folder not found: {run_dir}")
+    if a.per_step is not None and a.per_step < 1:
+        raise UserError("--per-step: give a positive number of samples per step")
+    other = load_recipe(a.judge, a.overrides)
+    # a judge launched for this gets its server log under the run's rescore folder, not the other recipe's run
+    with judge_endpoint(other, run_dir / "rescore") as ep:
+        res = rescore(run_dir, other, ep.url if isinstance(ep.url, str) else ep.url[0], per_step=a.per_step,
+                      name=a.name)
+    print_rescore(res)
+    return 0
+
+
+def print_rescore(res: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    s, steps = res["summary"], res["steps"]
+    regex = s["regex"] is not None
+    t = Table(title=f"{s['samples']} training completions re-judged: training judge {s['training_judge']} vs "
+                    f"{s['other_judge']}")
+    # training judge (judge), the other judge (other), the regex; "~": agreement
+    for c in ["step", "n", "judge pass", "other pass", "agree"] + (
+            ["regex pass", "judge~regex", "other~regex"] if regex else []):
+        t.add_column(c, justify="right")
+    shown = steps if len(steps) <= 20 else [steps[round(i * (len(steps) - 1) / 19)] for i in range(20)]
+    keys = ["train_pass_rate", "other_pass_rate", "agreement"] + (
+        ["regex_pass_rate", "train_agreement_with_regex", "other_agreement_with_regex"] if regex else [])
+    for st in shown:
+        t.add_row(str(st["step"]), str(st["samples"]), *("-" if st[k] is None else f"{st[k]:.3f}" for k in keys))
+    for label in ("first", "last"):
+        part = s["before_after"][label]
+        t.add_row(f"{label} 1/4: {part['steps'][0]}-{part['steps'][1]}", str(part["samples"]),
+                  *("-" if part[k] is None else f"{part[k]:.3f}" for k in keys), style="bold")
+    Console(soft_wrap=True).print(t)
+    print(f"agreement over all {s['samples']} samples: {s['agreement']}; {s['other_failures']} judge failure(s); "
+          f"files: {s['folder']}/rescore.json, rescore.jsonl", file=sys.stderr)
 
 
 def cmd_serve(a) -> int:

@@ -168,6 +168,79 @@ def _verdict(x):
     return None if x is None else ("PASS" if x else "FAIL")
 
 
+# the report's first tables, in the order a reader asks: what was trained, did it learn, can the judge be trusted,
+# what did it cost. Keys of summary.json (the smoke's) and train_summary.json; any other goes under "More".
+FACT_GROUPS = [
+    ("What was trained", ["recipe", "policy", "judge", "rubric", "adapter"]),
+    ("Did it learn", ["pass_rate_before", "pass_rate_after", "pass_rate_gain", "true_pass_rate_before",
+                      "true_pass_rate_after", "true_pass_rate_gain", "win_rate_vs_base",
+                      "mean_completion_chars_before", "mean_completion_chars_after", "bars_missed"]),
+    ("Can the judge be trusted", ["judge_build_test_accuracy", "judge_audit_agreement", "judge_audit_samples",
+                                  "judge_agreement_on_base_policy", "judge_agreement_on_policy"]),
+    ("What it cost", ["steps", "s_per_step", "train_s", "wall_s", "build_s", "judge_calls", "judge_calls_in_training",
+                      "judge_failures",
+                      "judge_latency_p50_s", "judge_latency_p95_s", "judge_server_start_s", "stopped_early"]),
+]
+
+
+def fact_groups(train: dict, summary: dict, recipe: dict) -> list[tuple[str, list[list]]]:
+    """The run's facts, grouped (FACT_GROUPS), each key once: the trainer's own figures first, then the smoke's
+    summary, then the recipe's names."""
+    facts: dict = {}
+    judge = train.get("judge") or {}
+    for k, v in [("steps", train.get("steps")), ("s_per_step", train.get("s_per_step")),
+                 ("judge_calls_in_training", judge.get("calls")), ("judge_failures", failed_count(judge) if judge else None),
+                 ("stopped_early", train.get("stopped_early"))]:
+        if v is not None:
+            facts[k] = v
+    for k, v in summary.items():
+        if k not in facts and v is not None and not isinstance(v, dict):
+            facts[k] = ", ".join(map(str, v)) if isinstance(v, list) else v
+    rubric = recipe.get("rubric")
+    for k, v in [("policy", (recipe.get("policy") or {}).get("model")),
+                 ("judge", (recipe.get("judge") or {}).get("model")),
+                 ("rubric", rubric if isinstance(rubric, str) else (rubric or {}).get("name"))]:
+        if v is not None:
+            facts.setdefault(k, v)
+    facts = {k: v for k, v in facts.items() if v != ""}
+    out, placed = [], set()
+    for title, keys in FACT_GROUPS:
+        rows = [[k, facts[k]] for k in keys if k in facts]
+        placed.update(keys)
+        if rows:
+            out.append((title, rows))
+    rest = [[k, v] for k, v in facts.items() if k not in placed]
+    return out + ([("More", rest)] if rest else [])
+
+
+def rescore_sections(run_dir: Path) -> list[str]:
+    """A section per `rlaif judge rescore` of this run: agreement per step, and the first and last quarter."""
+    parts = []
+    for path in sorted(run_dir.glob("rescore/*/rescore.json")):
+        data = json.loads(path.read_text())
+        s, steps = data["summary"], data["steps"]
+        parts.append(f"<h2>Re-scored by another judge: {html.escape(s['other_judge'])} "
+                     f"({s['samples']} samples, agreement {s['agreement']})</h2>")
+        xs = [st["step"] for st in steps]
+
+        def series(key):
+            pts = [(st["step"], st[key]) for st in steps if st.get(key) is not None]
+            return [p[0] for p in pts], [p[1] for p in pts]
+        png = _plot(f"Training judge vs {Path(s['other_judge']).name}", [
+            ("agreement", *series("agreement")), ("training judge pass rate", *series("train_pass_rate")),
+            ("other judge pass rate", *series("other_pass_rate")), ("regex pass rate", *series("regex_pass_rate"))],
+            "share") if xs else None
+        if png:
+            parts.append(f"<figure><img class='plot' alt='rescore' src='data:image/png;base64,{png}'></figure>")
+        keys = [k for k in ("train_pass_rate", "other_pass_rate", "agreement", "regex_pass_rate",
+                            "train_agreement_with_regex", "other_agreement_with_regex")
+                if k in s["before_after"].get("first", {})]
+        rows = [[label, f"{part['steps'][0]}-{part['steps'][1]}", part["samples"], *[part[k] for k in keys]]
+                for label, part in s["before_after"].items()]
+        parts.append(_table(["steps", "range", "samples", *keys], rows))
+    return parts
+
+
 CSS = """body{font-family:system-ui,sans-serif;margin:24px;max-width:1200px;color:#222}
 h1{font-size:22px}h2{font-size:18px;margin-top:28px;border-bottom:1px solid #ddd}
 table{border-collapse:collapse;font-size:13px;margin:8px 0}td,th{border:1px solid #ccc;padding:3px 7px;
@@ -185,12 +258,9 @@ def build_html(run_dir: Path) -> str:
     train = _read_json(run_dir / "train_summary.json") or {}
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>rlaif run {html.escape(run_dir.name)}</title>"
              f"<style>{CSS}</style></head><body><h1>rlaif run: {html.escape(str(run_dir))}</h1>"]
-    facts = [["steps", train.get("steps")], ["seconds per step", train.get("s_per_step")],
-             ["judge calls", (train.get("judge") or {}).get("calls")],
-             ["judge failures", None if not train.get("judge") else failed_count(train["judge"])],
-             ["stopped early", train.get("stopped_early")]]
-    facts += [[k, v] for k, v in summary.items() if isinstance(v, (int, float, str)) and k not in dict(facts)]
-    parts.append("<h2>Run</h2>" + _table(["", "value"], [f for f in facts if f[1] is not None]))
+    recipe = _read_json(run_dir / "recipe.resolved.json") or {}
+    for title, rows in fact_groups(train, summary, recipe):
+        parts.append(f"<h2>{html.escape(title)}</h2>" + _table(["", "value"], rows))
     parts.append("<h2>Training health</h2>")
     if warnings or raised:
         seen = {(w.code, w.step) for w in warnings}
@@ -206,6 +276,7 @@ def build_html(run_dir: Path) -> str:
         parts.append(f"<h2>Judge audit ({audit['n_samples']} labelled samples, {audit['n_pairs']} pairs)</h2>")
         parts.append(_table(["metric"] + [f"{j['judge']} ({Path(j['recipe']).name})" for j in audit["judges"]],
                             [[m, *v] for m, v in audit_rows(audit)]))
+    parts += rescore_sections(run_dir)
     ev = _read_json(run_dir / "eval.json")
     if ev and ev.get("base"):
         parts.append("<h2>Evaluation on held-out prompts</h2>")

@@ -4,6 +4,7 @@
 
 Writes
   OUT/judge/            a Llama-shaped judge trained to answer the says_please rubric with PASS or FAIL
+  OUT/judge_early/      the same judge after 100 training steps: less accurate, a second opinion to compare with
   OUT/policy/           a Llama-shaped policy warm-started to answer prompts with a few words
   OUT/policy_mixed/     the same, warm-started to name the prompt's topic in some answers (the mixed smoke's)
   OUT/data/train.jsonl, OUT/data/heldout.jsonl   Nova RFT records (messages, id, topic)
@@ -34,6 +35,9 @@ SOURCES = ["tiny/please_world.py", "tiny/models.py", "tiny/judge_training.py", "
 JUDGE_ARCH = dict(hidden=128, layers=2, heads=4, kv_heads=2)
 POLICY_ARCH = dict(hidden=128, layers=2, heads=4, kv_heads=2)
 MIN_JUDGE_ACCURACY = 0.95
+# the early judge: the same judge after this many of its training steps (about 95% accurate where the full one is
+# about 97%): a second judge of measurably lower accuracy, for re-scoring, canaries and the judge cascade
+EARLY_JUDGE_STEP = 100
 # the mixed smoke's policy: every answer names the topic for this many steps, then this share of them (see warmstart)
 MIXED_TOPIC_STEPS, MIXED_STEPS, MIXED_TOPIC_SHARE = 1500, 300, 0.2
 
@@ -78,7 +82,13 @@ def build(out: Path, force: bool = False, log=print) -> dict:
 
     log("training the judge on synthetic labels for 'Does the response say please?'")
     judge = build_model(tok, seed=0, **JUDGE_ARCH)
-    jr = train_judge(judge, tok, rubric, seed=0, log=log)
+    def save_early(model):
+        model.save_pretrained(tmp / "judge_early")
+        tok.save_pretrained(tmp / "judge_early")
+
+    jr = train_judge(judge, tok, rubric, seed=0, early_at=EARLY_JUDGE_STEP, save_early=save_early, log=log)
+    if jr["early"] is None:
+        raise RuntimeError(f"the tiny judge stopped before step {EARLY_JUDGE_STEP}: there is no early judge")
     if jr["test_acc"] < MIN_JUDGE_ACCURACY:
         raise RuntimeError(f"the tiny judge reached only {jr['test_acc']:.3f} held-out accuracy "
                            f"(needs {MIN_JUDGE_ACCURACY}); the build is not usable")

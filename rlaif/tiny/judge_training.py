@@ -79,8 +79,12 @@ def accuracy(model, tok, seqs, labels, pass_id, fail_id) -> float:
 
 def train_judge(model, tok, rubric: Rubric, *, seed: int = 0, n_train: int = 40000, n_val: int = 1000,
                 n_test: int = 2000, batch_size: int = 64, lr: float = 2e-3, max_steps: int = 1500,
-                target_val: float = 0.97, eval_every: int = 100, log=print) -> dict:
-    """Train until validation accuracy reaches `target_val` (or `max_steps`); report held-out test accuracy."""
+                target_val: float = 0.97, eval_every: int = 100, early_at: int | None = None, save_early=None,
+                log=print) -> dict:
+    """Train until validation accuracy reaches `target_val` (or `max_steps`); report held-out test accuracy.
+    With `early_at`, `save_early(model)` is called at that step: the same judge on a smaller training budget, a
+    weaker second judge (its accuracy is reported as `early`). Neither consumes randomness: the full judge is the
+    same with or without it."""
     import torch
     import torch.nn.functional as F
 
@@ -100,7 +104,7 @@ def train_judge(model, tok, rubric: Rubric, *, seed: int = 0, n_train: int = 400
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, max_steps) / max_steps)))
     gen = torch.Generator().manual_seed(seed)
-    t0, step, val_acc, history = time.perf_counter(), 0, 0.0, []
+    t0, step, val_acc, history, early = time.perf_counter(), 0, 0.0, [], None
     while step < max_steps:
         model.train()
         idx = torch.randint(len(tr_x), (batch_size,), generator=gen).tolist()
@@ -113,6 +117,12 @@ def train_judge(model, tok, rubric: Rubric, *, seed: int = 0, n_train: int = 400
         opt.step()
         sched.step()
         step += 1
+        if step == early_at and save_early is not None:
+            early = {"step": step, "val_acc": accuracy(model, tok, va_x, va_y, pass_id, fail_id),
+                     "test_acc": accuracy(model, tok, te_x, te_y, pass_id, fail_id)}
+            save_early(model)
+            log(f"judge step {step}: saved the early judge (val acc {early['val_acc']:.4f}, test acc "
+                f"{early['test_acc']:.4f})")
         if step % eval_every == 0:
             val_acc = accuracy(model, tok, va_x, va_y, pass_id, fail_id)
             history.append({"step": step, "loss": round(loss.item(), 4), "val_acc": val_acc})
@@ -121,4 +131,4 @@ def train_judge(model, tok, rubric: Rubric, *, seed: int = 0, n_train: int = 400
                 break
     test_acc = accuracy(model, tok, te_x, te_y, pass_id, fail_id)
     return {"steps": step, "val_acc": val_acc, "test_acc": test_acc, "train_s": round(time.perf_counter() - t0, 1),
-            "history": history, "n_train": n_train, "test_examples": test}
+            "history": history, "n_train": n_train, "test_examples": test, "early": early}
