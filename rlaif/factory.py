@@ -21,6 +21,7 @@ from rlaif.config.rewards import JudgeSourceSpec, LambdaSourceSpec, PythonSource
 from rlaif.config.rubric import load_rubric
 from rlaif.errors import UserError
 from rlaif.judge.backend import JudgeBackend
+from rlaif.judge.calibration import Calibration, load_calibration
 from rlaif.judge.fit import Fitter
 from rlaif.judge.http_client import ClientSettings, JudgeClient
 from rlaif.judge.judgment_log import JudgmentLog, SourceLog
@@ -128,7 +129,15 @@ def make_judge(recipe: Recipe, base_url: str | list[str],
                  judge_weight=j.weight, pairwise_against=j.pairwise_against, pairwise_opponents=j.pairwise_opponents,
                  fitter=Fitter(j.context_tokens, j.model, lambda: judge_context(recipe, backend)),
                  rubric_in_user_turn=rubric_in_user_turn(recipe),
-                 reasoning_budget=reasoning_budget(recipe))
+                 reasoning_budget=reasoning_budget(recipe), calibration=judge_calibration(recipe))
+
+
+def judge_calibration(recipe: Recipe) -> Calibration | None:
+    """The recipe's judge.calibration, checked against its judge model and rubric."""
+    if recipe.judge.calibration is None:
+        return None
+    rubric = load_rubric(recipe.rubric, where=f"{recipe.source}: rubric")
+    return load_calibration(recipe.judge.calibration, recipe.judge.model, rubric.name)
 
 
 def rubric_in_user_turn(recipe: Recipe) -> bool:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from rlaif.config.recipe import load_recipe
 from rlaif.errors import UserError
-from rlaif.eval.audit import print_audit, run_audit
+from rlaif.eval.audit import calibrate_judge, print_audit, run_audit
 from rlaif.eval.rescore import rescore
 from rlaif.eval.score_file import score_file
 from rlaif.factory import judge_endpoint, launch_replicas
@@ -51,6 +51,12 @@ def add_parser(sub) -> None:
     ap.add_argument("--judge", dest="judges", action="append", default=[], metavar="OTHER.yaml",
                     help="another recipe whose judge and rubric are audited beside it (repeatable)")
     ap.add_argument("--output", help="write the audit as JSON here (default: RUN_DIR/audit.json)")
+    ap.add_argument("--calibrate", nargs="?", const="", metavar="FILE",
+                    help="also fit a calibration of P(pass) on half of the labels, report ECE and Brier before and "
+                         "after on the other half, and write it to FILE (default: RUN_DIR/calibration.json) for "
+                         "judge.calibration")
+    ap.add_argument("--calibration-method", choices=["auto", "temperature", "isotonic"], default="auto",
+                    help="auto: isotonic from 500 fitting labels per criterion, else a temperature on the logit")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     ap.set_defaults(fn=cmd_audit)
 
@@ -68,6 +74,20 @@ def add_parser(sub) -> None:
     rp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="override the OTHER.yaml recipe (e.g. judge.model=...)")
     rp.set_defaults(fn=cmd_rescore)
+
+
+def print_calibration(reliability: dict, path: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title="calibration of P(pass), on the held-out half of the labels")
+    for c in ("criterion", "method", "fit / held out", "ECE before", "ECE after", "Brier before", "Brier after"):
+        t.add_column(c, justify="right")
+    for name, m in reliability.items():
+        t.add_row(name, m["method"], f"{m['n_fit']} / {m['n_heldout']}", f"{m['ece_before']:.4f}",
+                  f"{m['ece_after']:.4f}", f"{m['brier_before']:.4f}", f"{m['brier_after']:.4f}")
+    Console(soft_wrap=True).print(t)
+    print(f"calibration: {path} (use it with --set judge.calibration={path})")
 
 
 def cmd_rescore(a) -> int:
@@ -152,7 +172,15 @@ def cmd_audit(a) -> int:
     others = [load_recipe(p, check_files=False) for p in a.judges]
     with judge_endpoint(r, r.run_dir) as ep:
         res = run_audit(r, ep.url, labels, others)
+        if a.calibrate is not None:
+            cal, reliability = calibrate_judge(r, ep.url, labels, a.calibration_method)
     print_audit(res)
+    if a.calibrate is not None:
+        path = Path(a.calibrate or r.run_dir / "calibration.json")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(cal.to_json(reliability | {"labels": str(labels)}), indent=2) + "\n")
+        res["calibration"] = {"file": str(path), "reliability": reliability}
+        print_calibration(reliability, path)
     out = Path(a.output or r.run_dir / "audit.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2))

@@ -103,6 +103,16 @@ class JudgeSpec(Strict):
     # system role (Gemma); auto: read from the judge's chat template when its tokenizer is on this machine
     rubric_turn: Literal["auto", "system", "user"] = "auto"
     reasoning: ReasoningSpec | None = None  # a reasoning judge: its thinking budget (see ReasoningSpec)
+    # a calibration of P(pass) (`rlaif judge audit --calibrate` writes it; rlaif/judge/calibration.py): rewards use
+    # the calibrated scores, the judgment log keeps both
+    calibration: str | None = None
+
+    @model_validator(mode="after")
+    def _calibrated_probabilities(self):
+        if self.calibration is not None and self.mode != "logprob":
+            raise ValueError(f"calibration maps P(pass), which logprob mode gives; mode {self.mode} gives "
+                             f"{'verdicts of 0 or 1' if self.mode == 'verdict' else 'P(this response wins)'}")
+        return self
 
     @model_validator(mode="after")
     def _local_backend_modes(self):

@@ -20,9 +20,11 @@ from rlaif.common.stats import fmt
 from rlaif.config.audit import AuditSpec
 from rlaif.config.recipe import Recipe
 from rlaif.data.labels import Labelled, read_labels
+from rlaif.errors import UserError
 from rlaif.eval.second_opinion import endpoint_for
 from rlaif.factory import make_judge
 from rlaif.judge import pairwise
+from rlaif.judge.calibration import fit
 from rlaif.rewards.source import failed_count
 
 
@@ -264,3 +266,36 @@ def audit_labels(recipe: Recipe, base_url: str, labels_file: str | Path) -> dict
     j = res["judges"][0]
     return {"labels_file": str(labels_file), "n_samples": res["n_samples"], "n_judgments": j["n_judgments"],
             "agreement": j["agreement"], "judge": j["judge_calls"], "audit": res}
+
+
+def calibrate_judge(recipe: Recipe, url: str, labels_file: str | Path, method: str = "auto") -> tuple:
+    """(the Calibration of the recipe's judge fitted on half of the labels, its reliability before and after on the
+    other half) for each pass/fail criterion with labels (rlaif/judge/calibration.py)."""
+    if recipe.judge.mode != "logprob":
+        raise UserError(f"{recipe.source}: --calibrate fits P(pass), which judge.mode logprob gives (not "
+                        f"{recipe.judge.mode})")
+    labelled = read_labels(labels_file)
+    raw = recipe.model_copy(update={"judge": recipe.judge.model_copy(update={"calibration": None})})
+    judge = make_judge(raw, url)
+    verdicts = judge.score_sync(labelled.samples) if labelled.samples else []
+    judge.close()
+    scores: dict[str, tuple[list[float], list[bool]]] = {}
+    for c in judge.rubric.criteria:
+        if c.kind != "pass_fail":
+            continue
+        p, y = [], []
+        for smp, v, gold in zip(labelled.samples, verdicts, labelled.gold):
+            if c.name not in gold:
+                continue
+            if not isinstance(gold[c.name], bool):
+                raise UserError(f"{labels_file}: sample {smp.id}: labels.{c.name}: a pass/fail criterion needs a "
+                                f"true/false label to calibrate, not {gold[c.name]!r}")
+            if v.scores.get(c.name) is not None:
+                p.append(v.scores[c.name])
+                y.append(gold[c.name])
+        if p:
+            scores[c.name] = (p, y)
+    if not scores:
+        raise UserError(f"{labels_file}: no true/false label for any pass/fail criterion of rubric "
+                        f"{judge.rubric.name}: nothing to calibrate")
+    return fit(recipe.judge.model, judge.rubric.name, scores, method)

@@ -30,6 +30,7 @@ from rlaif.errors import JudgeUnavailable
 from rlaif.judge import logprob, pairwise, verdict
 from rlaif.judge.backend import JudgeBackend
 from rlaif.judge.cache import VerdictCache
+from rlaif.judge.calibration import Calibration
 from rlaif.judge.judgment_log import JudgmentLog, SourceLog, as_log
 from rlaif.judge.planner import Planner, Request
 from rlaif.judge.vllm_metrics import PrefixCacheMeter
@@ -82,7 +83,8 @@ class Judge:
 
     def __init__(self, rubric: Rubric, backend: JudgeBackend, *, on_failure: FailureSettings | None = None,
                  judgment_log: Path | JudgmentLog | SourceLog | None = None, mode: str = "logprob",
-                 cache: bool = True, checks: list | None = None, judge_weight: float = 1.0, **planning):
+                 cache: bool = True, checks: list | None = None, judge_weight: float = 1.0,
+                 calibration: Calibration | None = None, **planning):
         """`planning`: how requests are made (rlaif/judge/planner.py: top_logprobs, temperature, pairwise
         opponents, the fitter that cuts them to the judge's context, the rubric's turn, a reasoning budget)."""
         self.rubric = rubric
@@ -92,6 +94,7 @@ class Judge:
         self.on_failure = on_failure or FailureSettings()
         self.judgments = as_log(judgment_log)
         self.checks, self.judge_weight = list(checks or []), judge_weight
+        self.calibration = calibration  # raw P(pass) -> calibrated, before the reward is aggregated
         self.cache = VerdictCache(f"{backend.name}|{mode}|{rubric.model_dump_json()}") if cache else None
         self.totals = {"calls": 0, "failures": 0, "parse_failures": 0, "retries": 0, "neutralised": 0,
                        "samples": 0, "fallbacks": 0, "cache_hits": 0, "gated": 0, "server_restarts": 0,
@@ -205,8 +208,10 @@ class Judge:
                 self.totals["failures"] += 1  # a judgment that could not be asked is a failed one
                 self.failures.record(True)
             # pairwise asks several times per criterion (opponents x orders): the score is their mean
-            scores: dict[str, float | None] = {n: (statistics.fmean(v) if v and n not in errors else None)
-                                               for n, v in got.items()}
+            raw: dict[str, float | None] = {n: (statistics.fmean(v) if v and n not in errors else None)
+                                            for n, v in got.items()}
+            scores = raw if self.calibration is None else {
+                n: None if v is None else self.calibration.apply(n, v) for n, v in raw.items()}
             if not gates_ok:
                 self.totals["gated"] += 1
                 reward, failed = 0.0, False
@@ -227,11 +232,12 @@ class Judge:
                          for n, e in errors.items()]
             for req, res in parts:
                 for name in req.criteria:
-                    rows.append(base | {"criterion": name, "score": scores[name],
+                    rows.append(base | {"criterion": name, "score": raw[name],
                                         "rationale": res["rationale"] or None, "latency_s": res["latency_s"],
                                         "attempts": res["attempts"], "error": res["error"], "cached": res["cached"],
                                         "neutralised": req.neutralised, "reward": reward}
-                                | ({"reasoning": res["reasoning"][:4000]} if res.get("reasoning") else {}))
+                                | ({"reasoning": res["reasoning"][:4000]} if res.get("reasoning") else {})
+                                | ({"calibrated": scores[name]} if self.calibration is not None else {}))
         self.totals["samples"] += len(samples)
         self.judgments.write(rows)
         self.failures.check()
