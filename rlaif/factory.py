@@ -30,6 +30,7 @@ from rlaif.judge.scorer import FailureSettings, Judge
 from rlaif.judge.server import Supervisor, VLLMServer, served_context
 from rlaif.judge.templates import can_switch_thinking_off, has_system_role, load_tokenizer
 from rlaif.nova.gateway import Gateway, boto3_env, build_app
+from rlaif.rewards.canaries import Canaries
 from rlaif.rewards.combined import CombinedSource
 from rlaif.rewards.judge_source import JudgeSource
 from rlaif.rewards.lambda_source import LambdaSource
@@ -175,10 +176,10 @@ def judge_reward(recipe: Recipe, base_url: str | list[str], judgment_log: Path |
     return TRLReward(JudgeSource(make_judge(recipe, base_url, judgment_log)))
 
 
-def rank_log_path(run_dir: Path) -> Path:
+def rank_log_path(run_dir: Path, stem: str = "judgments") -> Path:
     """Each process of a multi-GPU run writes its own judgment log, so lines never interleave."""
     r = rank()
-    return run_dir / ("judgments.jsonl" if r == 0 else f"judgments.rank{r}.jsonl")
+    return run_dir / (f"{stem}.jsonl" if r == 0 else f"{stem}.rank{r}.jsonl")
 
 
 def judge_recipe(recipe: Recipe, spec: JudgeSourceSpec) -> Recipe:
@@ -271,7 +272,14 @@ def make_sources(recipe: Recipe, endpoints: Endpoints, log: JudgmentLog, *,
             if self_test:
                 judge.self_test_sync()
                 say(f"judge '{r.judge.name}' at {ep.url} passed its self-test")
-            out.append(JudgeSource(judge, spec.name, primary=spec is judges[0]))
+            canaries = None
+            if spec is judges[0] and r.judge.canaries is not None:
+                # their own judge (cache off: a changed judge must be asked again) and their own log
+                watch = make_judge(r.model_copy(update={"judge": r.judge.model_copy(update={"cache": False})}),
+                                   ep.url, JudgmentLog(rank_log_path(endpoints.run_dir, "canaries")))
+                endpoints.stack.callback(watch.close)
+                canaries = Canaries(r.judge.canaries, watch, seed=recipe.seed)
+            out.append(JudgeSource(judge, spec.name, primary=spec is judges[0], canaries=canaries))
         elif isinstance(spec, VerifiableSourceSpec):
             out.append(VerifiableSource(spec, view))
         elif isinstance(spec, PythonSourceSpec):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import statistics
 import time
 from pathlib import Path
 
@@ -156,6 +157,11 @@ def run_smoke(recipe_path: str = "recipes/smoke.yaml", overrides: list[str] | No
         "completions_after": after["completions_file"],
         "judgment_log": str(run_dir / "judgments.jsonl"),
     }
+    canary = [h for h in train.get("log_history", []) if "judge/canary_accuracy" in h]
+    if canary:  # the live canaries: the judge's accuracy during training, beside its audit's
+        summary["judge_canary_accuracy"] = round(statistics.fmean(h["judge/canary_accuracy"] for h in canary), 4)
+        summary["judge_canary_baseline"] = round(canary[0]["judge/canary_baseline"], 4)
+        summary["judge_canary_alarm"] = any(h.get("judge/canary_alarm") == 1.0 for h in canary)
     summary["win_rate_vs_base"] = comparison["by_judge_reward"]["win_rate"]
     summary["health_warnings"] = [w["code"] for w in
                                   json.loads((run_dir / "health.json").read_text())["warnings"]]
@@ -191,7 +197,10 @@ def run_smoke(recipe_path: str = "recipes/smoke.yaml", overrides: list[str] | No
     c = Console()
     c.print(t)
     c.print(f"judge audit agreement {summary['judge_audit_agreement']:.1%} on {summary['judge_audit_samples']} "
-            f"held-out labels; {judge_calls} judge calls, {judge_failures} failures; {summary['steps']} GRPO steps "
+            f"held-out labels"
+            + (f", {summary['judge_canary_accuracy']:.1%} on the canaries during training"
+               if "judge_canary_accuracy" in summary else "")
+            + f"; {judge_calls} judge calls, {judge_failures} failures; {summary['steps']} GRPO steps "
             f"at {summary['s_per_step']}s; judge p50/p95 {summary['judge_latency_p50_s'] * 1000:.0f}/"
             f"{summary['judge_latency_p95_s'] * 1000:.0f} ms; wall {summary['wall_s']}s")
     c.print(f"summary: {run_dir / 'summary.json'}")

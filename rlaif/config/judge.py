@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from rlaif.config.strict import Strict
 
@@ -57,6 +57,19 @@ class ReasoningSpec(Strict):
     budget_tokens: int = Field(1024, gt=0)
 
 
+class CanarySpec(Strict):
+    """Live canaries (rlaif/rewards/canaries.py): labelled samples in the audit's format, judged beside every
+    training batch and never rewarded. `judge.canaries: FILE` is short for `{file: FILE}`."""
+    file: str
+    per_batch: int = Field(8, gt=0)  # canaries judged with each batch
+    window_batches: int = Field(2, gt=0)  # the alarm reads the canaries of this many recent batches
+    # below the baseline by more than this: the alarm (with 16 canaries in the window, a 97% judge misses the
+    # margin once in ~10^4 windows; a judge that answers at random trips it 96% of the time)
+    margin: float = Field(0.25, gt=0, lt=1)
+    baseline_samples: int = Field(200, gt=0)  # canaries judged once before the first batch: the baseline
+    stop: bool = False  # stop the run (with a checkpoint) on the alarm, not only warn
+
+
 class JudgeSpec(Strict):
     model: str = Field(description="local folder or hub id of the judge; swap judges by changing this line")
     # vllm: an OpenAI-compatible server (launched or at base_url); transformers: the judge model in the trainer's
@@ -106,6 +119,12 @@ class JudgeSpec(Strict):
     # a calibration of P(pass) (`rlaif judge audit --calibrate` writes it; rlaif/judge/calibration.py): rewards use
     # the calibrated scores, the judgment log keeps both
     calibration: str | None = None
+    canaries: CanarySpec | None = None  # live canaries beside every batch (CanarySpec)
+
+    @field_validator("canaries", mode="before")
+    @classmethod
+    def _canary_file(cls, v):
+        return {"file": v} if isinstance(v, str) else v
 
     @model_validator(mode="after")
     def _calibrated_probabilities(self):

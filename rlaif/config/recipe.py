@@ -226,6 +226,8 @@ def check_paths(r: Recipe) -> None:
     src = r.source
     files = [("data.train", r.data.train), ("data.eval", r.data.eval), ("reward.lambda_file", r.reward.lambda_file)]
     files += [(f"rewards[{i}].file", s.file) for i, s in enumerate(r.rewards or []) if isinstance(s, LambdaSourceSpec)]
+    files += [("judge.calibration", r.judge.calibration),
+              ("judge.canaries.file", r.judge.canaries.file if r.judge.canaries else None)]
     for field_name, value in files:
         if value and not path_exists(value):
             raise UserError(f"{src}: {field_name}: file not found: {value}")

@@ -21,7 +21,8 @@ log = logging.getLogger("rlaif.health")
 
 SIGNALS = ["reward", "judge/reward_min", "judge/reward_max", "judge/positive_rate", "entropy",
            "completions/mean_length", "frac_reward_zero_std", "judge/fail_rate", "judge/latency_p50_s",
-           "judge/latency_p95_s", "val/reward", "val/pass_rate", "val/second_opinion_agreement", "eval_reward"]
+           "judge/latency_p95_s", "val/reward", "val/pass_rate", "val/second_opinion_agreement", "eval_reward",
+           "judge/canary_accuracy", "judge/canary_window_accuracy", "judge/canary_baseline", "judge/canary_alarm"]
 
 
 @dataclass
@@ -177,8 +178,23 @@ def agreement_falling(h, lim: Limits) -> list[HealthWarning]:
     return []
 
 
+def judge_changed(h, lim: Limits) -> list[HealthWarning]:
+    """The live canaries (rlaif/rewards/canaries.py) raised their alarm: the judge answers labelled samples worse
+    than it did when training started."""
+    alarms = series(h, "judge/canary_alarm")
+    first = next((step for step, v in alarms if v >= 1.0), None)
+    if first is None:
+        return []
+    row = next(x for x in h if x.get("step") == first)
+    return [HealthWarning("judge_changed", first,
+                          f"canary accuracy {row.get('judge/canary_window_accuracy', float('nan')):.0%} fell below "
+                          f"its baseline {row.get('judge/canary_baseline', float('nan')):.0%} by more than the "
+                          "recipe's judge.canaries.margin: the judge changed under the run (another checkpoint, "
+                          "template, quantisation or rubric); rewards since then are not comparable")]
+
+
 RULES = [entropy_collapse, verbosity_hacking, train_up_val_down, sparse_rewards, baseline_too_good,
-         judge_failures, equal_reward_groups, agreement_falling]
+         judge_failures, equal_reward_groups, agreement_falling, judge_changed]
 
 
 def check(history: list[dict], limits: Limits | None = None) -> list[HealthWarning]:

@@ -115,6 +115,11 @@ def plots(history: list[dict]) -> list[tuple[str, str]]:
     out.append(("Groups with all-equal rewards", _plot(
         "Groups with all-equal rewards (no learning signal)", [("share", *_xy(train, "frac_reward_zero_std"))],
         "share of groups")))
+    out.append(("Judge canaries", _plot(
+        "Live canaries: the judge's accuracy on labelled samples during training",
+        [("canary accuracy (this step)", *_xy(train, "judge/canary_accuracy")),
+         ("canary accuracy (alarm window)", *_xy(train, "judge/canary_window_accuracy")),
+         ("baseline (before training)", *_xy(train, "judge/canary_baseline"))], "accuracy")))
     out.append(("Agreement with the second opinion", _plot(
         "Training judge vs second opinion on validation samples",
         [("agreement", *_xy(val, "val/second_opinion_agreement")),
@@ -176,7 +181,8 @@ FACT_GROUPS = [
                       "true_pass_rate_after", "true_pass_rate_gain", "win_rate_vs_base",
                       "mean_completion_chars_before", "mean_completion_chars_after", "bars_missed"]),
     ("Can the judge be trusted", ["judge_build_test_accuracy", "judge_audit_agreement", "judge_audit_samples",
-                                  "judge_agreement_on_base_policy", "judge_agreement_on_policy"]),
+                                  "judge_agreement_on_base_policy", "judge_agreement_on_policy",
+                                  "judge_canary_baseline", "judge_canary_accuracy", "judge_canary_alarm"]),
     ("What it cost", ["steps", "s_per_step", "train_s", "wall_s", "build_s", "judge_calls", "judge_calls_in_training",
                       "judge_failures",
                       "judge_latency_p50_s", "judge_latency_p95_s", "judge_server_start_s", "stopped_early"]),

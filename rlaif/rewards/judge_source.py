@@ -7,21 +7,24 @@ report read); any other judge source logs the same numbers under its own name (`
 `<name>/checks/...`), so two judges never average into one metric."""
 from __future__ import annotations
 
+import asyncio
 import json
 import statistics
 
 from rlaif.common.stats import percentile
 from rlaif.data.samples import Sample
 from rlaif.judge.scorer import Judge, Verdict
+from rlaif.rewards.canaries import Canaries
 from rlaif.rewards.source import Scored
 
 
 class JudgeSource:
-    def __init__(self, judge: Judge, name: str = "judge", primary: bool = True):
+    def __init__(self, judge: Judge, name: str = "judge", primary: bool = True, canaries: Canaries | None = None):
         self.judge = judge
         self.name = name
         self.primary = primary  # the run's first judge: its metrics are the `judge/*` ones
         self.failures = judge.failures
+        self.canaries = canaries  # labelled samples judged beside each batch (rewards/canaries.py)
 
     def _own(self, key: str) -> str:
         """A metric's or column's name for this source: as is for the primary judge, else under the source's name."""
@@ -36,8 +39,14 @@ class JudgeSource:
     async def score(self, samples: list[Sample], step: int | None = None, state=None) -> Scored:
         j = self.judge
         before, n_lat = dict(j.totals), len(j.latencies)
-        verdicts = await j.score_samples(samples, step=step)
-        metrics = self._metrics(verdicts, before, j.latencies[n_lat:])
+        if self.canaries is None:
+            verdicts, canary_metrics = await j.score_samples(samples, step=step), {}
+        else:  # concurrently: the canaries share the batch's server, its rubric prefix and its time
+            verdicts, canary_metrics = await asyncio.gather(j.score_samples(samples, step=step),
+                                                            self.canaries.batch(step))
+            if self.canaries.alarm and self.canaries.spec.stop and self.failures.stop_reason is None:
+                self.failures.stop(self.canaries.alarm)
+        metrics = self._metrics(verdicts, before, j.latencies[n_lat:]) | canary_metrics
         hit_rate = j.prefix_cache.latest()  # never waits for /metrics
         if hit_rate is not None:
             metrics["judge/prefix_cache_hit_rate"] = hit_rate

@@ -93,7 +93,8 @@ def test_a_run_stops_with_a_clear_message_past_the_failure_limit(proxy, tmp_path
            "--set", f"output_dir={out}", "--set", "grpo.max_steps=6", "--set", "grpo.per_device_train_batch_size=8",
            "--set", "grpo.save_strategy=no", "--set", "judge.max_retries=0", "--set", "judge.max_fail_rate=0.3",
            "--set", "judge.fail_min_calls=16", "--set", "eval.every_steps=null",  # no validation calls at step 0
-           "--set", "judge.batch_requests=false"]  # the plan counts requests
+           "--set", "judge.batch_requests=false",  # the plan counts requests,
+           "--set", "judge.canaries=null"]  # so no canaries beside the batches
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert r.returncode == 1
     assert "judge failure rate" in r.stderr and "max_fail_rate" in r.stderr and "--resume" in r.stderr

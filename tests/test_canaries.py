@@ -1,0 +1,135 @@
+"""Live canaries: labelled samples judged beside every batch, never rewarded. Against a stand-in judge whose
+answers are known (right, then swapped for one that is wrong half the time), and, in the integration test, a
+real training run whose judge server is swapped mid-run for the policy checkpoint served under the judge's name."""
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from rlaif.config.judge import CanarySpec
+from rlaif.config.recipe import load_recipe
+from rlaif.config.rubric import load_rubric
+from rlaif.errors import UserError
+from rlaif.eval.health import check
+from rlaif.judge.scorer import Verdict
+from rlaif.rewards.canaries import Canaries, load_canaries
+
+LABELS = "artifacts/tiny/data/judge_audit.jsonl"
+
+
+class StandIn:
+    """A judge that answers each canary right, or (once swapped) wrong on every other one."""
+
+    def __init__(self):
+        self.rubric = load_rubric("says_please")
+        self.swapped = False
+        self.gold = {f"canary:{json.loads(ln)['id']}": json.loads(ln)["labels"]["says_please"] for ln in open(LABELS)}
+        self.asked = 0
+
+    async def score_samples(self, samples, step=None):
+        out = []
+        for i, s in enumerate(samples):
+            right = not (self.swapped and i % 2 == 0)
+            passed = self.gold[s.id] == right
+            out.append(Verdict(s.id, float(passed), {"says_please": 0.99 if passed else 0.01}))
+        self.asked += len(samples)
+        return out
+
+
+def test_the_alarm_stays_quiet_for_the_same_judge_and_rings_within_two_batches_of_a_swap():
+    judge = StandIn()
+    c = Canaries(CanarySpec(file=LABELS), judge)
+    quiet = [asyncio.run(c.batch(step)) for step in range(1, 11)]
+    assert c.baseline == 1.0 and judge.asked == 200 + 10 * 8  # the baseline, then 8 a batch
+    assert all(m["judge/canary_accuracy"] == 1.0 and m["judge/canary_alarm"] == 0.0 for m in quiet)
+    judge.swapped = True
+    after = [asyncio.run(c.batch(step)) for step in range(11, 13)]
+    assert after[-1]["judge/canary_alarm"] == 1.0 and "at step 12" in c.alarm
+    assert after[-1]["judge/canary_window_accuracy"] == 0.5
+    history = [{"step": s, **m} for s, m in enumerate(quiet + after, start=1)]
+    (w,) = [w for w in check(history) if w.code == "judge_changed"]
+    assert w.step == 12 and "the judge changed under the run" in w.message
+
+
+def test_canaries_rotate_through_the_file_and_are_marked(tmp_path):
+    c = Canaries(CanarySpec(file=LABELS, per_batch=8), StandIn())
+    first, second = c.draw(), c.draw()
+    assert len({s.id for s, _ in first + second}) == 16 and all(s.id.startswith("canary:") for s, _ in first)
+
+
+def labels_file(tmp_path, rows):
+    f = tmp_path / "canaries.jsonl"
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(f)
+
+
+def row(i, label):
+    return {"id": f"c{i}", "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "x"}],
+            "labels": {"says_please": label}}
+
+
+def test_bad_canary_files_are_refused_naming_file_and_field(tmp_path):
+    rubric = load_rubric("says_please")
+    f = labels_file(tmp_path, [row(i, i % 2 == 0) for i in range(5)])
+    with pytest.raises(UserError, match=f"judge.canaries: {f}: 5 sample\\(s\\) labelled .* at least 20"):
+        load_canaries(CanarySpec(file=f), rubric)
+    f = labels_file(tmp_path, [row(i, True) for i in range(30)] + [row(99, 4)])
+    with pytest.raises(UserError, match="sample c99: labels.says_please: a canary needs a true/false label"):
+        load_canaries(CanarySpec(file=f), rubric)
+    (tmp_path / "broken.jsonl").write_text(json.dumps(row(0, True)) + "\n{not json\n")
+    with pytest.raises(UserError, match="broken.jsonl:2: not JSON"):
+        load_canaries(CanarySpec(file=str(tmp_path / "broken.jsonl")), rubric)
+    with pytest.raises(UserError, match="judge.canaries.file: file not found: nope.jsonl"):
+        load_recipe("recipes/smoke.yaml", ["judge.canaries=nope.jsonl"])
+    assert load_recipe("recipes/smoke.yaml", [f"judge.canaries={LABELS}"]).judge.canaries.file == LABELS
+
+
+@pytest.mark.integration
+def test_a_judge_swapped_mid_run_is_flagged_and_stops_the_run(judge_url, tmp_path):
+    """Training against a proxy in front of the tiny judge; after step 3 the proxy sends everything to the policy
+    checkpoint served as 'judge' (a model that was never a judge). The canaries ring within two steps and, with
+    stop: true, the run stops with a checkpoint and says why."""
+    from faultproxy import FaultProxy
+
+    from rlaif.factory import launch_replicas
+    wrong = load_recipe("recipes/smoke.yaml", ["judge.model=artifacts/tiny/policy", "judge.served_model_name=judge",
+                                               f"output_dir={tmp_path / 'wrong'}"])
+    (server,) = launch_replicas(wrong, tmp_path / "wrong")
+    proxy = FaultProxy(judge_url)
+    run = tmp_path / "run"
+    try:
+        p = subprocess.Popen([sys.executable, "-m", "rlaif.cli", "train", "recipes/smoke.yaml",
+                              "--set", f"judge.base_url={proxy.url}", "--set", f"output_dir={run}",
+                              "--set", f"judge.canaries={{file: {LABELS}, stop: true}}", "--set", "grpo.max_steps=12",
+                              "--set", "grpo.save_steps=2", "--set", "eval.every_steps=null", "--set",
+                              "grpo.logging_steps=1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True)
+        log = run / "judgments.jsonl"
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and p.poll() is None:
+            if log.exists() and any(json.loads(ln)["step"] >= 3 for ln in log.read_text().splitlines() if ln):
+                break
+            time.sleep(0.2)
+        proxy.upstream = server.base_url  # from now on the "judge" is the policy checkpoint
+        swapped_at = max(json.loads(ln)["step"] for ln in log.read_text().splitlines() if ln)
+        out, err = p.communicate(timeout=600)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, 9)
+        proxy.close()
+        server.stop()
+    summary = json.loads((run / "train_summary.json").read_text())
+    history = [h for h in summary["log_history"] if "judge/canary_accuracy" in h]
+    before = [h for h in history if h["step"] <= swapped_at]
+    assert before and all(h["judge/canary_alarm"] == 0.0 for h in before)
+    rang = min(h["step"] for h in history if h["judge/canary_alarm"] == 1.0)
+    assert rang <= swapped_at + 2, (swapped_at, rang, history)
+    assert summary["steps"] < 12 and "canary accuracy" in (summary.get("stopped_early") or "") + err
+    health = json.loads((run / "health.json").read_text())
+    assert any(w["code"] == "judge_changed" for w in health["warnings"] + health.get("raised_during_training", []))
+    assert (run / "canaries.jsonl").exists() and not any(
+        json.loads(ln)["sample_id"].startswith("canary:") for ln in (run / "judgments.jsonl").read_text().splitlines())
