@@ -22,6 +22,7 @@ from rlaif.config.rubric import load_rubric
 from rlaif.errors import UserError
 from rlaif.judge.backend import JudgeBackend
 from rlaif.judge.calibration import Calibration, load_calibration
+from rlaif.judge.cascade import Cascade
 from rlaif.judge.fit import Fitter
 from rlaif.judge.http_client import ClientSettings, JudgeClient
 from rlaif.judge.judgment_log import JudgmentLog, SourceLog
@@ -279,7 +280,18 @@ def make_sources(recipe: Recipe, endpoints: Endpoints, log: JudgmentLog, *,
                                    ep.url, JudgmentLog(rank_log_path(endpoints.run_dir, "canaries")))
                 endpoints.stack.callback(watch.close)
                 canaries = Canaries(r.judge.canaries, watch, seed=recipe.seed)
-            out.append(JudgeSource(judge, spec.name, primary=spec is judges[0], canaries=canaries))
+            cascade = None
+            if r.judge.cascade is not None:
+                large_r = r.model_copy(update={"judge": r.judge.cascade.judge})
+                large_ep = endpoints.get(large_r)
+                large = make_judge(large_r, large_ep.url, JudgmentLog(rank_log_path(endpoints.run_dir, "cascade")))
+                _supervise(large_ep, large, endpoints.stack)
+                if self_test:
+                    large.self_test_sync()
+                say(f"judge cascade: verdicts of '{r.judge.name}' within {r.judge.cascade.band} of 0.5 go to "
+                    f"'{large_r.judge.name}' at {large_ep.url}")
+                cascade = Cascade(large, r.judge.cascade.band)
+            out.append(JudgeSource(judge, spec.name, primary=spec is judges[0], canaries=canaries, cascade=cascade))
         elif isinstance(spec, VerifiableSourceSpec):
             out.append(VerifiableSource(spec, view))
         elif isinstance(spec, PythonSourceSpec):

@@ -70,6 +70,13 @@ class CanarySpec(Strict):
     stop: bool = False  # stop the run (with a checkpoint) on the alarm, not only warn
 
 
+class CascadeSpec(Strict):
+    """A judge cascade (rlaif/judge/cascade.py): samples the recipe's judge is unsure of (a criterion's P(pass)
+    within `band` of 0.5, or a failed judgment) go to this second, larger judge, whose verdict replaces it."""
+    judge: "JudgeSpec"  # the larger judge: a judge block of its own (model, serve or base_url, mode, ...)
+    band: float = Field(0.3, gt=0, le=0.5)
+
+
 class JudgeSpec(Strict):
     model: str = Field(description="local folder or hub id of the judge; swap judges by changing this line")
     # vllm: an OpenAI-compatible server (launched or at base_url); transformers: the judge model in the trainer's
@@ -120,6 +127,7 @@ class JudgeSpec(Strict):
     # the calibrated scores, the judgment log keeps both
     calibration: str | None = None
     canaries: CanarySpec | None = None  # live canaries beside every batch (CanarySpec)
+    cascade: CascadeSpec | None = None  # a larger judge for the samples this one is unsure of (CascadeSpec)
 
     @field_validator("canaries", mode="before")
     @classmethod
@@ -143,3 +151,6 @@ class JudgeSpec(Strict):
     @property
     def name(self) -> str:
         return self.served_model_name or Path(self.model.rstrip("/")).name
+
+
+CascadeSpec.model_rebuild()

@@ -232,6 +232,8 @@ def check_paths(r: Recipe) -> None:
         if value and not path_exists(value):
             raise UserError(f"{src}: {field_name}: file not found: {value}")
     models = [("policy.model", r.policy.model), ("judge.model", r.judge.model)]
+    if r.judge.cascade is not None:
+        models.append(("judge.cascade.judge.model", r.judge.cascade.judge.model))
     models += [(f"rewards[{i}].judge.model", s.judge.model) for i, s in enumerate(r.rewards or [])
                if isinstance(s, JudgeSourceSpec) and s.judge is not None]
     for field_name, value in models:

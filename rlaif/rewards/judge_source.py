@@ -13,18 +13,21 @@ import statistics
 
 from rlaif.common.stats import percentile
 from rlaif.data.samples import Sample
+from rlaif.judge.cascade import Cascade
 from rlaif.judge.scorer import Judge, Verdict
 from rlaif.rewards.canaries import Canaries
 from rlaif.rewards.source import Scored
 
 
 class JudgeSource:
-    def __init__(self, judge: Judge, name: str = "judge", primary: bool = True, canaries: Canaries | None = None):
+    def __init__(self, judge: Judge, name: str = "judge", primary: bool = True, canaries: Canaries | None = None,
+                 cascade: Cascade | None = None):
         self.judge = judge
         self.name = name
         self.primary = primary  # the run's first judge: its metrics are the `judge/*` ones
         self.failures = judge.failures
         self.canaries = canaries  # labelled samples judged beside each batch (rewards/canaries.py)
+        self.cascade = cascade  # a larger judge for the unsure verdicts (judge/cascade.py)
 
     def _own(self, key: str) -> str:
         """A metric's or column's name for this source: as is for the primary judge, else under the source's name."""
@@ -47,6 +50,9 @@ class JudgeSource:
             if self.canaries.alarm and self.canaries.spec.stop and self.failures.stop_reason is None:
                 self.failures.stop(self.canaries.alarm)
         metrics = self._metrics(verdicts, before, j.latencies[n_lat:]) | canary_metrics
+        if self.cascade is not None:  # the metrics above are the first judge's; the rewards, the cascade's
+            verdicts, cascade_metrics = await self.cascade.refine(samples, verdicts, step)
+            metrics |= cascade_metrics
         hit_rate = j.prefix_cache.latest()  # never waits for /metrics
         if hit_rate is not None:
             metrics["judge/prefix_cache_hit_rate"] = hit_rate
@@ -88,10 +94,13 @@ class JudgeSource:
         return self.judge.fail_batch(n)
 
     def summary(self) -> dict:
-        return self.judge.summary()
+        out = self.judge.summary()
+        return out | {"cascade": self.cascade.summary()} if self.cascade is not None else out
 
     def close(self) -> None:
         self.judge.close()
+        if self.cascade is not None:
+            self.cascade.large.close()
 
     async def aclose(self) -> None:
         await self.judge.backend.aclose()
