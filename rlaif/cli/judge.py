@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+from rlaif.common.console import table_console
 from rlaif.config.recipe import load_recipe
 from rlaif.errors import UserError
 from rlaif.eval.audit import calibrate_judge, print_audit, run_audit
@@ -77,7 +78,6 @@ def add_parser(sub) -> None:
 
 
 def print_calibration(reliability: dict, path: Path) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     t = Table(title="calibration of P(pass), on the held-out half of the labels")
@@ -86,7 +86,7 @@ def print_calibration(reliability: dict, path: Path) -> None:
     for name, m in reliability.items():
         t.add_row(name, m["method"], f"{m['n_fit']} / {m['n_heldout']}", f"{m['ece_before']:.4f}",
                   f"{m['ece_after']:.4f}", f"{m['brier_before']:.4f}", f"{m['brier_after']:.4f}")
-    Console(soft_wrap=True).print(t)
+    table_console().print(t)
     print(f"calibration: {path} (use it with --set judge.calibration={path})")
 
 
@@ -106,7 +106,6 @@ def cmd_rescore(a) -> int:
 
 
 def print_rescore(res: dict) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     s, steps = res["summary"], res["steps"]
@@ -126,7 +125,7 @@ def print_rescore(res: dict) -> None:
         part = s["before_after"][label]
         t.add_row(f"{label} 1/4: {part['steps'][0]}-{part['steps'][1]}", str(part["samples"]),
                   *("-" if part[k] is None else f"{part[k]:.3f}" for k in keys), style="bold")
-    Console(soft_wrap=True).print(t)
+    table_console().print(t)
     print(f"agreement over all {s['samples']} samples: {s['agreement']}; {s['other_failures']} judge failure(s); "
           f"files: {s['folder']}/rescore.json, rescore.jsonl", file=sys.stderr)
 

@@ -5,6 +5,7 @@ import json
 import os
 import sys
 
+from rlaif.common.console import table_console
 from rlaif.config.nova import grpo_settings
 from rlaif.config.recipe import load_recipe
 from rlaif.errors import UserError
@@ -111,7 +112,6 @@ def cmd_parity(a) -> int:
 
 
 def print_parity(res: dict) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     rho = "n/a (one side constant)" if res["spearman"] is None else f"{res['spearman']:.3f}"
@@ -128,7 +128,7 @@ def print_parity(res: dict) -> None:
         t.add_row(f"flips: {c}", f"{f['pass_in_lambda_only'] + f['pass_in_rlaif_only']} of {f['judged_by_both']} "
                                  f"({f['pass_in_lambda_only']} pass in the Lambda only, "
                                  f"{f['pass_in_rlaif_only']} in rlaif only)")
-    Console(soft_wrap=True).print(t)
+    table_console().print(t)
 
 
 def cmd_job_config(a) -> int:
