@@ -77,7 +77,7 @@ def parse_record(obj: Any) -> tuple[dict | None, list[str]]:
     rid = obj.get("id")
     if rid is not None and (not isinstance(rid, (str, int)) or isinstance(rid, bool)):
         errs.append("id: must be a string or an integer")
-    if "rubric" in obj:  # the record's own criteria, judged after the recipe's
+    if obj.get("rubric") is not None:  # the record's own criteria, judged after the recipe's (null: none)
         errs += record_rubric_problems(obj["rubric"])
     if errs:
         return None, errs
@@ -114,7 +114,7 @@ def parse_lambda_sample(obj: Any) -> tuple[dict | None, list[str]]:
     rid = obj.get("id")
     if rid is None or not isinstance(rid, (str, int)) or isinstance(rid, bool):
         errs.append("id: required, a string or an integer")
-    if "rubric" in meta:  # the sample's own criteria, judged after the recipe's
+    if meta.get("rubric") is not None:  # the sample's own criteria, judged after the recipe's (null: none)
         errs += [f"metadata.{e}" for e in record_rubric_problems(meta["rubric"])]
     if errs:
         return None, errs
