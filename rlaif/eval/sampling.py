@@ -64,7 +64,9 @@ def _sample_batch(model, tok, chunk: list[list[dict]], k: int, temperature: floa
 
     texts = [tok.apply_chat_template(p, tokenize=False, add_generation_prompt=True, **template_kwargs) for p in chunk]
     # on the model's device: during training validation that is the trainer's GPU, not the tokenizer's CPU
-    enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+    enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    prompt_rows = enc["input_ids"].tolist()  # read here: BatchEncoding.to() moves the tensors in place
+    enc = enc.to(model.device)
     gen = dict(max_new_tokens=max_new_tokens, num_return_sequences=k, pad_token_id=tok.pad_token_id)
     if temperature > 0:
         gen.update(do_sample=True, temperature=temperature, top_k=0, top_p=1.0)
@@ -77,7 +79,7 @@ def _sample_batch(model, tok, chunk: list[list[dict]], k: int, temperature: floa
     # each completion without the padding after its end, each prompt without the padding before it (per sequence:
     # row j of the output came from prompt j // k)
     completions = [_strip(row.tolist(), pad, end=True) for row in seqs[:, n_prompt:]]
-    prompt_ids = [_strip(enc["input_ids"][j // k].tolist(), pad, end=False) for j in range(len(completions))]
+    prompt_ids = [_strip(prompt_rows[j // k], pad, end=False) for j in range(len(completions))]
     texts_out = final_answers(tok, completions, prompt_ids)
     return [texts_out[j * k:(j + 1) * k] for j in range(len(chunk))]
 
