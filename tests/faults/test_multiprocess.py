@@ -17,9 +17,11 @@ TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--np
 
 
 def run_cmd(out, steps, *extra):
+    # no canaries: these tests measure the reward judge's own requests (its waits in an outage, its calls), and a
+    # canary judge asking beside it changes which of the two meets the outage
     return TORCHRUN + ["--set", f"output_dir={out}", "--set", f"grpo.max_steps={steps}", "--set",
                        "grpo.logging_steps=1", "--set", "eval.every_steps=null", "--set", "grpo.save_strategy=no",
-                       *extra]
+                       "--set", "judge.canaries=null", *extra]
 
 
 def kill_tree(pid):
