@@ -1,7 +1,8 @@
 """The agreement measures of `rlaif nova parity`, on answers whose agreement is known."""
 import pytest
 
-from rlaif.eval.nova_parity import agreement, average_ranks, spearman
+from rlaif.common.stats import ranks, spearman
+from rlaif.eval.nova_parity import agreement
 
 
 def answer(sid, reward, please=None, failed=False):
@@ -11,7 +12,7 @@ def answer(sid, reward, please=None, failed=False):
 
 
 def test_ties_share_their_average_rank():
-    assert list(average_ranks([0.5, 0.1, 0.5, 0.9])) == [2.5, 1.0, 2.5, 4.0]
+    assert list(ranks([0.5, 0.1, 0.5, 0.9])) == [2.5, 1.0, 2.5, 4.0]
 
 
 def test_spearman_is_one_for_the_same_order_and_undefined_for_a_constant_side():

@@ -8,7 +8,7 @@ from rlaif.common.console import say
 from rlaif.config.recipe import load_recipe
 from rlaif.errors import UserError
 from rlaif.eval.policy_eval import baseline_warnings, compare, evaluate_policy, print_comparison, without_rows
-from rlaif.eval.sampling import served_models
+from rlaif.eval.sampling import served_policy_models
 from rlaif.eval.second_opinion import open_second_opinion
 from rlaif.factory import judge_endpoint
 
@@ -44,7 +44,7 @@ def cmd_eval(a) -> int:
     base = tuned = cmp = None
     if a.policy_url and a.adapter:
         raise UserError("--policy-url samples a served policy: give it or --adapter, not both")
-    listed = served_models(a.policy_url) if a.policy_url else []
+    listed = served_policy_models(a.policy_url) if a.policy_url else []
     if a.policy_url and a.policy_model not in listed:
         raise UserError(f"--policy-url {a.policy_url} serves {', '.join(listed) or 'no model'}, not "
                         f"'{a.policy_model}' (--policy-model)")

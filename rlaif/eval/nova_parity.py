@@ -12,16 +12,15 @@ Spearman's rank correlation, and per criterion the verdicts that flip (score >= 
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from rlaif.common.jsonl import write_jsonl
+from rlaif.common.stats import spearman
 from rlaif.config.recipe import Recipe
 from rlaif.config.rubric import load_rubric
 from rlaif.data.nova import parse_lambda_sample
@@ -30,6 +29,7 @@ from rlaif.errors import UserError
 from rlaif.eval.score_file import score_file
 from rlaif.nova.export import export_lambda
 from rlaif.nova.gateway import Gateway, boto3_env, build_app
+from rlaif.rewards.lambda_source import load_handler
 
 LAMBDA_BATCH = 64  # SageMaker sends the reward Lambda 64 samples a call
 SAME = 1e-6  # both sides round rewards to 6 places
@@ -49,20 +49,6 @@ def side_of(result: dict) -> Side:
     return Side(float(result["aggregate_reward_score"]),
                 any(m["name"] == "judge_failed" and m["value"] == 1.0 for m in metrics),
                 {m["name"]: float(m["value"]) for m in metrics if m.get("type") == "Reward"})
-
-
-def average_ranks(x) -> np.ndarray:
-    """1-based ranks, ties sharing their average rank (as Spearman's coefficient needs)."""
-    _, inverse, counts = np.unique(np.asarray(x, dtype=float), return_inverse=True, return_counts=True)
-    return (np.cumsum(counts) - (counts - 1) / 2)[inverse]
-
-
-def spearman(a, b) -> float | None:
-    """Spearman's rank correlation; None when either side is constant (it is undefined then)."""
-    ra, rb = average_ranks(a), average_ranks(b)
-    if len(ra) < 2 or ra.std() == 0 or rb.std() == 0:
-        return None
-    return float(np.corrcoef(ra, rb)[0, 1])
 
 
 def agreement(lambda_out: dict[str, dict], rlaif_out: dict[str, dict], criteria: list[str]) -> tuple[dict, list]:
@@ -115,25 +101,17 @@ def boto3_pointed_at(url: str, model_id: str):
                 os.environ[k] = v
 
 
-def load_lambda(path: Path):
-    """The exported lambda_function.py as a fresh module (its boto3 client is made on first use, in here)."""
-    spec = importlib.util.spec_from_file_location(f"rlaif_parity_lambda_{time.time_ns()}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def run_lambda(recipe: Recipe, judge_url: str, samples: list[dict], out_dir: Path) -> tuple[list[dict], list[str]]:
     """The recipe's exported Lambda on `samples`, through a Converse gateway backed by the judge at `judge_url`."""
     path, notes = export_lambda(recipe, out_dir / "lambda")
-    module = load_lambda(path)
+    handler = load_handler(path)
     gateway = Gateway(build_app(judge_url, recipe.judge.name, judge_api_key=recipe.judge.api_key,
                                 timeout_s=recipe.judge.timeout_s)).start()
     try:
         with boto3_pointed_at(gateway.url, f"rlaif-parity/{recipe.judge.name}"):
             out = []
             for k in range(0, len(samples), LAMBDA_BATCH):  # in the batches Bedrock's trainer sends
-                out += module.lambda_handler(samples[k:k + LAMBDA_BATCH], None)
+                out += handler(samples[k:k + LAMBDA_BATCH], None)
     finally:
         gateway.stop()
     return out, notes

@@ -5,6 +5,7 @@ import os
 
 from rlaif.errors import UserError
 from rlaif.eval.final_answer import final_answers, parse_reasoning
+from rlaif.judge.server import served_models
 
 
 def _strip(ids: list[int], pad: int | None, end: bool) -> list[int]:
@@ -84,16 +85,13 @@ def _sample_batch(model, tok, chunk: list[list[dict]], k: int, temperature: floa
     return [texts_out[j * k:(j + 1) * k] for j in range(len(chunk))]
 
 
-def served_models(url: str) -> list[str]:
-    """The model names an OpenAI-compatible server lists (`rlaif serve`: `trained` and `base`)."""
-    import httpx
-
-    try:
-        r = httpx.get(url.rstrip("/") + "/v1/models", timeout=30)
-        r.raise_for_status()
-        return [m["id"] for m in r.json()["data"]]
-    except (httpx.HTTPError, KeyError, ValueError) as e:
-        raise UserError(f"--policy-url {url}: not an OpenAI-compatible server that answers /v1/models ({e})") from None
+def served_policy_models(url: str) -> list[str]:
+    """The model names a served policy lists (`rlaif serve`: `trained` and `base`); refused when nothing
+    OpenAI-like answers."""
+    listed = served_models(url, timeout=30)
+    if listed is None:
+        raise UserError(f"--policy-url {url}: not an OpenAI-compatible server that answers /v1/models")
+    return listed
 
 
 def sample_served(url: str, model: str, prompts: list[list[dict]], *, k: int, temperature: float,
