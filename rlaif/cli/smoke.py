@@ -162,6 +162,11 @@ def run_smoke(recipe_path: str = "recipes/smoke.yaml", overrides: list[str] | No
         summary["judge_canary_accuracy"] = round(statistics.fmean(h["judge/canary_accuracy"] for h in canary), 4)
         summary["judge_canary_baseline"] = round(canary[0]["judge/canary_baseline"], 4)
         summary["judge_canary_alarm"] = any(h.get("judge/canary_alarm") == 1.0 for h in canary)
+    summary["rollouts_engine"] = recipe.rollouts.engine
+    guard = (train.get("rollouts") or {}).get("stale_weight_guard")
+    if guard:  # vLLM rollouts: the largest engine-vs-trainer logprob gap after a weight sync
+        summary["rollouts_logprob_gap_max"] = guard["logprob_gap_max"]
+        summary["rollouts_guard_checks"] = guard["checks"]
     summary["win_rate_vs_base"] = comparison["by_judge_reward"]["win_rate"]
     summary["health_warnings"] = [w["code"] for w in
                                   json.loads((run_dir / "health.json").read_text())["warnings"]]
@@ -201,7 +206,9 @@ def run_smoke(recipe_path: str = "recipes/smoke.yaml", overrides: list[str] | No
             + (f", {summary['judge_canary_accuracy']:.1%} on the canaries during training"
                if "judge_canary_accuracy" in summary else "")
             + f"; {judge_calls} judge calls, {judge_failures} failures; {summary['steps']} GRPO steps "
-            f"at {summary['s_per_step']}s; judge p50/p95 {summary['judge_latency_p50_s'] * 1000:.0f}/"
+            f"at {summary['s_per_step']}s ({summary['rollouts_engine']} rollouts"
+            + (f", logprob gap after sync <= {summary['rollouts_logprob_gap_max']:.1e}"
+               if "rollouts_logprob_gap_max" in summary else "") + "); judge p50/p95 {summary['judge_latency_p50_s'] * 1000:.0f}/"
             f"{summary['judge_latency_p95_s'] * 1000:.0f} ms; wall {summary['wall_s']}s")
     c.print(f"summary: {run_dir / 'summary.json'}")
     c.print(f"report: {write_report(run_dir)}  (open it in a browser; no server needed)")

@@ -21,6 +21,7 @@ from rlaif.config.checks import Check
 from rlaif.config.judge import JudgeSpec
 from rlaif.config.nova import NovaSpec, grpo_settings
 from rlaif.config.rewards import RESERVED_NAMES, JudgeSourceSpec, LambdaSourceSpec, PythonSourceSpec, RewardSourceSpec
+from rlaif.config.rollouts import RolloutsSpec, grpo_rollout_settings
 from rlaif.config.rubric import load_rubric
 from rlaif.config.strict import Strict
 from rlaif.config.train import TrainSpec
@@ -105,6 +106,7 @@ class Recipe(Strict):
     # reward.lambda_file alone
     rewards: list[RewardSourceSpec] | None = None
     train: TrainSpec = TrainSpec()  # stopping on a signal (rlaif/config/train.py)
+    rollouts: RolloutsSpec = RolloutsSpec()  # how the policy generates in training (rlaif/config/rollouts.py)
     nova: NovaSpec = NovaSpec()  # Bedrock's hyperparameter names and job settings (rlaif/config/nova.py)
     audit: AuditSpec = AuditSpec()  # thresholds for `rlaif judge audit` (rlaif/config/audit.py)
 
@@ -116,6 +118,16 @@ class Recipe(Strict):
             if getattr(c, "kind", None) == "length" and c.tokenizer is None \
                     and (c.min_tokens is not None or c.max_tokens is not None):
                 c.tokenizer = self.policy.model
+        return self
+
+    @model_validator(mode="after")
+    def _engine_from_trl_switches(self):
+        # a recipe written for TRL alone (grpo.use_vllm: true) keeps working: its engine is vLLM
+        if "engine" not in self.rollouts.model_fields_set:
+            if self.grpo.get("use_vllm"):
+                self.rollouts.engine = "vllm"
+            elif self.grpo.get("use_transformers_continuous_batching"):
+                self.rollouts.engine = "transformers-paged"
         return self
 
     @model_validator(mode="after")
@@ -257,6 +269,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None, check_file
         raise UserError(format_validation_error(e, str(path))) from None
     _check_grpo(recipe.grpo, str(path))
     grpo_settings(recipe.nova.hyperparameters, recipe.grpo, has_eval=bool(recipe.data.eval), source=str(path))
+    grpo_rollout_settings(recipe.rollouts, recipe.grpo, str(path))
     rubrics = [("rubric", recipe.rubric)] + [(f"rewards[{i}].rubric", s.rubric) for i, s in
                                              enumerate(recipe.rewards or []) if getattr(s, "rubric", None)]
     for where, rubric in rubrics:

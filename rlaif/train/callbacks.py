@@ -12,12 +12,13 @@ from rlaif.common.dist import gather_objects
 from rlaif.config.recipe import Recipe
 from rlaif.eval import health, validation
 from rlaif.eval.second_opinion import open_second_opinion
-from rlaif.rewards.trl_adapter import TRLReward
 from rlaif.train.checkpoints import mark_complete
 from rlaif.train.preemption import Preemption
 
 
-def run_callbacks(rewards: list[TRLReward], timings: list[float], preemption: Preemption) -> list:
+def run_callbacks(stoppers: list, timings: list[float], preemption: Preemption) -> list:
+    """`stoppers`: what may ask the run to stop (`should_stop`): the rewards (a failure rate over the recipe's
+    bound) and the stale-weight guard of vLLM rollouts (rlaif/train/vllm_rollouts.py)."""
     from transformers import TrainerCallback
 
     class AgreedStop(TrainerCallback):
@@ -27,7 +28,7 @@ def run_callbacks(rewards: list[TRLReward], timings: list[float], preemption: Pr
         one."""
 
         def on_step_end(self, args, state, control, **kw):
-            seen = gather_objects((preemption.signum, any(r.should_stop for r in rewards)))
+            seen = gather_objects((preemption.signum, any(r.should_stop for r in stoppers)))
             if preemption.signum is None:
                 preemption.signum = next((s for s, _ in seen if s is not None), None)
             if preemption.signum is not None or any(failing for _, failing in seen):

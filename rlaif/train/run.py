@@ -15,6 +15,7 @@ from rlaif.common.console import say
 from rlaif.common.dist import gather_objects, is_main_process, rank, world_size
 from rlaif.config.nova import grpo_settings
 from rlaif.config.recipe import Recipe
+from rlaif.config.rollouts import grpo_rollout_settings
 from rlaif.data.dataset import check_training_data, drop_long_prompts, load_dataset
 from rlaif.errors import UserError
 from rlaif.eval.final_answer import parse_reasoning
@@ -24,6 +25,7 @@ from rlaif.rewards.trl_adapter import TRLReward
 from rlaif.train.callbacks import run_callbacks, watch_callbacks
 from rlaif.train.checkpoints import disk_full_error, is_disk_full, last_complete_checkpoint
 from rlaif.train.preemption import Preemption, signal_name
+from rlaif.train.vllm_rollouts import engine_traps, make_guard, reference_ids, training_dtype
 
 
 def summed(parts: list[dict]) -> dict:
@@ -100,6 +102,7 @@ def run_training(recipe: Recipe, *, resume: bool = False, base_url: str | None =
     grpo.update(mapped)
     for bedrock, key, value in rows:
         say(f"nova.hyperparameters.{bedrock} -> {key} = {value}")
+    grpo.update(grpo_rollout_settings(recipe.rollouts, grpo, recipe.source))
     grpo.setdefault("report_to", "none")
     grpo.setdefault("seed", recipe.seed)
     if len(recipe.reward_sources()) > 1:  # one reward function for TRL: the sources are combined before it
@@ -118,14 +121,20 @@ def run_training(recipe: Recipe, *, resume: bool = False, base_url: str | None =
 
     t0 = time.perf_counter()
     timings: list[float] = []
+    vllm = recipe.rollouts.engine == "vllm"
     with contextlib.ExitStack() as stack:
         rewards, url = make_rewards(recipe, run_dir, base_url, stack)
         preemption = Preemption(recipe.train.preempt_grace_s, timings)
-        callbacks = run_callbacks(rewards, timings, preemption) \
+        # the stale-weight guard stops the run as a failing reward does: agreed by every process, with a checkpoint
+        guards = [make_guard(recipe.rollouts, reference_ids(tok, train_ds))] if vllm else []
+        callbacks = run_callbacks(rewards + guards, timings, preemption) \
             + watch_callbacks(recipe, tok, url, run_dir, stack)
-        trainer = GRPOTrainer(model=recipe.policy.model, reward_funcs=rewards, args=args, train_dataset=train_ds,
-                              eval_dataset=eval_ds, processing_class=tok, peft_config=peft_config,
-                              callbacks=callbacks)
+        with engine_traps(recipe.rollouts, training_dtype(args)) if vllm else contextlib.nullcontext():
+            trainer = GRPOTrainer(model=recipe.policy.model, reward_funcs=rewards, args=args, train_dataset=train_ds,
+                                  eval_dataset=eval_ds, processing_class=tok, peft_config=peft_config,
+                                  callbacks=callbacks)
+        for guard in guards:
+            guard.attach(trainer)
         for cb in callbacks:
             if hasattr(cb, "trainer"):
                 cb.trainer = trainer  # the validation callback logs through it
@@ -148,7 +157,8 @@ def run_training(recipe: Recipe, *, resume: bool = False, base_url: str | None =
     per_process = gather_objects({"rank": rank(), "steps": trainer.state.global_step,
                                   "judge": first_judge_summary(rewards),
                                   "rewards": {r.__name__: r.summary() for r in rewards}, "s_per_step": s_per_step,
-                                  "stop_reason": next((r.stop_reason for r in rewards if r.stop_reason), None)})
+                                  "stop_reason": next((r.stop_reason for r in rewards + guards if r.stop_reason),
+                                                      None)})
     stop_reason = next((p["stop_reason"] for p in per_process if p["stop_reason"]), None)
     summary = {
         "steps": trainer.state.global_step,
@@ -165,6 +175,8 @@ def run_training(recipe: Recipe, *, resume: bool = False, base_url: str | None =
         "processes": per_process if len(per_process) > 1 else None,
         "adapter": str(adapter_dir) if preemption.signum is None else None,  # a stopped run has its checkpoint
         "stopped_early": stop_reason or (signal_name(preemption.signum) if preemption.signum else None),
+        "rollouts": {"engine": recipe.rollouts.engine,
+                     "stale_weight_guard": guards[0].summary() if guards else None},
         "log_history": trainer.state.log_history,
     }
     if is_main_process():  # one record of the run
@@ -173,5 +185,6 @@ def run_training(recipe: Recipe, *, resume: bool = False, base_url: str | None =
         raise preemption.stopped(summary["steps"], last_complete_checkpoint(run_dir))
     if stop_reason:
         raise UserError(f"training stopped at step {summary['steps']}: {stop_reason}. The last checkpoint "
-                        f"is in {run_dir}; fix the judge (or the failing reward) and continue with --resume")
+                        f"is in {run_dir}; fix the cause (the judge, the failing reward, the rollout engine) and "
+                        "continue with --resume")
     return summary

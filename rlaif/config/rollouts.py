@@ -1,0 +1,68 @@
+"""The `rollouts:` block of a recipe: how the policy generates its completions during training.
+
+    rollouts:
+      engine: vllm          # transformers (TRL's generate, the default) | transformers-paged | vllm
+      check_every: 10       # the stale-weight guard (vllm): at the first weight sync and every N steps after
+      max_logprob_gap: 0.05 # ... stop the run when the engine's and the trainer's logprobs differ more than this
+      async: {max_staleness: 1}   # TRL's asynchronous GRPO trainer (needs engine: vllm)
+
+The engine maps onto TRL's own switches (`use_vllm` + `vllm_mode: colocate`, or
+`use_transformers_continuous_batching`); everything else about rollouts stays in `grpo:`.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from rlaif.config.strict import Strict
+
+ENGINES = ("transformers", "transformers-paged", "vllm")
+
+
+class AsyncSpec(Strict):
+    """TRL's AsyncGRPOTrainer: generation, judging and optimisation overlap; a rollout may come from weights up to
+    `max_staleness` optimiser steps old."""
+    max_staleness: int = Field(1, ge=0)
+    # completions buffered ahead of the trainer (TRL's queue), in batches of the trainer's size
+    queue_batches: int = Field(2, gt=0)
+
+
+class RolloutsSpec(Strict):
+    engine: Literal["transformers", "transformers-paged", "vllm"] = "transformers"
+    # The stale-weight guard (vLLM rollouts): the engine's and the trainer's log-probabilities of one fixed
+    # sequence, compared right after the weight sync at the first sync and every `check_every` steps. Both hold
+    # the same weights then, so the gap is rounding (0 in fp32, a few 1e-3 in bf16) unless the sync was lost.
+    check_every: int = Field(10, gt=0)
+    max_logprob_gap: float = Field(0.05, gt=0)  # mean |difference| per token, nats
+    # the engine's dtype; None: the training dtype (grpo.bf16 / fp16, else float32). vLLM would otherwise load an
+    # fp32 checkpoint as bf16 and sample from other weights than the trainer's
+    vllm_dtype: Literal["float32", "bfloat16", "float16"] | None = None
+    # None: eager on CPU (torch.compile costs 12-100 s at every start there), compiled with CUDA graphs on GPU
+    vllm_enforce_eager: bool | None = None
+    vllm_kv_cache_gib: float = Field(1.0, gt=0)  # CPU only: VLLM_CPU_KVCACHE_SPACE, when it is not set
+    async_: AsyncSpec | None = Field(None, alias="async")
+
+
+def grpo_rollout_settings(spec: RolloutsSpec, grpo: dict, source: str) -> dict:
+    """The GRPOConfig fields the rollout engine sets. A recipe that sets TRL's switch itself in grpo: keeps it,
+    as long as it says the same as rollouts.engine; a contradiction is an error, not a silent choice."""
+    from rlaif.errors import UserError
+
+    use_vllm = spec.engine == "vllm"
+    paged = spec.engine == "transformers-paged"
+    for key, want in (("use_vllm", use_vllm), ("use_transformers_continuous_batching", paged)):
+        if key in grpo and bool(grpo[key]) != want:
+            raise UserError(f"{source}: grpo.{key}: {grpo[key]} contradicts rollouts.engine: {spec.engine}; "
+                            "choose the engine with rollouts.engine alone")
+    if spec.async_ is not None and not use_vllm:
+        raise UserError(f"{source}: rollouts.async: TRL's asynchronous trainer generates with vLLM; set "
+                        "rollouts.engine: vllm")
+    out: dict = {}
+    if use_vllm:
+        out["use_vllm"] = True
+        out["vllm_mode"] = grpo.get("vllm_mode", "colocate")
+    if paged:
+        out["use_transformers_continuous_batching"] = True
+    return out
+

@@ -1,0 +1,175 @@
+"""vLLM rollouts (rollouts.engine: vllm): the recipe key, the traps, and the stale-weight guard in real runs.
+
+The runs use the vLLM-rollouts environment (.venv-rollouts, `make setup-rollouts`; `make test` builds it), the
+tiny policy and the session's real judge server. `make smoke-vllm` (in CI) is the end-to-end check with bars.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+
+import pytest
+from conftest import ROOT
+
+from rlaif.config.recipe import load_recipe
+from rlaif.config.rollouts import RolloutsSpec, grpo_rollout_settings
+from rlaif.errors import UserError
+from rlaif.train import vllm_rollouts
+
+ROLLOUTS_PY = ROOT / ".venv-rollouts" / "bin" / "python"
+
+
+# ---- the recipe key -------------------------------------------------------------------------------------------
+
+def test_the_engine_maps_onto_trls_switches():
+    assert grpo_rollout_settings(RolloutsSpec(), {}, "r.yaml") == {}
+    assert grpo_rollout_settings(RolloutsSpec(engine="vllm"), {}, "r.yaml") == {"use_vllm": True,
+                                                                                 "vllm_mode": "colocate"}
+    assert grpo_rollout_settings(RolloutsSpec(engine="transformers-paged"), {}, "r.yaml") == \
+        {"use_transformers_continuous_batching": True}
+
+
+def test_a_contradiction_between_the_engine_and_grpo_is_refused():
+    with pytest.raises(UserError, match="grpo.use_vllm: True contradicts rollouts.engine: transformers-paged"):
+        grpo_rollout_settings(RolloutsSpec(engine="transformers-paged"), {"use_vllm": True}, "r.yaml")
+    with pytest.raises(UserError, match="rollouts.async: .* set rollouts.engine: vllm"):
+        grpo_rollout_settings(RolloutsSpec.model_validate({"async": {}}), {}, "r.yaml")
+
+
+def test_recipes_select_their_engine():
+    assert load_recipe("recipes/smoke-vllm.yaml", check_files=False).rollouts.engine == "vllm"
+    assert load_recipe("recipes/smoke.yaml", check_files=False).rollouts.engine == "transformers"
+    # a recipe written for TRL alone (grpo.use_vllm: true) is a vLLM-rollouts recipe
+    gpu = load_recipe("recipes/qwen2.5-1.5b_judge-qwen2.5-7b_vllm-rollouts.yaml", check_files=False)
+    assert gpu.rollouts.engine == "vllm"
+    with pytest.raises(UserError, match="contradicts rollouts.engine"):
+        load_recipe("recipes/qwen2.5-1.5b_judge-qwen2.5-7b_vllm-rollouts.yaml",
+                    ["rollouts.engine=transformers"], check_files=False)
+
+
+def test_smoke_vllm_differs_from_the_smoke_only_in_name_and_rollouts():
+    a = load_recipe("recipes/smoke.yaml", check_files=False).model_dump(by_alias=True)
+    b = load_recipe("recipes/smoke-vllm.yaml", check_files=False).model_dump(by_alias=True)
+    assert {k for k in a if a[k] != b[k]} == {"name", "rollouts"}
+
+
+# ---- the traps ------------------------------------------------------------------------------------------------
+
+def test_the_engine_gets_the_training_dtype_and_eager_mode_on_cpu():
+    assert vllm_rollouts.engine_kwargs(RolloutsSpec(), "float32", cuda=False) == \
+        {"dtype": "float32", "enforce_eager": True}
+    assert vllm_rollouts.engine_kwargs(RolloutsSpec(), "bfloat16", cuda=True) == \
+        {"dtype": "bfloat16", "enforce_eager": False}  # CUDA graphs stay on where they pay
+    spec = RolloutsSpec(vllm_dtype="bfloat16", vllm_enforce_eager=False)
+    assert vllm_rollouts.engine_kwargs(spec, "float32", cuda=False) == {"dtype": "bfloat16", "enforce_eager": False}
+
+
+def test_building_the_engine_leaves_rngs_threads_and_ld_preload_as_they_were(monkeypatch):
+    """What vLLM's engine does to the process (reseed, a no-op torch.set_num_threads, LD_PRELOAD) is undone."""
+    import numpy as np
+    import torch
+
+    monkeypatch.setenv("LD_PRELOAD", "")
+    random.seed(1), np.random.seed(1), torch.manual_seed(1)
+    expected = random.random(), np.random.rand(), torch.rand(1).item()
+    random.seed(1), np.random.seed(1), torch.manual_seed(1)
+    set_num_threads = torch.set_num_threads
+    with vllm_rollouts._global_state_kept():
+        random.seed(0), np.random.seed(0), torch.manual_seed(0)
+        torch.set_num_threads = lambda n: None
+        os.environ["LD_PRELOAD"] = "/x/libtcmalloc.so:/y/libgomp.so"
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
+    assert torch.set_num_threads is set_num_threads
+    assert os.environ["LD_PRELOAD"] == ""
+
+
+def test_without_vllm_the_recipe_says_which_environment_to_use():
+    if vllm_rollouts_available_here():
+        pytest.fail("this test runs in the trainer env (.venv), which has no vLLM by design")
+    with pytest.raises(UserError, match="make setup-rollouts"):
+        with vllm_rollouts.engine_traps(RolloutsSpec(engine="vllm"), "float32"):
+            pass
+
+
+def vllm_rollouts_available_here() -> bool:
+    import importlib.util
+    return importlib.util.find_spec("vllm") is not None
+
+
+# ---- real runs in the vLLM-rollouts environment ---------------------------------------------------------------
+
+def run_in_rollouts_env(args: list[str], out, judge_url: str, steps: int, *sets: str, timeout: int = 600):
+    """A training run under .venv-rollouts in its own session; returns (result, processes of that session still
+    alive after it ended)."""
+    import psutil
+
+    assert ROLLOUTS_PY.exists(), "no .venv-rollouts: `make setup-rollouts` builds it (`make test` does)"
+    cmd = [str(ROLLOUTS_PY), *args, "recipes/smoke-vllm.yaml", "--set", f"judge.base_url={judge_url}",
+           "--set", "judge.serve.launch=false", "--set", "judge.canaries=null", "--set", f"output_dir={out}",
+           "--set", f"grpo.max_steps={steps}", "--set", "grpo.logging_steps=1", "--set", "eval.every_steps=null",
+           *[x for s in sets for x in ("--set", s)]]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        stdout, stderr = p.communicate(timeout=timeout)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, 9)
+    left = []
+    for q in psutil.process_iter(["pid", "name"]):
+        try:
+            if os.getsid(q.pid) == p.pid:
+                left.append(q.info["name"])
+        except (ProcessLookupError, psutil.Error):
+            pass
+    return subprocess.CompletedProcess(cmd, p.returncode, stdout, stderr), left
+
+
+def test_vllm_rollouts_train_and_the_guard_sees_engine_and_trainer_agree(judge_url, tiny, tmp_path):
+    out = tmp_path / "vllm"
+    r, left = run_in_rollouts_env(["-m", "rlaif.cli", "train"], out, judge_url, 4,
+                                  "rollouts.check_every=2")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert not left, f"processes of the run outlived it: {left}"
+    s = json.loads((out / "train_summary.json").read_text())
+    assert s["steps"] == 4 and s["judge"]["failures"] == 0
+    guard = s["rollouts"]["stale_weight_guard"]
+    assert s["rollouts"]["engine"] == "vllm"
+    assert guard["checks"] == 2 and not guard["stopped"]  # at the first sync (step 0) and at step 2
+    assert guard["logprob_gap_max"] < 1e-4  # fp32 engine, fp32 trainer, the same weights: rounding only
+    logged = [h for h in s["log_history"] if "rollouts/logprob_gap" in h]
+    assert logged and all("sampling/sampling_logp_difference/mean" in h for h in logged)
+    assert "vLLM rollout engine ready" in r.stderr and "(float32, eager)" in r.stderr
+    assert (out / "adapter" / "adapter_model.safetensors").exists()
+
+
+def test_a_lost_weight_sync_stops_the_run_with_a_checkpoint(judge_url, tiny, tmp_path):
+    """TRL's sync into the engine does nothing (tests/fixtures/train_with_lost_sync.py): the rollouts come from
+    the weights the engine started with while the trainer's move. The guard stops the run, saying why."""
+    out = tmp_path / "lost"
+    r, left = run_in_rollouts_env(["tests/fixtures/train_with_lost_sync.py"], out, judge_url, 40,
+                                  "rollouts.check_every=2", "grpo.save_steps=100")
+    assert r.returncode == 1, r.stderr[-3000:]
+    assert not left, f"processes of the run outlived it: {left}"
+    assert "Traceback" not in r.stderr
+    assert "the rollout engine's weights are stale" in r.stderr and "continue with --resume" in r.stderr
+    s = json.loads((out / "train_summary.json").read_text())
+    assert s["rollouts"]["stale_weight_guard"]["stopped"]
+    assert s["rollouts"]["stale_weight_guard"]["logprob_gap_last"] > 0.05
+    assert s["steps"] < 40 and s["stopped_early"].startswith("the rollout engine's weights are stale")
+    assert (out / f"checkpoint-{s['steps']}").is_dir()  # the stop saved where it stopped
+
+
+def test_two_vllm_rollout_runs_started_together_do_not_race_for_a_port(judge_url, tiny, tmp_path):
+    """TRL's colocated engine takes MASTER_PORT 29500 when it looks free: two runs started together collided
+    (EADDRINUSE). Each run now gets a free port of its own."""
+    import concurrent.futures as cf
+
+    with cf.ThreadPoolExecutor(2) as ex:
+        runs = [ex.submit(run_in_rollouts_env, ["-m", "rlaif.cli", "train"], tmp_path / f"r{i}", judge_url, 1)
+                for i in range(2)]
+        results = [f.result() for f in runs]
+    for r, left in results:
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert not left
