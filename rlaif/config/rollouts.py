@@ -16,6 +16,7 @@ from typing import Literal
 from pydantic import Field
 
 from rlaif.config.strict import Strict
+from rlaif.errors import UserError
 
 ENGINES = ("transformers", "transformers-paged", "vllm")
 
@@ -47,8 +48,6 @@ class RolloutsSpec(Strict):
 def grpo_rollout_settings(spec: RolloutsSpec, grpo: dict, source: str) -> dict:
     """The GRPOConfig fields the rollout engine sets. A recipe that sets TRL's switch itself in grpo: keeps it,
     as long as it says the same as rollouts.engine; a contradiction is an error, not a silent choice."""
-    from rlaif.errors import UserError
-
     use_vllm = spec.engine == "vllm"
     paged = spec.engine == "transformers-paged"
     for key, want in (("use_vllm", use_vllm), ("use_transformers_continuous_batching", paged)):

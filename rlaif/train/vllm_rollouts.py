@@ -39,6 +39,7 @@ import time
 
 from rlaif.common.console import say
 from rlaif.config.rollouts import RolloutsSpec
+from rlaif.errors import UserError
 
 
 def free_port() -> int:
@@ -120,7 +121,6 @@ def engine_traps(spec: RolloutsSpec, training_dtype: str):
     except ImportError as e:  # pragma: no cover - trl is always there
         raise RuntimeError(f"TRL's vLLM generation module did not import: {e}") from e
     if not vllm_generation.is_vllm_available():
-        from rlaif.errors import UserError
         raise UserError("rollouts.engine: vllm needs vLLM in the training environment; this one has none. Run "
                         "the recipe with the vLLM-rollouts environment: `make setup-rollouts`, then "
                         ".venv-rollouts/bin/rlaif ... (or make smoke-vllm)")
