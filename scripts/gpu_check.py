@@ -2,6 +2,7 @@
 
     python scripts/gpu_check.py                      # 0.5B-class policy, 1.5B-class judge, on cuda, bf16
     python scripts/gpu_check.py --tiny --device cpu  # small random models: checks the script itself runs
+    python scripts/gpu_check.py --rollouts --json rollouts.json  # the ways to generate rollouts without vLLM
 
 Needs only torch, transformers, peft and accelerate (no trl, datasets or vllm, no network): the models are
 randomly initialised from Qwen2.5-0.5B- and Qwen2.5-1.5B-shaped configs, the prompts are random token ids, and
@@ -18,6 +19,18 @@ Prints a table: seconds per step (and its split into generation, judging, optimi
 second, the in-process judge's judgments per second, the judge's share of the step, peak memory, and model FLOPs
 utilisation against the card's dense bf16 peak (FLOPs counted as 2 x weights per token forward and 4 x per token
 through forward + backward, the LM head only where logits are computed; attention products not counted).
+
+--rollouts times, instead, the ways of generating the rollouts that run without vLLM, on the policy with its LoRA
+adapter attached (B random, as after training, so that the adapter matters): plain `generate` (the baseline);
+transformers' continuous batching with a paged cache (`generate_batch`, called as TRL 1.16 calls it under
+`use_transformers_continuous_batching`, and with CUDA graphs); a static KV cache with torch.compile of the forward;
+and each with the adapter merged into the weights for the call (peft merge_adapter / unmerge_adapter). Every call
+makes exactly the given number of new tokens (no eos). Per option: warm-up (compile) seconds, median seconds per
+call, generated tokens/s, peak memory, speed-up over plain generate, whether the outputs have the right shape, and
+how many of the first greedy tokens agree with plain generate (reported, not asserted: bf16 and merged weights round
+differently). The first policy x batch runs every option, the later ones plain generate and the fastest few, until
+--rollout-budget-s; then a GRPO step as above with the fastest option at prompts x group completions. An option that
+fails gets its error in its row. --json PATH writes the numbers (after each option, so a cut-short run keeps them).
 """
 from __future__ import annotations
 
@@ -89,8 +102,9 @@ def sync(device: str) -> None:
 
 
 def grpo_step(policy, judge, opt, s: dict, rubric_ids, labels: tuple[int, int], device: str, judge_batch: int,
-              train_batch: int, gen) -> dict:
-    """One GRPO step; returns the seconds of each phase and the mean reward."""
+              train_batch: int, gen, generate_fn=None) -> dict:
+    """One GRPO step; returns the seconds of each phase and the mean reward. `generate_fn(policy, inputs)`, if
+    given, replaces the plain `generate` call: it returns the (sequences x new tokens) completion ids."""
     import torch
 
     from rlaif.judge.local import next_token_logits
@@ -101,11 +115,15 @@ def grpo_step(policy, judge, opt, s: dict, rubric_ids, labels: tuple[int, int], 
     inputs = prompts.repeat_interleave(G, dim=0)
     t0 = time.perf_counter()
     policy.eval()
-    with torch.inference_mode():
-        out = policy.generate(input_ids=inputs, attention_mask=torch.ones_like(inputs), do_sample=True,
-                              temperature=1.0, top_k=0, max_new_tokens=T, min_new_tokens=T, eos_token_id=None,
-                              pad_token_id=0)
-    completions = out[:, P:].clone()
+    if generate_fn is None:
+        with torch.inference_mode():
+            out = policy.generate(input_ids=inputs, attention_mask=torch.ones_like(inputs), do_sample=True,
+                                  temperature=1.0, top_k=0, max_new_tokens=T, min_new_tokens=T, eos_token_id=None,
+                                  pad_token_id=0)
+        completions = out[:, P:].clone()
+    else:
+        completions = generate_fn(policy, inputs).to(device).clone()  # clone: out of inference mode, for autograd
+        out = torch.cat([inputs, completions], dim=1)
     sync(device)
     t1 = time.perf_counter()
     # the judge: rubric prefix + prompt + completion + criterion, P(PASS) over the two label tokens
@@ -138,8 +156,11 @@ def grpo_step(policy, judge, opt, s: dict, rubric_ids, labels: tuple[int, int], 
     return {"gen": t1 - t0, "judge": t2 - t1, "opt": t3 - t2, "step": t3 - t0, "reward": float(rewards.mean()),
             "loss": float(loss_sum)}
 
-
 def main(argv=None) -> int:
+    # the rollout options live in their own module beside this one, which imports this one's models and GRPO step
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from gpu_rollouts import REP_S, ROLLOUT_OPTIONS, rollouts_main
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tiny", action="store_true", help="small random models (a check of the script, any device)")
     ap.add_argument("--device", default="cuda", help="cuda (default) or cpu")
@@ -151,8 +172,31 @@ def main(argv=None) -> int:
     ap.add_argument("--train-batch", type=int, default=16,
                     help="sequences per forward/backward of the optimisation step (gradients accumulate)")
     ap.add_argument("--peak-tflops", type=float, help="the card's dense bf16 peak, if not in the built-in list")
+    ap.add_argument("--json", metavar="PATH", help="also write the numbers to this JSON file")
+    r = ap.add_argument_group("rollout options (--rollouts: instead of the GRPO-step check)")
+    r.add_argument("--rollouts", action="store_true",
+                   help="time the ways of generating rollouts without vLLM (plain generate, continuous batching, "
+                        "static cache + torch.compile, LoRA merged), then a GRPO step with the fastest")
+    r.add_argument("--rollout-options", metavar="LIST", help=f"comma-separated, of: {', '.join(ROLLOUT_OPTIONS)} "
+                                                             "(default: all, in that order)")
+    r.add_argument("--rollout-models", metavar="LIST", default="0.5b,1.5b",
+                   help="policy shapes: 0.5b (Qwen2.5-0.5B), 1.5b (Qwen2.5-1.5B); default both")
+    r.add_argument("--rollout-batches", metavar="LIST",
+                   help="completions per generation call (default 64,256; tiny 8,16)")
+    r.add_argument("--prompt-len", type=int, help="prompt tokens for --rollouts (default 128; tiny 16)")
+    r.add_argument("--rollout-reps", type=int, default=3,
+                   help=f"timed calls per option after the warm-up (median; fewer once they pass {REP_S:.0f}s)")
+    r.add_argument("--rollout-followup", type=int, default=2,
+                   help="after the first model x batch, which runs every option, the others run generate and this "
+                        "many of the fastest options (default 2)")
+    r.add_argument("--rollout-budget-s", type=float,
+                   help="seconds after which the remaining options are reported as skipped (default 330; tiny none)")
+    r.add_argument("--compile-backend", default="inductor",
+                   help="torch.compile backend of the static options (default inductor; eager checks the code path)")
+    r.add_argument("--compile-mode", help="torch.compile mode (default reduce-overhead on cuda, default on cpu)")
+    r.add_argument("--no-step", action="store_true", help="--rollouts without the GRPO step with the fastest option")
     a = ap.parse_args(argv)
-    for k in ("steps", "prompts", "group", "new_tokens", "judge_batch", "train_batch"):
+    for k in ("steps", "prompts", "group", "new_tokens", "judge_batch", "train_batch", "prompt_len", "rollout_reps"):
         if getattr(a, k) is not None and getattr(a, k) < 1:
             ap.error(f"--{k.replace('_', '-')} must be at least 1")
 
@@ -172,6 +216,8 @@ def main(argv=None) -> int:
     dtype = torch.bfloat16 if a.device.startswith("cuda") else torch.float32
     if not a.device.startswith("cuda"):
         torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
+    if a.rollouts:
+        return rollouts_main(a, s, dtype)
     t_build = time.perf_counter()
     policy = build(s["policy"], dtype, a.device, seed=0)
     judge = build(s["judge"], dtype, a.device, seed=1).eval()
@@ -236,6 +282,12 @@ def main(argv=None) -> int:
     ]
     for k, v in rows:
         print(f"| {k} | {v} |")
+    if a.json:
+        import json
+        Path(a.json).write_text(json.dumps({"mode": "grpo_step", "card": card, "tiny": a.tiny, "sizes": s,
+                                            "median_s": med, "generated_tokens_per_s": n * T / med["gen"],
+                                            "judgments_per_s": n / med["judge"], "mfu": mfu, "peak_memory": mem,
+                                            "rows": dict(rows)}, indent=1))
     print(f"gpu_check ok: {len(runs)} steps, s_per_step={med['step']:.3f}, judge_share={med['judge'] / med['step']:.3f}")
     return 0
 
