@@ -10,8 +10,13 @@ own (vLLM changes its process; a fresh one also times the engine's start), throu
 with timers around TRL's trainer construction (start-up, the vLLM engine included), its generation
 (`_generate_single_turn`) and its weight sync into the engine. The first two steps are warm-up and left out.
 
-Columns: s/step (mean over the timed steps), generation s/step (without the weight sync), generated tokens/s
-(completion tokens over generation time), weight-sync s per step, start-up s (GRPOTrainer(...) until it returns).
+Columns: s/step (wall time between step ends, mean over the timed steps); generation and judge s/step (the
+synchronous trainers: generation without the weight sync; TRL's `_calculate_rewards`); what the trainer waits for
+before it can optimise (synchronous: generation + judge; asynchronous: TRL's perf/rollout_wait_s, the part of
+generation and judging the overlap did not hide); generated tokens/s (completion tokens over generation time;
+asynchronous: TRL's rollout/generated_tok_s); weight sync s per step (asynchronous: saving the adapter and loading
+it into the server); start-up s (the trainer's construction, the in-process vLLM engine included; asynchronous:
+plus the policy server's start); judge calls (the asynchronous trainer also judges samples it then drops as stale).
 """
 from __future__ import annotations
 
@@ -76,8 +81,9 @@ def child(world: str, engine: str, steps: int, base_url: str) -> dict:
             f"grpo.max_steps={steps}", f"output_dir={d}/run", "grpo.save_strategy=no", "grpo.logging_steps=1",
             "grpo.log_completions=false", "eval.every_steps=null", "judge.canaries=null",
             f"judge.base_url={base_url}", "judge.serve.launch=false"])
-        gen, sync, init, tokens = [], [], [], []
-        saved = [(GRPOTrainer, "__init__", timed(GRPOTrainer, "__init__", init))]
+        gen, judge, sync, init, tokens = [], [], [], [], []
+        saved = [(GRPOTrainer, "__init__", timed(GRPOTrainer, "__init__", init)),
+                 (GRPOTrainer, "_calculate_rewards", timed(GRPOTrainer, "_calculate_rewards", judge))]
         orig_gen = GRPOTrainer._generate_single_turn
 
         def counted(self, *a, **kw):
@@ -88,25 +94,36 @@ def child(world: str, engine: str, steps: int, base_url: str) -> dict:
             return out
         GRPOTrainer._generate_single_turn = counted
         saved.append((GRPOTrainer, "_generate_single_turn", orig_gen))
-        with contextlib.suppress(ImportError):
-            from trl.generation.vllm_generation import VLLMGeneration
-            saved.append((VLLMGeneration, "sync_weights", timed(VLLMGeneration, "sync_weights", sync)))
+        from trl.experimental.async_grpo import AsyncGRPOTrainer
+        from trl.generation.vllm_generation import VLLMGeneration
+        saved += [(VLLMGeneration, "sync_weights", timed(VLLMGeneration, "sync_weights", sync)),
+                  (AsyncGRPOTrainer, "__init__", timed(AsyncGRPOTrainer, "__init__", init))]
         try:
             summary = run_training(recipe)
         finally:
             for cls, name, orig in saved:
                 setattr(cls, name, orig)
-    step_times = summary["step_times"][WARMUP:]
+    walls = summary["step_wall_s"][WARMUP:]
+    row = {"world": world, "engine": engine, "steps_timed": len(walls), "s_per_step": sum(walls) / len(walls),
+           "startup_s": init[0] if init else None, "guard": (summary.get("rollouts") or {}).get("stale_weight_guard")}
+    a = (summary.get("rollouts") or {}).get("async")
+    if a:  # TRL's own metrics: generation and judging happen in the rollout worker, beside the optimiser
+        return row | {"generated_tokens_per_s": a.get("rollout/generated_tok_s"),
+                      "weight_sync_s": a.get("perf/weight_sync_s"), "rollout_wait_s": a.get("perf/rollout_wait_s"),
+                      "judge_s_per_step": None, "generation_s_per_step": None, "tokens_per_step": None,
+                      "startup_s": (init[0] if init else 0) + a["policy_server_start_s"],
+                      "staleness_mean": a.get("sample/staleness_mean"),
+                      "dropped_stale": a.get("sample/dropped_stale_total"),
+                      "judge_calls": summary["judge"].get("calls")}
     # one generation per step here (steps_per_generation 1); the sync happens inside the step's generation
-    g, t = gen[WARMUP:], tokens[WARMUP:]
+    g, t, j = gen[WARMUP:], tokens[WARMUP:], judge[WARMUP:]
     s = sync[-len(g):] if sync else []
     sync_s = sum(s) / len(s) if s else 0.0
-    gen_s = sum(g) / len(g) - sync_s
-    return {"world": world, "engine": engine, "steps_timed": len(step_times),
-            "s_per_step": sum(step_times) / len(step_times), "generation_s_per_step": gen_s,
-            "generated_tokens_per_s": sum(t) / (sum(g) - sum(s)), "tokens_per_step": sum(t) / len(t),
-            "weight_sync_s": sync_s if sync else None, "startup_s": init[0] if init else None,
-            "guard": (summary.get("rollouts") or {}).get("stale_weight_guard")}
+    return row | {"generation_s_per_step": sum(g) / len(g) - sync_s, "judge_s_per_step": sum(j) / len(j),
+                  # what the trainer waits for before it can optimise: generation (and sync) and the judge
+                  "rollout_wait_s": sum(g) / len(g) + sum(j) / len(j),
+                  "generated_tokens_per_s": sum(t) / (sum(g) - sum(s)), "tokens_per_step": sum(t) / len(t),
+                  "weight_sync_s": sync_s if sync else None, "judge_calls": summary["judge"].get("calls")}
 
 
 def main() -> None:
@@ -152,15 +169,19 @@ def main() -> None:
                 rows.append(json.loads(found[-1][7:]) | {"wall_s": time.perf_counter() - t})
                 print(f"{world}/{engine}: done in {time.perf_counter() - t:.0f} s", file=sys.stderr)
     print(f"\n## Rollout engines ({a.steps} steps per run on the smoke world, the first {WARMUP} left out)")
-    print("| world | engine | s/step | generation s/step | generated tokens/s | tokens/step | weight sync s | "
-          "start-up s |\n|---|---|---|---|---|---|---|---|")
+    print("| world | engine | s/step | generation s/step | judge s/step | trainer waits for rollouts s/step | "
+          "generated tokens/s | weight sync s | start-up s | judge calls |\n|---|---|---|---|---|---|---|---|---|---|")
+
+    def f(v, fmt):
+        return "-" if v is None else format(v, fmt)
     for r in rows:
         if "error" in r:
-            print(f"| {r['world']} | {r['engine']} | failed: {r['error']} | | | | | |")
+            print(f"| {r['world']} | {r['engine']} | failed: {r['error']} | | | | | | | |")
             continue
-        sync = "-" if r["weight_sync_s"] is None else f"{r['weight_sync_s']:.3f}"
-        print(f"| {r['world']} | {r['engine']} | {r['s_per_step']:.2f} | {r['generation_s_per_step']:.2f} | "
-              f"{r['generated_tokens_per_s']:.0f} | {r['tokens_per_step']:.0f} | {sync} | {r['startup_s']:.1f} |")
+        print(f"| {r['world']} | {r['engine']} | {r['s_per_step']:.2f} | {f(r['generation_s_per_step'], '.2f')} | "
+              f"{f(r['judge_s_per_step'], '.2f')} | {f(r['rollout_wait_s'], '.2f')} | "
+              f"{f(r['generated_tokens_per_s'], '.0f')} | {f(r['weight_sync_s'], '.3f')} | {f(r['startup_s'], '.1f')} | "
+              f"{r['judge_calls']} |")
     print("load at end: " + subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
     if a.json:
         Path(a.json).write_text(json.dumps(rows, indent=2))

@@ -9,6 +9,7 @@ import json
 import os
 import random
 import subprocess
+import time
 
 import pytest
 from conftest import ROOT
@@ -116,13 +117,20 @@ def run_in_rollouts_env(args: list[str], out, judge_url: str, steps: int, *sets:
     finally:
         if p.poll() is None:
             os.killpg(p.pid, 9)
-    left = []
-    for q in psutil.process_iter(["pid", "name"]):
-        try:
-            if os.getsid(q.pid) == p.pid:
-                left.append(q.info["name"])
-        except (ProcessLookupError, psutil.Error):
-            pass
+    # multiprocessing's resource tracker (TRL's rollout worker is spawned) exits when its pipe closes, a moment
+    # after the run: anything of the run's session still there after 10 s has outlived it
+    deadline = time.monotonic() + 10
+    while True:
+        left = []
+        for q in psutil.process_iter(["pid", "name"]):
+            try:
+                if os.getsid(q.pid) == p.pid:
+                    left.append(q.info["name"])
+            except (ProcessLookupError, psutil.Error):
+                pass
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     return subprocess.CompletedProcess(cmd, p.returncode, stdout, stderr), left
 
 
@@ -173,3 +181,44 @@ def test_two_vllm_rollout_runs_started_together_do_not_race_for_a_port(judge_url
     for r, left in results:
         assert r.returncode == 0, r.stderr[-3000:]
         assert not left
+
+
+# ---- TRL's asynchronous trainer (rollouts.async) ----------------------------------------------------------------
+
+def test_async_grpo_trains_on_the_judge_reward_from_its_rollout_worker(judge_url, tiny, tmp_path):
+    """Generation (a vLLM server taking the trainer's adapters), judging (rlaif's reward, rebuilt in TRL's rollout
+    worker) and optimisation overlap; rollouts at most one adapter version old."""
+    out = tmp_path / "async"
+    r, left = run_in_rollouts_env(["-m", "rlaif.cli", "train"], out, judge_url, 6,
+                                  "rollouts.async={max_staleness: 1}", "grpo.save_steps=3")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert not left, f"processes of the run outlived it (policy server, rollout worker): {left}"
+    s = json.loads((out / "train_summary.json").read_text())
+    assert s["steps"] == 6 and s["adapter"]
+    a = s["rollouts"]["async"]
+    assert a["sample/staleness_max"] <= 1 and a["policy_server_start_s"] > 0
+    assert a["perf/rollout_wait_s"] >= 0 and a["rollout/generated_tok_s"] > 0
+    # every completion the trainer used was judged (and those dropped as stale too), none failed
+    assert s["judge"]["calls"] >= 6 * 32 and s["judge"]["failures"] == 0
+    judged = [json.loads(line) for line in (out / "judgments.jsonl").read_text().splitlines()]
+    assert len(judged) >= 6 * 32 and {j["criterion"] for j in judged} == {"says_please"}
+    assert all(isinstance(j["step"], int) for j in judged)  # the rollout batch each was scored in
+    assert (out / "checkpoint-6").is_dir() and (out / "adapter" / "adapter_model.safetensors").exists()
+    assert any("reward" in h for h in s["log_history"])
+
+
+@pytest.mark.integration
+def test_an_async_reward_that_cannot_reach_its_judge_stops_the_run(tiny, tmp_path):
+    """The reward runs in TRL's rollout worker, where the trainer cannot see it fail: its stop reason crosses over
+    through the run directory, and the run stops with the reason, a checkpoint and no process left."""
+    from rlaif.judge.server import free_port
+
+    out = tmp_path / "dead-judge"
+    r, left = run_in_rollouts_env(["-m", "rlaif.cli", "train"], out, f"http://127.0.0.1:{free_port()}", 20,
+                                  "rollouts.async={max_staleness: 1}", "judge.max_retries=0", "judge.timeout_s=2")
+    assert r.returncode == 1, r.stderr[-3000:]
+    assert not left, f"processes of the run outlived it: {left}"
+    assert "the reward could not be built in TRL's rollout worker" in r.stderr and "--resume" in r.stderr
+    assert "Traceback" not in r.stderr
+    s = json.loads((out / "train_summary.json").read_text())
+    assert s["steps"] < 20 and s["stopped_early"].startswith("the reward could not be built")

@@ -25,8 +25,6 @@ class AsyncSpec(Strict):
     """TRL's AsyncGRPOTrainer: generation, judging and optimisation overlap; a rollout may come from weights up to
     `max_staleness` optimiser steps old."""
     max_staleness: int = Field(1, ge=0)
-    # completions buffered ahead of the trainer (TRL's queue), in batches of the trainer's size
-    queue_batches: int = Field(2, gt=0)
 
 
 class RolloutsSpec(Strict):

@@ -16,7 +16,8 @@ from rlaif.train.checkpoints import mark_complete
 from rlaif.train.preemption import Preemption
 
 
-def run_callbacks(stoppers: list, timings: list[float], preemption: Preemption) -> list:
+def run_callbacks(stoppers: list, timings: list[float], preemption: Preemption,
+                  walls: list[float] | None = None) -> list:
     """`stoppers`: what may ask the run to stop (`should_stop`): the rewards (a failure rate over the recipe's
     bound) and the stale-weight guard of vLLM rollouts (rlaif/train/vllm_rollouts.py)."""
     from transformers import TrainerCallback
@@ -43,11 +44,21 @@ def run_callbacks(stoppers: list, timings: list[float], preemption: Preemption) 
                 mark_complete(Path(args.output_dir), state.global_step)
 
     class StepLog(TrainerCallback):
+        """`timings`: each step from its begin to its end; `walls`: from the previous step's end (the trainer's
+        start for the first), which also counts waiting for rollouts outside the step (the asynchronous trainer)."""
+
+        def on_train_begin(self, args, state, control, **kw):
+            self._end = time.perf_counter()
+
         def on_step_begin(self, args, state, control, **kw):
             self._t = time.perf_counter()
 
         def on_step_end(self, args, state, control, **kw):
-            timings.append(time.perf_counter() - self._t)
+            now = time.perf_counter()
+            timings.append(now - self._t)
+            if walls is not None:
+                walls.append(now - self._end)
+            self._end = now
 
         def on_log(self, args, state, control, logs=None, **kw):
             if not logs or "reward" not in logs:

@@ -22,10 +22,11 @@ from rlaif.eval.final_answer import parse_reasoning
 from rlaif.factory import apply_threads, make_rewards
 from rlaif.rewards.judge_source import JudgeSource
 from rlaif.rewards.trl_adapter import TRLReward
+from rlaif.train import async_grpo
 from rlaif.train.callbacks import run_callbacks, watch_callbacks
 from rlaif.train.checkpoints import disk_full_error, is_disk_full, last_complete_checkpoint
 from rlaif.train.preemption import Preemption, signal_name
-from rlaif.train.vllm_rollouts import engine_traps, make_guard, reference_ids, training_dtype
+from rlaif.train.vllm_rollouts import engine_traps, make_guard, on_cuda, reference_ids, training_dtype
 
 
 def summed(parts: list[dict]) -> dict:
@@ -53,6 +54,8 @@ def summed(parts: list[dict]) -> dict:
 
 def first_judge_summary(rewards: list[TRLReward]) -> dict:
     """The totals of the run's first judge source (of its only source, when there is no judge)."""
+    if not hasattr(rewards[0], "source"):  # the asynchronous trainer's: the reward ran in its rollout child
+        return rewards[0].summary()
     parts = getattr(rewards[0].source, "sources", [rewards[0].source])  # a combined reward's sources
     return next((p for p in parts if isinstance(p, JudgeSource)), parts[0]).summary()
 
@@ -121,18 +124,32 @@ def run_training(recipe: Recipe, *, resume: bool = False, base_url: str | None =
 
     t0 = time.perf_counter()
     timings: list[float] = []
-    vllm = recipe.rollouts.engine == "vllm"
+    walls: list[float] = []  # per step, waiting for data included
+    is_async = recipe.rollouts.async_ is not None
+    vllm = recipe.rollouts.engine == "vllm" and not is_async  # in this process (the async trainer: a server)
     with contextlib.ExitStack() as stack:
-        rewards, url = make_rewards(recipe, run_dir, base_url, stack)
+        if is_async:  # the reward runs in TRL's rollout child; the trainer sees its totals (rlaif/train/async_grpo.py)
+            rewards, url, child_reward, async_args, server_s = async_grpo.prepare(
+                recipe, grpo, run_dir, base_url, stack, training_dtype(args), on_cuda())
+        else:
+            rewards, url = make_rewards(recipe, run_dir, base_url, stack)
         preemption = Preemption(recipe.train.preempt_grace_s, timings)
         # the stale-weight guard stops the run as a failing reward does: agreed by every process, with a checkpoint
         guards = [make_guard(recipe.rollouts, reference_ids(tok, train_ds))] if vllm else []
-        callbacks = run_callbacks(rewards + guards, timings, preemption) \
+        callbacks = run_callbacks(rewards + guards, timings, preemption, walls) \
             + watch_callbacks(recipe, tok, url, run_dir, stack)
-        with engine_traps(recipe.rollouts, training_dtype(args)) if vllm else contextlib.nullcontext():
-            trainer = GRPOTrainer(model=recipe.policy.model, reward_funcs=rewards, args=args, train_dataset=train_ds,
-                                  eval_dataset=eval_ds, processing_class=tok, peft_config=peft_config,
-                                  callbacks=callbacks)
+        if is_async:
+            from trl.experimental.async_grpo import AsyncGRPOTrainer
+
+            async_grpo.give_response_parser(tok)
+            trainer = AsyncGRPOTrainer(model=recipe.policy.model, reward_funcs=[child_reward], args=async_args,
+                                       train_dataset=train_ds, processing_class=tok, peft_config=peft_config,
+                                       callbacks=callbacks)
+        else:
+            with engine_traps(recipe.rollouts, training_dtype(args)) if vllm else contextlib.nullcontext():
+                trainer = GRPOTrainer(model=recipe.policy.model, reward_funcs=rewards, args=args,
+                                      train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tok,
+                                      peft_config=peft_config, callbacks=callbacks)
         for guard in guards:
             guard.attach(trainer)
         for cb in callbacks:
@@ -154,6 +171,9 @@ def run_training(recipe: Recipe, *, resume: bool = False, base_url: str | None =
                 reward.close()
     # what every process saw, in one collective: the first stop reason of any, and the run's totals over processes
     s_per_step = round(sum(timings) / len(timings), 3) if timings else None
+    if is_async and len(walls) > 1:  # the optimiser alone is the step there; the wall time between step ends
+        # is what a step costs (the first left out: it waits for the rollout worker's start, about 15 s on CPU)
+        s_per_step = round(sum(walls[1:]) / len(walls[1:]), 3)
     per_process = gather_objects({"rank": rank(), "steps": trainer.state.global_step,
                                   "judge": first_judge_summary(rewards),
                                   "rewards": {r.__name__: r.summary() for r in rewards}, "s_per_step": s_per_step,
@@ -167,6 +187,7 @@ def run_training(recipe: Recipe, *, resume: bool = False, base_url: str | None =
         "wall_s": round(time.perf_counter() - t0, 1),
         "s_per_step": s_per_step,
         "step_times": [round(t, 4) for t in timings],
+        "step_wall_s": [round(t, 4) for t in walls],
         # the judge's totals under "judge", as single-source runs always wrote them; every source's below; summed
         # over the run's processes, each process's own under "processes"
         "judge": summed([p["judge"] for p in per_process]),
@@ -176,7 +197,9 @@ def run_training(recipe: Recipe, *, resume: bool = False, base_url: str | None =
         "adapter": str(adapter_dir) if preemption.signum is None else None,  # a stopped run has its checkpoint
         "stopped_early": stop_reason or (signal_name(preemption.signum) if preemption.signum else None),
         "rollouts": {"engine": recipe.rollouts.engine,
-                     "stale_weight_guard": guards[0].summary() if guards else None},
+                     "stale_weight_guard": guards[0].summary() if guards else None,
+                     "async": async_grpo.async_metrics(trainer.state.log_history) | {"policy_server_start_s": server_s}
+                     if is_async else None},
         "log_history": trainer.state.log_history,
     }
     if is_main_process():  # one record of the run
