@@ -53,3 +53,17 @@ def test_gpu_check_says_when_there_is_no_gpu():
         pytest.skip("this machine has a GPU: the message for machines without one cannot show")
     p = subprocess.run([sys.executable, "scripts/gpu_check.py"], capture_output=True, text=True, timeout=120)
     assert p.returncode == 1 and "no CUDA device" in p.stderr
+
+
+def test_rollouts_benchmark_quick(judge_url, tiny):
+    """benchmarks/rollouts.py in the vLLM-rollouts environment: a row for each engine, none failed."""
+    from conftest import ROOT
+    py = ROOT / ".venv-rollouts" / "bin" / "python"
+    assert py.exists(), "no .venv-rollouts: `make setup-rollouts` builds it (`make test` does)"
+    p = subprocess.run([str(py), "benchmarks/rollouts.py", "--quick", "--base-url", judge_url], capture_output=True,
+                       text=True, timeout=900)
+    assert p.returncode == 0, p.stderr[-3000:]
+    for engine in ("transformers", "vllm", "async"):
+        assert f"| smoke | {engine} |" in p.stdout
+    assert "failed:" not in p.stdout
+    assert p.stdout.strip().splitlines()[-1] == "runs=3 failed=0"

@@ -244,6 +244,8 @@ def async_config(recipe: Recipe, grpo: dict, server_url: str, dtype: str):
     kept |= {"output_dir": str(recipe.run_dir), "vllm_server_base_url": server_url, "max_staleness": spec.max_staleness, "dtype": dtype,
              # fixed-count batches (per_device_train_batch_size samples a step), as the synchronous trainer
              "token_budget": 0}
+    # TRL waits 300 s for a silent rollout worker before it gives up; a worker that died left a run hanging that long
+    kept.setdefault("heartbeat_stale_after_s", 60.0)
     try:
         return AsyncGRPOConfig(**kept)
     except (TypeError, ValueError) as e:
