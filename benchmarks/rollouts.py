@@ -117,7 +117,7 @@ def child(world: str, engine: str, steps: int, base_url: str) -> dict:
                       "judge_calls": summary["judge"].get("calls")}
     # one generation per step here (steps_per_generation 1); the sync happens inside the step's generation
     g, t, j = gen[WARMUP:], tokens[WARMUP:], judge[WARMUP:]
-    s = sync[-len(g):] if sync else []
+    s = sync[-len(g):] if sync and g else []
     sync_s = sum(s) / len(s) if s else 0.0
     return row | {"generation_s_per_step": sum(g) / len(g) - sync_s, "judge_s_per_step": sum(j) / len(j),
                   # what the trainer waits for before it can optimise: generation (and sync) and the judge
@@ -140,6 +140,8 @@ def main() -> None:
         print("RESULT " + json.dumps(child(a.child[0], a.child[1], int(a.child[2]), a.child[3])))
         return
     worlds, engines = a.worlds.split(","), a.engines.split(",")
+    if a.steps <= WARMUP:
+        raise SystemExit(f"--steps must be more than the {WARMUP} warm-up steps")
     if a.quick:
         worlds, a.steps = ["smoke"], 4
     for w in worlds + engines:
@@ -180,7 +182,8 @@ def main() -> None:
             continue
         print(f"| {r['world']} | {r['engine']} | {r['s_per_step']:.2f} | {f(r['generation_s_per_step'], '.2f')} | "
               f"{f(r['judge_s_per_step'], '.2f')} | {f(r['rollout_wait_s'], '.2f')} | "
-              f"{f(r['generated_tokens_per_s'], '.0f')} | {f(r['weight_sync_s'], '.3f')} | {f(r['startup_s'], '.1f')} | "
+              f"{f(r['generated_tokens_per_s'], '.0f')} | {f(r['weight_sync_s'], '.3f')} | "
+              f"{f(r['startup_s'], '.1f')} | "
               f"{r['judge_calls']} |")
     print("load at end: " + subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
     if a.json:

@@ -201,14 +201,15 @@ def run_smoke(recipe_path: str = "recipes/smoke.yaml", overrides: list[str] | No
                                                                   "all_true_pass_rate_after_judge_only"))
     c = Console()
     c.print(t)
+    rollouts = summary["rollouts_engine"] + " rollouts" + (
+        f", logprob gap after sync <= {summary['rollouts_logprob_gap_max']:.1e}"
+        if "rollouts_logprob_gap_max" in summary else "")
     c.print(f"judge audit agreement {summary['judge_audit_agreement']:.1%} on {summary['judge_audit_samples']} "
             f"held-out labels"
             + (f", {summary['judge_canary_accuracy']:.1%} on the canaries during training"
                if "judge_canary_accuracy" in summary else "")
             + f"; {judge_calls} judge calls, {judge_failures} failures; {summary['steps']} GRPO steps "
-            f"at {summary['s_per_step']}s ({summary['rollouts_engine']} rollouts"
-            + (f", logprob gap after sync <= {summary['rollouts_logprob_gap_max']:.1e}"
-               if "rollouts_logprob_gap_max" in summary else "") + "); judge p50/p95 {summary['judge_latency_p50_s'] * 1000:.0f}/"
+            f"at {summary['s_per_step']}s ({rollouts}); judge p50/p95 {summary['judge_latency_p50_s'] * 1000:.0f}/"
             f"{summary['judge_latency_p95_s'] * 1000:.0f} ms; wall {summary['wall_s']}s")
     c.print(f"summary: {run_dir / 'summary.json'}")
     c.print(f"report: {write_report(run_dir)}  (open it in a browser; no server needed)")

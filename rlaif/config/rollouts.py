@@ -25,6 +25,13 @@ class AsyncSpec(Strict):
     """TRL's AsyncGRPOTrainer: generation, judging and optimisation overlap; a rollout may come from weights up to
     `max_staleness` optimiser steps old."""
     max_staleness: int = Field(1, ge=0)
+    # generation requests in flight; None: TRL's (max_staleness x samples per step). Samples it drops as stale were
+    # judged already, so fewer in flight means fewer wasted judge calls
+    max_inflight_tasks: int | None = Field(None, gt=0)
+    weight_sync_steps: int = Field(1, gt=0)  # optimiser steps between adapter pushes to the server
+    # seconds of silence from the rollout worker before the run stops (TRL's default, 300, left a run whose worker
+    # had died hanging for minutes)
+    worker_silence_s: float = Field(60.0, gt=0)
 
 
 class RolloutsSpec(Strict):

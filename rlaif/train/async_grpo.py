@@ -38,6 +38,7 @@ import time
 from pathlib import Path
 
 from rlaif.common.console import say
+from rlaif.common.dist import world_size
 from rlaif.config.recipe import Recipe
 from rlaif.errors import UserError
 from rlaif.factory import judge_endpoint, make_rewards, uses_recipe_judge
@@ -112,7 +113,7 @@ def trl_changes(cuda: bool):
             setattr(owner, name, value)
 
 
-def give_response_parser(tok) -> None:
+def give_response_parser(tok, source: str) -> None:
     """Change 3: the rollout worker's response parser, for a ChatML template TRL does not recognise."""
     if getattr(tok, "response_template", None) is not None or getattr(tok, "response_schema", None) is not None:
         return
@@ -120,14 +121,15 @@ def give_response_parser(tok) -> None:
 
     try:
         add_response_schema(tok)
-    except (ValueError, KeyError):
+    except (ValueError, KeyError) as e:
         if "<|im_start|>" not in (tok.chat_template or ""):
-            raise
+            raise UserError(f"{source}: rollouts.async: TRL's rollout worker needs a response parser for the policy's "
+                            f"chat template and has none for this one ({e}); use the synchronous trainer") from None
         from trl.chat_template_utils import qwen3_template
         tok.response_template = qwen3_template
 
 
-def policy_server(recipe: Recipe, run_dir: Path, dtype: str, cuda: bool) -> VLLMServer:
+def policy_server(recipe: Recipe, grpo: dict, run_dir: Path, dtype: str, cuda: bool) -> VLLMServer:
     """The vLLM server the rollout worker samples from, taking the trainer's adapters at run time."""
     lora = recipe.policy.lora
     if lora is None:
@@ -141,8 +143,11 @@ def policy_server(recipe: Recipe, run_dir: Path, dtype: str, cuda: bool) -> VLLM
     env = {"VLLM_SERVER_DEV_MODE": "1", "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "1"}
     if not cuda:
         env["VLLM_CPU_KVCACHE_SPACE"] = os.environ.get("VLLM_CPU_KVCACHE_SPACE") or f"{spec.vllm_kv_cache_gib:g}"
+    if cuda and grpo.get("vllm_gpu_memory_utilization"):  # the trainer and the judge share the GPU with it
+        extra += ["--gpu-memory-utilization", str(grpo["vllm_gpu_memory_utilization"])]
+    # no --max-model-len: the model's own (a larger one is refused by vLLM)
     return VLLMServer(recipe.policy.model, recipe.policy.model, dtype=spec.vllm_dtype or dtype, extra_args=extra,
-                      env=env, log_path=run_dir / "policy_server.log", role="policy", max_model_len=2048)
+                      env=env, log_path=run_dir / "policy_server.log", role="policy")
 
 
 class _State:
@@ -162,31 +167,37 @@ class ChildReward:
         self._reward = None
 
     def __getstate__(self):
-        return {k: v for k, v in self.__dict__.items() if k not in ("_reward", "_stack", "_groups", "_written")}
+        return {k: v for k, v in self.__dict__.items() if k not in ("_reward", "_stack", "_groups", "_failed")}
 
     def __setstate__(self, state):
         self.__dict__.update(state)
         self._reward = None
 
     def _build(self):
-        self._stack = contextlib.ExitStack()
-        rewards, _ = make_rewards(self.recipe, Path(self.run_dir), self.judge_url, self._stack)
-        self._reward, self._groups, self._written = rewards[0], 0, 0.0
+        stack = contextlib.ExitStack()
+        try:
+            rewards, _ = make_rewards(self.recipe, Path(self.run_dir), self.judge_url, stack)
+        except BaseException:
+            stack.close()  # what the failed build opened (the judgment log, a judge it launched)
+            raise
+        self._stack, self._reward, self._groups = stack, rewards[0], 0
 
     async def __call__(self, prompts, completions, completion_ids=None, **columns):
+        if getattr(self, "_failed", False):
+            return [None] * len(completions)  # the trainer is stopping (ChildRewardState): no second try
         if self._reward is None:
             try:  # in a thread: building runs the judge's self-test, its own event loop, and this one is running
                 await asyncio.to_thread(self._build)
             except Exception as e:  # the trainer stops on it (ChildRewardState); TRL's worker must not die of it
                 log.error("the reward could not be built in TRL's rollout worker: %s", e)
+                self._failed = True
                 self._write_state({"groups": 0, "summary": None,
                                    "stop_reason": f"the reward could not be built in TRL's rollout worker: {e}"})
                 return [None] * len(completions)
         step = self._groups // self.prompts_per_step
         self._groups += 1
         out = await self._reward(prompts, completions, completion_ids, trainer_state=_State(step), **columns)
-        if self._reward.should_stop or time.monotonic() - self._written > 1.0:
-            self._write()
+        self._write()  # every group: the trainer's totals are never behind (a few hundred bytes)
         return out
 
     def _write(self) -> None:
@@ -198,7 +209,6 @@ class ChildReward:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(state))
         tmp.replace(path)  # the trainer never reads half a file
-        self._written = time.monotonic()
 
 
 class ChildRewardState:
@@ -241,11 +251,13 @@ def async_config(recipe: Recipe, grpo: dict, server_url: str, dtype: str):
     if dropped:
         say(f"[yellow]rollouts.async: TRL's asynchronous trainer has no {', '.join(dropped)}: left out[/]")
     spec = recipe.rollouts.async_
-    kept |= {"output_dir": str(recipe.run_dir), "vllm_server_base_url": server_url, "max_staleness": spec.max_staleness, "dtype": dtype,
+    kept |= {"output_dir": str(recipe.run_dir), "vllm_server_base_url": server_url,
+             "max_staleness": spec.max_staleness, "dtype": dtype,
              # fixed-count batches (per_device_train_batch_size samples a step), as the synchronous trainer
-             "token_budget": 0}
-    # TRL waits 300 s for a silent rollout worker before it gives up; a worker that died left a run hanging that long
-    kept.setdefault("heartbeat_stale_after_s", 60.0)
+             "token_budget": 0, "weight_sync_steps": spec.weight_sync_steps,
+             "heartbeat_stale_after_s": spec.worker_silence_s}
+    if spec.max_inflight_tasks is not None:
+        kept["max_inflight_tasks"] = spec.max_inflight_tasks
     try:
         return AsyncGRPOConfig(**kept)
     except (TypeError, ValueError) as e:
@@ -261,9 +273,13 @@ def reward_name(recipe: Recipe) -> str:
 def prepare(recipe: Recipe, grpo: dict, run_dir: Path, base_url: str | None, stack: contextlib.ExitStack,
             dtype: str, cuda: bool):
     """(the trainer-side rewards: one ChildRewardState; the recipe judge's URL; the reward for the rollout child;
-    the AsyncGRPOConfig; the policy server's start-up seconds). Starts the judge (unless given) and the policy's vLLM server, stopped when `stack` closes."""
+    the AsyncGRPOConfig; the policy server's start-up seconds). Starts the judge (unless given) and the policy's vLLM
+    server, stopped when `stack` closes."""
     url = stack.enter_context(judge_endpoint(recipe, run_dir, base_url)).url if uses_recipe_judge(recipe) else None
-    server = policy_server(recipe, run_dir, dtype, cuda)
+    if world_size() > 1:
+        raise UserError(f"{recipe.source}: rollouts.async runs in one training process here (TRL's asynchronous "
+                        "trainer feeds every rank from one rollout worker; rlaif has not run it on several)")
+    server = policy_server(recipe, grpo, run_dir, dtype, cuda)
     say(f"starting the policy's vLLM server for the asynchronous rollouts (log: {server.log_path})")
     stack.enter_context(server)
     say(f"policy server ready in {server.start_s:.1f} s at {server.base_url}")
@@ -281,12 +297,14 @@ def async_metrics(log_history: list[dict]) -> dict:
     """Means over the run of TRL's asynchronous metrics: the overlap (perf/rollout_wait_s: the trainer waiting for
     rollouts), staleness, generation and weight-sync speed."""
     keys = ("perf/step_s", "perf/rollout_wait_s", "perf/weight_sync_s", "perf/fwd_bwd_s", "rollout/generated_tok_s",
-            "rollout/score_s", "rollout/duration_s", "sample/staleness_mean", "sample/staleness_max")
+            "rollout/score_s", "rollout/duration_s", "sample/staleness_mean")
     out = {}
     for k in keys:
         vals = [h[k] for h in log_history if isinstance(h.get(k), (int, float))]
         if vals:
             out[k] = sum(vals) / len(vals)
-    dropped = [h["sample/dropped_stale_total"] for h in log_history if "sample/dropped_stale_total" in h]
-    out["sample/dropped_stale_total"] = max(dropped) if dropped else 0
+    worst = [h["sample/staleness_max"] for h in log_history if "sample/staleness_max" in h]
+    out["sample/staleness_max"] = max(worst) if worst else None
+    # TRL logs a *_total per logging window (its sum over the window's steps): the run's total is their sum
+    out["sample/dropped_stale_total"] = sum(h.get("sample/dropped_stale_total", 0) for h in log_history)
     return out

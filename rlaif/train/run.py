@@ -26,7 +26,7 @@ from rlaif.train import async_grpo
 from rlaif.train.callbacks import run_callbacks, watch_callbacks
 from rlaif.train.checkpoints import disk_full_error, is_disk_full, last_complete_checkpoint
 from rlaif.train.preemption import Preemption, signal_name
-from rlaif.train.vllm_rollouts import engine_traps, make_guard, on_cuda, reference_ids, training_dtype
+from rlaif.train.vllm_rollouts import engine_traps, make_guard, on_cuda, reference_ids, require_vllm, training_dtype
 
 
 def summed(parts: list[dict]) -> dict:
@@ -77,6 +77,7 @@ def run_training(recipe: Recipe, *, resume: bool = False, base_url: str | None =
     from transformers import AutoTokenizer
     from trl import GRPOConfig, GRPOTrainer
 
+    require_vllm(recipe.rollouts)  # before a judge server or a policy server is started for nothing
     apply_threads(recipe)
     run_dir = recipe.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -141,10 +142,14 @@ def run_training(recipe: Recipe, *, resume: bool = False, base_url: str | None =
         if is_async:
             from trl.experimental.async_grpo import AsyncGRPOTrainer
 
-            async_grpo.give_response_parser(tok)
-            trainer = AsyncGRPOTrainer(model=recipe.policy.model, reward_funcs=[child_reward], args=async_args,
-                                       train_dataset=train_ds, processing_class=tok, peft_config=peft_config,
-                                       callbacks=callbacks)
+            async_grpo.give_response_parser(tok, recipe.source)
+            try:
+                trainer = AsyncGRPOTrainer(model=recipe.policy.model, reward_funcs=[child_reward], args=async_args,
+                                           train_dataset=train_ds, processing_class=tok, peft_config=peft_config,
+                                           callbacks=callbacks)
+            except ValueError as e:  # its own checks (the LoRA it can send, the dataset): the recipe's to fix
+                raise UserError(f"{recipe.source}: rollouts.async: TRL's asynchronous trainer refused the run: {e}") \
+                    from None
         else:
             with engine_traps(recipe.rollouts, training_dtype(args)) if vllm else contextlib.nullcontext():
                 trainer = GRPOTrainer(model=recipe.policy.model, reward_funcs=rewards, args=args,

@@ -114,22 +114,45 @@ def engine_kwargs(spec: RolloutsSpec, training_dtype: str, cuda: bool) -> dict:
 
 
 @contextlib.contextmanager
+def require_vllm(spec: RolloutsSpec) -> None:
+    """Before anything starts: vLLM rollouts need vLLM in this environment (.venv-rollouts)."""
+    import importlib.util
+
+    if spec.engine == "vllm" and importlib.util.find_spec("vllm") is None:
+        raise UserError("rollouts.engine: vllm needs vLLM in the training environment; this one has none. Run the "
+                        "recipe with the vLLM-rollouts environment: `make setup-rollouts`, then "
+                        ".venv-rollouts/bin/rlaif ... (or make smoke-vllm)")
+
+
+@contextlib.contextmanager
+def _env_set(values: dict[str, str]):
+    """Environment variables for the engine's construction only (traps 3 and 4): the rest of the process, and what
+    it starts later, sees them as they were."""
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@contextlib.contextmanager
 def engine_traps(spec: RolloutsSpec, training_dtype: str):
     """Entered around GRPOTrainer(...) when the recipe's rollouts come from vLLM."""
-    try:
-        from trl.generation import vllm_generation
-    except ImportError as e:  # pragma: no cover - trl is always there
-        raise RuntimeError(f"TRL's vLLM generation module did not import: {e}") from e
-    if not vllm_generation.is_vllm_available():
-        raise UserError("rollouts.engine: vllm needs vLLM in the training environment; this one has none. Run "
-                        "the recipe with the vLLM-rollouts environment: `make setup-rollouts`, then "
-                        ".venv-rollouts/bin/rlaif ... (or make smoke-vllm)")
+    require_vllm(spec)
+    from trl.generation import vllm_generation
+
     cuda = on_cuda()
     extra = engine_kwargs(spec, training_dtype, cuda)
+    env = {}
     if os.environ.get("WORLD_SIZE", "1") == "1" and not os.environ.get("MASTER_PORT"):
-        os.environ["MASTER_PORT"] = str(free_port())  # trap 3
+        env["MASTER_PORT"] = str(free_port())  # trap 3
     if not cuda and not os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
-        os.environ["VLLM_CPU_KVCACHE_SPACE"] = f"{spec.vllm_kv_cache_gib:g}"  # trap 4
+        env["VLLM_CPU_KVCACHE_SPACE"] = f"{spec.vllm_kv_cache_gib:g}"  # trap 4
     original_llm = vllm_generation.LLM
 
     def llm(*args, **kwargs):
@@ -142,14 +165,11 @@ def engine_traps(spec: RolloutsSpec, training_dtype: str):
         return engine
 
     with contextlib.ExitStack() as stack:
+        stack.enter_context(_env_set(env))
         stack.enter_context(_patched(vllm_generation, "LLM", llm))
         if not cuda:
             stack.enter_context(_patched(*_keep_linear_weights_unpacked()))
         yield
-
-
-class StaleRollouts(Exception):
-    pass
 
 
 def reference_ids(tok, train_ds, max_tokens: int = 64) -> list[int]:
@@ -191,7 +211,7 @@ def trainer_logprobs(model, ids: list[int]) -> list[float]:
 
 def make_guard(spec: RolloutsSpec, ids: list[int]):
     class LogprobGapGuard:
-        """Compares the engine with the trainer right after TRL's weight sync (first sync, then every
+        """Compares the engine with the trainer right after TRL's weight sync (the first after step 0, then every
         `check_every` steps); asks the run to stop (callbacks.AgreedStop) when they differ by more than
         `max_logprob_gap`."""
 
@@ -216,8 +236,13 @@ def make_guard(spec: RolloutsSpec, ids: list[int]):
             def sync_then_check():
                 sync()
                 step = trainer.state.global_step
-                if self._last_check_step is None or step - self._last_check_step >= spec.check_every:
+                # not at step 0: the LoRA adapter is still zero there, and a sync that did nothing would agree
+                if step > 0 and (self._last_check_step is None or step - self._last_check_step >= spec.check_every):
                     self._last_check_step = step
+                    if getattr(generation, "enable_sleep_mode", False):
+                        # TRL woke the weights only; the engine schedules nothing until its KV cache is awake too
+                        # (TRL's generate wakes it next anyway)
+                        generation.llm.wake_up(tags=["kv_cache"])
                     self.check(generation.llm, trainer.model, step)
 
             generation.sync_weights = sync_then_check
