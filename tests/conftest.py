@@ -21,8 +21,11 @@ def pytest_configure(config):
 
 def pytest_collection_modifyitems(config, items):
     """Markers from the fixtures a test uses, so they cannot drift: a test of the real judge server is
-    `integration`, a test of the tiny models is `models` (`make test-unit` runs neither)."""
+    `integration`, a test of the tiny models is `models` (`make test-unit` runs neither), a test in tests/faults is
+    `faults` (`make test-faults`)."""
     for item in items:
+        if "faults" in Path(str(item.fspath)).parts:
+            item.add_marker(pytest.mark.faults)
         names = set(getattr(item, "fixturenames", ()))
         if "judge_url" in names:
             item.add_marker(pytest.mark.integration)
@@ -30,11 +33,41 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.models)
 
 
+LANE_SECONDS: dict[str, float] = {}
+LANE_TESTS: dict[str, int] = {}
+
+
+def lane_of(keywords) -> str:
+    """The lane a test runs in: `make test-unit`, `make test-integration` or `make test-faults`."""
+    if "faults" in keywords:
+        return "faults"
+    return "integration" if "integration" in keywords or "models" in keywords else "unit"
+
+
+def pytest_runtest_logreport(report):
+    lane = lane_of(report.keywords)
+    LANE_SECONDS[lane] = LANE_SECONDS.get(lane, 0.0) + report.duration  # setup, call and teardown
+    if report.when == "call":
+        LANE_TESTS[lane] = LANE_TESTS.get(lane, 0) + 1
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The wall time per lane (tests run one after another, so their durations add up to it)."""
+    if LANE_SECONDS:
+        terminalreporter.write_sep("=", "wall time per lane")
+        for lane in ("unit", "integration", "faults"):
+            if lane in LANE_SECONDS:
+                terminalreporter.write_line(f"{lane:12s} {LANE_TESTS.get(lane, 0):5d} tests {LANE_SECONDS[lane]:8.1f} s")
+
+
 @pytest.fixture(scope="session")
 def tiny() -> Path:
-    """The tiny models and datasets (built once, then cached by fingerprint)."""
-    from rlaif.tiny.build import build
-    build(TINY, log=lambda m: print(m, file=sys.stderr))
+    """The tiny models and datasets, as shipped in artifacts/tiny (never rebuilt by a test: every machine runs the
+    same weights). A stale world fails here, and in tests/test_tiny_world.py, with the command that rebuilds it."""
+    from rlaif.tiny.build import status
+    state, why = status(TINY)
+    if state != "current":
+        pytest.fail(f"{why}: run `make models` and commit artifacts/tiny", pytrace=False)
     return TINY
 
 

@@ -183,7 +183,7 @@ FACT_GROUPS = [
     ("Can the judge be trusted", ["judge_build_test_accuracy", "judge_audit_agreement", "judge_audit_samples",
                                   "judge_agreement_on_base_policy", "judge_agreement_on_policy",
                                   "judge_canary_baseline", "judge_canary_accuracy", "judge_canary_alarm"]),
-    ("What it cost", ["steps", "s_per_step", "train_s", "wall_s", "build_s", "judge_calls", "judge_calls_in_training",
+    ("What it cost", ["steps", "s_per_step", "train_s", "wall_s", "judge_calls", "judge_calls_in_training",
                       "judge_failures",
                       "judge_latency_p50_s", "judge_latency_p95_s", "judge_server_start_s", "stopped_early"]),
 ]
