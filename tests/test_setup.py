@@ -1,0 +1,109 @@
+"""`make setup` on the hosts GPU users have, reproduced with stand-ins on PATH: an NVIDIA driver too old for the
+CUDA 13 wheels, a Python 3.10 `python3`, a Python without venv's pip bootstrap, a Chromium that cannot start and an
+apt-get that cannot install one. Each is met before anything is installed, with a sentence that says what to do."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+# what the setup script runs besides Python, pip and the stand-ins
+TOOLS = ["bash", "cat", "sha256sum", "cut", "grep", "head", "tr", "id", "mktemp", "tee", "rm", "dirname", "env"]
+
+
+def _script(path: Path, body: str) -> None:
+    path.write_text("#!/bin/bash\n" + body)
+    path.chmod(0o755)
+
+
+@pytest.fixture
+def host(tmp_path):
+    """A copy of the setup script and what it reads, and a bin folder that is the whole PATH: the real tools it
+    needs, and whatever stand-ins a test puts there."""
+    repo = tmp_path / "repo"
+    (repo / "scripts").mkdir(parents=True)
+    shutil.copy(ROOT / "scripts" / "setup_env.sh", repo / "scripts")
+    shutil.copytree(ROOT / "requirements", repo / "requirements")
+    shutil.copy(ROOT / "pyproject.toml", repo)
+    bin_ = tmp_path / "bin"
+    bin_.mkdir()
+    for tool in TOOLS:
+        os.symlink(shutil.which(tool), bin_ / tool)
+
+    def run(*args, python=sys.executable, **env):
+        if python:
+            os.symlink(python, bin_ / "python3.11")
+        r = subprocess.run(["bash", str(repo / "scripts" / "setup_env.sh"), *args], capture_output=True, text=True,
+                           env={"PATH": str(bin_), "HOME": str(tmp_path), **env}, timeout=120)
+        return r, repo
+    return bin_, run
+
+
+def nvidia_smi(bin_: Path, driver: str) -> None:
+    _script(bin_ / "nvidia-smi", f"""case "$*" in
+  *driver_version*) echo "{driver}" ;;
+  -L) echo "GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-0)" ;;
+esac
+""")
+
+
+def test_a_driver_older_than_580_stops_setup_before_anything_is_installed(host):
+    bin_, run = host
+    nvidia_smi(bin_, "550.54.15")
+    r, repo = run("all")
+    assert r.returncode == 1
+    assert "550.54.15" in r.stderr and ">= 580" in r.stderr and "docs/gpu.md" in r.stderr
+    assert not (repo / ".venv").exists() and not (repo / ".venv-judge").exists()
+
+
+def test_driver_580_passes_the_host_check(host):
+    bin_, run = host
+    nvidia_smi(bin_, "580.95.05")
+    r, _ = run("check")
+    assert r.returncode == 0, r.stderr
+    assert "580.95.05" in r.stdout
+
+
+def test_a_python_3_10_host_is_told_how_to_get_3_11(host):
+    bin_, run = host
+    _script(bin_ / "python3", """case "$*" in
+  -V) echo "Python 3.10.12" ;;
+  *) exit 1 ;;
+esac
+""")
+    r, repo = run("all", python=None)
+    assert r.returncode == 1
+    assert "Python >= 3.11" in r.stderr and "3.10.12" in r.stderr and "PYTHON=python3.11" in r.stderr
+    assert not (repo / ".venv").exists()
+
+
+def test_a_python_without_venv_support_is_named(host):
+    bin_, run = host
+    real = sys.executable
+    _script(bin_ / "python3.12", f"""for a in "$@"; do [[ "$a" == *ensurepip* ]] && exit 1; done
+exec {real} "$@"
+""")
+    r, repo = run("all", python=None)
+    assert r.returncode == 1
+    assert "cannot make virtual environments" in r.stderr and "-venv" in r.stderr
+    assert not (repo / ".venv").exists()
+
+
+def test_a_chromium_that_cannot_start_and_an_apt_get_that_fails_are_not_fatal(host):
+    bin_, run = host
+    _script(bin_ / "chromium", 'echo "Command \'/usr/bin/chromium\' requires the chromium snap to be installed." >&2\n'
+                                "exit 1\n")
+    _script(bin_ / "apt-get", "echo 'E: Unable to locate package chromium' >&2\nexit 100\n")
+    r, _ = run("browser")
+    assert r.returncode == 0, r.stderr
+    assert "WARNING: no working chromium" in r.stderr and "RLAIF_CHROMIUM" in r.stderr
+
+
+def test_pyproject_asks_for_the_python_setup_checks_for():
+    text = (ROOT / "pyproject.toml").read_text()
+    assert 'requires-python = ">=3.11"' in text
