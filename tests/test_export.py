@@ -1,5 +1,5 @@
 """`rlaif export`: the merged checkpoint is the trained policy (the same logits as base + adapter, to float
-rounding in fp32, and the same greedy completions), the adapter-only export loads over its named base, and a run
+rounding in fp32, and the same greedy completions, near-ties aside), the adapter-only export loads over its named base, and a run
 without an adapter or an occupied --out is refused with what to do."""
 import json
 import subprocess
@@ -7,6 +7,7 @@ import subprocess
 import pytest
 import torch
 from conftest import RLAIF
+from greedy import greedy, same_greedy
 
 PROMPTS = ["Write a note to a colleague.", "Ask the shop for a refund.", "Tell me about the weather."]
 
@@ -14,12 +15,6 @@ PROMPTS = ["Write a note to a colleague.", "Ask the shop for a refund.", "Tell m
 def _policy_inputs(tok, prompt):
     text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
     return tok(text, return_tensors="pt")
-
-
-def _greedy(model, tok, prompt):
-    ids = _policy_inputs(tok, prompt)
-    out = model.generate(**ids, max_new_tokens=16, do_sample=False, pad_token_id=tok.pad_token_id or tok.eos_token_id)
-    return tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +48,11 @@ def test_the_merged_export_is_the_trained_policy(trained, tmp_path):
             # float rounding only: x @ (W + BA) is not summed in the order x @ W + (x @ B) @ A is (seen here: up
             # to 1.3e-5 on logits up to ~10 in fp32, whether merged in fp32 or fp64)
             assert gap <= 1e-5 * max(1.0, ref.abs().max().item()), gap
-            assert _greedy(merged, merged_tok, prompt) == _greedy(reference, tok, prompt)
+            # the same greedy completion, but where the reference's best two logits are within 1e-3 (a rounding
+            # of 1e-5 may break such a tie the other way, as in test_serve)
+            messages = [{"role": "user", "content": prompt}]
+            want, margins = greedy(reference, tok, messages)
+            assert same_greedy(greedy(merged, merged_tok, messages)[0], want, margins), prompt
     card = (dest / "README.md").read_text()
     assert f"base_model: {base_name}" in card and "merged policy" in card
 

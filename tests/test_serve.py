@@ -7,8 +7,9 @@ import signal
 import subprocess
 
 import httpx
-import torch
 from conftest import RLAIF
+from greedy import greedy as _greedy
+from greedy import same_greedy
 
 from rlaif.train.serve import policy_server
 
@@ -16,26 +17,6 @@ from rlaif.train.serve import policy_server
 def _prompts(n=6):
     rows = [json.loads(x) for x in open("artifacts/tiny/data/heldout.jsonl").read().splitlines()[:n]]
     return [[m for m in r["messages"] if m["role"] != "assistant"] for r in rows]
-
-
-def _greedy(model, tok, messages):
-    """(the greedy completion's token ids, the margin between the best and second-best logit at each step)."""
-    text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    ids = tok(text, return_tensors="pt")
-    with torch.no_grad():
-        out = model.generate(**ids, max_new_tokens=16, do_sample=False, output_scores=True,
-                             return_dict_in_generate=True)
-    top2 = [s[0].topk(2).values for s in out.scores]
-    return out.sequences[0, ids["input_ids"].shape[1]:].tolist(), [float(t[0] - t[1]) for t in top2]
-
-
-def same_greedy(served: list[int], want: list[int], margins: list[float]) -> bool:
-    """Equal, or equal up to a step where transformers' best two logits were within 1e-3: another CPU's kernels
-    may break such a tie the other way (the suite runs on any x86-64 machine)."""
-    for i, (a, b) in enumerate(zip(served, want)):
-        if a != b:
-            return margins[i] < 1e-3
-    return len(served) == len(want) or margins[min(len(served), len(want))] < 1e-3
 
 
 def test_the_served_policy_answers_as_the_trained_one_and_base_as_the_base(short_run, judge_url, tmp_path):
