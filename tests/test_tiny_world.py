@@ -76,3 +76,15 @@ def test_a_quick_build_runs_the_build_code_and_is_the_same_twice(tmp_path):
     assert model.config.vocab_size >= len(tok)
     rows = [json.loads(x) for x in (tmp_path / "a" / "data" / "heldout.jsonl").read_text().splitlines()]
     assert len(rows) == a["n_heldout_prompts"] and rows[0]["messages"][0]["role"] == "user"
+
+
+def test_the_three_ci_smoke_recipes_share_one_judge_server():
+    """`make smoke-all` (CI) starts one judge server for the three smoke runs when their judges are served alike; a
+    recipe whose judge differs gets its own."""
+    from rlaif.cli.smoke import _served_judge
+    from rlaif.config.recipe import load_recipe
+
+    paths = ["recipes/smoke.yaml", "recipes/smoke-mixed.yaml", "recipes/smoke-vllm.yaml"]
+    assert len({_served_judge(load_recipe(p, check_files=False)) for p in paths}) == 1
+    other = load_recipe(paths[0], ["judge.serve.max_model_len=1024"], check_files=False)
+    assert _served_judge(other) != _served_judge(load_recipe(paths[0], check_files=False))

@@ -1,6 +1,6 @@
 """`make smoke-test`: RLAIF end to end on tiny offline models, with numbers that show it worked.
 
-1. build (or reuse) the tiny tokenizer, judge, policy and datasets (`rlaif.tiny.build`);
+1. take the tiny tokenizer, judge, policy and datasets shipped in artifacts/tiny (`make models` rebuilds them);
 2. start the vLLM judge server once for everything below;
 3. audit the judge on 1000 held-out labelled samples, through the same reward code that training uses;
 4. sample the base policy on held-out prompts and score it (judge, and the rule as ground truth);
@@ -11,6 +11,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import statistics
@@ -27,7 +28,7 @@ from rlaif.eval.policy_eval import compare, evaluate_policy, print_comparison, w
 from rlaif.eval.report import write_report
 from rlaif.factory import judge_endpoint
 from rlaif.rewards.source import failed_count
-from rlaif.tiny.build import build
+from rlaif.tiny.build import shipped
 from rlaif.train.run import run_training
 
 BARS = {  # what the smoke run must show
@@ -62,27 +63,61 @@ def _check(summary: dict, bars: dict) -> list[str]:
 
 def add_parser(sub) -> None:
     mp = sub.add_parser("smoke", help="the end-to-end CPU smoke run (what `make smoke-test` runs)",
-                        description="Build (cached) the tiny world, audit the judge, evaluate the base policy, train "
-                                    "it with GRPO + LoRA, evaluate it again, and write a summary and a report; exit "
-                                    "1 when a bar of the smoke run is missed.")
-    mp.add_argument("recipe", nargs="?", default="recipes/smoke.yaml")
+                        description="On the shipped tiny world: audit the judge, evaluate the base policy, train it "
+                                    "with GRPO + LoRA, evaluate it again, and write a summary and a report; exit 1 "
+                                    "when a bar of the smoke run is missed. Several recipes whose judges are the "
+                                    "same run one after the other against one judge server (`make smoke-all`).")
+    mp.add_argument("recipe", nargs="*", default=["recipes/smoke.yaml"])
     mp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     mp.set_defaults(fn=cmd_smoke)
 
 
 def cmd_smoke(a) -> int:
-    return run_smoke(a.recipe, a.overrides)
+    if len(a.recipe) == 1:
+        return run_smoke(a.recipe[0], a.overrides)
+    return run_smokes(a.recipe, a.overrides)
 
 
-def run_smoke(recipe_path: str = "recipes/smoke.yaml", overrides: list[str] | None = None) -> int:
+def _served_judge(recipe: Recipe) -> str:
+    """What a judge server of the recipe serves, and how: recipes equal in this can share one server."""
+    j = recipe.judge
+    return json.dumps({"model": j.model, "name": j.name, "serve": j.serve.model_dump(mode="json"),
+                       "base_url": j.base_url, "backend": j.backend}, sort_keys=True)
+
+
+def run_smokes(paths: list[str], overrides: list[str]) -> int:
+    """Several smoke runs in turn, against one judge server when their judges are served alike (launched once, for
+    all of them); a line per run at the end. Exit 1 when any missed a bar."""
+    recipes = [load_recipe(p, overrides, check_files=False) for p in paths]
+    shared = len({_served_judge(r) for r in recipes}) == 1 and not recipes[0].judge.base_url \
+        and recipes[0].judge.backend != "transformers"
+    results = {}
+    with contextlib.ExitStack() as stack:
+        url = None
+        if shared:
+            judge_dir = Path(recipes[0].output_dir).parent / "smoke-judge"  # not a run's dir: each run starts empty
+            judge_dir.mkdir(parents=True, exist_ok=True)
+            ep = stack.enter_context(judge_endpoint(recipes[0], judge_dir))
+            url = ep.url
+            say(f"one judge server for {len(paths)} smoke runs: {url} ({ep.start_s:.1f} s to start)")
+        else:
+            say("the recipes' judges differ: each smoke run starts its own")
+        for p in paths:
+            say(f"[bold]smoke run {p}[/]")
+            results[p] = run_smoke(p, overrides, base_url=url)
+    for p, rc in results.items():
+        say(f"{p}: {'passed' if rc == 0 else 'FAILED'}")
+    return max(results.values())
+
+
+def run_smoke(recipe_path: str = "recipes/smoke.yaml", overrides: list[str] | None = None,
+              base_url: str | list[str] | None = None) -> int:
     from rich.console import Console
     from rich.table import Table
 
     t0 = time.perf_counter()
     recipe = load_recipe(recipe_path, overrides, check_files=False)
-    t_build = time.perf_counter()
-    built = build(Path("artifacts/tiny"), log=say)
-    t_build = time.perf_counter() - t_build
+    built = shipped(Path("artifacts/tiny"), log=say)
     check_paths(recipe)
     if not recipe.data.eval or not recipe.eval.truth_regex or not recipe.eval.judge_labels:
         raise UserError(f"{recipe.source}: the smoke run needs data.eval, eval.truth_regex and eval.judge_labels")
@@ -91,7 +126,7 @@ def run_smoke(recipe_path: str = "recipes/smoke.yaml", overrides: list[str] | No
     run_dir.mkdir(parents=True)
 
     mixed = len(recipe.reward_sources()) > 1
-    with judge_endpoint(recipe, run_dir) as ep:
+    with judge_endpoint(recipe, run_dir, base_url) as ep:
         say("auditing the judge on held-out labelled samples")
         audit = audit_labels(recipe, ep.url, recipe.eval.judge_labels)
         (run_dir / "audit.json").write_text(json.dumps(audit["audit"], indent=2))
@@ -136,7 +171,6 @@ def run_smoke(recipe_path: str = "recipes/smoke.yaml", overrides: list[str] | No
         "judge_latency_p50_s": trained["latency_p50_s"],
         "judge_latency_p95_s": trained["latency_p95_s"],
         "judge_server_start_s": round(server_start_s, 1) if server_start_s else None,
-        "build_s": round(t_build, 1),
         "train_s": train["wall_s"],
         "wall_s": round(time.perf_counter() - t0, 1),
         "sampling": {
