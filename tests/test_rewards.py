@@ -12,6 +12,7 @@ from rlaif.errors import UserError
 from rlaif.judge.judgment_log import JudgmentLog
 from rlaif.portable.verifiable import final_number, normalise_answer, verify
 from rlaif.rewards.combined import CombinedSource
+from rlaif.rewards.lambda_source import LambdaSource
 from rlaif.rewards.python_source import PythonSource
 from rlaif.rewards.source import Scored, batch_columns, batch_samples
 from rlaif.rewards.trl_adapter import TRLReward
@@ -153,6 +154,40 @@ def test_one_source_failing_as_a_whole_is_counted_by_it_alone():
     assert (judge.failed_batches, rule.failed_batches) == (1, 0)
 
 
+FLAKY_LAMBDA = '''
+def lambda_handler(event, context):
+    # answers "ok" samples with 1.0; raises for a batch holding "boom"; leaves "skip" samples out
+    if any(s["messages"][-1]["content"] == "boom" for s in event):
+        raise RuntimeError("boom")
+    return [{"id": s["id"], "aggregate_reward_score": 1.0} for s in event if s["messages"][-1]["content"] != "skip"]
+'''
+
+
+def test_a_neutral_fallback_source_that_fails_leaves_the_sample_out_of_a_combined_reward(tmp_path):
+    """README: a sample that any source could not score is left out. A Lambda's default fallback is neutral (0.5,
+    Bedrock's contract): alone it answers 0.5, but combined its failure is None, never 0.5 x weight in the sum."""
+    path = tmp_path / "flaky.py"
+    path.write_text(FLAKY_LAMBDA)
+    texts = ["ok", "skip", "boom", "ok"]
+    samples = [Sample(str(i), USER, t) for i, t in enumerate(texts)]
+    alone = LambdaSource(path, batch_size=2, on_error="neutral", name="grader")
+    assert asyncio.run(alone.score(samples)).rewards == [1.0, 0.5, 0.5, 0.5]  # the Lambda contract: neutral
+    lam = LambdaSource(path, batch_size=2, on_error="neutral", name="grader")
+    both = CombinedSource([lam, Fixed("topic", [1.0, 1.0, 1.0, 1.0])], weights=[1.0, 1.0], essential=[False, False])
+    got = asyncio.run(both.score(samples))
+    assert got.rewards == [2.0, None, None, None]
+    assert got.metrics["reward/grader/fail_rate"] == 0.75 and got.metrics["reward/grader/mean"] == 1.0
+    assert lam.summary()["failed"] == 3  # counted by the source that failed
+
+
+def test_a_neutral_source_that_fails_as_a_whole_leaves_the_batch_out_of_a_combined_reward():
+    judge = Fixed("judge", [0.8, 0.2], raises=True)
+    judge.fail_batch = lambda n: [0.5] * n  # its own fallback is neutral
+    got = asyncio.run(CombinedSource([judge, Fixed("topic", [1.0, 0.0])], [1.0, 1.0], [False, False]).score(
+        [Sample(str(i), USER, "x") for i in range(2)]))
+    assert got.rewards == [None, None] and got.metrics["reward/judge/fail_rate"] == 1.0
+
+
 @pytest.mark.parametrize("fn,want,errors", [
     ("topic_named", [1.0, 0.0], 0),
     ("constant", [0.25, 0.25], 0),  # async
@@ -222,6 +257,8 @@ def test_todays_recipes_keep_one_judge_source():
     ([{"kind": "verifiable", "name": "t", "check": "json_field_equals"}], "needs json_key"),
     ([{"kind": "judge", "weight": 0}], "every weight is 0"),
     ([{"kind": "judge", "name": "combined"}], "combined: a name rlaif uses itself"),
+    ([{"kind": "lambda", "file": "x.py", "neutral_reward": 2}], r"rewards\.0\.lambda\.neutral_reward: .*less than or equal to 1"),
+    ([{"kind": "lambda", "file": "x.py", "neutral_reward": -0.5}], r"neutral_reward: .*greater than or equal to 0"),
     ([{"kind": "judge", "name": "polite"}, {"kind": "judge", "mode": "verdict"}],
      "'judge': the first judge source's metrics are judge/\\* and checks/\\*"),
     ([{"kind": "judge", "name": "j", "mode": "verdict", "judge": {"model": "artifacts/tiny/judge",
@@ -232,6 +269,11 @@ def test_bad_rewards_are_refused_naming_the_recipe_and_field(block, match):
     with pytest.raises(UserError, match=match) as e:
         rewards_recipe(block)
     assert str(e.value).startswith(SMOKE)
+
+
+def test_a_lambda_files_neutral_reward_is_a_reward_in_0_1_as_the_judges_is():
+    with pytest.raises(UserError, match=r"reward\.neutral_reward: .*less than or equal to 1"):
+        load_recipe(SMOKE, ["reward.lambda_file=x.py", "reward.neutral_reward=5"], check_files=False)
 
 
 def test_a_lambda_may_not_be_given_twice():

@@ -10,7 +10,9 @@
 Sources combine as a weighted sum, or, when any source is `essential: true`, through a gate: a sample that fails
 an essential source (its reward below 0.5) gets 0, the others the weighted sum (rlaif/rewards/combined.py). Without
 `rewards:`, the reward is the recipe's judge (named `judge`), or its `reward.lambda_file` (named `lambda`), as
-before. A failed call gets the source's fallback and is counted, as the judge's are.
+before. A failed call is counted, as the judge's are; a sample that any source could not score is left out of a
+combined reward (None), whatever that source's own fallback (a Lambda's neutral 0.5 applies only when it is the
+whole reward).
 """
 from __future__ import annotations
 
@@ -97,19 +99,27 @@ class PythonSourceSpec(_Source):
         return fn
 
 
-class LambdaSourceSpec(_Source):
+class LambdaSettings(Strict):
+    """How a Bedrock reward Lambda file is called: a `rewards:` source, or the recipe's `reward.lambda_file`."""
+    batch_size: int = Field(64, gt=0)  # samples per Lambda call (SageMaker's lambda_batch_size)
+    concurrency: int = Field(12, gt=0)  # Lambda calls at once (SageMaker's lambda_concurrency default)
+    # a call still running after this is cut and its batch counted as failed (the Lambda's timeout on AWS);
+    # context.get_remaining_time_in_millis counts down from it
+    timeout_s: float = Field(900.0, gt=0, allow_inf_nan=False)
+    # what a sample the Lambda did not answer gets when the Lambda is the whole reward (Bedrock's contract is 0.5);
+    # in a combined reward such a sample is left out (None) whatever this says
+    on_error: Literal["none", "neutral"] = "neutral"
+    neutral_reward: float = Field(0.5, ge=0, le=1)
+    max_fail_rate: float = Field(0.5, gt=0, le=1)  # over the last 256 samples; the run stops above it
+    # serve Bedrock's Converse API on 127.0.0.1, backed by the recipe's judge, for the Lambda's boto3 calls
+    bedrock_gateway: bool = True
+
+
+class LambdaSourceSpec(_Source, LambdaSettings):
     """A Bedrock reward Lambda file (`lambda_handler(event, context)`), called with Bedrock's event."""
     kind: Literal["lambda"]
     name: str = Field("lambda", pattern=NAME)
     file: str
-    batch_size: int = Field(64, gt=0)  # samples per Lambda call (SageMaker's lambda_batch_size)
-    concurrency: int = Field(12, gt=0)  # Lambda calls at once (SageMaker's lambda_concurrency default)
-    timeout_s: float = Field(900.0, gt=0)  # what context.get_remaining_time_in_millis counts down from
-    on_error: Literal["none", "neutral"] = "neutral"
-    neutral_reward: float = 0.5
-    max_fail_rate: float = Field(0.5, gt=0, le=1)  # over the last 256 samples; the run stops above it
-    # serve Bedrock's Converse API on 127.0.0.1, backed by the recipe's judge, for the Lambda's boto3 calls
-    bedrock_gateway: bool = True
 
 
 RewardSourceSpec = Annotated[Union[JudgeSourceSpec, VerifiableSourceSpec, PythonSourceSpec, LambdaSourceSpec],

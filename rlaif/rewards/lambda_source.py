@@ -163,11 +163,13 @@ class LambdaSource:
         good, problems = check_response(out, batch)
         return good, problems, time.perf_counter() - t0
 
-    def score_event(self, event: list[dict], step: int | None = None) -> tuple[list[float | None], dict]:
+    def score_event(self, event: list[dict], step: int | None = None) -> tuple[list[float | None], dict, list[bool]]:
+        """(rewards, the batch's metrics, which samples failed): a failed sample's reward is the fallback."""
         batches = [event[i:i + self.batch_size] for i in range(0, len(event), self.batch_size)]
         with ThreadPoolExecutor(max_workers=max(1, min(self.concurrency, len(batches)))) as pool:
             results = list(pool.map(self._invoke, batches))
         rewards: list[float | None] = []
+        failed: list[bool] = []
         metric_values: dict[str, list[float]] = {}
         rows, batch_errors, n_fallback = [], 0, 0
         fallback = self.fallback
@@ -188,6 +190,7 @@ class LambdaSource:
                 reward = got["score"] if ok else fallback
                 n_fallback += not ok
                 rewards.append(reward)
+                failed.append(not ok)
                 for m in (got["metrics"] if ok else []):
                     metric_values.setdefault(m["name"], []).append(float(m["value"]))
                 rows.append({"time": now, "step": step, "sample_id": s["id"], "criterion": "lambda",
@@ -204,11 +207,11 @@ class LambdaSource:
                           "lambda/error_rate": batch_errors / max(1, len(batches)),
                           "lambda/fallback_rate": n_fallback / max(1, len(event)),
                           "lambda/latency_max_s": max((r[2] for r in results), default=0.0)}
-        return rewards, batch_metrics
+        return rewards, batch_metrics, failed
 
     async def score(self, samples: list[Sample], step: int | None = None, state=None) -> Scored:
-        rewards, metrics = await asyncio.to_thread(self.score_event, event_of(samples), step)
-        return Scored(rewards, dict(sorted(metrics.items())))
+        rewards, metrics, failed = await asyncio.to_thread(self.score_event, event_of(samples), step)
+        return Scored(rewards, dict(sorted(metrics.items())), failed=failed)
 
     def fail_batch(self, n: int) -> list[float | None]:
         """A batch that failed before the Lambda was called: counted, and the fallback."""
