@@ -252,6 +252,32 @@ def test_the_lambda_answers_every_sample_even_without_a_judge(tmp_path, monkeypa
     assert got["d"]["aggregate_reward_score"] == 0.0 and got[None]["aggregate_reward_score"] == 0.0
 
 
+def test_the_lambdas_score_sample_never_raises_on_a_formula_edge_case_or_an_unforeseen_error(tmp_path):
+    """A formula whose value is complex for a failing sample gives 0 (the formula's edge case) in the Lambda as in
+    rlaif; and an error nobody foresaw (here a Converse reply without `output`: KeyError) is the neutral reward for
+    that sample, counted as judge_failed, never an exception that fails Bedrock's whole call."""
+    rubric = {"name": "r", "criteria": [{"name": "says_please", "question": "Does it say please?"}],
+              "aggregation": "formula", "formula": "min((says_please - 0.5) ^ 0.5, 1)"}
+    _, lam, _ = export(tmp_path, ["judge.mode=verdict", f"rubric={json.dumps(rubric)}"], [])
+    env = lam["score_sample"].__globals__  # the exported module's own namespace
+    verdicts = {"hi please": '{"says_please": "PASS"}', "hi": '{"says_please": "FAIL"}'}
+
+    def converse(system, user):  # the judge's reply, by the completion in the sample block (longest match first)
+        return verdicts[next(t for t in sorted(verdicts, key=len, reverse=True) if t in user)]
+    env["converse"] = converse
+    user = {"role": "user", "content": "say hi"}
+    out = lam["lambda_handler"]([{"id": i, "messages": [user, {"role": "assistant", "content": t}]}
+                                 for i, t in (("a", "hi please"), ("b", "hi"))], None)
+    assert [o["aggregate_reward_score"] for o in out] == [pytest.approx(0.5 ** 0.5), 0.0]
+
+    def broken(system, user):
+        return {"no output": True}["output"]  # KeyError, as a malformed Converse response would give
+    env["converse"] = broken
+    result, why = lam["score_sample"]({"id": "c", "messages": [user, {"role": "assistant", "content": "hi"}]})
+    assert result["aggregate_reward_score"] == 0.5 and "KeyError" in why
+    assert {"name": "judge_failed", "value": 1.0, "type": "Metric"} in result["metrics_list"]
+
+
 # -- a Lambda file as the reward -------------------------------------------------------------------------------------
 LAMBDA_SRC = '''
 import json
