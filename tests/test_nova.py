@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from rlaif.config.nova import NovaHyperparameters, grpo_settings
 from rlaif.config.recipe import load_recipe
+from rlaif.data.samples import Sample
 from rlaif.errors import UserError
 from rlaif.nova.gateway import BedrockError, check_bind, to_chat_request
 from rlaif.nova.job_config import job_config
@@ -346,6 +347,37 @@ def test_lambda_errors_are_counted_and_get_the_fallback(tmp_path, caplog):
     assert "lambda_handler raised RuntimeError: boom" in caplog.text
     assert "is not a finite number" in caplog.text
     assert reward.should_stop and "reward Lambda failed for 67%" in reward.stop_reason
+
+
+HANGING_LAMBDA = '''
+import time
+def lambda_handler(event, context):
+    if any(s["messages"][-1]["content"] == "hang" for s in event):
+        while True:  # a socket read that never returns
+            time.sleep(3600)
+    return [{"id": s["id"], "aggregate_reward_score": 1.0} for s in event]
+'''
+
+
+def test_a_hung_lambda_is_cut_at_its_timeout_and_counted(tmp_path):
+    """A handler that never returns costs its batch (counted, the fallback) after timeout_s; the other batches
+    stand, and nothing waits for the stuck thread (the call returns while it still runs)."""
+    import threading
+    path = tmp_path / "hangs.py"
+    path.write_text(HANGING_LAMBDA)
+    source = LambdaSource(path, batch_size=1, concurrency=2, timeout_s=1.0, on_error="none", min_calls=1,
+                          max_fail_rate=0.9)
+    got = {}
+    worker = threading.Thread(target=lambda: got.update(out=asyncio.run(source.score(
+        [Sample(str(i), [{"role": "user", "content": "q"}], t) for i, t in enumerate(["ok", "hang", "ok"])]))),
+        daemon=True)
+    worker.start()
+    worker.join(120)  # generous: only a real hang crosses it
+    assert not worker.is_alive(), "the hung Lambda hung the reward"
+    assert got["out"].rewards == [1.0, None, 1.0] and got["out"].failed == [False, True, False]
+    assert got["out"].metrics["lambda/timeouts"] == 1.0 and got["out"].metrics["lambda/error_rate"] == 1 / 3
+    summary = source.summary()
+    assert summary["timeouts"] == 1 and summary["errors"] == 1 and summary["failed"] == 1
 
 
 def test_a_lambda_file_that_does_not_import_is_a_clear_error(tmp_path):

@@ -9,7 +9,10 @@ rlaif calls `lambda_handler` batch-wise with the event Bedrock sends: a list of 
 own graders read either. `aggregate_reward_score` becomes the reward; every `metrics_list` entry is logged as
 `lambda/<name>`. A handler that raises, answers out of shape, or leaves a sample out is counted, logged and
 answered with the recipe's fallback (None: left out of its group; or a neutral value), never raised into the
-trainer. The handler runs in worker threads (`reward.concurrency` calls at once), off the trainer's event loop. Running a file of Python is the recipe's explicit choice: nothing else in rlaif executes user code.
+trainer. The handler runs in worker threads (`reward.concurrency` calls at once), off the trainer's event loop; a
+call that has not returned after `timeout_s` is cut (as AWS stops a Lambda at its timeout) and its batch counted as
+failed. Running a file of Python is the recipe's explicit choice, as is a `kind: python` reward function; rlaif
+runs no other user code.
 """
 from __future__ import annotations
 
@@ -17,12 +20,13 @@ import asyncio
 import importlib.util
 import logging
 import math
+import queue
 import statistics
 import sys
+import threading
 import time
 import traceback
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from rlaif.common.failure_window import FailureWindow, fallback_value
@@ -142,7 +146,7 @@ class LambdaSource:
         self.batch_size, self.concurrency, self.timeout_s = batch_size, concurrency, timeout_s
         self.on_error, self.neutral_reward = on_error, neutral_reward
         self.judgments = as_log(judgment_log)
-        self.totals = {"calls": 0, "samples": 0, "errors": 0, "fallbacks": 0}
+        self.totals = {"calls": 0, "samples": 0, "errors": 0, "fallbacks": 0, "timeouts": 0}
         self.latencies: list[float] = []
         self.failures = FailureWindow(max_fail_rate, lambda rate, n: f"reward Lambda failed for {rate:.0%} of the "
                                       f"last {n} samples, above reward.max_fail_rate {max_fail_rate:.0%}",
@@ -163,11 +167,42 @@ class LambdaSource:
         good, problems = check_response(out, batch)
         return good, problems, time.perf_counter() - t0
 
+    def _invoke_all(self, batches: list[list[dict]]) -> list[tuple[dict[str, dict], list[str], float]]:
+        """Each batch's `_invoke`, `concurrency` at once, each in a daemon thread of its own; a call still running
+        after `timeout_s` is cut: its batch is answered as failed, and its thread is left behind (Python cannot
+        stop a thread; being a daemon, it neither holds this call nor the process's exit)."""
+        results: list = [None] * len(batches)
+        done: queue.SimpleQueue = queue.SimpleQueue()
+        todo, running = list(range(len(batches))), {}  # running: batch index -> its start time
+
+        def work(i: int) -> None:
+            done.put((i, self._invoke(batches[i])))
+        while todo or running:
+            while todo and len(running) < max(1, self.concurrency):
+                i = todo.pop(0)
+                running[i] = time.perf_counter()
+                threading.Thread(target=work, args=(i,), daemon=True, name=f"lambda-{self.name}-{i}").start()
+            first_deadline = min(running.values()) + self.timeout_s
+            try:
+                i, result = done.get(timeout=max(0.0, first_deadline - time.perf_counter()))
+                if i in running:
+                    del running[i]
+                    results[i] = result
+            except queue.Empty:
+                pass
+            now = time.perf_counter()
+            for i, t0 in [(i, t0) for i, t0 in running.items() if now - t0 >= self.timeout_s]:
+                del running[i]
+                self.totals["timeouts"] += 1
+                results[i] = ({}, [f"lambda_handler did not return within reward timeout_s {self.timeout_s:g}: "
+                                   "cut, its batch failed"], now - t0)
+        return results
+
     def score_event(self, event: list[dict], step: int | None = None) -> tuple[list[float | None], dict, list[bool]]:
         """(rewards, the batch's metrics, which samples failed): a failed sample's reward is the fallback."""
         batches = [event[i:i + self.batch_size] for i in range(0, len(event), self.batch_size)]
-        with ThreadPoolExecutor(max_workers=max(1, min(self.concurrency, len(batches)))) as pool:
-            results = list(pool.map(self._invoke, batches))
+        timeouts0 = self.totals["timeouts"]
+        results = self._invoke_all(batches)
         rewards: list[float | None] = []
         failed: list[bool] = []
         metric_values: dict[str, list[float]] = {}
@@ -206,7 +241,8 @@ class LambdaSource:
         batch_metrics |= {"lambda/calls": float(len(batches)),
                           "lambda/error_rate": batch_errors / max(1, len(batches)),
                           "lambda/fallback_rate": n_fallback / max(1, len(event)),
-                          "lambda/latency_max_s": max((r[2] for r in results), default=0.0)}
+                          "lambda/latency_max_s": max((r[2] for r in results), default=0.0),
+                          "lambda/timeouts": float(self.totals["timeouts"] - timeouts0)}
         return rewards, batch_metrics, failed
 
     async def score(self, samples: list[Sample], step: int | None = None, state=None) -> Scored:
