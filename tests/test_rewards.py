@@ -232,6 +232,31 @@ def test_a_function_next_to_the_recipe_imports_from_anywhere(tmp_path, monkeypat
     assert r.rewards[0].load()([USER], [[{"role": "assistant", "content": "x"}]]) == [1.0]
 
 
+def test_loading_a_recipe_runs_no_user_code_and_leaves_sys_path_as_it_was(tmp_path, monkeypatch):
+    """A `kind: python` module is found when the recipe loads (a missing one is refused then) but imported only when
+    the reward is built: `nova job-config`, `judge audit` or `data check` on the recipe run none of its code."""
+    import sys
+
+    from rlaif.rewards.python_source import PythonSource
+    marker = tmp_path / "ran.txt"
+    (tmp_path / "side_effect_rewards.py").write_text(
+        f"open({str(marker)!r}, 'a').write('imported\\n')\n"
+        "def short(prompts, completions, **kw):\n    return [1.0] * len(prompts)\n")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(open(SMOKE).read())
+    monkeypatch.delitem(sys.modules, "side_effect_rewards", raising=False)
+    path_before = list(sys.path)
+    r = load_recipe(recipe, ["rewards=[{kind: python, name: short, function: 'side_effect_rewards:short'}]"],
+                    check_files=False)
+    assert not marker.exists(), "load_recipe ran the module's top level"
+    assert sys.path == path_before
+    src = PythonSource(r.rewards[0])  # building the reward imports it, from the recipe's folder
+    assert marker.read_text() == "imported\n" and sys.path == path_before
+    assert asyncio.run(src.score([Sample("r#0", USER, "x")])).rewards == [1.0]
+    with pytest.raises(UserError, match=r"rewards\[0\]\.function: no_such_module_x:f: cannot import no_such_module_x"):
+        load_recipe(recipe, ["rewards=[{kind: python, name: p, function: 'no_such_module_x:f'}]"], check_files=False)
+
+
 # -- the recipe -------------------------------------------------------------------------------------------------------
 def rewards_recipe(block, *more):
     return load_recipe(SMOKE, [f"rewards={json.dumps(block)}", *more], check_files=False)

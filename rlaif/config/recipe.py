@@ -272,8 +272,9 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None, check_file
             raise UserError(f"{path}: {where}: {e}") from None
     for i, s in enumerate(recipe.rewards or []):
         if isinstance(s, PythonSourceSpec):
+            s._folder = str(path.resolve().parent)
             try:
-                s.load(search=(path.resolve().parent,))  # one that does not import stops the run now
+                s.check()  # a module that is not there stops the run now; its code runs only when the reward is built
             except ValueError as e:
                 raise UserError(f"{path}: rewards[{i}].function: {e}") from None
     if check_files:

@@ -16,13 +16,17 @@ whole reward).
 """
 from __future__ import annotations
 
+import ast
+import contextlib
 import importlib
+import importlib.util
 import os
 import re
 import sys
+from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import Field, model_validator
+from pydantic import Field, PrivateAttr, model_validator
 
 from rlaif.config.judge import JudgeSpec
 from rlaif.config.strict import Strict
@@ -72,22 +76,95 @@ class VerifiableSourceSpec(_Source):
         return self
 
 
+@contextlib.contextmanager
+def search_path(folders: tuple[str, ...]):
+    """sys.path with `folders` added at its end for the duration, and without them after (what the imported code
+    itself added stays): the `rlaif` command, unlike `python -m`, does not put the working directory there."""
+    added = [f for f in dict.fromkeys(folders) if f not in sys.path]
+    sys.path.extend(added)
+    try:
+        yield
+    finally:
+        for f in added:
+            if f in sys.path:
+                sys.path.remove(f)
+
+
+def find_module(name: str):
+    """Where `name` would be imported from (its ModuleSpec), or None; found without running any of its code, nor
+    its packages' `__init__` (importlib.util.find_spec would import the parents of a dotted name)."""
+    parts = name.split(".")
+    try:
+        spec = importlib.util.find_spec(parts[0])
+    except (ImportError, ValueError):
+        return None
+    for i in range(1, len(parts)):
+        if spec is None or not spec.submodule_search_locations:
+            return None
+        full = ".".join(parts[:i + 1])
+        if full in sys.modules:
+            spec = getattr(sys.modules[full], "__spec__", None) or spec
+            continue
+        locations = list(spec.submodule_search_locations)
+        spec = next((found for finder in sys.meta_path if hasattr(finder, "find_spec")
+                     and (found := finder.find_spec(full, locations)) is not None), None)
+    return spec
+
+
+def may_define(spec, name: str) -> bool:
+    """False only when the module's source plainly binds no `name` anywhere (no def, class, assignment or import of
+    it, no `import *`, no module `__getattr__`); True when that cannot be told without running it."""
+    origin = getattr(spec, "origin", None)
+    if not origin or not origin.endswith(".py"):
+        return True
+    try:
+        tree = ast.parse(Path(origin).read_bytes())
+    except (OSError, SyntaxError, ValueError):
+        return True  # importing it will say what is wrong
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) \
+                and node.name in (name, "__getattr__"):
+            return True
+        if isinstance(node, ast.Name) and node.id == name and isinstance(node.ctx, ast.Store):
+            return True
+        if isinstance(node, (ast.Import, ast.ImportFrom)) and any(
+                a.name == "*" or (a.asname or a.name.split(".")[0]) == name for a in node.names):
+            return True
+    return False
+
+
 class PythonSourceSpec(_Source):
     """A function with TRL's reward-callable signature: `fn(prompts, completions, **columns) -> list[float|None]`,
-    sync or async, given as `module:function` (the module importable from the working directory)."""
+    sync or async, given as `module:function` (the module importable from the working directory, the recipe's
+    folder or sys.path). Loading the recipe only finds the module (`check`); its code runs when the reward is
+    built (`load`), by the commands that score with it."""
     kind: Literal["python"]
     function: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    _folder: str | None = PrivateAttr(None)  # the recipe's folder, set by load_recipe: the module is looked for there
+
+    def _search(self, search: tuple[str | os.PathLike, ...]) -> tuple[str, ...]:
+        return (os.getcwd(), *([self._folder] if self._folder else []), *map(str, search))
+
+    def check(self, search: tuple[str | os.PathLike, ...] = ()) -> None:
+        """A ValueError that says why when the module cannot be found or plainly has no such function; runs none of
+        the module's code."""
+        module, _, name = self.function.partition(":")
+        with search_path(self._search(search)):
+            spec = find_module(module)
+        if spec is None:
+            raise ValueError(f"{self.function}: cannot import {module}: no module named {module!r} in the working "
+                             "directory, the recipe's folder or sys.path")
+        if not may_define(spec, name):
+            raise ValueError(f"{self.function}: {module} has no {name}")
 
     def load(self, search: tuple[str | os.PathLike, ...] = ()):
-        """The function; a ValueError that says why when it cannot be imported or is not callable. The module is
-        looked for in the working directory and the `search` folders (the recipe's) as well as on sys.path: the
-        `rlaif` command, unlike `python -m`, does not put the working directory there."""
+        """The function, imported now (the module's code runs); a ValueError that says why when it cannot be
+        imported or is not callable. The module is looked for in the working directory and the recipe's folder as
+        well as on sys.path, which is as it was afterwards."""
         module, _, name = self.function.partition(":")
-        for folder in (os.getcwd(), *map(str, search)):
-            if folder not in sys.path:
-                sys.path.append(folder)
         try:
-            fn = getattr(importlib.import_module(module), name)
+            with search_path(self._search(search)):
+                fn = getattr(importlib.import_module(module), name)
         except ImportError as e:
             raise ValueError(f"{self.function}: cannot import {module}: {e}") from None
         except AttributeError:
