@@ -257,6 +257,56 @@ def test_loading_a_recipe_runs_no_user_code_and_leaves_sys_path_as_it_was(tmp_pa
         load_recipe(recipe, ["rewards=[{kind: python, name: p, function: 'no_such_module_x:f'}]"], check_files=False)
 
 
+BOTO3_LAMBDA = '''
+import json
+import boto3
+bedrock = boto3.client("bedrock-runtime")  # at import, as AWS's samples do: the endpoint must be set by then
+SCHEMA = {"type": "object", "properties": {"says_please": {"type": "string", "enum": ["PASS", "FAIL"]}},
+          "required": ["says_please"]}
+def lambda_handler(event, context):
+    out = []
+    for s in event:
+        r = bedrock.converse(modelId="judge", messages=[{"role": "user", "content": [
+            {"text": "Response: " + s["messages"][-1]["content"]}]}], outputConfig={"textFormat": {
+                "type": "json_schema", "structure": {"jsonSchema": {"name": "v", "schema": json.dumps(SCHEMA)}}}})
+        verdict = json.loads(r["output"]["message"]["content"][0]["text"])
+        out.append({"id": s["id"], "aggregate_reward_score": 1.0 if verdict["says_please"] == "PASS" else 0.0})
+    return out
+'''
+AWS_VARS = ("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION",
+            "AWS_REGION")
+
+
+def test_a_lambdas_gateway_endpoint_and_dummy_credentials_stay_out_of_the_process_environment(tmp_path, monkeypatch):
+    """The Lambda's boto3 (its client made at import) reaches the local Bedrock gateway, but the endpoint and the
+    dummy credentials are set only while the Lambda runs: later boto3 use in the process goes where it would."""
+    import contextlib
+    import os
+
+    from scripted_judge import ScriptedJudge
+
+    from rlaif.factory import make_rewards
+    for k in AWS_VARS:
+        monkeypatch.delenv(k, raising=False)
+    path = tmp_path / "boto3_lambda.py"
+    path.write_text(BOTO3_LAMBDA)
+    scripted = ScriptedJudge()
+    try:
+        r = rewards_recipe([{"kind": "lambda", "name": "grader", "file": str(path)},
+                            {"kind": "verifiable", "name": "t", "check": "reference_contained", "field": "topic"}],
+                           "judge.mode=verdict", f"judge.base_url={scripted.url}")
+        with contextlib.ExitStack() as stack:
+            [reward], _ = make_rewards(r, tmp_path, None, stack)
+            assert not any(k in os.environ for k in AWS_VARS)
+            out = asyncio.run(reward(prompts=[USER, USER], completions=[[{"role": "assistant", "content": c}]
+                                                                          for c in ("the cat please", "the cat")],
+                                     metadata=[json.dumps({"topic": "cat"})] * 2))
+            assert out == [2.0, 1.0]  # the judge's PASS and FAIL through the gateway, plus the rule's 1
+            assert not any(k in os.environ for k in AWS_VARS)
+    finally:
+        scripted.close()
+
+
 # -- the recipe -------------------------------------------------------------------------------------------------------
 def rewards_recipe(block, *more):
     return load_recipe(SMOKE, [f"rewards={json.dumps(block)}", *more], check_files=False)

@@ -29,6 +29,7 @@ import traceback
 import uuid
 from pathlib import Path
 
+from rlaif.common.env import scoped_env
 from rlaif.common.failure_window import FailureWindow, fallback_value
 from rlaif.common.stats import percentile
 from rlaif.data.samples import Sample
@@ -139,10 +140,15 @@ class LambdaSource:
     def __init__(self, path: str | Path, *, batch_size: int = 64, concurrency: int = 12, timeout_s: float = 900.0,
                  on_error: str = "neutral", neutral_reward: float = 0.5, max_fail_rate: float = 0.5,
                  fail_window: int = 256, min_calls: int = 32,
-                 judgment_log: Path | JudgmentLog | SourceLog | None = None, name: str = "lambda"):
+                 judgment_log: Path | JudgmentLog | SourceLog | None = None, name: str = "lambda",
+                 env: dict[str, str] | None = None, env_defaults: dict[str, str] | None = None):
         self.name = name  # TRL's metric: rewards/<name>/mean
         self.path = Path(path)
-        self.handler = load_handler(path)
+        # what the Lambda's own code reads from the environment (the local Bedrock gateway for its boto3, dummy
+        # credentials where the user has none): set while it is imported and while it runs, not for the process
+        self.env, self.env_defaults = dict(env or {}), dict(env_defaults or {})
+        with scoped_env(self.env, self.env_defaults):
+            self.handler = load_handler(path)
         self.batch_size, self.concurrency, self.timeout_s = batch_size, concurrency, timeout_s
         self.on_error, self.neutral_reward = on_error, neutral_reward
         self.judgments = as_log(judgment_log)
@@ -202,7 +208,8 @@ class LambdaSource:
         """(rewards, the batch's metrics, which samples failed): a failed sample's reward is the fallback."""
         batches = [event[i:i + self.batch_size] for i in range(0, len(event), self.batch_size)]
         timeouts0 = self.totals["timeouts"]
-        results = self._invoke_all(batches)
+        with scoped_env(self.env, self.env_defaults):
+            results = self._invoke_all(batches)
         rewards: list[float | None] = []
         failed: list[bool] = []
         metric_values: dict[str, list[float]] = {}
