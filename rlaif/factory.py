@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from rlaif.common.console import say
+from rlaif.common.console import lit, say
 from rlaif.common.dist import broadcast_from_main, is_main_process, rank, world_size
 from rlaif.config.recipe import Recipe
 from rlaif.config.rewards import JudgeSourceSpec, LambdaSourceSpec, PythonSourceSpec, VerifiableSourceSpec
@@ -247,7 +247,7 @@ def _lambda_source(recipe: Recipe, spec: LambdaSourceSpec, endpoints: Endpoints,
         # imported and runs (LambdaSource), never for the rest of the process
         env = {"AWS_ENDPOINT_URL_BEDROCK_RUNTIME": defaults.pop("AWS_ENDPOINT_URL_BEDROCK_RUNTIME")}
         say(f"Bedrock Converse gateway at {gw.url} (judge '{recipe.judge.name}' at {ep.url}) for the Lambda")
-    say(f"reward {spec.name}: lambda_handler in {spec.file} (your code; batches of {spec.batch_size}, "
+    say(f"reward {spec.name}: lambda_handler in {lit(spec.file)} (your code; batches of {spec.batch_size}, "
         f"{spec.concurrency} at once)")
     return LambdaSource(spec.file, batch_size=spec.batch_size, concurrency=spec.concurrency, timeout_s=spec.timeout_s,
                         on_error=spec.on_error, neutral_reward=spec.neutral_reward, max_fail_rate=spec.max_fail_rate,

@@ -9,6 +9,8 @@ import pytest
 import torch
 from conftest import RLAIF
 
+from rlaif.train.chat import pad_id
+
 PROMPTS = ["Write a note to a colleague.", "Ask the shop for a refund.", "Tell me about the weather."]
 
 
@@ -19,7 +21,7 @@ def _policy_inputs(tok, prompt):
 
 def _greedy(model, tok, prompt):
     ids = _policy_inputs(tok, prompt)
-    out = model.generate(**ids, max_new_tokens=16, do_sample=False, pad_token_id=tok.pad_token_id or tok.eos_token_id)
+    out = model.generate(**ids, max_new_tokens=16, do_sample=False, pad_token_id=pad_id(tok))
     return tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
 
 

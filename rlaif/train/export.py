@@ -14,7 +14,7 @@ import json
 import shutil
 from pathlib import Path
 
-from rlaif.common.console import say
+from rlaif.common.console import lit, say
 from rlaif.errors import UserError
 
 # what a run directory keeps beside the adapter that the export carries along, renamed so that nothing in the
@@ -141,8 +141,8 @@ def export_run(run_dir: str | Path, out: str | Path, *, adapter_only: bool = Fal
     (out / "README.md").write_text(model_card(run_dir, base, adapter_only))
     files = sorted(p.name for p in out.iterdir())
     size = sum(p.stat().st_size for p in out.iterdir() if p.is_file())
-    say(f"exported {'the adapter' if adapter_only else 'the merged policy'} of {run_dir} to {out} "
-        f"({size / 1e6:.1f} MB: {', '.join(files)})")
+    say(f"exported {'the adapter' if adapter_only else 'the merged policy'} of {lit(run_dir)} to {lit(out)} "
+        f"({size / 1e6:.1f} MB: {lit(', '.join(files))})")
     return {"out": str(out), "base_model": base, "adapter_only": adapter_only, "files": files, "bytes": size}
 
 
@@ -158,7 +158,7 @@ def _merge(adapter: Path, base: str, out: Path) -> None:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, GenerationConfig
 
-    say(f"merging {adapter} into {base}")
+    say(f"merging {lit(adapter)} into {lit(base)}")
     model = AutoModelForCausalLM.from_pretrained(base, dtype="auto")  # the base checkpoint's own dtype
     merged = PeftModel.from_pretrained(model, adapter).merge_and_unload()
     merged.save_pretrained(out, safe_serialization=True)
