@@ -30,9 +30,14 @@ def test_bedrock_hyperparameters_map_to_grpo_settings():
                    "generation_batch_size": 64, "gradient_accumulation_steps": 4, "max_completion_length": 512,
                    "eval_strategy": "steps", "eval_steps": 10}
     assert ("maxPromptLength", "(rlaif)", "prompts over 1024 tokens are dropped") in rows
-    # without per_device_train_batch_size, one process takes the whole round in one step
+    # without per_device_train_batch_size: a bounded per-device batch (TRL's default, 8) and accumulation, never the
+    # whole round on one device (64 x 8 = 512 completions a device used to be asked for, out of memory on a GPU)
     got, _ = grpo_settings(NovaHyperparameters(batchSize=16, trainingSamplePerPrompt=2), {})
-    assert got["per_device_train_batch_size"] == 32 and got["gradient_accumulation_steps"] == 1
+    assert got["per_device_train_batch_size"] == 8 and got["gradient_accumulation_steps"] == 4
+    got, _ = grpo_settings(NovaHyperparameters(batchSize=64, trainingSamplePerPrompt=8), {}, world_size=8)
+    assert (got["per_device_train_batch_size"], got["gradient_accumulation_steps"]) == (8, 8)  # 8 x 8 x 8 = 512
+    got, _ = grpo_settings(NovaHyperparameters(batchSize=3, trainingSamplePerPrompt=2), {}, world_size=2)
+    assert (got["per_device_train_batch_size"], got["gradient_accumulation_steps"]) == (3, 1)  # 6 = 3 x 2 x 1
     # with no data.eval, evalInterval is said to be ignored rather than silently dropped
     _, rows = grpo_settings(NovaHyperparameters(evalInterval=5), {}, has_eval=False)
     assert rows == [("evalInterval", "(none)", "ignored: the recipe has no data.eval")]
