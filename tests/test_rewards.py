@@ -421,3 +421,26 @@ def test_a_python_function_gets_trls_own_trainer_state(tmp_path):
     state = TrainerState(global_step=5, max_steps=10)
     assert asyncio.run(src.score([Sample("r#0", USER, "x")], 5, state=state)).rewards == [0.5]
     assert asyncio.run(src.score([Sample("r#0", USER, "x")], 5)).rewards == [0.0]  # no trainer: max_steps 0
+
+
+def test_a_dotted_module_is_found_without_running_its_packages(tmp_path, monkeypatch):
+    """`pkg.rewards:fn`: importlib.util.find_spec would run pkg/__init__.py; a namespace package (no __init__) not
+    imported yet must be found too."""
+    import sys
+    marker = tmp_path / "ran.txt"
+    (tmp_path / "side_pkg").mkdir()
+    (tmp_path / "side_pkg" / "__init__.py").write_text(f"open({str(marker)!r}, 'a').write('init\\n')\n")
+    (tmp_path / "side_pkg" / "rewards.py").write_text("def fn(prompts, completions, **kw):\n    return [1.0]\n")
+    (tmp_path / "ns_pkg" / "inner").mkdir(parents=True)
+    (tmp_path / "ns_pkg" / "inner" / "mod.py").write_text("def fn(prompts, completions, **kw):\n    return [0.5]\n")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(open(SMOKE).read())
+    for name in ("side_pkg", "side_pkg.rewards", "ns_pkg", "ns_pkg.inner", "ns_pkg.inner.mod"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    r = load_recipe(recipe, ["rewards=[{kind: python, name: a, function: 'side_pkg.rewards:fn'}, "
+                             "{kind: python, name: b, function: 'ns_pkg.inner.mod:fn'}]"], check_files=False)
+    assert not marker.exists() and "ns_pkg" not in sys.modules
+    assert r.rewards[1].load()([USER], [[{"role": "assistant", "content": "x"}]]) == [0.5]
+    with pytest.raises(UserError, match="ns_pkg.inner.mod has no gone"):
+        load_recipe(recipe, ["rewards=[{kind: python, name: b, function: 'ns_pkg.inner.mod:gone'}]"],
+                    check_files=False)

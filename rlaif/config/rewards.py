@@ -19,11 +19,13 @@ from __future__ import annotations
 import ast
 import contextlib
 import importlib
+import importlib.machinery
 import importlib.util
 import os
 import re
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field, PrivateAttr, model_validator
@@ -90,24 +92,37 @@ def search_path(folders: tuple[str, ...]):
                 sys.path.remove(f)
 
 
+def _child(locations: list[str], name: str) -> SimpleNamespace | None:
+    """A package's submodule `name` in its folders, looked up as files (a regular package, a module file, else a
+    namespace package): importlib's finders would import the parents first."""
+    for loc in locations:
+        folder = Path(loc) / name
+        if (folder / "__init__.py").is_file():
+            return SimpleNamespace(origin=str(folder / "__init__.py"), submodule_search_locations=[str(folder)])
+        for suffix in importlib.machinery.all_suffixes():
+            if (Path(loc) / f"{name}{suffix}").is_file():
+                return SimpleNamespace(origin=str(Path(loc) / f"{name}{suffix}"), submodule_search_locations=None)
+    folders = [str(Path(loc) / name) for loc in locations if (Path(loc) / name).is_dir()]
+    return SimpleNamespace(origin=None, submodule_search_locations=folders) if folders else None
+
+
 def find_module(name: str):
-    """Where `name` would be imported from (its ModuleSpec), or None; found without running any of its code, nor
-    its packages' `__init__` (importlib.util.find_spec would import the parents of a dotted name)."""
+    """Where `name` would be imported from (its spec: `origin`, `submodule_search_locations`), or None; found
+    without running any of its code, nor its packages' `__init__` (importlib.util.find_spec imports the parents
+    of a dotted name)."""
     parts = name.split(".")
     try:
-        spec = importlib.util.find_spec(parts[0])
+        spec = importlib.util.find_spec(parts[0])  # a top-level name is found without running anything
     except (ImportError, ValueError):
         return None
     for i in range(1, len(parts)):
-        if spec is None or not spec.submodule_search_locations:
+        module = sys.modules.get(".".join(parts[:i + 1]))  # imported already (os.path is no file of os's)
+        if module is not None:
+            spec = getattr(module, "__spec__", None) or SimpleNamespace(origin=None, submodule_search_locations=None)
+        elif spec is None or not spec.submodule_search_locations:
             return None
-        full = ".".join(parts[:i + 1])
-        if full in sys.modules:
-            spec = getattr(sys.modules[full], "__spec__", None) or spec
-            continue
-        locations = list(spec.submodule_search_locations)
-        spec = next((found for finder in sys.meta_path if hasattr(finder, "find_spec")
-                     and (found := finder.find_spec(full, locations)) is not None), None)
+        else:
+            spec = _child(list(spec.submodule_search_locations), parts[i])
     return spec
 
 
