@@ -167,7 +167,7 @@ class LambdaSource:
         t0 = time.perf_counter()
         try:
             out = self.handler(batch, LambdaContext(self.path.stem, self.timeout_s))
-        except Exception as e:
+        except BaseException as e:  # SystemExit too: its worker thread must answer, not wait out timeout_s
             tb = traceback.format_exc(limit=4)
             return {}, [f"lambda_handler raised {type(e).__name__}: {e}\n{tb}"], time.perf_counter() - t0
         good, problems = check_response(out, batch)
