@@ -385,6 +385,19 @@ def test_a_hung_lambda_is_cut_at_its_timeout_and_counted(tmp_path):
     assert summary["timeouts"] == 1 and summary["errors"] == 1 and summary["failed"] == 1
 
 
+def test_a_lambda_that_calls_sys_exit_fails_its_batch_at_once(tmp_path):
+    import threading
+    path = tmp_path / "exits.py"
+    path.write_text("import sys\ndef lambda_handler(event, context):\n    sys.exit(3)\n")
+    source = LambdaSource(path, timeout_s=600.0, on_error="none")
+    got = {}
+    worker = threading.Thread(target=lambda: got.update(out=source.score_event(
+        [{"id": "a", "messages": [{"role": "assistant", "content": "x"}]}])), daemon=True)
+    worker.start()
+    worker.join(120)  # far below timeout_s: the batch must not wait for it
+    assert not worker.is_alive() and got["out"][0] == [None] and source.summary()["timeouts"] == 0
+
+
 def test_a_lambda_file_that_does_not_import_is_a_clear_error(tmp_path):
     from rlaif.rewards.lambda_source import load_handler
     bad = tmp_path / "bad.py"
