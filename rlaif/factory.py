@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from rlaif.common.console import say
+from rlaif.common.console import lit, say
 from rlaif.common.dist import broadcast_from_main, is_main_process, rank, world_size
 from rlaif.config.recipe import Recipe
 from rlaif.config.rewards import JudgeSourceSpec, LambdaSourceSpec, PythonSourceSpec, VerifiableSourceSpec
@@ -237,22 +236,22 @@ def _supervise(ep: Endpoint, judge: Judge, stack: contextlib.ExitStack) -> None:
 def _lambda_source(recipe: Recipe, spec: LambdaSourceSpec, endpoints: Endpoints, log: SourceLog) -> LambdaSource:
     """A Bedrock reward Lambda, with (unless turned off) a local Bedrock Converse gateway backed by the recipe's
     judge for the Lambda's boto3 calls."""
+    env, defaults = {}, {}
     if spec.bedrock_gateway:
         ep = endpoints.get(recipe)
         gw = endpoints.stack.enter_context(Gateway(build_app(ep.url, recipe.judge.name,
                                                              judge_api_key=recipe.judge.api_key,
                                                              timeout_s=recipe.judge.timeout_s)))
-        env = boto3_env(gw.url)
-        # the endpoint always points here; dummy credentials only where the user has none
-        os.environ["AWS_ENDPOINT_URL_BEDROCK_RUNTIME"] = env.pop("AWS_ENDPOINT_URL_BEDROCK_RUNTIME")
-        for k, v in env.items():
-            os.environ.setdefault(k, v)
+        defaults = boto3_env(gw.url)
+        # the endpoint always points here, dummy credentials only where the user has none: set while the Lambda is
+        # imported and runs (LambdaSource), never for the rest of the process
+        env = {"AWS_ENDPOINT_URL_BEDROCK_RUNTIME": defaults.pop("AWS_ENDPOINT_URL_BEDROCK_RUNTIME")}
         say(f"Bedrock Converse gateway at {gw.url} (judge '{recipe.judge.name}' at {ep.url}) for the Lambda")
-    say(f"reward {spec.name}: lambda_handler in {spec.file} (your code; batches of {spec.batch_size}, "
+    say(f"reward {spec.name}: lambda_handler in {lit(spec.file)} (your code; batches of {spec.batch_size}, "
         f"{spec.concurrency} at once)")
     return LambdaSource(spec.file, batch_size=spec.batch_size, concurrency=spec.concurrency, timeout_s=spec.timeout_s,
                         on_error=spec.on_error, neutral_reward=spec.neutral_reward, max_fail_rate=spec.max_fail_rate,
-                        judgment_log=log, name=spec.name)
+                        judgment_log=log, name=spec.name, env=env, env_defaults=defaults)
 
 
 def make_sources(recipe: Recipe, endpoints: Endpoints, log: JudgmentLog, *,

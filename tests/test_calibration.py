@@ -10,7 +10,7 @@ import pytest
 
 from rlaif.config.recipe import load_recipe
 from rlaif.errors import UserError
-from rlaif.judge.calibration import ece, fit, fit_isotonic, fit_temperature, load_calibration
+from rlaif.judge.calibration import ece, fit, fit_isotonic, fit_temperature, load_calibration, split
 
 SMOKE = "recipes/smoke.yaml"
 
@@ -39,7 +39,8 @@ def test_each_method_lowers_the_held_out_calibration_error(method):
     r = rel["says_please"]
     assert r["method"] == method and r["n_fit"] == r["n_heldout"] == 1000
     assert r["ece_after"] < 0.5 * r["ece_before"] and r["brier_after"] < r["brier_before"]
-    assert ece(p[1::2], y[1::2]) == r["ece_before"]
+    _, _, p_out, y_out = split(p, y)
+    assert ece(p_out, y_out) == r["ece_before"] and sorted(p_out + split(p, y)[0]) == sorted(p)
 
 
 def test_isotonic_is_monotone_and_auto_picks_it_with_enough_labels():
@@ -51,10 +52,10 @@ def test_isotonic_is_monotone_and_auto_picks_it_with_enough_labels():
 
 
 def test_too_few_or_one_sided_labels_are_refused():
-    with pytest.raises(UserError, match="criterion 'c' has 10 labelled scores; at least 20"):
-        fit("j", "r", {"c": ([0.5] * 10, [True] * 10)})
+    with pytest.raises(UserError, match="criterion 'c' has 199 labelled scores; at least 200"):
+        fit("j", "r", {"c": ([0.5] * 199, [True, False] * 99 + [True])})
     with pytest.raises(UserError, match="labels are all True"):
-        fit("j", "r", {"c": ([0.9] * 40, [True] * 40)})
+        fit("j", "r", {"c": ([0.9] * 200, [True] * 200)})
 
 
 def write_cal(path, **over):
@@ -127,3 +128,31 @@ def test_audit_calibrates_and_the_rewards_use_it_with_the_raw_score_logged(judge
         assert row["calibrated"] == pytest.approx(calibration.apply("says_please", row["score"]))
         assert rewards[row["sample_id"]] == pytest.approx(row["calibrated"], abs=1e-6)
     assert any(abs(row["calibrated"] - row["score"]) > 1e-3 for row in logged)  # it changed something
+
+
+def saturated(seed=0):
+    """An over-confident judge with tied raw scores: 100 samples at raw 0.999 of which 10 are wrong, 100 at raw 0.001
+    of which 10 are right (true pass rates 0.9 and 0.1), in a seeded random order."""
+    rows = [(0.999, i >= 10) for i in range(100)] + [(0.001, i < 10) for i in range(100)]
+    random.Random(seed).shuffle(rows)
+    return [p for p, _ in rows], [t for _, t in rows]
+
+
+def test_isotonic_pools_tied_raw_scores_into_one_point():
+    p, y = saturated()
+    xs, ys = fit_isotonic(p, y)
+    assert (xs, ys) == ([0.001, 0.999], [0.1, 0.9])
+    cal, rel = fit("j", "r", {"c": (p, y)}, "isotonic")  # half fits, half is held out
+    assert cal.apply("c", 0.999) == pytest.approx(0.9, abs=0.05)
+    assert cal.apply("c", 0.001) == pytest.approx(0.1, abs=0.05)
+    assert rel["c"]["ece_after"] < rel["c"]["ece_before"]
+
+
+def test_the_split_is_a_seeded_shuffle_so_a_periodic_label_file_splits_fairly():
+    """Labels written pass, fail, pass, fail...: an even/odd split would fit on passes only and hold out fails."""
+    p, y = [0.9, 0.1] * 150, [True, False] * 150
+    cal, rel = fit("j", "r", {"c": (p, y)}, "temperature")
+    assert rel["c"]["n_fit"] == rel["c"]["n_heldout"] == 150
+    p_fit, y_fit, _, y_out = split(p, y)
+    assert 50 < sum(y_fit) < 100 and 50 < sum(y_out) < 100
+    assert split(p, y) == (p_fit, y_fit, split(p, y)[2], y_out)  # seeded: the same split every time

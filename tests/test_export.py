@@ -3,11 +3,13 @@ rounding in fp32, and the same greedy completions, near-ties aside), the adapter
 without an adapter or an occupied --out is refused with what to do."""
 import json
 import subprocess
+from pathlib import Path
 
 import pytest
 import torch
 from conftest import RLAIF
 from greedy import greedy, same_greedy
+
 
 PROMPTS = ["Write a note to a colleague.", "Ask the shop for a refund.", "Tell me about the weather."]
 
@@ -86,3 +88,55 @@ def test_a_run_without_an_adapter_or_an_occupied_out_is_refused(tmp_path, short_
     r = subprocess.run(RLAIF + ["export", str(short_run[0]), "--out", str(occupied)], capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 1 and "is not empty" in r.stderr and (occupied / "keep.txt").read_text() == "mine"
+
+
+# -- what --force may replace (no model needed: refused before anything is read or written) ---------------------------
+def fake_run(tmp_path):
+    from rlaif.config.recipe import load_recipe
+    run = tmp_path / "runs" / "smoke"
+    (run / "adapter").mkdir(parents=True)
+    (run / "adapter" / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "base"}))
+    (run / "recipe.resolved.json").write_text(load_recipe("recipes/smoke.yaml", check_files=False).model_dump_json())
+    return run
+
+
+@pytest.mark.parametrize("where", ["run", "parent", "adapter"])
+def test_force_never_replaces_the_run_or_an_ancestor_of_it(tmp_path, where):
+    from rlaif.errors import UserError
+    from rlaif.train.export import export_run
+    run = fake_run(tmp_path)
+    out = {"run": run, "parent": run.parent, "adapter": run / "adapter"}[where]
+    with pytest.raises(UserError, match="refusing to replace"):
+        export_run(run, out, force=True)
+    assert (run / "adapter" / "adapter_config.json").exists() and (run / "recipe.resolved.json").exists()
+
+
+@pytest.mark.parametrize("where", ["home", "root", "home_as_tilde"])
+def test_force_never_replaces_home_or_root(tmp_path, monkeypatch, where):
+    """Checked on the guard alone, never through a call that could delete: a regression here must not rmtree /."""
+    from rlaif.errors import UserError
+    from rlaif.train.export import refuse_to_replace
+    run = fake_run(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    out = {"home": tmp_path / "home", "root": "/", "home_as_tilde": "~"}[where]
+    with pytest.raises(UserError, match="refusing to replace"):
+        refuse_to_replace(Path(out), run)
+
+
+def test_force_replaces_only_a_previous_export(tmp_path):
+    from rlaif.errors import UserError
+    from rlaif.train.export import MARKER, _empty_out, export_run
+    run = fake_run(tmp_path)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("years of work")
+    with pytest.raises(UserError, match="not an rlaif export"):
+        export_run(run, mine, force=True)
+    assert (mine / "thesis.tex").read_text() == "years of work"
+    previous = tmp_path / "previous"
+    previous.mkdir()
+    (previous / MARKER).write_text("{}")
+    (previous / "model.safetensors").write_text("old")
+    _empty_out(previous, True, run)
+    assert list(previous.iterdir()) == [previous / MARKER]  # the marker again, for the export now written

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from rlaif.config.nova import NovaHyperparameters, grpo_settings
 from rlaif.config.recipe import load_recipe
+from rlaif.data.samples import Sample
 from rlaif.errors import UserError
 from rlaif.nova.gateway import BedrockError, check_bind, to_chat_request
 from rlaif.nova.job_config import job_config
@@ -29,9 +30,14 @@ def test_bedrock_hyperparameters_map_to_grpo_settings():
                    "generation_batch_size": 64, "gradient_accumulation_steps": 4, "max_completion_length": 512,
                    "eval_strategy": "steps", "eval_steps": 10}
     assert ("maxPromptLength", "(rlaif)", "prompts over 1024 tokens are dropped") in rows
-    # without per_device_train_batch_size, one process takes the whole round in one step
+    # without per_device_train_batch_size: a bounded per-device batch (TRL's default, 8) and accumulation, never the
+    # whole round on one device (64 x 8 = 512 completions a device used to be asked for, out of memory on a GPU)
     got, _ = grpo_settings(NovaHyperparameters(batchSize=16, trainingSamplePerPrompt=2), {})
-    assert got["per_device_train_batch_size"] == 32 and got["gradient_accumulation_steps"] == 1
+    assert got["per_device_train_batch_size"] == 8 and got["gradient_accumulation_steps"] == 4
+    got, _ = grpo_settings(NovaHyperparameters(batchSize=64, trainingSamplePerPrompt=8), {}, world_size=8)
+    assert (got["per_device_train_batch_size"], got["gradient_accumulation_steps"]) == (8, 8)  # 8 x 8 x 8 = 512
+    got, _ = grpo_settings(NovaHyperparameters(batchSize=3, trainingSamplePerPrompt=2), {}, world_size=2)
+    assert (got["per_device_train_batch_size"], got["gradient_accumulation_steps"]) == (3, 1)  # 6 = 3 x 2 x 1
     # with no data.eval, evalInterval is said to be ignored rather than silently dropped
     _, rows = grpo_settings(NovaHyperparameters(evalInterval=5), {}, has_eval=False)
     assert rows == [("evalInterval", "(none)", "ignored: the recipe has no data.eval")]
@@ -252,6 +258,32 @@ def test_the_lambda_answers_every_sample_even_without_a_judge(tmp_path, monkeypa
     assert got["d"]["aggregate_reward_score"] == 0.0 and got[None]["aggregate_reward_score"] == 0.0
 
 
+def test_the_lambdas_score_sample_never_raises_on_a_formula_edge_case_or_an_unforeseen_error(tmp_path):
+    """A formula whose value is complex for a failing sample gives 0 (the formula's edge case) in the Lambda as in
+    rlaif; and an error nobody foresaw (here a Converse reply without `output`: KeyError) is the neutral reward for
+    that sample, counted as judge_failed, never an exception that fails Bedrock's whole call."""
+    rubric = {"name": "r", "criteria": [{"name": "says_please", "question": "Does it say please?"}],
+              "aggregation": "formula", "formula": "min((says_please - 0.5) ^ 0.5, 1)"}
+    _, lam, _ = export(tmp_path, ["judge.mode=verdict", f"rubric={json.dumps(rubric)}"], [])
+    env = lam["score_sample"].__globals__  # the exported module's own namespace
+    verdicts = {"hi please": '{"says_please": "PASS"}', "hi": '{"says_please": "FAIL"}'}
+
+    def converse(system, user):  # the judge's reply, by the completion in the sample block (longest match first)
+        return verdicts[next(t for t in sorted(verdicts, key=len, reverse=True) if t in user)]
+    env["converse"] = converse
+    user = {"role": "user", "content": "say hi"}
+    out = lam["lambda_handler"]([{"id": i, "messages": [user, {"role": "assistant", "content": t}]}
+                                 for i, t in (("a", "hi please"), ("b", "hi"))], None)
+    assert [o["aggregate_reward_score"] for o in out] == [pytest.approx(0.5 ** 0.5), 0.0]
+
+    def broken(system, user):
+        return {"no output": True}["output"]  # KeyError, as a malformed Converse response would give
+    env["converse"] = broken
+    result, why = lam["score_sample"]({"id": "c", "messages": [user, {"role": "assistant", "content": "hi"}]})
+    assert result["aggregate_reward_score"] == 0.5 and "KeyError" in why
+    assert {"name": "judge_failed", "value": 1.0, "type": "Metric"} in result["metrics_list"]
+
+
 # -- a Lambda file as the reward -------------------------------------------------------------------------------------
 LAMBDA_SRC = '''
 import json
@@ -320,6 +352,50 @@ def test_lambda_errors_are_counted_and_get_the_fallback(tmp_path, caplog):
     assert "lambda_handler raised RuntimeError: boom" in caplog.text
     assert "is not a finite number" in caplog.text
     assert reward.should_stop and "reward Lambda failed for 67%" in reward.stop_reason
+
+
+HANGING_LAMBDA = '''
+import time
+def lambda_handler(event, context):
+    if any(s["messages"][-1]["content"] == "hang" for s in event):
+        while True:  # a socket read that never returns
+            time.sleep(3600)
+    return [{"id": s["id"], "aggregate_reward_score": 1.0} for s in event]
+'''
+
+
+def test_a_hung_lambda_is_cut_at_its_timeout_and_counted(tmp_path):
+    """A handler that never returns costs its batch (counted, the fallback) after timeout_s; the other batches
+    stand, and nothing waits for the stuck thread (the call returns while it still runs)."""
+    import threading
+    path = tmp_path / "hangs.py"
+    path.write_text(HANGING_LAMBDA)
+    source = LambdaSource(path, batch_size=1, concurrency=2, timeout_s=5.0, on_error="none", min_calls=1,
+                          max_fail_rate=0.9)
+    got = {}
+    worker = threading.Thread(target=lambda: got.update(out=asyncio.run(source.score(
+        [Sample(str(i), [{"role": "user", "content": "q"}], t) for i, t in enumerate(["ok", "hang", "ok"])]))),
+        daemon=True)
+    worker.start()
+    worker.join(120)  # generous: only a real hang crosses it
+    assert not worker.is_alive(), "the hung Lambda hung the reward"
+    assert got["out"].rewards == [1.0, None, 1.0] and got["out"].failed == [False, True, False]
+    assert got["out"].metrics["lambda/timeouts"] == 1.0 and got["out"].metrics["lambda/error_rate"] == 1 / 3
+    summary = source.summary()
+    assert summary["timeouts"] == 1 and summary["errors"] == 1 and summary["failed"] == 1
+
+
+def test_a_lambda_that_calls_sys_exit_fails_its_batch_at_once(tmp_path):
+    import threading
+    path = tmp_path / "exits.py"
+    path.write_text("import sys\ndef lambda_handler(event, context):\n    sys.exit(3)\n")
+    source = LambdaSource(path, timeout_s=600.0, on_error="none")
+    got = {}
+    worker = threading.Thread(target=lambda: got.update(out=source.score_event(
+        [{"id": "a", "messages": [{"role": "assistant", "content": "x"}]}])), daemon=True)
+    worker.start()
+    worker.join(120)  # far below timeout_s: the batch must not wait for it
+    assert not worker.is_alive() and got["out"][0] == [None] and source.summary()["timeouts"] == 0
 
 
 def test_a_lambda_file_that_does_not_import_is_a_clear_error(tmp_path):

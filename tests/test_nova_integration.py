@@ -316,7 +316,8 @@ def test_parity_on_identical_judge_replies_is_exact(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert "mean |Lambda - rlaif|" in r.stdout and "24 samples" in r.stdout
     summary = json.loads((tmp_path / "parity" / "parity.json").read_text())
-    assert summary["samples"] == summary["identical"] == 24
+    assert summary["samples"] == 24 and summary["missing_in_lambda"] == summary["missing_in_rlaif"] == []
+    assert summary["compared"] == summary["identical"] == 22  # "garble garble" twice: failed on both sides
     assert summary["mean_abs_diff"] == summary["max_abs_diff"] == 0.0
     assert summary["spearman"] == pytest.approx(1.0)
     assert summary["flips"]["says_please"]["pass_in_lambda_only"] == summary["flips"]["says_please"][
@@ -325,6 +326,33 @@ def test_parity_on_identical_judge_replies_is_exact(tmp_path):
     assert summary["judge_failed"] == {"lambda": 2, "rlaif": 2}  # "garble garble" twice: not a verdict
     rows = [json.loads(ln) for ln in (tmp_path / "parity" / "parity.jsonl").read_text().splitlines()]
     assert len({row["lambda_reward"] for row in rows}) >= 4  # the rewards vary: equality is not all zeros
+
+
+def test_parity_fails_when_the_lambda_drops_samples_and_names_them(tmp_path, monkeypatch, capsys):
+    """The exported Lambda, wrapped to leave every fourth sample out of its answer: the samples it dropped are
+    listed as missing in the Lambda, agreement is over the rest, and the command exits 1."""
+    import rlaif.eval.nova_parity as nova_parity
+    from rlaif.cli.main import main
+    real = nova_parity.load_handler
+
+    def dropping(path):
+        handler = real(path)
+        return lambda event, context: [r for k, r in enumerate(handler(event, context)) if k % 4 != 3]
+    monkeypatch.setattr(nova_parity, "load_handler", dropping)
+    scripted = ScriptedJudge()
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text("".join(json.dumps(s) + "\n" for s in heldout_samples(8)))
+    try:
+        rc = main(["nova", "parity", "recipes/smoke.yaml", "--samples", str(samples), "--out",
+                   str(tmp_path / "parity"), "--set", "judge.mode=verdict", "--set", f"judge.base_url={scripted.url}",
+                   "--set", f"output_dir={tmp_path / 'run'}", "--set", "judge.max_retries=0"])
+    finally:
+        scripted.close()
+    err = capsys.readouterr().err
+    assert rc == 1 and "the Lambda answered no valid result for 2 sample(s), e.g. 's3'" in err
+    summary = json.loads((tmp_path / "parity" / "parity.json").read_text())
+    assert summary["missing_in_lambda"] == ["s3", "s7"] and summary["missing_in_rlaif"] == []
+    assert summary["samples"] == 6 and summary["identical"] == summary["compared"]
 
 
 def test_parity_shows_how_far_a_logprob_reward_is_from_the_lambda(judge_url, tmp_path):

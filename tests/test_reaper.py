@@ -65,3 +65,20 @@ def test_a_pid_names_one_process_only_with_its_start_time():
     p = subprocess.Popen(["true"])
     p.wait()
     assert reaper.start_time(p.pid) is None  # gone
+
+
+def test_a_trainer_already_gone_when_its_reaper_starts_still_costs_its_group():
+    """The narrow window: the trainer dies between launching the server and the reaper reading its start time."""
+    trainer = subprocess.Popen(["true"])
+    trainer.wait()
+    g = group()
+    try:
+        reaper.spawn(trainer.pid, g.pid)
+        assert wait_until(lambda: not reaper.group_alive(g.pid), 60), "the group outlived a trainer already gone"
+        assert wait_until(lambda: not reapers_of(g.pid), 60)
+    finally:
+        try:
+            os.killpg(g.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        g.wait()

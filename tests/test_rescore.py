@@ -79,3 +79,56 @@ def test_the_runs_training_data_must_still_hold_its_prompts(tmp_path):
                                                           "criterion": "says_please", "reward": 1.0}) + "\n")
     with pytest.raises(UserError, match="1 logged sample\\(s\\) name records not in .*gone-0001"):
         rescore(tmp_path, recipe, "http://127.0.0.1:9")
+
+
+def judged_run(tmp_path, rewards=None, logs=None):
+    """A run folder: the smoke recipe (with `rewards`) resolved, and judgment logs {file name: rows}."""
+    over = [f"rewards={json.dumps(rewards)}"] if rewards else []
+    (tmp_path / "recipe.resolved.json").write_text(load_recipe("recipes/smoke.yaml", over).model_dump_json())
+    for name, rows in (logs or {}).items():
+        (tmp_path / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return tmp_path
+
+
+def row(source, sample_id, completion, reward, step=1, criterion="says_please"):
+    return {"step": step, "sample_id": sample_id, "completion": completion, "criterion": criterion,
+            "reward": reward, "error": None, "source": source}
+
+
+def test_a_judge_source_with_its_own_name_is_rescored_and_the_other_sources_are_not(tmp_path):
+    """README's composed example names its judge `polite`: its rows are the training judge's; a rule's are not."""
+    from scripted_judge import ScriptedJudge
+    run = judged_run(tmp_path, [{"kind": "judge", "name": "polite"},
+                                {"kind": "verifiable", "name": "topic", "check": "reference_contained",
+                                 "field": "topic"}],
+                     {"judgments.jsonl": [row("polite", "train-0000#0", "please sit", 1.0),
+                                          row("polite", "train-0000#1", "sit", 0.0),
+                                          row("topic", "train-0000#0", "please sit", 0.0, criterion="verifiable")]})
+    got = logged_samples(run)
+    assert sorted((s["sample_id"], s["reward"]) for s in got) == [("train-0000#0", 1.0), ("train-0000#1", 0.0)]
+    other = load_recipe("recipes/smoke.yaml", ["judge.mode=verdict", "judge.token_prompts=false"])
+    scripted = ScriptedJudge()
+    try:
+        out = rescore(run, other, scripted.url)
+    finally:
+        scripted.close()
+    assert out["summary"]["samples"] == 2 and out["summary"]["agreement"] == 1.0
+    assert out["summary"]["training_source"] == "polite"
+
+
+def test_a_run_without_a_judge_source_has_nothing_to_rescore(tmp_path):
+    run = judged_run(tmp_path, [{"kind": "verifiable", "name": "topic", "check": "reference_contained",
+                                 "field": "topic"}],
+                     {"judgments.jsonl": [row("topic", "train-0000#0", "x", 1.0, criterion="verifiable")]})
+    with pytest.raises(UserError, match="no judge source: its rewards are topic"):
+        logged_samples(run)
+
+
+def test_two_ranks_logging_the_same_step_and_sample_id_stay_two_samples(tmp_path):
+    """A GRPO group spread over processes: each rank's batch has its own `P#0` at the same step; each keeps its
+    own completion and its own reward."""
+    run = judged_run(tmp_path, None, {
+        "judgments.jsonl": [row("judge", "train-0000#0", "please sit", 1.0)],
+        "judgments.rank1.jsonl": [row("judge", "train-0000#0", "sit", 0.0)]})
+    got = sorted((s["rank"], s["completion"], s["reward"]) for s in logged_samples(run))
+    assert got == [(0, "please sit", 1.0), (1, "sit", 0.0)]

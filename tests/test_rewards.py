@@ -12,6 +12,7 @@ from rlaif.errors import UserError
 from rlaif.judge.judgment_log import JudgmentLog
 from rlaif.portable.verifiable import final_number, normalise_answer, verify
 from rlaif.rewards.combined import CombinedSource
+from rlaif.rewards.lambda_source import LambdaSource
 from rlaif.rewards.python_source import PythonSource
 from rlaif.rewards.source import Scored, batch_columns, batch_samples
 from rlaif.rewards.trl_adapter import TRLReward
@@ -153,6 +154,40 @@ def test_one_source_failing_as_a_whole_is_counted_by_it_alone():
     assert (judge.failed_batches, rule.failed_batches) == (1, 0)
 
 
+FLAKY_LAMBDA = '''
+def lambda_handler(event, context):
+    # answers "ok" samples with 1.0; raises for a batch holding "boom"; leaves "skip" samples out
+    if any(s["messages"][-1]["content"] == "boom" for s in event):
+        raise RuntimeError("boom")
+    return [{"id": s["id"], "aggregate_reward_score": 1.0} for s in event if s["messages"][-1]["content"] != "skip"]
+'''
+
+
+def test_a_neutral_fallback_source_that_fails_leaves_the_sample_out_of_a_combined_reward(tmp_path):
+    """README: a sample that any source could not score is left out. A Lambda's default fallback is neutral (0.5,
+    Bedrock's contract): alone it answers 0.5, but combined its failure is None, never 0.5 x weight in the sum."""
+    path = tmp_path / "flaky.py"
+    path.write_text(FLAKY_LAMBDA)
+    texts = ["ok", "skip", "boom", "ok"]
+    samples = [Sample(str(i), USER, t) for i, t in enumerate(texts)]
+    alone = LambdaSource(path, batch_size=2, on_error="neutral", name="grader")
+    assert asyncio.run(alone.score(samples)).rewards == [1.0, 0.5, 0.5, 0.5]  # the Lambda contract: neutral
+    lam = LambdaSource(path, batch_size=2, on_error="neutral", name="grader")
+    both = CombinedSource([lam, Fixed("topic", [1.0, 1.0, 1.0, 1.0])], weights=[1.0, 1.0], essential=[False, False])
+    got = asyncio.run(both.score(samples))
+    assert got.rewards == [2.0, None, None, None]
+    assert got.metrics["reward/grader/fail_rate"] == 0.75 and got.metrics["reward/grader/mean"] == 1.0
+    assert lam.summary()["failed"] == 3  # counted by the source that failed
+
+
+def test_a_neutral_source_that_fails_as_a_whole_leaves_the_batch_out_of_a_combined_reward():
+    judge = Fixed("judge", [0.8, 0.2], raises=True)
+    judge.fail_batch = lambda n: [0.5] * n  # its own fallback is neutral
+    got = asyncio.run(CombinedSource([judge, Fixed("topic", [1.0, 0.0])], [1.0, 1.0], [False, False]).score(
+        [Sample(str(i), USER, "x") for i in range(2)]))
+    assert got.rewards == [None, None] and got.metrics["reward/judge/fail_rate"] == 1.0
+
+
 @pytest.mark.parametrize("fn,want,errors", [
     ("topic_named", [1.0, 0.0], 0),
     ("constant", [0.25, 0.25], 0),  # async
@@ -197,6 +232,81 @@ def test_a_function_next_to_the_recipe_imports_from_anywhere(tmp_path, monkeypat
     assert r.rewards[0].load()([USER], [[{"role": "assistant", "content": "x"}]]) == [1.0]
 
 
+def test_loading_a_recipe_runs_no_user_code_and_leaves_sys_path_as_it_was(tmp_path, monkeypatch):
+    """A `kind: python` module is found when the recipe loads (a missing one is refused then) but imported only when
+    the reward is built: `nova job-config`, `judge audit` or `data check` on the recipe run none of its code."""
+    import sys
+
+    from rlaif.rewards.python_source import PythonSource
+    marker = tmp_path / "ran.txt"
+    (tmp_path / "side_effect_rewards.py").write_text(
+        f"open({str(marker)!r}, 'a').write('imported\\n')\n"
+        "def short(prompts, completions, **kw):\n    return [1.0] * len(prompts)\n")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(open(SMOKE).read())
+    monkeypatch.delitem(sys.modules, "side_effect_rewards", raising=False)
+    path_before = list(sys.path)
+    r = load_recipe(recipe, ["rewards=[{kind: python, name: short, function: 'side_effect_rewards:short'}]"],
+                    check_files=False)
+    assert not marker.exists(), "load_recipe ran the module's top level"
+    assert sys.path == path_before
+    src = PythonSource(r.rewards[0])  # building the reward imports it, from the recipe's folder
+    assert marker.read_text() == "imported\n" and sys.path == path_before
+    assert asyncio.run(src.score([Sample("r#0", USER, "x")])).rewards == [1.0]
+    with pytest.raises(UserError, match=r"rewards\[0\]\.function: no_such_module_x:f: cannot import no_such_module_x"):
+        load_recipe(recipe, ["rewards=[{kind: python, name: p, function: 'no_such_module_x:f'}]"], check_files=False)
+
+
+BOTO3_LAMBDA = '''
+import json
+import boto3
+bedrock = boto3.client("bedrock-runtime")  # at import, as AWS's samples do: the endpoint must be set by then
+SCHEMA = {"type": "object", "properties": {"says_please": {"type": "string", "enum": ["PASS", "FAIL"]}},
+          "required": ["says_please"]}
+def lambda_handler(event, context):
+    out = []
+    for s in event:
+        r = bedrock.converse(modelId="judge", messages=[{"role": "user", "content": [
+            {"text": "Response: " + s["messages"][-1]["content"]}]}], outputConfig={"textFormat": {
+                "type": "json_schema", "structure": {"jsonSchema": {"name": "v", "schema": json.dumps(SCHEMA)}}}})
+        verdict = json.loads(r["output"]["message"]["content"][0]["text"])
+        out.append({"id": s["id"], "aggregate_reward_score": 1.0 if verdict["says_please"] == "PASS" else 0.0})
+    return out
+'''
+AWS_VARS = ("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION",
+            "AWS_REGION")
+
+
+def test_a_lambdas_gateway_endpoint_and_dummy_credentials_stay_out_of_the_process_environment(tmp_path, monkeypatch):
+    """The Lambda's boto3 (its client made at import) reaches the local Bedrock gateway, but the endpoint and the
+    dummy credentials are set only while the Lambda runs: later boto3 use in the process goes where it would."""
+    import contextlib
+    import os
+
+    from scripted_judge import ScriptedJudge
+
+    from rlaif.factory import make_rewards
+    for k in AWS_VARS:
+        monkeypatch.delenv(k, raising=False)
+    path = tmp_path / "boto3_lambda.py"
+    path.write_text(BOTO3_LAMBDA)
+    scripted = ScriptedJudge()
+    try:
+        r = rewards_recipe([{"kind": "lambda", "name": "grader", "file": str(path)},
+                            {"kind": "verifiable", "name": "t", "check": "reference_contained", "field": "topic"}],
+                           "judge.mode=verdict", f"judge.base_url={scripted.url}")
+        with contextlib.ExitStack() as stack:
+            [reward], _ = make_rewards(r, tmp_path, None, stack)
+            assert not any(k in os.environ for k in AWS_VARS)
+            out = asyncio.run(reward(prompts=[USER, USER], completions=[[{"role": "assistant", "content": c}]
+                                                                          for c in ("the cat please", "the cat")],
+                                     metadata=[json.dumps({"topic": "cat"})] * 2))
+            assert out == [2.0, 1.0]  # the judge's PASS and FAIL through the gateway, plus the rule's 1
+            assert not any(k in os.environ for k in AWS_VARS)
+    finally:
+        scripted.close()
+
+
 # -- the recipe -------------------------------------------------------------------------------------------------------
 def rewards_recipe(block, *more):
     return load_recipe(SMOKE, [f"rewards={json.dumps(block)}", *more], check_files=False)
@@ -222,6 +332,8 @@ def test_todays_recipes_keep_one_judge_source():
     ([{"kind": "verifiable", "name": "t", "check": "json_field_equals"}], "needs json_key"),
     ([{"kind": "judge", "weight": 0}], "every weight is 0"),
     ([{"kind": "judge", "name": "combined"}], "combined: a name rlaif uses itself"),
+    ([{"kind": "lambda", "file": "x.py", "neutral_reward": 2}], r"rewards\.0\.lambda\.neutral_reward: .*less than or equal to 1"),
+    ([{"kind": "lambda", "file": "x.py", "neutral_reward": -0.5}], r"neutral_reward: .*greater than or equal to 0"),
     ([{"kind": "judge", "name": "polite"}, {"kind": "judge", "mode": "verdict"}],
      "'judge': the first judge source's metrics are judge/\\* and checks/\\*"),
     ([{"kind": "judge", "name": "j", "mode": "verdict", "judge": {"model": "artifacts/tiny/judge",
@@ -232,6 +344,11 @@ def test_bad_rewards_are_refused_naming_the_recipe_and_field(block, match):
     with pytest.raises(UserError, match=match) as e:
         rewards_recipe(block)
     assert str(e.value).startswith(SMOKE)
+
+
+def test_a_lambda_files_neutral_reward_is_a_reward_in_0_1_as_the_judges_is():
+    with pytest.raises(UserError, match=r"reward\.neutral_reward: .*less than or equal to 1"):
+        load_recipe(SMOKE, ["reward.lambda_file=x.py", "reward.neutral_reward=5"], check_files=False)
 
 
 def test_a_lambda_may_not_be_given_twice():
@@ -304,3 +421,26 @@ def test_a_python_function_gets_trls_own_trainer_state(tmp_path):
     state = TrainerState(global_step=5, max_steps=10)
     assert asyncio.run(src.score([Sample("r#0", USER, "x")], 5, state=state)).rewards == [0.5]
     assert asyncio.run(src.score([Sample("r#0", USER, "x")], 5)).rewards == [0.0]  # no trainer: max_steps 0
+
+
+def test_a_dotted_module_is_found_without_running_its_packages(tmp_path, monkeypatch):
+    """`pkg.rewards:fn`: importlib.util.find_spec would run pkg/__init__.py; a namespace package (no __init__) not
+    imported yet must be found too."""
+    import sys
+    marker = tmp_path / "ran.txt"
+    (tmp_path / "side_pkg").mkdir()
+    (tmp_path / "side_pkg" / "__init__.py").write_text(f"open({str(marker)!r}, 'a').write('init\\n')\n")
+    (tmp_path / "side_pkg" / "rewards.py").write_text("def fn(prompts, completions, **kw):\n    return [1.0]\n")
+    (tmp_path / "ns_pkg" / "inner").mkdir(parents=True)
+    (tmp_path / "ns_pkg" / "inner" / "mod.py").write_text("def fn(prompts, completions, **kw):\n    return [0.5]\n")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(open(SMOKE).read())
+    for name in ("side_pkg", "side_pkg.rewards", "ns_pkg", "ns_pkg.inner", "ns_pkg.inner.mod"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    r = load_recipe(recipe, ["rewards=[{kind: python, name: a, function: 'side_pkg.rewards:fn'}, "
+                             "{kind: python, name: b, function: 'ns_pkg.inner.mod:fn'}]"], check_files=False)
+    assert not marker.exists() and "ns_pkg" not in sys.modules
+    assert r.rewards[1].load()([USER], [[{"role": "assistant", "content": "x"}]]) == [0.5]
+    with pytest.raises(UserError, match="ns_pkg.inner.mod has no gone"):
+        load_recipe(recipe, ["rewards=[{kind: python, name: b, function: 'ns_pkg.inner.mod:gone'}]"],
+                    check_files=False)

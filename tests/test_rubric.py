@@ -27,6 +27,21 @@ def test_formula_is_evaluated_safely_and_clamped():
     assert rubric(aggregation="formula", formula="log(a)").aggregate({"a": 0.0, "b": 0}) == 0.0
 
 
+@pytest.mark.parametrize("formula, scores, want", [
+    ("(a - 0.5) ^ 0.5", {"a": 0.9, "b": 0}, 0.4 ** 0.5),
+    ("(a - 0.5) ^ 0.5", {"a": 0.2, "b": 0}, 0.0),  # complex in Python: not a real reward
+    ("min((a - 0.5) ^ 0.5, b)", {"a": 0.2, "b": 1.0}, 0.0),  # min/max of a complex raised TypeError
+    ("max(b, (a - 0.5) ^ 0.5)", {"a": 0.2, "b": 0.7}, 0.0),
+    ("sqrt(a - 0.5) + b", {"a": 0.2, "b": 0.3}, 0.0),  # math domain error: the same edge case
+    ("exp(1000 * a) - exp(1000 * a)", {"a": 1.0, "b": 0}, 0.0),  # overflow
+    ("(a - 0.5) ^ 2", {"a": 0.2, "b": 0}, pytest.approx(0.09)),  # an integer power of a negative stays real
+])
+def test_a_formula_whose_value_is_not_a_real_number_is_its_edge_case_zero(formula, scores, want):
+    """A negative number to a fractional power is complex in Python; the formula's value is then 0 (as for
+    log(0)), never an exception that fails the whole batch as judge failures."""
+    assert rubric(aggregation="formula", formula=formula).aggregate(scores) == want
+
+
 @pytest.mark.parametrize("bad", ["__import__('os').system('x')", "a.__class__", "c + 1", "[a, b]", "open('f')",
                                  "a if b else 1", "lambda: 1"])
 def test_formula_refuses_anything_but_arithmetic(bad):

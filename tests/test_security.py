@@ -1,5 +1,6 @@
-"""Security: nothing a user's data, recipe or rubric holds is run as code, and an exported Lambda keeps sample text
-out of its logs unless LOG_SAMPLES=1 asks for it."""
+"""Security: nothing a user's data, recipe or rubric holds is run as code (the code a recipe names, a Lambda file or a
+`kind: python` function, runs only when the reward is built: tests/test_rewards.py), and an exported Lambda keeps
+sample text out of its logs unless LOG_SAMPLES=1 asks for it."""
 import json
 import logging
 import runpy

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import sys
 
+from rlaif.common.console import lit
 from rlaif.train.chat import SideBySide
 
 
@@ -18,23 +19,28 @@ def add_parser(sub) -> None:
     cp.set_defaults(fn=cmd_chat)
 
 
+def reply_table(replies: dict[str, str]):
+    """The two replies side by side, as the models wrote them (a reply is text, never rich markup)."""
+    from rich.table import Table
+    from rich.text import Text
+    table = Table(show_header=True, expand=True)
+    table.add_column("trained")
+    table.add_column("base")
+    table.add_row(Text(replies["trained"]), Text(replies["base"]))
+    return table
+
+
 def cmd_chat(a) -> int:
     from rich.console import Console
-    from rich.table import Table
     chat = SideBySide(a.run_dir, a.max_new_tokens, a.temperature)
     out = Console()
     tty = sys.stdin.isatty()
-    out.print(f"[bold]trained[/] = {chat.base_name} + {a.run_dir}/adapter; [bold]base[/] = {chat.base_name}. "
-              "An empty line ends it.")
+    out.print(f"[bold]trained[/] = {lit(chat.base_name)} + {lit(a.run_dir)}/adapter; [bold]base[/] = "
+              f"{lit(chat.base_name)}. An empty line ends it.")
     while True:
         if tty:
             out.print("[bold cyan]you>[/] ", end="")
         line = sys.stdin.readline()
         if not line.strip():
             return 0
-        replies = chat.say(line.strip())
-        table = Table(show_header=True, expand=True)
-        table.add_column("trained")
-        table.add_column("base")
-        table.add_row(replies["trained"], replies["base"])
-        out.print(table)
+        out.print(reply_table(chat.say(line.strip())))

@@ -14,7 +14,9 @@ def add_parser(sub) -> None:
     ep.add_argument("run_dir", help="a finished run's directory (it holds adapter/)")
     ep.add_argument("--out", required=True, help="the folder to write (new or empty)")
     ep.add_argument("--adapter-only", action="store_true", help="the LoRA adapter alone, not merged")
-    ep.add_argument("--force", action="store_true", help="replace --out if it is not empty")
+    ep.add_argument("--force", action="store_true",
+                    help="replace --out when it holds a previous export (never the run, a folder above it, your home "
+                         "folder or /)")
     ep.set_defaults(fn=cmd_export)
 
 

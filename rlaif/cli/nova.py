@@ -56,9 +56,11 @@ def add_parser(sub) -> None:
                          "and print how well they agree",
                          description="Export the recipe's reward Lambda, run it unchanged on the samples (its boto3 "
                                      "calls reach the recipe's judge through the local Converse gateway), score the "
-                                     "same samples with `rlaif judge score`, and print the agreement: mean and largest "
-                                     "absolute difference, identical rewards, Spearman's rank correlation, verdicts "
-                                     "flipped per criterion. Verdict mode on both sides gives identical rewards.")
+                                     "same samples with `rlaif judge score`, and print the agreement over the samples "
+                                     "both sides scored: mean and largest absolute difference, identical rewards, "
+                                     "Spearman's rank correlation, verdicts flipped per criterion (a pass is a score "
+                                     "above 0.5). Verdict mode on both sides gives identical rewards. Exit 1 when a "
+                                     "sample is missing on either side.")
     pp.add_argument("recipe")
     pp.add_argument("--samples", required=True,
                     help="reward-Lambda event samples, JSONL (as `rlaif judge score` reads)")
@@ -105,10 +107,22 @@ def cmd_parity(a) -> int:
         print(f"note: {n}", file=sys.stderr)
     print_parity(res)
     print(f"per sample: {out}/parity.jsonl; summary: {out}/parity.json", file=sys.stderr)
-    if a.max_mean_abs_diff is not None and res["mean_abs_diff"] > a.max_mean_abs_diff:
-        print(f"error: mean absolute difference {res['mean_abs_diff']} is above {a.max_mean_abs_diff}", file=sys.stderr)
-        return 1
-    return 0
+    failed = False
+    for side, key in (("the Lambda", "missing_in_lambda"), ("rlaif", "missing_in_rlaif")):
+        if res[key]:  # a sample one side leaves out is a parity failure, whatever the others say
+            print(f"error: {side} answered no valid result for {len(res[key])} sample(s), e.g. {res[key][0]!r}",
+                  file=sys.stderr)
+            failed = True
+    if a.max_mean_abs_diff is not None:
+        if res["mean_abs_diff"] is None:
+            print("error: no sample was scored by both sides without a judge failure: nothing to compare",
+                  file=sys.stderr)
+            failed = True
+        elif res["mean_abs_diff"] > a.max_mean_abs_diff:
+            print(f"error: mean absolute difference {res['mean_abs_diff']} is above {a.max_mean_abs_diff}",
+                  file=sys.stderr)
+            failed = True
+    return 1 if failed else 0
 
 
 def print_parity(res: dict) -> None:
@@ -119,9 +133,13 @@ def print_parity(res: dict) -> None:
                     f"judge {res['judge']}, {res['samples']} samples")
     t.add_column("measure")
     t.add_column("value", justify="right")
-    t.add_row("mean |Lambda - rlaif|", f"{res['mean_abs_diff']:.4f}")
-    t.add_row("max |Lambda - rlaif|", f"{res['max_abs_diff']:.4f}")
-    t.add_row("identical rewards", f"{res['identical']} / {res['samples']}")
+    def num(x):
+        return "n/a" if x is None else f"{x:.4f}"
+    t.add_row("missing in the Lambda / in rlaif", f"{len(res['missing_in_lambda'])} / {len(res['missing_in_rlaif'])}")
+    t.add_row("compared (no judge failure on either side)", f"{res['compared']} / {res['samples']}")
+    t.add_row("mean |Lambda - rlaif|", num(res["mean_abs_diff"]))
+    t.add_row("max |Lambda - rlaif|", num(res["max_abs_diff"]))
+    t.add_row("identical rewards", f"{res['identical']} / {res['compared']}")
     t.add_row("Spearman rank correlation", rho)
     t.add_row("judge failures (Lambda / rlaif)", f"{res['judge_failed']['lambda']} / {res['judge_failed']['rlaif']}")
     for c, f in res["flips"].items():

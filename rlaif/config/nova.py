@@ -9,6 +9,7 @@ Bedrock job configuration needs (`rlaif nova job-config`, rlaif/nova/job_config.
 |-------------------------------------|----------------------------------------------------------------------------|
 | epochCount                          | num_train_epochs                                                           |
 | batchSize (prompts per round)       | generation_batch_size = batchSize x trainingSamplePerPrompt completions;   |
+|                                     | per_device_train_batch_size (unless grpo: says) at most 8, and             |
 |                                     | gradient_accumulation_steps so one optimiser step sees the whole round     |
 | learningRate                        | learning_rate                                                              |
 | trainingSamplePerPrompt             | num_generations (the GRPO group size)                                      |
@@ -28,6 +29,10 @@ from pydantic import Field
 
 from rlaif.config.strict import Strict
 from rlaif.errors import UserError
+
+# completions a device takes per forward/backward when the recipe does not say (TRL's own default): Bedrock's batchSize
+# is a whole round (64 prompts x 8 samples = 512 completions), which one GPU cannot hold; accumulation covers the rest
+MAX_PER_DEVICE = 8
 
 # the ranges of Bedrock's API (botocore's RFTHyperParameters); `job-config` holds a recipe to them
 BEDROCK_RANGES = {"epochCount": (1, 50), "batchSize": (16, 512), "learningRate": (1e-7, 1e-3),
@@ -82,6 +87,14 @@ class NovaSpec(Strict):
     s3_prefix: str = "s3://<BUCKET>/<PREFIX>"
 
 
+def per_device_batch(completions: int, world_size: int) -> int:
+    """The largest per-device batch up to MAX_PER_DEVICE that the round divides into evenly (its processes x the
+    accumulation steps); the round's own share when none does (then the caller says the round is uneven)."""
+    share = max(1, completions // world_size)
+    return next((d for d in range(min(MAX_PER_DEVICE, share), 0, -1) if completions % (d * world_size) == 0),
+                math.ceil(completions / world_size))
+
+
 def grpo_settings(hp: NovaHyperparameters, grpo: dict, *, world_size: int = 1, has_eval: bool = False,
                   source: str = "<recipe>") -> tuple[dict, list[tuple[str, str, str]]]:
     """GRPOConfig keys from Bedrock's hyperparameters, and rows (bedrock, grpo, value) for the log/table."""
@@ -108,7 +121,7 @@ def grpo_settings(hp: NovaHyperparameters, grpo: dict, *, world_size: int = 1, h
         put("batchSize", "generation_batch_size", completions)
         per_device = grpo.get("per_device_train_batch_size")
         if per_device is None:
-            per_device = math.ceil(completions / world_size)
+            per_device = per_device_batch(completions, world_size)
             put("batchSize", "per_device_train_batch_size", per_device)
         accum, rem = divmod(completions, per_device * world_size)
         if rem:

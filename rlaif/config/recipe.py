@@ -20,7 +20,8 @@ from rlaif.config.audit import AuditSpec
 from rlaif.config.checks import Check
 from rlaif.config.judge import JudgeSpec
 from rlaif.config.nova import NovaSpec, grpo_settings
-from rlaif.config.rewards import RESERVED_NAMES, JudgeSourceSpec, LambdaSourceSpec, PythonSourceSpec, RewardSourceSpec
+from rlaif.config.rewards import (RESERVED_NAMES, JudgeSourceSpec, LambdaSettings, LambdaSourceSpec, PythonSourceSpec,
+                                  RewardSourceSpec)
 from rlaif.config.rollouts import RolloutsSpec, grpo_rollout_settings
 from rlaif.config.rubric import load_rubric
 from rlaif.config.strict import Strict
@@ -76,17 +77,9 @@ class EvalSpec(Strict):
         return self
 
 
-class RewardSpec(Strict):
+class RewardSpec(LambdaSettings):
     """Bring your Lambda: a Bedrock reward Lambda file as the reward, instead of rlaif's judge reward."""
     lambda_file: str | None = None  # a Python file with lambda_handler(event, context); running it is your choice
-    batch_size: int = Field(64, gt=0)  # samples per Lambda call (SageMaker's lambda_batch_size)
-    concurrency: int = Field(12, gt=0)  # Lambda calls at once (SageMaker's lambda_concurrency default)
-    timeout_s: float = Field(900.0, gt=0)  # what context.get_remaining_time_in_millis counts down from
-    on_error: Literal["none", "neutral"] = "neutral"
-    neutral_reward: float = 0.5
-    max_fail_rate: float = Field(0.5, gt=0, le=1)  # over the last 256 samples; the run stops above it
-    # serve Bedrock's Converse API on 127.0.0.1, backed by the recipe's judge, for the Lambda's boto3 calls
-    bedrock_gateway: bool = True
 
 
 class Recipe(Strict):
@@ -176,10 +169,8 @@ class Recipe(Strict):
             return list(self.rewards)
         if self.reward.lambda_file:
             r = self.reward
-            return [LambdaSourceSpec(kind="lambda", file=r.lambda_file, batch_size=r.batch_size,
-                                     concurrency=r.concurrency, timeout_s=r.timeout_s, on_error=r.on_error,
-                                     neutral_reward=r.neutral_reward, max_fail_rate=r.max_fail_rate,
-                                     bedrock_gateway=r.bedrock_gateway)]
+            return [LambdaSourceSpec(kind="lambda", file=r.lambda_file,
+                                     **r.model_dump(include=set(LambdaSettings.model_fields)))]
         return [JudgeSourceSpec(kind="judge")]
 
     @property
@@ -281,8 +272,9 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None, check_file
             raise UserError(f"{path}: {where}: {e}") from None
     for i, s in enumerate(recipe.rewards or []):
         if isinstance(s, PythonSourceSpec):
+            s._folder = str(path.resolve().parent)
             try:
-                s.load(search=(path.resolve().parent,))  # one that does not import stops the run now
+                s.check()  # a module that is not there stops the run now; its code runs only when the reward is built
             except ValueError as e:
                 raise UserError(f"{path}: rewards[{i}].function: {e}") from None
     if check_files:

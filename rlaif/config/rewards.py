@@ -10,17 +10,25 @@
 Sources combine as a weighted sum, or, when any source is `essential: true`, through a gate: a sample that fails
 an essential source (its reward below 0.5) gets 0, the others the weighted sum (rlaif/rewards/combined.py). Without
 `rewards:`, the reward is the recipe's judge (named `judge`), or its `reward.lambda_file` (named `lambda`), as
-before. A failed call gets the source's fallback and is counted, as the judge's are.
+before. A failed call is counted, as the judge's are; a sample that any source could not score is left out of a
+combined reward (None), whatever that source's own fallback (a Lambda's neutral 0.5 applies only when it is the
+whole reward).
 """
 from __future__ import annotations
 
+import ast
+import contextlib
 import importlib
+import importlib.machinery
+import importlib.util
 import os
 import re
 import sys
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import Field, model_validator
+from pydantic import Field, PrivateAttr, model_validator
 
 from rlaif.config.judge import JudgeSpec
 from rlaif.config.strict import Strict
@@ -70,22 +78,108 @@ class VerifiableSourceSpec(_Source):
         return self
 
 
+@contextlib.contextmanager
+def search_path(folders: tuple[str, ...]):
+    """sys.path with `folders` added at its end for the duration, and without them after (what the imported code
+    itself added stays): the `rlaif` command, unlike `python -m`, does not put the working directory there."""
+    added = [f for f in dict.fromkeys(folders) if f not in sys.path]
+    sys.path.extend(added)
+    try:
+        yield
+    finally:
+        for f in added:
+            if f in sys.path:
+                sys.path.remove(f)
+
+
+def _child(locations: list[str], name: str) -> SimpleNamespace | None:
+    """A package's submodule `name` in its folders, looked up as files (a regular package, a module file, else a
+    namespace package): importlib's finders would import the parents first."""
+    for loc in locations:
+        folder = Path(loc) / name
+        if (folder / "__init__.py").is_file():
+            return SimpleNamespace(origin=str(folder / "__init__.py"), submodule_search_locations=[str(folder)])
+        for suffix in importlib.machinery.all_suffixes():
+            if (Path(loc) / f"{name}{suffix}").is_file():
+                return SimpleNamespace(origin=str(Path(loc) / f"{name}{suffix}"), submodule_search_locations=None)
+    folders = [str(Path(loc) / name) for loc in locations if (Path(loc) / name).is_dir()]
+    return SimpleNamespace(origin=None, submodule_search_locations=folders) if folders else None
+
+
+def find_module(name: str):
+    """Where `name` would be imported from (its spec: `origin`, `submodule_search_locations`), or None; found
+    without running any of its code, nor its packages' `__init__` (importlib.util.find_spec imports the parents
+    of a dotted name)."""
+    parts = name.split(".")
+    try:
+        spec = importlib.util.find_spec(parts[0])  # a top-level name is found without running anything
+    except (ImportError, ValueError):
+        return None
+    for i in range(1, len(parts)):
+        module = sys.modules.get(".".join(parts[:i + 1]))  # imported already (os.path is no file of os's)
+        if module is not None:
+            spec = getattr(module, "__spec__", None) or SimpleNamespace(origin=None, submodule_search_locations=None)
+        elif spec is None or not spec.submodule_search_locations:
+            return None
+        else:
+            spec = _child(list(spec.submodule_search_locations), parts[i])
+    return spec
+
+
+def may_define(spec, name: str) -> bool:
+    """False only when the module's source plainly binds no `name` anywhere (no def, class, assignment or import of
+    it, no `import *`, no module `__getattr__`); True when that cannot be told without running it."""
+    origin = getattr(spec, "origin", None)
+    if not origin or not origin.endswith(".py"):
+        return True
+    try:
+        tree = ast.parse(Path(origin).read_bytes())
+    except (OSError, SyntaxError, ValueError):
+        return True  # importing it will say what is wrong
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) \
+                and node.name in (name, "__getattr__"):
+            return True
+        if isinstance(node, ast.Name) and node.id == name and isinstance(node.ctx, ast.Store):
+            return True
+        if isinstance(node, (ast.Import, ast.ImportFrom)) and any(
+                a.name == "*" or (a.asname or a.name.split(".")[0]) == name for a in node.names):
+            return True
+    return False
+
+
 class PythonSourceSpec(_Source):
     """A function with TRL's reward-callable signature: `fn(prompts, completions, **columns) -> list[float|None]`,
-    sync or async, given as `module:function` (the module importable from the working directory)."""
+    sync or async, given as `module:function` (the module importable from the working directory, the recipe's
+    folder or sys.path). Loading the recipe only finds the module (`check`); its code runs when the reward is
+    built (`load`), by the commands that score with it."""
     kind: Literal["python"]
     function: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    _folder: str | None = PrivateAttr(None)  # the recipe's folder, set by load_recipe: the module is looked for there
+
+    def _search(self, search: tuple[str | os.PathLike, ...]) -> tuple[str, ...]:
+        return (os.getcwd(), *([self._folder] if self._folder else []), *map(str, search))
+
+    def check(self, search: tuple[str | os.PathLike, ...] = ()) -> None:
+        """A ValueError that says why when the module cannot be found or plainly has no such function; runs none of
+        the module's code."""
+        module, _, name = self.function.partition(":")
+        with search_path(self._search(search)):
+            spec = find_module(module)
+        if spec is None:
+            raise ValueError(f"{self.function}: cannot import {module}: no module named {module!r} in the working "
+                             "directory, the recipe's folder or sys.path")
+        if not may_define(spec, name):
+            raise ValueError(f"{self.function}: {module} has no {name}")
 
     def load(self, search: tuple[str | os.PathLike, ...] = ()):
-        """The function; a ValueError that says why when it cannot be imported or is not callable. The module is
-        looked for in the working directory and the `search` folders (the recipe's) as well as on sys.path: the
-        `rlaif` command, unlike `python -m`, does not put the working directory there."""
+        """The function, imported now (the module's code runs); a ValueError that says why when it cannot be
+        imported or is not callable. The module is looked for in the working directory and the recipe's folder as
+        well as on sys.path, which is as it was afterwards."""
         module, _, name = self.function.partition(":")
-        for folder in (os.getcwd(), *map(str, search)):
-            if folder not in sys.path:
-                sys.path.append(folder)
         try:
-            fn = getattr(importlib.import_module(module), name)
+            with search_path(self._search(search)):
+                fn = getattr(importlib.import_module(module), name)
         except ImportError as e:
             raise ValueError(f"{self.function}: cannot import {module}: {e}") from None
         except AttributeError:
@@ -97,19 +191,27 @@ class PythonSourceSpec(_Source):
         return fn
 
 
-class LambdaSourceSpec(_Source):
+class LambdaSettings(Strict):
+    """How a Bedrock reward Lambda file is called: a `rewards:` source, or the recipe's `reward.lambda_file`."""
+    batch_size: int = Field(64, gt=0)  # samples per Lambda call (SageMaker's lambda_batch_size)
+    concurrency: int = Field(12, gt=0)  # Lambda calls at once (SageMaker's lambda_concurrency default)
+    # a call still running after this is cut and its batch counted as failed (the Lambda's timeout on AWS);
+    # context.get_remaining_time_in_millis counts down from it
+    timeout_s: float = Field(900.0, gt=0, allow_inf_nan=False)
+    # what a sample the Lambda did not answer gets when the Lambda is the whole reward (Bedrock's contract is 0.5);
+    # in a combined reward such a sample is left out (None) whatever this says
+    on_error: Literal["none", "neutral"] = "neutral"
+    neutral_reward: float = Field(0.5, ge=0, le=1)
+    max_fail_rate: float = Field(0.5, gt=0, le=1)  # over the last 256 samples; the run stops above it
+    # serve Bedrock's Converse API on 127.0.0.1, backed by the recipe's judge, for the Lambda's boto3 calls
+    bedrock_gateway: bool = True
+
+
+class LambdaSourceSpec(_Source, LambdaSettings):
     """A Bedrock reward Lambda file (`lambda_handler(event, context)`), called with Bedrock's event."""
     kind: Literal["lambda"]
     name: str = Field("lambda", pattern=NAME)
     file: str
-    batch_size: int = Field(64, gt=0)  # samples per Lambda call (SageMaker's lambda_batch_size)
-    concurrency: int = Field(12, gt=0)  # Lambda calls at once (SageMaker's lambda_concurrency default)
-    timeout_s: float = Field(900.0, gt=0)  # what context.get_remaining_time_in_millis counts down from
-    on_error: Literal["none", "neutral"] = "neutral"
-    neutral_reward: float = 0.5
-    max_fail_rate: float = Field(0.5, gt=0, le=1)  # over the last 256 samples; the run stops above it
-    # serve Bedrock's Converse API on 127.0.0.1, backed by the recipe's judge, for the Lambda's boto3 calls
-    bedrock_gateway: bool = True
 
 
 RewardSourceSpec = Annotated[Union[JudgeSourceSpec, VerifiableSourceSpec, PythonSourceSpec, LambdaSourceSpec],

@@ -6,8 +6,10 @@ reward is `rlaif judge score` with the recipe as given. Verdict mode on both sid
 Lambda carries rlaif's reward code whole); a logprob recipe is compared with the verdict-mode Lambda, and the
 agreement says how far the local reward is from the one Bedrock computes.
 
-Agreement: mean and largest absolute difference of `aggregate_reward_score`, the share of identical rewards,
-Spearman's rank correlation, and per criterion the verdicts that flip (score >= 0.5 on one side, < 0.5 on the other).
+Agreement, over the samples both sides scored (a judge failure on either side is counted apart, not compared):
+mean and largest absolute difference of `aggregate_reward_score`, the share of identical rewards, Spearman's rank
+correlation, and per criterion the verdicts that flip (a pass, score above 0.5 as rlaif's pass rates count it, on
+one side only). A sample one side did not answer is listed as missing on that side, and fails the command.
 """
 from __future__ import annotations
 
@@ -51,32 +53,46 @@ def side_of(result: dict) -> Side:
                 {m["name"]: float(m["value"]) for m in metrics if m.get("type") == "Reward"})
 
 
+def passes(score: float) -> bool:
+    """A criterion's pass, as every pass rate in rlaif counts it: a score above 0.5."""
+    return score > 0.5
+
+
 def agreement(lambda_out: dict[str, dict], rlaif_out: dict[str, dict], criteria: list[str]) -> tuple[dict, list]:
-    """(the summary, one row per sample) of the two sides' answers, keyed by sample id."""
+    """(the summary, one row per sample both sides answered) of the two sides' answers, keyed by sample id.
+
+    Samples only one side answered are listed (`missing_in_lambda`, `missing_in_rlaif`); the reward measures (mean
+    and largest difference, identical, Spearman) are over the samples both sides scored without a judge failure
+    (`compared`): a failure's neutral 0.5 on both sides is no agreement."""
     ids = [i for i in rlaif_out if i in lambda_out]
     lam = {i: side_of(lambda_out[i]) for i in ids}
     ours = {i: side_of(rlaif_out[i]) for i in ids}
-    diffs = np.array([abs(lam[i].reward - ours[i].reward) for i in ids]) if ids else np.zeros(0)
+    both = [i for i in ids if not lam[i].failed and not ours[i].failed]
+    diffs = np.array([abs(lam[i].reward - ours[i].reward) for i in both]) if both else np.zeros(0)
     flips = {c: {"judged_by_both": 0, "pass_in_lambda_only": 0, "pass_in_rlaif_only": 0} for c in criteria}
     rows = []
-    for i, d in zip(ids, diffs):
+    for i in ids:
         flipped = []
         for c in criteria:
             a, b = lam[i].criteria.get(c), ours[i].criteria.get(c)
             if a is None or b is None:
                 continue
             flips[c]["judged_by_both"] += 1
-            if (a >= 0.5) != (b >= 0.5):
-                flips[c]["pass_in_lambda_only" if a >= 0.5 else "pass_in_rlaif_only"] += 1
+            if passes(a) != passes(b):
+                flips[c]["pass_in_lambda_only" if passes(a) else "pass_in_rlaif_only"] += 1
                 flipped.append(c)
-        rows.append({"id": i, "lambda_reward": lam[i].reward, "rlaif_reward": ours[i].reward, "abs_diff": round(d, 6),
+        rows.append({"id": i, "lambda_reward": lam[i].reward, "rlaif_reward": ours[i].reward,
+                     "abs_diff": round(abs(lam[i].reward - ours[i].reward), 6), "compared": i in both,
                      "lambda_judge_failed": lam[i].failed, "rlaif_judge_failed": ours[i].failed, "flipped": flipped})
     summary = {
         "samples": len(ids),
-        "mean_abs_diff": round(float(diffs.mean()), 6) if ids else None,
-        "max_abs_diff": round(float(diffs.max()), 6) if ids else None,
+        "compared": len(both),
+        "missing_in_lambda": [i for i in rlaif_out if i not in lambda_out],
+        "missing_in_rlaif": [i for i in lambda_out if i not in rlaif_out],
+        "mean_abs_diff": round(float(diffs.mean()), 6) if both else None,
+        "max_abs_diff": round(float(diffs.max()), 6) if both else None,
         "identical": int((diffs < SAME).sum()),
-        "spearman": spearman([lam[i].reward for i in ids], [ours[i].reward for i in ids]),
+        "spearman": spearman([lam[i].reward for i in both], [ours[i].reward for i in both]),
         "judge_failed": {"lambda": sum(s.failed for s in lam.values()), "rlaif": sum(s.failed for s in ours.values())},
         "flips": flips,
     }

@@ -1,7 +1,8 @@
 """`rlaif judge rescore RUN_DIR --judge OTHER.yaml`: the completions a run was rewarded for, judged again by
 another judge (or the same judge with another rubric), after the fact.
 
-The training judge's verdicts are in the run's judgment logs, with each completion and its step; the prompts are
+The training judge's verdicts are in the run's judgment logs (the rows of its first judge source, by name), with each
+completion, its step and the process that logged it (a GRPO group may span processes); the prompts are
 the run's training records (by id). Each logged sample (all, or `per_step` of each step, drawn with a fixed seed)
 goes to the other judge, and per step the two judges' pass rates and their agreement are written, with the run's
 regex (`eval.truth_regex`) beside them when it has one. A training judge that drifts away from the other judge as
@@ -36,21 +37,48 @@ def run_recipe(run_dir: Path) -> dict:
     return json.loads(path.read_text())
 
 
+def training_source(run: dict, run_dir: Path) -> str:
+    """The name of the run's judge source whose verdicts are re-scored: its first (the one whose numbers are
+    `judge/*`); `judge` for a run without `rewards:` (its judge alone)."""
+    rewards = run.get("rewards")
+    if not rewards:
+        if (run.get("reward") or {}).get("lambda_file"):
+            raise UserError(f"{run_dir}: the run's reward is a Lambda file, no judge source: nothing to re-score")
+        return "judge"
+    judges = [r.get("name", "judge") for r in rewards if r.get("kind") == "judge"]
+    if not judges:
+        raise UserError(f"{run_dir}: the run has no judge source: its rewards are "
+                        f"{', '.join(str(r.get('name')) for r in rewards)}; nothing to re-score")
+    return judges[0]
+
+
+def log_rank(log: Path) -> int:
+    """The training process that wrote a judgment log: judgments.jsonl is rank 0's, judgments.rankN.jsonl rank N's."""
+    m = re.fullmatch(r"judgments\.rank(\d+)\.jsonl", log.name)
+    return int(m.group(1)) if m else 0
+
+
 def logged_samples(run_dir: Path) -> list[dict]:
-    """One entry per judged training sample: {step, sample_id, completion, reward} from the judge's rows."""
+    """One entry per judged training sample: {rank, step, sample_id, completion, reward} from the rows of the run's
+    training judge source (by its name, from the run's recipe; `judge` without one). Keyed by the process too: the
+    processes of a GRPO group that spans them each log their own `record#0` at the same step."""
     logs = run_logs(run_dir)
     if not logs:
         raise UserError(f"{run_dir}: no judgments.jsonl: the run logged no judgments to re-score (the judgment log "
                         "is written by every run with a judge reward)")
+    recipe = Path(run_dir) / "recipe.resolved.json"
+    source = training_source(json.loads(recipe.read_text()), run_dir) if recipe.exists() else "judge"
     by_key: dict[tuple, dict] = {}
     for log in logs:
+        rank = log_rank(log)
         for n, row in enumerate(read_jsonl(log), start=1):
-            if row.get("source", "judge") != "judge" or str(row.get("criterion", "")).startswith("check:"):
+            # rows written before sources were tagged are the judge's
+            if row.get("source", "judge") != source or str(row.get("criterion", "")).startswith("check:"):
                 continue
             if not {"step", "sample_id", "completion"} <= row.keys():
                 raise UserError(f"{log}:{n}: a judgment without step, sample_id or completion: not rlaif's log")
-            key = (row["step"], row["sample_id"])
-            entry = by_key.setdefault(key, {"step": row["step"], "sample_id": row["sample_id"],
+            key = (rank, row["step"], row["sample_id"])
+            entry = by_key.setdefault(key, {"rank": rank, "step": row["step"], "sample_id": row["sample_id"],
                                             "completion": row["completion"], "reward": None, "error": None})
             if row.get("error"):
                 entry["error"] = row["error"]
@@ -67,7 +95,7 @@ def pick(samples: list[dict], per_step: int | None, seed: int = 0) -> list[dict]
     rng = random.Random(seed)
     out = []
     for step in sorted(steps):
-        group = sorted(steps[step], key=lambda s: s["sample_id"])
+        group = sorted(steps[step], key=lambda s: (s["sample_id"], s.get("rank", 0)))
         out += group if per_step is None or len(group) <= per_step else rng.sample(group, per_step)
     return out
 
@@ -112,6 +140,7 @@ def rescore(run_dir: str | Path, other: Recipe, judge_url: str, *, per_step: int
             name: str | None = None, seed: int = 0) -> dict:
     run_dir = Path(run_dir)
     run = run_recipe(run_dir)
+    source = training_source(run, run_dir)
     samples = pick(logged_samples(run_dir), per_step, seed)
     if not samples:
         raise UserError(f"{run_dir}: the judgment logs hold no judged sample without an error")
@@ -130,7 +159,7 @@ def rescore(run_dir: str | Path, other: Recipe, judge_url: str, *, per_step: int
     judge = make_judge(other, judge_url, judgment_log=out / "judgments.jsonl")
     try:
         verdicts = judge.score_sync([
-            Sample(f"{s['sample_id']}@{s['step']}", records[s["sample_id"].rpartition("#")[0]]["prompt"],
+            Sample(f"{s['sample_id']}@{s['step']}" + (f"@rank{s['rank']}" if s["rank"] else ""), records[s["sample_id"].rpartition("#")[0]]["prompt"],
                    s["completion"], record_metadata(records[s["sample_id"].rpartition("#")[0]])) for s in samples])
     finally:
         judge.close()
@@ -138,7 +167,7 @@ def rescore(run_dir: str | Path, other: Recipe, judge_url: str, *, per_step: int
     rule = re.compile(truth) if truth else None
     rows = []
     for s, v in zip(samples, verdicts):
-        row = {"step": s["step"], "sample_id": s["sample_id"], "completion": s["completion"],
+        row = {"step": s["step"], "rank": s["rank"], "sample_id": s["sample_id"], "completion": s["completion"],
                "train_reward": s["reward"], "train_pass": s["reward"] > 0.5, "other_reward": v.reward,
                "other_pass": None if v.reward is None else v.reward > 0.5}
         if rule is not None:
@@ -146,7 +175,10 @@ def rescore(run_dir: str | Path, other: Recipe, judge_url: str, *, per_step: int
         rows.append(row)
     steps = agreement_by_step(rows)
     judged = [r for r in rows if r["other_pass"] is not None]
-    summary = {"run": str(run_dir), "training_judge": run["judge"]["model"], "other_judge": other.judge.model,
+    spec = next((r for r in run.get("rewards") or [] if r.get("kind") == "judge" and r.get("name") == source), {})
+    summary = {"run": str(run_dir), "training_source": source,
+               "training_judge": (spec.get("judge") or run["judge"])["model"],
+               "other_judge": other.judge.model,
                "other_recipe": other.source, "samples": len(rows), "per_step": per_step,
                "other_failures": len(rows) - len(judged),
                "agreement": mean([r["train_pass"] == r["other_pass"] for r in judged]),

@@ -3,14 +3,16 @@
 A judge that is 97% accurate can still be badly over-confident: its raw P(pass) on its 3% of mistakes is often
 0.999, and GRPO's advantages inherit that. `rlaif judge audit --calibrate` fits, per criterion, either a
 temperature on the logit (p' = sigmoid(logit(p) / T), one number, enough for a few hundred labels) or an isotonic
-map (pool-adjacent-violators, monotone, for 500 labels or more), on half of the labels, and reports reliability on
-the other half: expected calibration error (ECE, 10 equal-width bins) and the Brier score, before and after. The
-file it writes is read by `judge.calibration:`, which refuses a file fitted for another judge model or rubric.
+map (pool-adjacent-violators over tie-pooled scores, monotone, for 500 labels or more), on a seeded random half
+of the labels, and reports reliability on the other half: expected calibration error (ECE, 10 equal-width bins)
+and the Brier score, before and after. The file it writes is read by `judge.calibration:`, which refuses a file
+fitted for another judge model or rubric.
 """
 from __future__ import annotations
 
 import json
 import math
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +20,8 @@ from rlaif.errors import UserError
 
 EPS = 1e-6
 MIN_ISOTONIC = 500  # labels in the fitting half from which the isotonic map is chosen over a temperature
-MIN_LABELS = 20  # fewer labelled scores than this per criterion fit nothing worth having
+MIN_LABELS = 200  # per criterion: below 100 to fit and 100 to hold out, neither the fit nor its ECE means much
+SPLIT_SEED = 0  # the fit / held-out split is a seeded shuffle: a label file's order (periodic, sorted) biases no half
 
 
 def _logit(p: float) -> float:
@@ -61,10 +64,18 @@ def fit_temperature(p: list[float], y: list[bool]) -> float:
 def fit_isotonic(p: list[float], y: list[bool]) -> tuple[list[float], list[float]]:
     """Pool-adjacent-violators: the non-decreasing step function of p closest to the labels; returned as the
     blocks' mean p (x) and pass rate (y), applied by linear interpolation between them."""
-    pts = sorted(zip(p, (float(t) for t in y)))
+    # Equal raw scores are one point (their pass rate, weighted by their count) before PAV: sorted one by one,
+    # a tie's fails would merge downwards and its passes stand alone at 1.0 (a saturated judge's 0.999 with 10%
+    # mistakes would map to 1.0, the over-confidence this exists to remove).
+    tied: dict[float, list[float]] = {}
+    for x, t in zip(p, y):
+        tied.setdefault(x, [0.0, 0.0])
+        tied[x][0] += float(t)
+        tied[x][1] += 1.0
     blocks: list[list[float]] = []  # [sum_x, sum_y, n]
-    for x, t in pts:
-        blocks.append([x, t, 1.0])
+    for x in sorted(tied):
+        sy, n = tied[x]
+        blocks.append([x * n, sy, n])
         while len(blocks) > 1 and blocks[-2][1] / blocks[-2][2] >= blocks[-1][1] / blocks[-1][2]:
             sx, sy, n = blocks.pop()
             blocks[-1][0] += sx
@@ -121,16 +132,25 @@ class Calibration:
                 "reliability": reliability or {}}
 
 
+def split(p: list[float], y: list[bool]) -> tuple[list[float], list[bool], list[float], list[bool]]:
+    """(p_fit, y_fit, p_heldout, y_heldout): a seeded shuffle of the indices, the first half (rounded up) fits."""
+    order = list(range(len(p)))
+    random.Random(SPLIT_SEED).shuffle(order)
+    half = (len(order) + 1) // 2
+    fit_i, out_i = order[:half], order[half:]
+    return [p[i] for i in fit_i], [y[i] for i in fit_i], [p[i] for i in out_i], [y[i] for i in out_i]
+
+
 def fit(judge_model: str, rubric: str, scores: dict[str, tuple[list[float], list[bool]]],
         method: str = "auto") -> tuple[Calibration, dict]:
-    """A calibration fitted on the even-indexed labels of each criterion, and its reliability on the odd ones
-    (held out): {criterion: {method, n_fit, n_heldout, ece_before, ece_after, brier_before, brier_after}}."""
+    """A calibration fitted on a seeded random half of each criterion's labels, and its reliability on the other
+    half (held out): {criterion: {method, n_fit, n_heldout, ece_before, ece_after, brier_before, brier_after}}."""
     cal, report = Calibration(judge_model, rubric), {}
     for name, (p, y) in scores.items():
         if len(p) < MIN_LABELS:
             raise UserError(f"calibration: criterion '{name}' has {len(p)} labelled scores; at least {MIN_LABELS} "
                             "are needed (half fit, half held out)")
-        p_fit, y_fit, p_out, y_out = p[0::2], y[0::2], p[1::2], y[1::2]
+        p_fit, y_fit, p_out, y_out = split(p, y)
         if len(set(y_fit)) < 2:
             raise UserError(f"calibration: criterion '{name}': the labels are all {y_fit[0]}; a calibration needs "
                             "both passes and fails")

@@ -49,8 +49,10 @@ def group_alive(pgid: int) -> bool:
 
 
 def watch(watched: int, started: str | None, pgid: int) -> None:
+    """`started`: the watched process's start time when the reaper began, None when it was gone already (then
+    the group goes at once: a gone trainer's start time, None, would otherwise equal it for ever)."""
     while group_alive(pgid):
-        if start_time(watched) != started:  # the trainer is gone: nothing will stop its judge but us
+        if started is None or start_time(watched) != started:  # the trainer is gone: only we will stop its judge
             for sig in (signal.SIGTERM, signal.SIGKILL):
                 try:
                     os.killpg(pgid, sig)

@@ -12,12 +12,13 @@ def aggregate_scores(scores: dict, criteria: list, aggregation: str, formula_tre
 
     weighted_mean: sum(w * s) / sum(w). gate: 0 if any essential criterion scores below 0.5, else the weighted
     mean of the others. formula: the rubric's expression (parsed once, when the rubric was loaded), clipped to
-    [0, 1]."""
+    [0, 1]; where it has no real value (log(0), sqrt or a fractional power of a negative number, an overflow) the
+    reward is 0: the formula's own edge case, not a judge failure, and never an exception."""
     if aggregation == "formula":
         try:
             value = evaluate(formula_tree, scores)
-        except (ValueError, ZeroDivisionError, OverflowError):
-            return 0.0  # e.g. log(0): the formula's own edge case, not a judge failure
+        except (ValueError, ArithmeticError):  # ZeroDivisionError and OverflowError are ArithmeticErrors
+            return 0.0
         return min(1.0, max(0.0, value))
     if aggregation == "gate":
         if any(scores[name] < 0.5 for name, _, essential in criteria if essential):

@@ -53,7 +53,18 @@ def parse(text: str, names: set[str]) -> ast.Expression:
     return tree
 
 
+def real(v) -> float:
+    """v, refused (FormulaError, a ValueError) when it is no real number: Python gives a complex number for a
+    negative number to a fractional power, and NaN for inf - inf; min and max would raise on the first and pass
+    the second on."""
+    if isinstance(v, complex) or v != v:
+        raise FormulaError("the formula's value is not a real number")
+    return v
+
+
 def evaluate(tree: ast.Expression, values: dict[str, float]) -> float:
+    """The formula's value; a ValueError (a math domain error, a value that is not real), ZeroDivisionError or
+    OverflowError (ArithmeticError) when it has none: the caller decides what that edge case is worth."""
     def ev(n):
         if isinstance(n, ast.Expression):
             return ev(n.body)
@@ -65,8 +76,8 @@ def evaluate(tree: ast.Expression, values: dict[str, float]) -> float:
             v = ev(n.operand)
             return -v if isinstance(n.op, ast.USub) else v
         if isinstance(n, ast.BinOp):
-            return BINOPS[type(n.op)](ev(n.left), ev(n.right))
+            return real(BINOPS[type(n.op)](ev(n.left), ev(n.right)))
         if isinstance(n, ast.Call):
-            return float(FUNCS[n.func.id](*[ev(a) for a in n.args]))
+            return real(float(FUNCS[n.func.id](*[ev(a) for a in n.args])))
         raise FormulaError(f"cannot evaluate {ast.unparse(n)}")
     return ev(tree)

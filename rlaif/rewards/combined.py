@@ -4,7 +4,9 @@ is essential (a sample that fails an essential source, its reward below 0.5, get
 TRL sees this one reward function rather than one per source, for a reason: TRL sums its functions with
 `nansum`, so a sample whose judgment failed (None) while a rule scored it would be trained on the rule's share
 alone, as if the judge had said 0. Here such a sample gets None and is left out of its group, as it is when the
-judge is the only source. Each source's own numbers are still logged (`reward/<name>/mean`, pass and fail rates)
+judge is the only source; so does a sample a source failed on whose fallback is a number (a Lambda's neutral 0.5,
+which only a Lambda that is the whole reward answers, as Bedrock's contract has it): a failure never becomes a
+share of the sum. Each source's own numbers are still logged (`reward/<name>/mean`, pass and fail rates)
 and each gets a column of the completions table.
 """
 from __future__ import annotations
@@ -54,16 +56,17 @@ class CombinedSource:
             return await src.score(samples, step, state=state)
         except Exception as e:
             log.exception("reward source %s failed for a whole batch: %s", src.name, e)
-            return Scored(src.fail_batch(len(samples)))
+            return Scored(src.fail_batch(len(samples)), failed=[True] * len(samples))
 
     async def score(self, samples: list[Sample], step: int | None = None, state=None) -> Scored:
         parts = await asyncio.gather(*[self._part(s, samples, step, state) for s in self.sources])
+        own = [p.scored() for p in parts]  # a failure is None here, whatever the source's fallback
         gated0 = self.gated
-        rewards = [self.combine([p.rewards[i] for p in parts]) for i in range(len(samples))]
+        rewards = [self.combine([r[i] for r in own]) for i in range(len(samples))]
         metrics, columns = {}, {}
-        for src, part in zip(self.sources, parts):
-            metrics |= part.metrics | source_metrics(src.name, part.rewards)
-            columns |= part.columns | {src.name: part.rewards}
+        for src, part, scored in zip(self.sources, parts, own):
+            metrics |= part.metrics | source_metrics(src.name, scored)
+            columns |= part.columns | {src.name: scored}
         if any(self.essential):
             metrics["reward/gated_rate"] = (self.gated - gated0) / max(1, len(samples))
         return Scored(rewards, metrics, columns)

@@ -9,7 +9,10 @@ rlaif calls `lambda_handler` batch-wise with the event Bedrock sends: a list of 
 own graders read either. `aggregate_reward_score` becomes the reward; every `metrics_list` entry is logged as
 `lambda/<name>`. A handler that raises, answers out of shape, or leaves a sample out is counted, logged and
 answered with the recipe's fallback (None: left out of its group; or a neutral value), never raised into the
-trainer. The handler runs in worker threads (`reward.concurrency` calls at once), off the trainer's event loop. Running a file of Python is the recipe's explicit choice: nothing else in rlaif executes user code.
+trainer. The handler runs in worker threads (`reward.concurrency` calls at once), off the trainer's event loop; a
+call that has not returned after `timeout_s` is cut (as AWS stops a Lambda at its timeout) and its batch counted as
+failed. Running a file of Python is the recipe's explicit choice, as is a `kind: python` reward function; rlaif
+runs no other user code.
 """
 from __future__ import annotations
 
@@ -17,14 +20,16 @@ import asyncio
 import importlib.util
 import logging
 import math
+import queue
 import statistics
 import sys
+import threading
 import time
 import traceback
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from rlaif.common.env import scoped_env
 from rlaif.common.failure_window import FailureWindow, fallback_value
 from rlaif.common.stats import percentile
 from rlaif.data.samples import Sample
@@ -135,14 +140,19 @@ class LambdaSource:
     def __init__(self, path: str | Path, *, batch_size: int = 64, concurrency: int = 12, timeout_s: float = 900.0,
                  on_error: str = "neutral", neutral_reward: float = 0.5, max_fail_rate: float = 0.5,
                  fail_window: int = 256, min_calls: int = 32,
-                 judgment_log: Path | JudgmentLog | SourceLog | None = None, name: str = "lambda"):
+                 judgment_log: Path | JudgmentLog | SourceLog | None = None, name: str = "lambda",
+                 env: dict[str, str] | None = None, env_defaults: dict[str, str] | None = None):
         self.name = name  # TRL's metric: rewards/<name>/mean
         self.path = Path(path)
-        self.handler = load_handler(path)
+        # what the Lambda's own code reads from the environment (the local Bedrock gateway for its boto3, dummy
+        # credentials where the user has none): set while it is imported and while it runs, not for the process
+        self.env, self.env_defaults = dict(env or {}), dict(env_defaults or {})
+        with scoped_env(self.env, self.env_defaults):
+            self.handler = load_handler(path)
         self.batch_size, self.concurrency, self.timeout_s = batch_size, concurrency, timeout_s
         self.on_error, self.neutral_reward = on_error, neutral_reward
         self.judgments = as_log(judgment_log)
-        self.totals = {"calls": 0, "samples": 0, "errors": 0, "fallbacks": 0}
+        self.totals = {"calls": 0, "samples": 0, "errors": 0, "fallbacks": 0, "timeouts": 0}
         self.latencies: list[float] = []
         self.failures = FailureWindow(max_fail_rate, lambda rate, n: f"reward Lambda failed for {rate:.0%} of the "
                                       f"last {n} samples, above reward.max_fail_rate {max_fail_rate:.0%}",
@@ -157,17 +167,51 @@ class LambdaSource:
         t0 = time.perf_counter()
         try:
             out = self.handler(batch, LambdaContext(self.path.stem, self.timeout_s))
-        except Exception as e:
+        except BaseException as e:  # SystemExit too: its worker thread must answer, not wait out timeout_s
             tb = traceback.format_exc(limit=4)
             return {}, [f"lambda_handler raised {type(e).__name__}: {e}\n{tb}"], time.perf_counter() - t0
         good, problems = check_response(out, batch)
         return good, problems, time.perf_counter() - t0
 
-    def score_event(self, event: list[dict], step: int | None = None) -> tuple[list[float | None], dict]:
+    def _invoke_all(self, batches: list[list[dict]]) -> list[tuple[dict[str, dict], list[str], float]]:
+        """Each batch's `_invoke`, `concurrency` at once, each in a daemon thread of its own; a call still running
+        after `timeout_s` is cut: its batch is answered as failed, and its thread is left behind (Python cannot
+        stop a thread; being a daemon, it neither holds this call nor the process's exit)."""
+        results: list = [None] * len(batches)
+        done: queue.SimpleQueue = queue.SimpleQueue()
+        todo, running = list(range(len(batches))), {}  # running: batch index -> its start time
+
+        def work(i: int) -> None:
+            done.put((i, self._invoke(batches[i])))
+        while todo or running:
+            while todo and len(running) < max(1, self.concurrency):
+                i = todo.pop(0)
+                running[i] = time.perf_counter()
+                threading.Thread(target=work, args=(i,), daemon=True, name=f"lambda-{self.name}-{i}").start()
+            first_deadline = min(running.values()) + self.timeout_s
+            try:
+                i, result = done.get(timeout=max(0.0, first_deadline - time.perf_counter()))
+                if i in running:
+                    del running[i]
+                    results[i] = result
+            except queue.Empty:
+                pass
+            now = time.perf_counter()
+            for i, t0 in [(i, t0) for i, t0 in running.items() if now - t0 >= self.timeout_s]:
+                del running[i]
+                self.totals["timeouts"] += 1
+                results[i] = ({}, [f"lambda_handler did not return within reward timeout_s {self.timeout_s:g}: "
+                                   "cut, its batch failed"], now - t0)
+        return results
+
+    def score_event(self, event: list[dict], step: int | None = None) -> tuple[list[float | None], dict, list[bool]]:
+        """(rewards, the batch's metrics, which samples failed): a failed sample's reward is the fallback."""
         batches = [event[i:i + self.batch_size] for i in range(0, len(event), self.batch_size)]
-        with ThreadPoolExecutor(max_workers=max(1, min(self.concurrency, len(batches)))) as pool:
-            results = list(pool.map(self._invoke, batches))
+        timeouts0 = self.totals["timeouts"]
+        with scoped_env(self.env, self.env_defaults):
+            results = self._invoke_all(batches)
         rewards: list[float | None] = []
+        failed: list[bool] = []
         metric_values: dict[str, list[float]] = {}
         rows, batch_errors, n_fallback = [], 0, 0
         fallback = self.fallback
@@ -188,6 +232,7 @@ class LambdaSource:
                 reward = got["score"] if ok else fallback
                 n_fallback += not ok
                 rewards.append(reward)
+                failed.append(not ok)
                 for m in (got["metrics"] if ok else []):
                     metric_values.setdefault(m["name"], []).append(float(m["value"]))
                 rows.append({"time": now, "step": step, "sample_id": s["id"], "criterion": "lambda",
@@ -203,12 +248,13 @@ class LambdaSource:
         batch_metrics |= {"lambda/calls": float(len(batches)),
                           "lambda/error_rate": batch_errors / max(1, len(batches)),
                           "lambda/fallback_rate": n_fallback / max(1, len(event)),
-                          "lambda/latency_max_s": max((r[2] for r in results), default=0.0)}
-        return rewards, batch_metrics
+                          "lambda/latency_max_s": max((r[2] for r in results), default=0.0),
+                          "lambda/timeouts": float(self.totals["timeouts"] - timeouts0)}
+        return rewards, batch_metrics, failed
 
     async def score(self, samples: list[Sample], step: int | None = None, state=None) -> Scored:
-        rewards, metrics = await asyncio.to_thread(self.score_event, event_of(samples), step)
-        return Scored(rewards, dict(sorted(metrics.items())))
+        rewards, metrics, failed = await asyncio.to_thread(self.score_event, event_of(samples), step)
+        return Scored(rewards, dict(sorted(metrics.items())), failed=failed)
 
     def fail_batch(self, n: int) -> list[float | None]:
         """A batch that failed before the Lambda was called: counted, and the fallback."""

@@ -4,7 +4,8 @@ A source scores `Sample`s (the prompt, the completion, the record's metadata wit
 answers one reward per sample (None: left out of its group, TRL's convention for a failed judgment), the metrics
 of the batch, and extra columns for TRL's completions table. It counts its failures in a `FailureWindow`, whose
 `stop_reason` stops training at the end of the step. It never raises for a bad reply; when a whole batch cannot
-be scored (a bug), `fail_batch` counts that and gives the fallback.
+be scored (a bug), `fail_batch` counts that and gives the fallback. A failed sample's fallback may be a number (a
+Lambda's neutral 0.5, Bedrock's contract); `Scored.failed` says which samples failed all the same.
 """
 from __future__ import annotations
 
@@ -22,6 +23,15 @@ class Scored:
     # logged through TRL's log_metric: the same keys every batch, as TRL averages them across processes
     metrics: dict[str, float] = field(default_factory=dict)
     columns: dict[str, list] = field(default_factory=dict)  # extra columns of the completions table (log_extra)
+    # the samples the source could not score, whatever its fallback put in `rewards` (a neutral 0.5 is still a
+    # failure: a combined reward leaves such a sample out); None: exactly those whose reward is None
+    failed: list[bool] | None = None
+
+    def scored(self) -> list[float | None]:
+        """The rewards with every failed sample as None: what the source itself scored."""
+        if self.failed is None:
+            return list(self.rewards)
+        return [None if f else r for r, f in zip(self.rewards, self.failed)]
 
 
 class RewardSource(Protocol):

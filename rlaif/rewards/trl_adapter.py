@@ -29,7 +29,7 @@ class TRLReward:
             metrics = dict(scored.metrics)
             if not isinstance(self.source, CombinedSource):  # a sum of sources: each logged its own already, and
                 # TRL logs the sum (rewards/combined/mean); a pass rate above 0.5 means nothing for a sum
-                metrics |= source_metrics(self.__name__, scored.rewards)
+                metrics |= source_metrics(self.__name__, scored.scored())  # a neutral fallback is a failure
             for k, v in metrics.items() if log_metric is not None else ():
                 log_metric(k, v)
             for k, v in scored.columns.items() if log_extra is not None else ():

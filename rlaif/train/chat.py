@@ -8,6 +8,11 @@ from pathlib import Path
 from rlaif.train.export import base_model, find_adapter
 
 
+def pad_id(tok) -> int:
+    """The tokenizer's pad token id, else its end-of-sequence id (0 is a pad id like any other: not `or`)."""
+    return tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+
+
 class SideBySide:
     def __init__(self, run_dir: str | Path, max_new_tokens: int = 256, temperature: float = 0.0):
         from peft import PeftModel
@@ -30,7 +35,7 @@ class SideBySide:
         with torch.no_grad():
             out = self.model.generate(**ids, max_new_tokens=self.max_new_tokens, do_sample=sample,
                                       temperature=self.temperature if sample else None,
-                                      pad_token_id=self.tok.pad_token_id or self.tok.eos_token_id)
+                                      pad_token_id=pad_id(self.tok))
         return self.tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True).strip()
 
     def say(self, user: str) -> dict[str, str]:

@@ -14,7 +14,7 @@ import json
 import shutil
 from pathlib import Path
 
-from rlaif.common.console import say
+from rlaif.common.console import lit, say
 from rlaif.errors import UserError
 
 # what a run directory keeps beside the adapter that the export carries along, renamed so that nothing in the
@@ -22,6 +22,7 @@ from rlaif.errors import UserError
 RUN_FILES = {"recipe.resolved.json": "rlaif_recipe.json", "train_summary.json": "rlaif_train_summary.json",
              "eval.json": "rlaif_eval.json"}
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+MARKER = "rlaif_export.json"  # written first into every export folder: the only kind of folder --force replaces
 
 
 def find_adapter(run_dir: Path) -> Path:
@@ -45,12 +46,39 @@ def base_model(run_dir: Path, adapter: Path) -> str:
     return json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
 
 
-def _empty_out(out: Path, force: bool) -> None:
+def refuse_to_replace(out: Path, run_dir: Path) -> None:
+    """A UserError when `out` is a folder an export must never replace, however asked: a filesystem root, the home
+    folder or a folder above it, the run being exported or a folder that holds it."""
+    target, run, home = out.expanduser().resolve(), run_dir.resolve(), Path.home().resolve()
+    if target == Path(target.anchor):
+        why = "the filesystem root"
+    elif home.is_relative_to(target):
+        why = "your home folder" if target == home else f"a folder that holds your home folder ({home})"
+    elif run.is_relative_to(target):
+        why = "the run being exported" if target == run else f"a folder that holds the run being exported ({run})"
+    elif target.is_relative_to(run / "adapter"):
+        why = "the adapter being exported"
+    else:
+        return
+    raise UserError(f"--out {out}: refusing to replace {why}; choose a new folder for the export")
+
+
+def _empty_out(out: Path, force: bool, run_dir: Path) -> None:
+    """`out` empty and marked as an export. Replacing a non-empty one needs --force and a previous export there
+    (its marker file): an export never deletes a folder it did not write."""
+    refuse_to_replace(out, run_dir)
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise UserError(f"--out {out}: not a folder; choose a new folder for the export")
     if out.exists() and any(out.iterdir()):
         if not force:
-            raise UserError(f"{out} exists and is not empty; choose another --out, or --force to replace it")
+            raise UserError(f"{out} exists and is not empty; choose another --out, or --force to replace a previous "
+                            "export there")
+        if not (out / MARKER).is_file():
+            raise UserError(f"{out} is not an rlaif export (it has no {MARKER}): --force replaces only a previous "
+                            "export; choose another --out")
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text(json.dumps({"run_dir": str(run_dir.resolve())}) + "\n")
 
 
 def model_card(run_dir: Path, base: str, adapter_only: bool) -> str:
@@ -94,10 +122,10 @@ def model_card(run_dir: Path, base: str, adapter_only: bool) -> str:
 
 def export_run(run_dir: str | Path, out: str | Path, *, adapter_only: bool = False, force: bool = False) -> dict:
     """Write the run's trained policy to `out`; returns what was written."""
-    run_dir, out = Path(run_dir), Path(out)
+    run_dir, out = Path(run_dir), Path(out).expanduser()
     adapter = find_adapter(run_dir)
     base = base_model(run_dir, adapter)
-    _empty_out(out, force)
+    _empty_out(out, force, run_dir)
     if adapter_only:
         for name in ADAPTER_FILES:
             shutil.copy2(adapter / name, out / name)
@@ -113,8 +141,8 @@ def export_run(run_dir: str | Path, out: str | Path, *, adapter_only: bool = Fal
     (out / "README.md").write_text(model_card(run_dir, base, adapter_only))
     files = sorted(p.name for p in out.iterdir())
     size = sum(p.stat().st_size for p in out.iterdir() if p.is_file())
-    say(f"exported {'the adapter' if adapter_only else 'the merged policy'} of {run_dir} to {out} "
-        f"({size / 1e6:.1f} MB: {', '.join(files)})")
+    say(f"exported {'the adapter' if adapter_only else 'the merged policy'} of {lit(run_dir)} to {lit(out)} "
+        f"({size / 1e6:.1f} MB: {lit(', '.join(files))})")
     return {"out": str(out), "base_model": base, "adapter_only": adapter_only, "files": files, "bytes": size}
 
 
@@ -130,7 +158,7 @@ def _merge(adapter: Path, base: str, out: Path) -> None:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, GenerationConfig
 
-    say(f"merging {adapter} into {base}")
+    say(f"merging {lit(adapter)} into {lit(base)}")
     model = AutoModelForCausalLM.from_pretrained(base, dtype="auto")  # the base checkpoint's own dtype
     merged = PeftModel.from_pretrained(model, adapter).merge_and_unload()
     merged.save_pretrained(out, safe_serialization=True)

@@ -29,26 +29,57 @@ from rlaif.train.preemption import Preemption, signal_name
 from rlaif.train.vllm_rollouts import engine_traps, make_guard, on_cuda, reference_ids, require_vllm, training_dtype
 
 
+# How several processes' summaries become the run's, key by key, at every level of nesting: counts are added,
+# latencies and durations (`_s`) the slowest process's; a rate is recomputed from the counts it was made of (the
+# first (numerator, denominator) pair that reproduces it in every process: a judge's fail_rate is failures per
+# call, a Lambda's fallbacks per sample), else the worst process's (the lowest agreement, the highest other rate);
+# settings and names are the same in every process and kept.
+SETTINGS = frozenset({"band"})
+RATES = {"fail_rate": (("failures", "calls"), ("fallbacks", "samples")),
+         "parse_fail_rate": (("parse_failures", "calls"),),
+         "escalation_rate": (("escalated", "samples"),),
+         "agreement_on_escalated": (("agreed", "compared"),)}
+HIGHER_IS_BETTER = ("agreement", "accuracy")
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _counts_of(rate: str, parts: list[dict]) -> tuple[str, str] | None:
+    for num, den in RATES.get(rate, ()):
+        if all(_number(p.get(num)) and _number(p.get(den))
+               and (p.get(rate) is None or abs(p[rate] - p[num] / max(1, p[den])) <= 1e-3) for p in parts):
+            return num, den
+    return None
+
+
+def _one(key: str, vals: list):
+    nums = [v for v in vals if _number(v)]
+    if key in SETTINGS or not nums or len(nums) < sum(v is not None for v in vals):
+        return next((v for v in vals if v is not None), vals[0])  # a name, a setting, a list: the first's
+    if key.startswith("latency") or key.endswith("_s"):
+        return max(nums)
+    if key.startswith(HIGHER_IS_BETTER):
+        return min(nums)
+    if key.endswith("_rate"):
+        return max(nums)
+    return sum(nums)
+
+
 def summed(parts: list[dict]) -> dict:
-    """One summary from each process's: counts added, latencies and rates the worst of them (a rate is
-    recomputed where its counts are there), nested summaries (a combined reward's sources) summed alike."""
+    """One summary from each process's (SETTINGS, RATES above): a key any process has is kept; nested summaries
+    (a cascade's, a combined reward's sources, the replicas) summed by the same rule."""
     if len(parts) == 1:
         return parts[0]
     out: dict = {}
-    for key in parts[0]:
-        vals = [p.get(key) for p in parts]
-        if all(isinstance(v, dict) for v in vals):
-            out[key] = {k: summed([v[k] for v in vals]) if all(isinstance(v.get(k), dict) for v in vals)
-                        else vals[0][k] for k in vals[0]}
-        elif all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals):
-            worst = key.startswith("latency") or key.endswith("_rate") or key.endswith("_s")
-            out[key] = max(vals) if worst else sum(vals)
-        else:
-            out[key] = vals[0]
-    if out.get("calls"):
-        for rate, count in (("fail_rate", "failures"), ("parse_fail_rate", "parse_failures")):
-            if rate in out and count in out:
-                out[rate] = out[count] / out["calls"]
+    for key in dict.fromkeys(k for p in parts for k in p):
+        vals = [p[key] for p in parts if key in p]
+        out[key] = summed(vals) if all(isinstance(v, dict) for v in vals) else _one(key, vals)
+    for rate in RATES:
+        counts = _counts_of(rate, parts) if rate in out else None
+        if counts and out[counts[1]]:
+            out[rate] = out[counts[0]] / out[counts[1]]
     return out
 
 

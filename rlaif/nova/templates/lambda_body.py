@@ -91,7 +91,18 @@ WEIGHTS = [(c["name"], c["weight"], c["essential"]) for c in CONFIG["criteria"]]
 
 # -- one sample -------------------------------------------------------------------------------------------------------
 def score_sample(sample) -> tuple[dict, str]:
-    """(the Lambda's answer for one sample, a log line). Never raises: a failure is the neutral reward."""
+    """(the Lambda's answer for one sample, a log line). Never raises: a judge failure, or an error nobody foresaw
+    (a malformed Converse reply, a bug), is the neutral reward for this sample, counted as judge_failed, since an
+    exception would fail Bedrock's whole call."""
+    try:
+        return _score_sample(sample)
+    except Exception as e:
+        sample_id = sample.get("id") if isinstance(sample, dict) else None
+        return lambda_result(sample_id, NEUTRAL_REWARD, reward_metrics({}, True, {})), \
+            f"error ({type(e).__name__}: {e}): neutral {NEUTRAL_REWARD}"
+
+
+def _score_sample(sample) -> tuple[dict, str]:
     sample_id = sample.get("id") if isinstance(sample, dict) else None
     msgs = sample.get("messages") if isinstance(sample, dict) else None
     if not isinstance(msgs, list) or not msgs or not isinstance(msgs[-1], dict) \
