@@ -40,10 +40,10 @@ setup-deepspeed: setup-trainer
 	@.venv/bin/pip install -q "deepspeed>=0.17"
 
 models: setup-trainer
-	@$(PY) -m rlaif.tiny.build --out artifacts/tiny
+	@$(PY) -m rlaif.tiny.shipped --out artifacts/tiny
 
 models-verify: setup-trainer
-	@$(PY) -m rlaif.tiny.build --out artifacts/tiny --verify
+	@$(PY) -m rlaif.tiny.shipped --out artifacts/tiny --verify
 
 smoke-test: setup models
 	@.venv/bin/rlaif smoke recipes/smoke.yaml

@@ -64,7 +64,7 @@ def pytest_terminal_summary(terminalreporter):
 def tiny() -> Path:
     """The tiny models and datasets, as shipped in artifacts/tiny (never rebuilt by a test: every machine runs the
     same weights). A stale world fails here, and in tests/test_tiny_world.py, with the command that rebuilds it."""
-    from rlaif.tiny.build import status
+    from rlaif.tiny.shipped import status
     state, why = status(TINY)
     if state != "current":
         pytest.fail(f"{why}: run `make models` and commit artifacts/tiny", pytrace=False)

@@ -10,6 +10,7 @@ import pytest
 
 from rlaif.errors import UserError
 from rlaif.tiny import build as tiny_build
+from rlaif.tiny import shipped as world
 
 SHIPPED = Path(__file__).resolve().parents[1] / "artifacts" / "tiny"
 
@@ -17,9 +18,9 @@ SHIPPED = Path(__file__).resolve().parents[1] / "artifacts" / "tiny"
 def test_the_shipped_world_was_built_by_this_code_and_is_whole():
     """Fails when rlaif/tiny (or the says_please rubric, or the judge's rendered input) changed since the world was
     built, or when a file of it is missing or altered: `make models` rebuilds it, then commit artifacts/tiny."""
-    state, why = tiny_build.status(SHIPPED)
+    state, why = world.status(SHIPPED)
     assert state == "current", f"{why}: run `make models` and commit artifacts/tiny"
-    info = tiny_build.read_info(SHIPPED)
+    info = world.read_info(SHIPPED)
     assert not info["quick"]
     assert {"judge/model.safetensors", "judge_early/model.safetensors", "policy/model.safetensors",
             "policy_mixed/model.safetensors", "data/train.jsonl", "data/heldout.jsonl",
@@ -35,29 +36,29 @@ def _copy(tmp_path) -> Path:
 
 def test_status_names_a_stale_a_changed_and_a_missing_world(tmp_path, monkeypatch):
     out = _copy(tmp_path)
-    assert tiny_build.status(out)[0] == "current"
-    monkeypatch.setattr(tiny_build, "fingerprint", lambda: "0123456789abcdef")  # the build code changed
-    state, why = tiny_build.status(out)
+    assert world.status(out)[0] == "current"
+    monkeypatch.setattr(world, "fingerprint", lambda: "0123456789abcdef")  # the build code changed
+    state, why = world.status(out)
     assert state == "stale" and "0123456789abcdef" in why
     monkeypatch.undo()
     with open(out / "data" / "train.jsonl", "a") as f:  # a file edited by hand
         f.write("\n")
-    state, why = tiny_build.status(out)
+    state, why = world.status(out)
     assert state == "changed" and "data/train.jsonl" in why
     (out / "build.json").unlink()
-    assert tiny_build.status(out)[0] == "missing"
+    assert world.status(out)[0] == "missing"
 
 
 def test_the_smoke_run_runs_on_a_stale_world_and_refuses_a_broken_one(tmp_path, monkeypatch):
     out = _copy(tmp_path)
     said = []
-    monkeypatch.setattr(tiny_build, "fingerprint", lambda: "0123456789abcdef")
-    assert tiny_build.shipped(out, log=said.append)["fingerprint"] == tiny_build.read_info(SHIPPED)["fingerprint"]
+    monkeypatch.setattr(world, "fingerprint", lambda: "0123456789abcdef")
+    assert world.shipped(out, log=said.append)["fingerprint"] == world.read_info(SHIPPED)["fingerprint"]
     assert said and "make models" in said[0]
     monkeypatch.undo()
     (out / "policy" / "model.safetensors").unlink()
     with pytest.raises(UserError, match="policy/model.safetensors"):
-        tiny_build.shipped(out)
+        world.shipped(out)
 
 
 @pytest.mark.models  # it builds models (seconds each): not in `make test-unit`
@@ -68,9 +69,9 @@ def test_a_quick_build_runs_the_build_code_and_is_the_same_twice(tmp_path):
 
     a = tiny_build.build(tmp_path / "a", quick=True, log=lambda m: None)
     b = tiny_build.build(tmp_path / "b", quick=True, log=lambda m: None)
-    assert tiny_build.compare(a, b) == []
+    assert world.compare(a, b) == []
     assert a["files"] == b["files"] and len(a["files"]) >= 20
-    assert tiny_build.status(tmp_path / "a")[0] == "stale"  # a quick build is never the smoke world
+    assert world.status(tmp_path / "a")[0] == "stale"  # a quick build is never the smoke world
     tok = AutoTokenizer.from_pretrained(tmp_path / "a" / "policy")
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "a" / "judge")
     assert model.config.vocab_size >= len(tok)

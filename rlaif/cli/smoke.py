@@ -28,7 +28,7 @@ from rlaif.eval.policy_eval import compare, evaluate_policy, print_comparison, w
 from rlaif.eval.report import write_report
 from rlaif.factory import judge_endpoint
 from rlaif.rewards.source import failed_count
-from rlaif.tiny.build import shipped
+from rlaif.tiny.shipped import shipped
 from rlaif.train.run import run_training
 
 BARS = {  # what the smoke run must show
