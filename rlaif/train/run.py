@@ -28,7 +28,8 @@ from rlaif.train.callbacks import run_callbacks, watch_callbacks
 from rlaif.train.checkpoints import disk_full_error, is_disk_full, last_complete_checkpoint
 from rlaif.train.precision import keep_trainable_precision
 from rlaif.train.preemption import Preemption, signal_name
-from rlaif.train.vllm_rollouts import engine_traps, make_guard, on_cuda, reference_ids, require_vllm, training_dtype
+from rlaif.train.vllm_rollouts import (engine_traps, guard_state_path, make_guard, on_cuda, reference_ids, require_vllm,
+                                       training_dtype)
 
 
 def summed(parts: list[dict]) -> dict:
@@ -141,7 +142,8 @@ def run_training(recipe: Recipe, *, resume: bool = False, base_url: str | None =
             rewards, url = make_rewards(recipe, run_dir, base_url, stack)
         preemption = Preemption(recipe.train.preempt_grace_s, timings)
         # the stale-weight guard stops the run as a failing reward does: agreed by every process, with a checkpoint
-        guards = [make_guard(recipe.rollouts, reference_ids(tok, train_ds))] if vllm else []
+        guards = [make_guard(recipe.rollouts, reference_ids(tok, train_ds), guard_state_path(run_dir))] \
+            if vllm else []
         callbacks = run_callbacks(rewards + guards, timings, preemption, walls) \
             + watch_callbacks(recipe, tok, url, run_dir, stack)
         if is_async:
