@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import gc
 import importlib.metadata
 import json
 import platform
@@ -119,7 +120,10 @@ def noise_floor(shape: str, cfg: dict, device: str, n_seqs: int, seq_len: int) -
     out["pairs"]["bf16 weights | trainer (TRL alone)"] = _gap(ref16, _logprobs(fp32, ids, autocast))
     del fp32
     eager = copy.deepcopy(bf16)
-    eager.set_attn_implementation("eager")
+    if hasattr(eager, "set_attn_implementation"):
+        eager.set_attn_implementation("eager")
+    else:  # older transformers
+        eager.config._attn_implementation = "eager"
     out["pairs"]["bf16 sdpa | bf16 eager"] = _gap(ref16, _logprobs(eager, ids))
     del eager
     trainer = get_peft_model(bf16, LoraConfig(r=16, lora_alpha=32, target_modules=LINEAR, task_type="CAUSAL_LM"))
@@ -195,6 +199,7 @@ def train_peak(cfg: dict, rec: dict, weight_dtype: str, device: str, b: int, P: 
         out.update(peak_allocated_gb=torch.cuda.max_memory_allocated() / 1e9, before_step_gb=base / 1e9,
                    peak_reserved_gb=torch.cuda.max_memory_reserved() / 1e9)
     del model, opt
+    gc.collect()  # peft's wrappers hold reference cycles: the next case must not see this one's weights
     if cuda:
         torch.cuda.empty_cache()
     return out
@@ -249,6 +254,7 @@ def first_day_main(a) -> int:
         for pair, g in r.get("pairs", {}).items():
             print(f"| {shape} ({r['parameters'] / 1e6:.1f}M) | {pair} | {g['mean_gap_median']:.2e} | "
                   f"{g['mean_gap_max']:.2e} | {g['max_token_gap']:.2e} |", flush=True)
+        gc.collect()
         if a.device.startswith("cuda"):
             torch.cuda.empty_cache()
         dump()

@@ -95,3 +95,36 @@ def test_a_continuous_batching_step_trains_an_fp32_adapter_with_fp32_optimiser_s
     assert _dtypes(trainer.model, trainable=True) == {"torch.float32"}
     states = [s for s in trainer.optimizer.state.values() if "exp_avg" in s]
     assert states and all(s["exp_avg"].dtype == torch.float32 for s in states)
+
+
+def test_rlaif_train_loads_the_policy_in_bf16_and_keeps_the_paged_adapter_fp32(tiny, tmp_path, monkeypatch):
+    """The whole training path (rlaif.train.run.run_training, the judge in process) with transformers-paged under
+    bf16: the base loads in bf16, the adapter trains and is saved in fp32. TRL's trainer is watched, not
+    replaced (a subclass that records the dtypes around train())."""
+    import trl
+    from safetensors import safe_open
+
+    from rlaif.config.recipe import load_recipe
+    from rlaif.train.run import run_training
+
+    seen = {}
+
+    class Watched(trl.GRPOTrainer):
+        def train(self, *args, **kwargs):
+            seen["before"] = _dtypes(self.model, trainable=False), _dtypes(self.model, trainable=True)
+            out = super().train(*args, **kwargs)
+            seen["after"] = _dtypes(self.model, trainable=True)
+            return out
+
+    monkeypatch.setattr(trl, "GRPOTrainer", Watched)
+    recipe = load_recipe("recipes/smoke.yaml", [
+        "judge.backend=transformers", "judge.canaries=null", "eval.every_steps=null", "rollouts.engine=transformers-paged",
+        "grpo.bf16=true", "grpo.max_steps=1", "grpo.save_strategy=no", "grpo.log_completions=false",
+        "grpo.transformers_continuous_batching_config={num_blocks: 64, max_batch_tokens: 512}",
+        f"output_dir={tmp_path}"])
+    summary = run_training(recipe)
+    assert summary["steps"] == 1
+    assert seen["before"] == ({"torch.bfloat16"}, {"torch.float32"})  # TRL alone: a float32 base (F6)
+    assert seen["after"] == {"torch.float32"}  # TRL alone: bf16 after the first generation (F11)
+    with safe_open(str(tmp_path / "adapter" / "adapter_model.safetensors"), "pt") as f:
+        assert {str(f.get_tensor(k).dtype) for k in f.keys()} == {"torch.float32"}
