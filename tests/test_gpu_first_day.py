@@ -3,21 +3,16 @@ transformers, peft, accelerate, pyyaml): every section prints and lands in the J
 weights as rlaif does (bf16 base, fp32 LoRA) and as TRL alone does (fp32), and the rollouts table follows. The GPU
 numbers come from running it on a GPU (benchmarks/RESULTS.md)."""
 import json
-import subprocess
-import sys
 
 import pytest
-from test_gpu_rollouts import NOT_ON_GPU_IMAGE
+from test_gpu_rollouts import run_gpu_check
 
 
 def test_first_day_tiny_on_cpu_with_only_the_gpu_images_packages(tmp_path):
     out_json = tmp_path / "first-day.json"
-    block = f"import sys; sys.modules.update(dict.fromkeys({NOT_ON_GPU_IMAGE!r}))"
-    launch = "import runpy; runpy.run_path('scripts/gpu_check.py', run_name='__main__')"
-    p = subprocess.run([sys.executable, "-c", f"{block}; {launch}", "--first-day", "--tiny", "--device", "cpu",
-                        "--rollout-models", "0.5b", "--rollout-batches", "8", "--rollout-reps", "1",
-                        "--rollout-options", "generate,cb", "--steps", "1", "--json", str(out_json)],
-                       capture_output=True, text=True, timeout=170)
+    p = run_gpu_check(["--first-day", "--tiny", "--device", "cpu", "--rollout-models", "0.5b", "--rollout-batches",
+                       "8", "--rollout-reps", "1", "--rollout-options", "generate,cb", "--steps", "1", "--json",
+                       str(out_json)], timeout=170)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
     out = p.stdout
     assert "## rlaif gpu_check --first-day" in out and "| torch_cuda |" in out and "| nvidia_smi |" in out
