@@ -170,14 +170,16 @@ def test_a_healthy_run_with_bf16_sized_noise_is_not_stopped(monkeypatch):
     assert guard.summary()["threshold"] == pytest.approx(max(GPU_BF16_FLOOR + 0.05, 2 * GPU_BF16_FLOOR))
 
 
-def test_a_lost_sync_under_bf16_noise_is_stopped_at_step_1_or_2(monkeypatch):
+def test_a_lost_sync_under_bf16_noise_is_stopped_where_it_would_be_without_noise(monkeypatch):
     """The same noise, and the sync lost: at step 0 the zero adapter agrees either way (the floor is the noise);
-    from step 1 the drift of the trained weights adds to it (0.105 per token after one step of the smoke run,
-    docs/rollouts.md)."""
-    lost = {0: GPU_BF16_FLOOR, 1: GPU_BF16_FLOOR + 0.105, 2: GPU_BF16_FLOOR + 0.2, 3: 0.5}
+    then the drift of the trained weights adds to it. Gaps measured in the smoke run with its sync lost
+    (test_a_lost_sync_under_bf16_noise_stops_the_run_as_early_as_without_noise): the drift after the syncs of
+    steps 1, 2, 3 is 0.030, 0.039, 0.18 per token without noise (below the bound until step 3), 0.071, 0.079,
+    0.23 with the noise."""
+    lost = {0: GPU_BF16_FLOOR, 1: 0.0711, 2: 0.0794, 3: 0.2258, 4: 0.3}
     trainer, guard, *_ = _guarded_trainer(monkeypatch, lost, RolloutsSpec(engine="vllm", check_every=1))
-    _sync_steps(trainer, range(4))
-    assert guard.should_stop and "after the weight sync at step 1" in guard.stop_reason
+    _sync_steps(trainer, range(5))
+    assert guard.should_stop and "after the weight sync at step 3" in guard.stop_reason
     assert "floor 6.00e-02" in guard.stop_reason and "rollouts.noise_factor" in guard.stop_reason
 
 
@@ -363,7 +365,10 @@ def test_a_healthy_run_with_bf16_noise_on_the_engine_is_not_stopped(judge_url, t
     assert "stale-weight guard: noise floor" in r.stderr
 
 
-def test_a_lost_sync_under_bf16_noise_stops_the_run_at_step_1_or_2(judge_url, tiny, tmp_path):
+def test_a_lost_sync_under_bf16_noise_stops_the_run_as_early_as_without_noise(judge_url, tiny, tmp_path):
+    """The sync lost, with the same noise: stopped at the check after the sync of step 3, where the guard without
+    noise stops too. The adapter moves the guard's sequence by 0.030 and 0.039 per token after the syncs of steps
+    1 and 2 (measured with the sync lost and no noise), below the 0.05 bound even in fp32; 0.18 after step 3."""
     out = tmp_path / "noisy-lost"
     r, left = run_in_rollouts_env([NOISE_FIXTURE, "--noise", str(GPU_BF16_FLOOR), "--lose-sync"], out, judge_url,
                                   20, "rollouts.check_every=1", "grpo.save_steps=100")
@@ -372,7 +377,7 @@ def test_a_lost_sync_under_bf16_noise_stops_the_run_at_step_1_or_2(judge_url, ti
     assert "the rollout engine's weights are stale" in r.stderr and "Traceback" not in r.stderr
     s = json.loads((out / "train_summary.json").read_text())
     guard = s["rollouts"]["stale_weight_guard"]
-    assert guard["stopped"] and guard["checks"] in (1, 2)  # the check after the sync of step 1, or of step 2
+    assert guard["stopped"] and guard["checks"] <= 3, guard  # the checks after the syncs of steps 1, 2, 3
     assert s["steps"] == guard["checks"] + 1 and (out / f"checkpoint-{s['steps']}").is_dir()
 
 
