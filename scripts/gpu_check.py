@@ -3,6 +3,7 @@
     python scripts/gpu_check.py                      # 0.5B-class policy, 1.5B-class judge, on cuda, bf16
     python scripts/gpu_check.py --tiny --device cpu  # small random models: checks the script itself runs
     python scripts/gpu_check.py --rollouts --json rollouts.json  # the ways to generate rollouts without vLLM
+    python3 scripts/gpu_check.py --first-day --json first-day.json  # versions, bf16 noise, memory, rollouts (<10 min)
 
 Needs only torch, transformers, peft and accelerate (no trl, datasets or vllm, no network): the models are
 randomly initialised from Qwen2.5-0.5B- and Qwen2.5-1.5B-shaped configs, the prompts are random token ids, and
@@ -31,6 +32,12 @@ how many of the first greedy tokens agree with plain generate (reported, not ass
 differently). The first policy x batch runs every option, the later ones plain generate and the fastest few, until
 --rollout-budget-s; then a GRPO step as above with the fastest option at prompts x group completions. An option that
 fails gets its error in its row. --json PATH writes the numbers (after each option, so a cut-short run keeps them).
+
+--first-day runs what a GPU user needs to know first, in under 10 minutes (--first-day-budget-s, 480 s, less what
+runs past the rollouts' cut): the versions (CUDA,
+driver, libraries), the bf16-vs-fp32 log-probability gap of the policy forward for the 0.5B and 1.5B shapes (the
+stale-weight guard's noise floor without vLLM), the peak memory of a GRPO optimisation step at the recipes' shapes
+and dtypes against docs/scaling.md, and the --rollouts table in the time left (scripts/gpu_first_day.py).
 """
 from __future__ import annotations
 
@@ -159,6 +166,7 @@ def grpo_step(policy, judge, opt, s: dict, rubric_ids, labels: tuple[int, int], 
 def main(argv=None) -> int:
     # the rollout options live in their own module beside this one, which imports this one's models and GRPO step
     sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from gpu_first_day import first_day_main
     from gpu_rollouts import REP_S, ROLLOUT_OPTIONS, rollouts_main
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -195,6 +203,13 @@ def main(argv=None) -> int:
                    help="torch.compile backend of the static options (default inductor; eager checks the code path)")
     r.add_argument("--compile-mode", help="torch.compile mode (default reduce-overhead on cuda, default on cpu)")
     r.add_argument("--no-step", action="store_true", help="--rollouts without the GRPO step with the fastest option")
+    f = ap.add_argument_group("the first GPU check (--first-day)")
+    f.add_argument("--first-day", action="store_true",
+                   help="versions, the bf16-vs-fp32 log-probability gap (0.5B, 1.5B), GRPO-step peak memory with the "
+                        "recipes' dtypes against docs/scaling.md, then the --rollouts table in the time left")
+    f.add_argument("--first-day-budget-s", type=float, default=480.0,
+                   help="seconds the --first-day check plans for; the option under way when the rollouts table's "
+                        "share runs out, and its GRPO step, run past it (default 480: about 9 minutes in all)")
     a = ap.parse_args(argv)
     for k in ("steps", "prompts", "group", "new_tokens", "judge_batch", "train_batch", "prompt_len", "rollout_reps"):
         if getattr(a, k) is not None and getattr(a, k) < 1:
@@ -216,6 +231,8 @@ def main(argv=None) -> int:
     dtype = torch.bfloat16 if a.device.startswith("cuda") else torch.float32
     if not a.device.startswith("cuda"):
         torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
+    if a.first_day:
+        return first_day_main(a)
     if a.rollouts:
         return rollouts_main(a, s, dtype)
     t_build = time.perf_counter()

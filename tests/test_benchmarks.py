@@ -64,3 +64,9 @@ def test_rollouts_benchmark_quick(judge_url, tiny):
         assert f"| smoke | {engine} |" in p.stdout
     assert "failed:" not in p.stdout
     assert p.stdout.strip().splitlines()[-1] == "runs=3 failed=0"
+
+
+def test_guard_noise_tiny(tiny, tmp_path):
+    out = run(["benchmarks/guard_noise.py", "--models", "tiny", "--prompts", "2", "--json", str(tmp_path / "n.json")])
+    assert "| tiny (0.4M) | fp32 | bf16 weights |" in out
+    assert "| tiny (0.4M) | bf16 weights | bf16 autocast (zero LoRA) | 0.00e+00 |" in out  # the same kernels on CPU

@@ -18,14 +18,19 @@ NOT_ON_GPU_IMAGE = ("trl", "datasets", "vllm", "openai", "pydantic", "jsonschema
 OPTIONS = ("generate", "static", "static+merge", "cb-graphs+merge", "generate+merge", "cb", "cb+merge")
 
 
-def test_rollout_options_tiny_on_cpu(tmp_path):
-    out_json = tmp_path / "rollouts.json"
+def run_gpu_check(args: list[str], timeout: int) -> subprocess.CompletedProcess:
+    """scripts/gpu_check.py with the packages a GPU image lacks made unimportable."""
     block = f"import sys; sys.modules.update(dict.fromkeys({NOT_ON_GPU_IMAGE!r}))"
     launch = "import runpy; runpy.run_path('scripts/gpu_check.py', run_name='__main__')"
-    p = subprocess.run([sys.executable, "-c", f"{block}; {launch}", "--tiny", "--device", "cpu", "--rollouts",
-                        "--rollout-models", "0.5b", "--rollout-batches", "8,4", "--rollout-followup", "1",
-                        "--rollout-reps", "1", "--steps", "1", "--compile-backend", "eager",
-                        "--json", str(out_json)], capture_output=True, text=True, timeout=600)
+    return subprocess.run([sys.executable, "-c", f"{block}; {launch}", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_rollout_options_tiny_on_cpu(tmp_path):
+    out_json = tmp_path / "rollouts.json"
+    p = run_gpu_check(["--tiny", "--device", "cpu", "--rollouts", "--rollout-models", "0.5b", "--rollout-batches",
+                       "8,4", "--rollout-followup", "1", "--rollout-reps", "1", "--steps", "1", "--compile-backend",
+                       "eager", "--json", str(out_json)], timeout=600)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
     out = p.stdout
 

@@ -100,34 +100,152 @@ def test_without_vllm_the_recipe_says_which_environment_to_use(monkeypatch):
     vllm_rollouts.require_vllm(RolloutsSpec())  # transformers rollouts need nothing more
 
 
-def test_the_guard_checks_after_syncs_from_step_1_and_stops_on_a_gap(monkeypatch):
-    """The guard's schedule and decision, with the engine and the trainer's logprobs given: no check at step 0 (a
-    zero LoRA adapter agrees with a sync that did nothing), then every check_every steps; above the bound it asks
-    the run to stop, and each gap goes into TRL's metrics. With sleep mode the KV cache is woken first."""
+def _guarded_trainer(monkeypatch, gaps: dict, spec: RolloutsSpec, state_path=None, sleep_mode=True):
+    """A trainer whose engine and trainer log-probabilities differ by gaps[step] at each step's sync, with the
+    guard attached; returns (trainer, guard, syncs, wake-ups, autocast entries)."""
+    import contextlib
     from collections import defaultdict
     from types import SimpleNamespace
 
-    gaps = {1: 0.0, 3: 0.01, 5: 0.3}
-    trainer = SimpleNamespace(state=SimpleNamespace(global_step=0), model=None,
-                              _metrics={"train": defaultdict(list)})
+    entered = []
+
+    @contextlib.contextmanager
+    def autocast():
+        entered.append(trainer.state.global_step)
+        yield
+
+    trainer = SimpleNamespace(state=SimpleNamespace(global_step=0), model=None, _metrics={"train": defaultdict(list)},
+                              accelerator=SimpleNamespace(autocast=autocast))
     woken = []
     llm = SimpleNamespace(wake_up=lambda tags: woken.append(tuple(tags)))
     synced = []
-    trainer.vllm_generation = SimpleNamespace(llm=llm, enable_sleep_mode=True,
+    trainer.vllm_generation = SimpleNamespace(llm=llm, enable_sleep_mode=sleep_mode,
                                               sync_weights=lambda: synced.append(trainer.state.global_step))
     monkeypatch.setattr(vllm_rollouts, "engine_logprobs", lambda llm, ids: [0.0, 0.0])
-    monkeypatch.setattr(vllm_rollouts, "trainer_logprobs",
-                        lambda model, ids: [gaps[trainer.state.global_step]] * 2)
-    guard = vllm_rollouts.make_guard(RolloutsSpec(engine="vllm", check_every=2, max_logprob_gap=0.05), [1, 2, 3])
+
+    def trainer_side(model, ids, autocast=None):
+        with autocast or contextlib.nullcontext():
+            return [gaps[trainer.state.global_step]] * 2
+
+    monkeypatch.setattr(vllm_rollouts, "trainer_logprobs", trainer_side)
+    guard = vllm_rollouts.make_guard(spec, [1, 2, 3], *[state_path] * (state_path is not None))
     guard.attach(trainer)
-    for step in range(6):
+    return trainer, guard, synced, woken, entered
+
+
+def _sync_steps(trainer, steps):
+    for step in steps:
         trainer.state.global_step = step
         trainer.vllm_generation.sync_weights()
+
+
+def test_the_guard_measures_its_floor_at_step_0_then_checks_from_step_1_and_stops_on_a_gap(monkeypatch):
+    """The guard's schedule and decision, with the engine and the trainer's logprobs given: the noise floor at the
+    first sync (step 0), a check at step 1 (a zero LoRA adapter agrees with a sync that did nothing, so step 0
+    cannot tell), then every check_every steps; the trainer side under the training autocast; above the limit it
+    asks the run to stop, and each gap goes into TRL's metrics. With sleep mode the KV cache is woken first."""
+    gaps = {0: 1e-6, 1: 0.0, 3: 0.01, 5: 0.3}
+    trainer, guard, synced, woken, entered = _guarded_trainer(
+        monkeypatch, gaps, RolloutsSpec(engine="vllm", check_every=2, max_logprob_gap=0.05))
+    _sync_steps(trainer, range(6))
     assert synced == list(range(6))  # TRL's sync still runs, every time
-    assert [c["step"] for c in guard.checks] == [1, 3, 5] and woken == [("kv_cache",)] * 3
-    assert trainer._metrics["train"]["rollouts/logprob_gap"] == [0.0, 0.01, 0.3]
+    assert [c["step"] for c in guard.checks] == [0, 1, 3, 5] and woken == [("kv_cache",)] * 4
+    assert entered == [0, 1, 3, 5]  # every trainer side under the trainer's autocast
+    assert trainer._metrics["train"]["rollouts/logprob_gap"] == [1e-6, 0.0, 0.01, 0.3]
+    assert guard.noise_floor == 1e-6 and guard.threshold == pytest.approx(0.05 + 1e-6)
     assert guard.should_stop and "after the weight sync at step 5" in guard.stop_reason
-    assert guard.summary()["logprob_gap_max"] == 0.3
+    s = guard.summary()
+    assert s["logprob_gap_max"] == 0.3 and s["checks"] == 3 and s["noise_floor"] == 1e-6 and s["stopped"]
+
+
+# bf16 noise, measured (benchmarks/guard_noise.py, transformers on CPU): mean |bf16 - fp32| per token on the guard's
+# sequence 7.5e-3 (tiny policy), 5.7e-3 (76M Llama-shaped); 1e-2 to 1e-1 reported for bf16 vLLM on GPUs. A floor of
+# 0.06 is one such GPU: above the fixed bound of 0.05 that stopped such runs at step 1.
+GPU_BF16_FLOOR = 0.06
+
+
+def test_a_healthy_run_with_bf16_sized_noise_is_not_stopped(monkeypatch):
+    """Engine and trainer differ by bf16 noise at every sync, from step 0 on (kernels, not the weights), spread up
+    and down from check to check, and once the adapter is trained its merge into bf16 weights adds up to 2e-2
+    more: the guard sees the noise at step 0 and lets the run go on. The bound alone (0.05) stopped it at step 1."""
+    noisy = {0: GPU_BF16_FLOOR, 1: 0.055, 2: 0.07, 3: GPU_BF16_FLOOR + 0.02, 4: 0.09, 5: 0.1}
+    trainer, guard, *_ = _guarded_trainer(monkeypatch, noisy, RolloutsSpec(engine="vllm", check_every=1))
+    _sync_steps(trainer, range(6))
+    assert not guard.should_stop, guard.stop_reason
+    assert [c["step"] for c in guard.checks] == list(range(6))
+    assert guard.summary()["threshold"] == pytest.approx(max(GPU_BF16_FLOOR + 0.05, 2 * GPU_BF16_FLOOR))
+
+
+def test_a_lost_sync_under_bf16_noise_is_stopped_where_it_would_be_without_noise(monkeypatch):
+    """The same noise, and the sync lost: at step 0 the zero adapter agrees either way (the floor is the noise);
+    then the drift of the trained weights adds to it. Gaps measured in the smoke run with its sync lost
+    (test_a_lost_sync_under_bf16_noise_stops_the_run_as_early_as_without_noise): the drift after the syncs of
+    steps 1, 2, 3 is 0.030, 0.039, 0.18 per token without noise (below the bound until step 3), 0.071, 0.079,
+    0.23 with the noise."""
+    lost = {0: GPU_BF16_FLOOR, 1: 0.0711, 2: 0.0794, 3: 0.2258, 4: 0.3}
+    trainer, guard, *_ = _guarded_trainer(monkeypatch, lost, RolloutsSpec(engine="vllm", check_every=1))
+    _sync_steps(trainer, range(5))
+    assert guard.should_stop and "after the weight sync at step 3" in guard.stop_reason
+    assert "floor 6.00e-02" in guard.stop_reason and "rollouts.noise_factor" in guard.stop_reason
+
+
+def test_an_engine_that_disagrees_before_training_is_stopped_at_step_0(monkeypatch):
+    """A floor far above rounding is no floor: the engine computes another model (wrong weights or dtype). Taking
+    it as noise would blind the guard."""
+    trainer, guard, *_ = _guarded_trainer(monkeypatch, {0: 1.3, 1: 1.3}, RolloutsSpec(engine="vllm"))
+    _sync_steps(trainer, [0])
+    assert guard.should_stop and "before any training" in guard.stop_reason
+    assert "rollouts.max_noise_floor 0.5" in guard.stop_reason
+
+
+def test_a_resumed_run_checks_against_the_floor_of_its_first_sync(monkeypatch, tmp_path):
+    """The floor is measured at step 0 only; a run resumed at step 4 reads it from the run directory, and its first
+    sync (the trained adapter) is a check. Without the file, the bound alone, said once."""
+    state = tmp_path / "rollouts_guard.json"
+    spec = RolloutsSpec(engine="vllm", check_every=2)
+    trainer, guard, *_ = _guarded_trainer(monkeypatch, {0: GPU_BF16_FLOOR}, spec, state)
+    _sync_steps(trainer, [0])
+    assert json.loads(state.read_text()) == {"noise_floor": GPU_BF16_FLOOR}
+    trainer, guard, *_ = _guarded_trainer(monkeypatch, {4: 0.09, 5: 0.09, 6: 0.09}, spec, state)
+    _sync_steps(trainer, [4, 5, 6])
+    assert [c["step"] for c in guard.checks] == [4, 6] and guard.noise_floor == GPU_BF16_FLOOR
+    assert not guard.should_stop
+    trainer, guard, *_ = _guarded_trainer(monkeypatch, {4: 0.09}, spec, tmp_path / "none.json")
+    _sync_steps(trainer, [4])
+    assert guard.noise_floor is None and guard.should_stop  # 0.09 > the bound, 0.05
+
+
+def test_the_trainer_side_is_computed_under_the_training_autocast(tiny):
+    """Under bf16 autocast the trainer's forward over fp32 weights is the bf16 computation a bf16 engine makes:
+    on the CPU it equals, bit for bit, the same model with bf16 weights (benchmarks/guard_noise.py), and differs
+    from the plain fp32 forward by the bf16 noise."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    ids = list(range(5, 69))
+    fp32 = AutoModelForCausalLM.from_pretrained("artifacts/tiny/policy", dtype=torch.float32)
+    bf16 = AutoModelForCausalLM.from_pretrained("artifacts/tiny/policy", dtype=torch.bfloat16)
+    plain = vllm_rollouts.trainer_logprobs(fp32, ids)
+    under = vllm_rollouts.trainer_logprobs(bf16, ids, torch.autocast("cpu", dtype=torch.bfloat16))
+    engine = vllm_rollouts.trainer_logprobs(bf16, ids)
+    assert under == engine
+    assert 1e-4 < sum(abs(a - b) for a, b in zip(plain, engine)) / len(plain) < 0.05
+
+
+def test_trls_server_mode_is_refused_by_name():
+    with pytest.raises(UserError, match="grpo.vllm_mode: server: .*trl vllm-serve.* stale-weight guard"):
+        grpo_rollout_settings(RolloutsSpec(engine="vllm"), {"vllm_mode": "server"}, "r.yaml")
+    # the asynchronous trainer's server is one rlaif starts: its mode is not TRL's server mode
+    grpo_rollout_settings(RolloutsSpec.model_validate({"engine": "vllm", "async": {}}), {"vllm_mode": "server"},
+                          "r.yaml")
+
+
+def test_a_guard_without_an_engine_in_the_process_refuses_to_pass_for_one_that_checked():
+    from types import SimpleNamespace
+
+    guard = vllm_rollouts.make_guard(RolloutsSpec(engine="vllm"), [1, 2])
+    with pytest.raises(UserError, match="no vLLM engine in the training process"):
+        guard.attach(SimpleNamespace(vllm_generation=SimpleNamespace(llm=None)))
 
 
 def test_engine_environment_is_set_for_the_construction_only(monkeypatch):
@@ -203,8 +321,9 @@ def test_vllm_rollouts_train_and_the_guard_sees_engine_and_trainer_agree(judge_u
     assert s["steps"] == 4 and s["judge"]["failures"] == 0
     guard = s["rollouts"]["stale_weight_guard"]
     assert s["rollouts"]["engine"] == "vllm"
-    assert guard["checks"] == 2 and not guard["stopped"]  # after the syncs of steps 1 and 3 (not 0: LoRA B = 0)
+    assert guard["checks"] == 2 and not guard["stopped"]  # after the syncs of steps 1 and 3 (0: the noise floor)
     assert guard["logprob_gap_max"] < 1e-4  # fp32 engine, fp32 trainer, the same weights: rounding only
+    assert guard["noise_floor"] < 1e-4 and guard["threshold"] == pytest.approx(0.05, abs=1e-4)
     logged = [h for h in s["log_history"] if "rollouts/logprob_gap" in h]
     assert logged and all("sampling/sampling_logp_difference/mean" in h for h in logged)
     assert "vLLM rollout engine ready" in r.stderr and "(float32, eager)" in r.stderr
@@ -226,6 +345,41 @@ def test_a_lost_weight_sync_stops_the_run_with_a_checkpoint(judge_url, tiny, tmp
     assert s["rollouts"]["stale_weight_guard"]["logprob_gap_last"] > 0.05
     assert s["steps"] < 40 and s["stopped_early"].startswith("the rollout engine's weights are stale")
     assert (out / f"checkpoint-{s['steps']}").is_dir()  # the stop saved where it stopped
+
+
+NOISE_FIXTURE = "tests/fixtures/train_with_engine_noise.py"
+
+
+def test_a_healthy_run_with_bf16_noise_on_the_engine_is_not_stopped(judge_url, tiny, tmp_path):
+    """The engine's log-probabilities carry bf16 noise (the tiny policy's own bf16-vs-fp32 pattern, scaled to
+    GPU_BF16_FLOOR per token, drawn afresh at each check): the guard measures it at step 0 and checks every step
+    against it. The fixed bound of 0.05 alone stopped this run at step 1."""
+    out = tmp_path / "noisy"
+    r, left = run_in_rollouts_env([NOISE_FIXTURE, "--noise", str(GPU_BF16_FLOOR)], out, judge_url, 4,
+                                  "rollouts.check_every=1")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert not left, f"processes of the run outlived it: {left}"
+    guard = json.loads((out / "train_summary.json").read_text())["rollouts"]["stale_weight_guard"]
+    assert not guard["stopped"] and guard["checks"] == 3  # steps 1, 2, 3 (4 syncs: the first is the floor)
+    assert guard["noise_floor"] == pytest.approx(GPU_BF16_FLOOR, rel=0.05)
+    assert GPU_BF16_FLOOR * 0.9 < guard["logprob_gap_max"] < guard["threshold"]
+    assert "stale-weight guard: noise floor" in r.stderr
+
+
+def test_a_lost_sync_under_bf16_noise_stops_the_run_as_early_as_without_noise(judge_url, tiny, tmp_path):
+    """The sync lost, with the same noise: stopped at the check after the sync of step 3, where the guard without
+    noise stops too. The adapter moves the guard's sequence by 0.030 and 0.039 per token after the syncs of steps
+    1 and 2 (measured with the sync lost and no noise), below the 0.05 bound even in fp32; 0.18 after step 3."""
+    out = tmp_path / "noisy-lost"
+    r, left = run_in_rollouts_env([NOISE_FIXTURE, "--noise", str(GPU_BF16_FLOOR), "--lose-sync"], out, judge_url,
+                                  20, "rollouts.check_every=1", "grpo.save_steps=100")
+    assert r.returncode == 1, r.stderr[-3000:]
+    assert not left, f"processes of the run outlived it: {left}"
+    assert "the rollout engine's weights are stale" in r.stderr and "Traceback" not in r.stderr
+    s = json.loads((out / "train_summary.json").read_text())
+    guard = s["rollouts"]["stale_weight_guard"]
+    assert guard["stopped"] and guard["checks"] <= 3, guard  # the checks after the syncs of steps 1, 2, 3
+    assert s["steps"] == guard["checks"] + 1 and (out / f"checkpoint-{s['steps']}").is_dir()
 
 
 def test_two_vllm_rollout_runs_started_together_do_not_race_for_a_port(judge_url, tiny, tmp_path):

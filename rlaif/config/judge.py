@@ -27,6 +27,10 @@ class ServeSpec(Strict):
     # CUDA_VISIBLE_DEVICES of each replica, one entry per replica ("0,1" for a tensor-parallel pair)
     devices: list[str] | None = None
     tensor_parallel_size: int = Field(1, ge=1)  # vLLM's --tensor-parallel-size for each replica
+    # vLLM's --gpu-memory-utilization, given only when this machine has a GPU (on a CPU the KV cache is sized by
+    # VLLM_CPU_KVCACHE_SPACE): a recipe written for the CPU keeps its judge small on a GPU too, and leaves room for
+    # a colocated rollout engine. None: what extra_args says, else vLLM's default (0.9 of the card)
+    gpu_memory_utilization: float | None = Field(None, gt=0, le=1)
 
     @model_validator(mode="after")
     def _one_device_set_per_replica(self):
@@ -40,6 +44,8 @@ class ServeSpec(Strict):
                                      f"is {self.tensor_parallel_size}: each replica needs exactly that many")
         if "--tensor-parallel-size" in self.extra_args and self.tensor_parallel_size > 1:
             raise ValueError("give the tensor-parallel size once: tensor_parallel_size, not also in extra_args")
+        if "--gpu-memory-utilization" in self.extra_args and self.gpu_memory_utilization is not None:
+            raise ValueError("give the GPU memory share once: gpu_memory_utilization, not also in extra_args")
         return self
 
 

@@ -131,6 +131,8 @@ class VLLMServer:
             env["CUDA_VISIBLE_DEVICES"] = s.devices[replica]
         extra = list(s.extra_args) + (["--tensor-parallel-size", str(s.tensor_parallel_size)]
                                       if s.tensor_parallel_size > 1 else [])
+        if s.gpu_memory_utilization is not None and has_gpu():
+            extra += ["--gpu-memory-utilization", f"{s.gpu_memory_utilization:g}"]
         port = port or (s.port + replica if s.port else None)
         server = cls(judge.model, judge.name, host=s.host, port=port, python=s.python, dtype=s.dtype,
                      max_model_len=s.max_model_len, extra_args=extra, env=env, log_path=log_path,

@@ -14,6 +14,7 @@ import time
 from rlaif.common.console import say
 from rlaif.common.dist import gather_objects, is_main_process, rank, world_size
 from rlaif.config.nova import grpo_settings
+from rlaif.config.precision import policy_init_kwargs
 from rlaif.config.recipe import Recipe
 from rlaif.config.rollouts import grpo_rollout_settings
 from rlaif.data.dataset import check_training_data, drop_long_prompts, load_dataset
@@ -25,8 +26,10 @@ from rlaif.rewards.trl_adapter import TRLReward
 from rlaif.train import async_grpo
 from rlaif.train.callbacks import run_callbacks, watch_callbacks
 from rlaif.train.checkpoints import disk_full_error, is_disk_full, last_complete_checkpoint
+from rlaif.train.precision import keep_trainable_precision
 from rlaif.train.preemption import Preemption, signal_name
-from rlaif.train.vllm_rollouts import engine_traps, make_guard, on_cuda, reference_ids, require_vllm, training_dtype
+from rlaif.train.vllm_rollouts import (engine_traps, guard_state_path, make_guard, on_cuda, reference_ids, require_vllm,
+                                       training_dtype)
 
 
 # How several processes' summaries become the run's, key by key, at every level of nesting: counts are added,
@@ -153,6 +156,9 @@ def run_training(recipe: Recipe, *, resume: bool = False, base_url: str | None =
     except (ValueError, TypeError) as e:  # GRPOConfig's own checks: a bad value or combination in grpo:
         raise UserError(f"{recipe.source}: grpo: {e}") from None
     peft_config = lora_config(recipe)
+    # the policy's weights in the training dtype (TRL alone loads float32): rlaif/config/precision.py
+    args.model_init_kwargs = policy_init_kwargs(args.model_init_kwargs, training_dtype(args), peft_config is not None,
+                                                recipe.source)
 
     t0 = time.perf_counter()
     timings: list[float] = []
@@ -167,7 +173,8 @@ def run_training(recipe: Recipe, *, resume: bool = False, base_url: str | None =
             rewards, url = make_rewards(recipe, run_dir, base_url, stack)
         preemption = Preemption(recipe.train.preempt_grace_s, timings)
         # the stale-weight guard stops the run as a failing reward does: agreed by every process, with a checkpoint
-        guards = [make_guard(recipe.rollouts, reference_ids(tok, train_ds))] if vllm else []
+        guards = [make_guard(recipe.rollouts, reference_ids(tok, train_ds), guard_state_path(run_dir))] \
+            if vllm else []
         callbacks = run_callbacks(rewards + guards, timings, preemption, walls) \
             + watch_callbacks(recipe, tok, url, run_dir, stack)
         if is_async:
@@ -188,6 +195,8 @@ def run_training(recipe: Recipe, *, resume: bool = False, base_url: str | None =
                                       peft_config=peft_config, callbacks=callbacks)
         for guard in guards:
             guard.attach(trainer)
+        if recipe.rollouts.engine == "transformers-paged":  # TRL casts the adapter to bf16 there (F11)
+            keep_trainable_precision(trainer)
         for cb in callbacks:
             if hasattr(cb, "trainer"):
                 cb.trainer = trainer  # the validation callback logs through it

@@ -24,20 +24,25 @@ Threads: the trainer's thread count (recipe torch_threads) is set before the eng
 in this process and uses it (two threads on two shared cores made one generate call vary 0.06-2.2 s).
 
 `LogprobGapGuard` is the stale-weight guard: right after a weight sync the engine and the trainer hold the same
-weights, so their log-probabilities of one fixed sequence agree up to rounding. A larger gap means rollouts come
-from stale weights: logged as `rollouts/logprob_gap`, and the run stops (with a checkpoint) above the recipe's
-threshold.
+weights, so their log-probabilities of one fixed sequence agree up to numerical noise. How large that noise is
+depends on the model, the dtype and the kernels (about 1e-6 per token in fp32 on CPU; bf16 vLLM on a GPU, with
+merged LoRA, CUDA graphs and fused kernels, 1e-2 to 1e-1), so the guard measures it on the run itself: at the first
+sync (step 0) the LoRA adapter is still zero, and the gap there is the noise floor. Later gaps are logged as
+`rollouts/logprob_gap`; one above max(floor + `max_logprob_gap`, `noise_factor` x floor) means rollouts come from
+stale weights, and the run stops (with a checkpoint).
 """
 from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
 import random
 import socket
 import time
 
 from rlaif.common.console import say
+from rlaif.common.dist import rank
 from rlaif.config.rollouts import RolloutsSpec
 from rlaif.errors import UserError
 
@@ -196,62 +201,94 @@ def engine_logprobs(llm, ids: list[int]) -> list[float]:
     return [entry[tok].logprob for tok, entry in zip(ids[1:], out.prompt_logprobs[1:])]
 
 
-def trainer_logprobs(model, ids: list[int]) -> list[float]:
+def trainer_logprobs(model, ids: list[int], autocast=None) -> list[float]:
+    """The trainer's side, computed as training computes it: under `autocast` (the trainer's
+    `accelerator.autocast()`: bf16 over an fp32 adapter in a bf16 run)."""
     import torch
 
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), (autocast if autocast is not None else contextlib.nullcontext()):
             device = next(model.parameters()).device
             logits = model(input_ids=torch.tensor([ids], device=device)).logits[0, :-1].float()
-            logp = torch.log_softmax(logits, dim=-1)
-            return logp.gather(1, torch.tensor(ids[1:], device=device)[:, None])[:, 0].tolist()
+        logp = torch.log_softmax(logits, dim=-1)
+        return logp.gather(1, torch.tensor(ids[1:], device=device)[:, None])[:, 0].tolist()
     finally:
         model.train(was_training)
 
 
-def make_guard(spec: RolloutsSpec, ids: list[int]):
+def guard_state_path(run_dir) -> "os.PathLike":
+    """Where a process's guard keeps its noise floor for --resume (one file per process: each has its engine)."""
+    r = rank()
+    return run_dir / ("rollouts_guard.json" if r == 0 else f"rollouts_guard.rank{r}.json")
+
+
+def make_guard(spec: RolloutsSpec, ids: list[int], state_path=None):
     class LogprobGapGuard:
-        """Compares the engine with the trainer right after TRL's weight sync (the first after step 0, then every
-        `check_every` steps); asks the run to stop (callbacks.AgreedStop) when they differ by more than
-        `max_logprob_gap`."""
+        """Compares the engine with the trainer right after TRL's weight sync: at the first sync (step 0) for the
+        noise floor, then at step 1 and every `check_every` steps after; asks the run to stop
+        (callbacks.AgreedStop) when a gap is above max(floor + `max_logprob_gap`, `noise_factor` x floor), or when
+        the floor itself is above `max_noise_floor`."""
 
         def __init__(self):
             self.trainer = None
             self.checks: list[dict] = []
             self.stop_reason: str | None = None
+            self.noise_floor: float | None = None
             self._last_check_step: int | None = None
+            self._first_sync = True
 
         @property
         def should_stop(self) -> bool:
             return self.stop_reason is not None
 
+        @property
+        def threshold(self) -> float:
+            floor = self.noise_floor or 0.0
+            return max(floor + spec.max_logprob_gap, spec.noise_factor * floor)
+
         def attach(self, trainer) -> None:
             self.trainer = trainer
             generation = getattr(trainer, "vllm_generation", None)
             if generation is None or getattr(generation, "llm", None) is None:
-                return  # server mode: the engine is in another process
+                # the recipe check refuses TRL's server mode (rlaif/config/rollouts.py): this is not reached in a
+                # run, but a guard that cannot see its engine must not pass for one that checked
+                raise UserError("the stale-weight guard found no vLLM engine in the training process (TRL's server "
+                                "mode?): rlaif runs vLLM rollouts colocated, or with rollouts.async")
             sync = generation.sync_weights
 
             @functools.wraps(sync)
             def sync_then_check():
                 sync()
                 step = trainer.state.global_step
-                # not at step 0: the LoRA adapter is still zero there, and a sync that did nothing would agree
-                if step > 0 and (self._last_check_step is None or step - self._last_check_step >= spec.check_every):
+                first, self._first_sync = self._first_sync, False
+                if first and step == 0:
+                    self._wake(generation)
+                    self.measure_floor(generation.llm, trainer.model, step)
+                    return
+                if first:  # a resumed run: the adapter is trained already; the floor is the one measured at step 0
+                    self.noise_floor = self._load_floor()
+                # a check at the first sync after step 0 (a zero adapter agrees with a sync that did nothing, so
+                # step 0 cannot tell), then every check_every steps
+                if self._last_check_step is None or step - self._last_check_step >= spec.check_every:
                     self._last_check_step = step
-                    if getattr(generation, "enable_sleep_mode", False):
-                        # TRL woke the weights only; the engine schedules nothing until its KV cache is awake too
-                        # (TRL's generate wakes it next anyway)
-                        generation.llm.wake_up(tags=["kv_cache"])
+                    self._wake(generation)
                     self.check(generation.llm, trainer.model, step)
 
             generation.sync_weights = sync_then_check
 
-        def check(self, llm, model, step: int) -> None:
+        @staticmethod
+        def _wake(generation) -> None:
+            if getattr(generation, "enable_sleep_mode", False):
+                # TRL woke the weights only; the engine schedules nothing until its KV cache is awake too (TRL's
+                # generate wakes it next anyway)
+                generation.llm.wake_up(tags=["kv_cache"])
+
+        def _gap(self, llm, model, step: int) -> dict:
             t0 = time.perf_counter()
-            a, b = engine_logprobs(llm, ids), trainer_logprobs(model, ids)
+            autocast = self.trainer.accelerator.autocast() if hasattr(self.trainer, "accelerator") else None
+            a, b = engine_logprobs(llm, ids), trainer_logprobs(model, ids, autocast)
             gaps = [abs(x - y) for x, y in zip(a, b)]
             rec = {"step": step, "logprob_gap": sum(gaps) / len(gaps), "logprob_gap_max": max(gaps),
                    "tokens": len(gaps), "check_s": round(time.perf_counter() - t0, 4)}
@@ -260,19 +297,53 @@ def make_guard(spec: RolloutsSpec, ids: list[int]):
             if metrics is not None:  # TRL averages these into the step's log, beside its own sampling/* metrics
                 metrics["rollouts/logprob_gap"].append(rec["logprob_gap"])
                 metrics["rollouts/logprob_gap_max"].append(rec["logprob_gap_max"])
-            if rec["logprob_gap"] > spec.max_logprob_gap and self.stop_reason is None:
+            return rec
+
+        def measure_floor(self, llm, model, step: int) -> None:
+            rec = self._gap(llm, model, step)
+            rec["noise_floor"] = True
+            self.noise_floor = rec["logprob_gap"]
+            if state_path is not None:
+                state_path.write_text(json.dumps({"noise_floor": self.noise_floor}))
+            say(f"stale-weight guard: noise floor {self.noise_floor:.2e} per token (engine vs trainer at the first "
+                f"weight sync); a gap above {self.threshold:.3g} stops the run")
+            if self.noise_floor > spec.max_noise_floor and self.stop_reason is None:
+                self.stop_reason = (
+                    f"the rollout engine computes another model than the trainer: at the first weight sync, before "
+                    f"any training, their log-probabilities differ by {self.noise_floor:.4f} per token on average "
+                    f"(max {rec['logprob_gap_max']:.4f}), more than rounding (rollouts.max_noise_floor "
+                    f"{spec.max_noise_floor}). Check the engine's dtype and weights (docs/rollouts.md); raise "
+                    "rollouts.max_noise_floor only for a model whose kernels are known to differ that much")
+                say(f"[red]{self.stop_reason}[/]")
+
+        def _load_floor(self) -> float | None:
+            try:
+                return float(json.loads(state_path.read_text())["noise_floor"])
+            except (AttributeError, OSError, ValueError, KeyError, TypeError):
+                say("[yellow]stale-weight guard: no noise floor from this run's first sync (resumed from another "
+                    f"run directory?): checking against rollouts.max_logprob_gap {spec.max_logprob_gap} alone[/]")
+                return None
+
+        def check(self, llm, model, step: int) -> None:
+            rec = self._gap(llm, model, step)
+            if rec["logprob_gap"] > self.threshold and self.stop_reason is None:
+                floor = f"{self.noise_floor:.2e}" if self.noise_floor is not None else "not measured"
                 self.stop_reason = (
                     f"the rollout engine's weights are stale: after the weight sync at step {step} its log-"
                     f"probabilities differ from the trainer's by {rec['logprob_gap']:.4f} per token on average (max "
-                    f"{rec['logprob_gap_max']:.4f}; rollouts.max_logprob_gap {spec.max_logprob_gap}), so rollouts "
-                    "no longer come from the policy being trained. Seen when vLLM prepacks or recasts weights the "
-                    "sync then cannot reach (docs/rollouts.md)")
+                    f"{rec['logprob_gap_max']:.4f}), above the noise of this model and hardware (floor {floor} at "
+                    f"the first sync; limit {self.threshold:.4g} = max(floor + rollouts.max_logprob_gap "
+                    f"{spec.max_logprob_gap}, rollouts.noise_factor {spec.noise_factor:g} x floor)), so rollouts no "
+                    "longer come from the policy being trained. Seen when vLLM prepacks or recasts weights the sync "
+                    "then cannot reach (docs/rollouts.md)")
                 say(f"[red]{self.stop_reason}[/]")
 
         def summary(self) -> dict:
-            gaps = [c["logprob_gap"] for c in self.checks]
+            gaps = [c["logprob_gap"] for c in self.checks if not c.get("noise_floor")]
             return {"checks": len(gaps), "logprob_gap_max": max(gaps) if gaps else None,
-                    "logprob_gap_last": gaps[-1] if gaps else None, "max_logprob_gap": spec.max_logprob_gap,
-                    "check_every": spec.check_every, "stopped": self.stop_reason is not None}
+                    "logprob_gap_last": gaps[-1] if gaps else None, "noise_floor": self.noise_floor,
+                    "threshold": self.threshold, "max_logprob_gap": spec.max_logprob_gap,
+                    "noise_factor": spec.noise_factor, "check_every": spec.check_every,
+                    "stopped": self.stop_reason is not None}
 
     return LogprobGapGuard()
