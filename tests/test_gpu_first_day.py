@@ -7,12 +7,14 @@ import json
 import pytest
 from test_gpu_rollouts import run_gpu_check
 
+pytestmark = pytest.mark.integration  # a subprocess that builds and times models: not the unit lane
+
 
 def test_first_day_tiny_on_cpu_with_only_the_gpu_images_packages(tmp_path):
     out_json = tmp_path / "first-day.json"
     p = run_gpu_check(["--first-day", "--tiny", "--device", "cpu", "--rollout-models", "0.5b", "--rollout-batches",
                        "8", "--rollout-reps", "1", "--rollout-options", "generate,cb", "--steps", "1", "--json",
-                       str(out_json)], timeout=170)
+                       str(out_json)], timeout=600)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
     out = p.stdout
     assert "## rlaif gpu_check --first-day" in out and "| torch_cuda |" in out and "| nvidia_smi |" in out
