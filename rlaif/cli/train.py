@@ -37,7 +37,8 @@ def add_parser(sub) -> None:
 def cmd_train(a) -> int:
     recipe = load_recipe(a.recipe, a.overrides)
     s = run_training(recipe, resume=a.resume)
-    say(f"done: {s['steps']} steps in {s['wall_s']}s; adapter in {s['adapter']}; judge calls {s['judge']['calls']}, "
+    saved = f"adapter in {s['adapter']}" if s["adapter"] else "no adapter written"
+    say(f"done: {s['steps']} steps in {s['wall_s']}s; {saved}; judge calls {s['judge']['calls']}, "
         f"failures {s['judge']['failed']}")
     return 0
 

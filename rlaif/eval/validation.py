@@ -35,12 +35,13 @@ def _explain(verdict: Verdict) -> str:
 
 
 def validate(recipe: Recipe, model, tok, url: str, records: list[dict], second: OpinionSource | None,
-             step: int) -> list[dict]:
+             step: int, padding: list[dict] = ()) -> list[dict]:
     """One validation pass over held-out records (dataset rows): the rows for validation.jsonl. Each sample
-    carries its record's metadata (reference answer, per-record rubric), as in training."""
+    carries its record's metadata (reference answer, per-record rubric), as in training. `padding`: records
+    sampled after them and dropped unjudged (see `shares`)."""
     import torch
 
-    if not records:  # more processes than validation prompts: this one has none
+    if not records and not padding:
         return []
     e = recipe.eval
     was_training = model.training
@@ -48,11 +49,14 @@ def validate(recipe: Recipe, model, tok, url: str, records: list[dict], second: 
     # fork the RNG: validation sampling must not change the training run's random stream
     with torch.random.fork_rng():
         try:
-            outs = sample_completions(model, tok, [r["prompt"] for r in records], k=e.samples_per_prompt,
-                                      temperature=e.temperature, max_new_tokens=e.max_new_tokens, seed=e.seed + step,
-                                      template_kwargs=recipe.template_kwargs())
+            outs = sample_completions(model, tok, [r["prompt"] for r in [*records, *padding]],
+                                      k=e.samples_per_prompt, temperature=e.temperature,
+                                      max_new_tokens=e.max_new_tokens, seed=e.seed + step,
+                                      template_kwargs=recipe.template_kwargs())[:len(records)]
         finally:
             model.train(was_training)
+    if not records:
+        return []
     samples = [Sample(id=f"{row['id']}#{j}", prompt=row["prompt"], response=c, metadata=record_metadata(row),
                       columns=row_columns(row)) for row, cs in zip(records, outs) for j, c in enumerate(cs)]
     verdicts = make_judge(recipe, url).score_sync(samples)
@@ -64,6 +68,16 @@ def validate(recipe: Recipe, model, tok, url: str, records: list[dict], second: 
                      "judge_pass": None if v.reward is None else v.reward > 0.5,
                      "rationale": _explain(v), "second_pass": sp})
     return rows
+
+
+def shares(records: list[dict], rank: int, world_size: int) -> tuple[list[dict], list[dict]]:
+    """This process's validation records, and the padding it samples after them so that every process samples
+    as many prompts: under FSDP or ZeRO-3 `generate` is a collective (each forward gathers the sharded weights
+    from every process), so a process with fewer prompts (none, when there are fewer prompts than processes; one
+    batch fewer) would leave the others waiting inside a forward: a hang."""
+    mine = records[rank::world_size]
+    width = -(-len(records) // world_size)  # the largest share
+    return mine, records[:width - len(mine)]
 
 
 def val_metrics(rows: list[dict]) -> dict:
@@ -98,9 +112,9 @@ def make_callback(recipe: Recipe, tok, url: str, second: OpinionSource | None, r
                 return
             # every process validates its share of the prompts and the main process gathers them: no process
             # waits past the step for another's whole pass (with FSDP, generation needs every process anyway)
-            mine = records[rank()::world_size()]
-            rows = [r for part in gather_objects(validate(recipe, model, tok, url, mine, second, state.global_step))
-                    for r in part]
+            mine, padding = shares(records, rank(), world_size())
+            rows = [r for part in gather_objects(validate(recipe, model, tok, url, mine, second, state.global_step,
+                                                          padding)) for r in part]
             if not state.is_world_process_zero:
                 return
             metrics = val_metrics(rows)

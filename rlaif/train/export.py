@@ -33,8 +33,16 @@ def find_adapter(run_dir: Path) -> Path:
     if (adapter / "adapter_config.json").exists():
         return adapter
     checkpoints = sorted(run_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
-    hint = (f"; the run stopped before its end: finish it with `rlaif train RECIPE --resume`, or export a checkpoint "
-            f"as a run directory of its own (its adapter is in {checkpoints[-1]})" if checkpoints else "")
+    with_adapter = [c for c in checkpoints if (c / "adapter_config.json").exists()]
+    if with_adapter:
+        hint = (f"; the run stopped before its end: finish it with `rlaif train RECIPE --resume`, or export a "
+                f"checkpoint as a run directory of its own (its adapter is in {with_adapter[-1]})")
+    elif checkpoints:
+        hint = (f"; its checkpoints hold no adapter (under FSDP a checkpoint keeps each process's shards, "
+                f"pytorch_model_fsdp_0/; the last is {checkpoints[-1]}): run the same launch line with --resume, "
+                "which ends by writing adapter/")
+    else:
+        hint = ""
     raise UserError(f"{run_dir}: no trained adapter (adapter/adapter_config.json){hint}")
 
 

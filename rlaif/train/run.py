@@ -24,8 +24,10 @@ from rlaif.factory import apply_threads, make_rewards
 from rlaif.rewards.judge_source import JudgeSource
 from rlaif.rewards.trl_adapter import TRLReward
 from rlaif.train import async_grpo
+from rlaif.train.adapter_save import save_adapter
 from rlaif.train.callbacks import run_callbacks, watch_callbacks
 from rlaif.train.checkpoints import disk_full_error, is_disk_full, last_complete_checkpoint
+from rlaif.train.fsdp_cpu import fsdp_on_cpu
 from rlaif.train.precision import keep_trainable_precision
 from rlaif.train.preemption import Preemption, signal_name
 from rlaif.train.vllm_rollouts import (engine_traps, guard_state_path, make_guard, on_cuda, reference_ids, require_vllm,
@@ -189,7 +191,8 @@ def run_training(recipe: Recipe, *, resume: bool = False, base_url: str | None =
                 raise UserError(f"{recipe.source}: rollouts.async: TRL's asynchronous trainer refused the run: {e}") \
                     from None
         else:
-            with engine_traps(recipe.rollouts, training_dtype(args)) if vllm else contextlib.nullcontext():
+            with engine_traps(recipe.rollouts, training_dtype(args)) if vllm else contextlib.nullcontext(), \
+                    fsdp_on_cpu(args, recipe.source):
                 trainer = GRPOTrainer(model=recipe.policy.model, reward_funcs=rewards, args=args,
                                       train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tok,
                                       peft_config=peft_config, callbacks=callbacks)
@@ -201,12 +204,12 @@ def run_training(recipe: Recipe, *, resume: bool = False, base_url: str | None =
             if hasattr(cb, "trainer"):
                 cb.trainer = trainer  # the validation callback logs through it
         torch.manual_seed(recipe.seed)
-        adapter_dir = run_dir / "adapter"
+        adapter_dir = None  # the trained policy's folder, once saved and loadable
         try:
             with preemption:  # SIGTERM / Ctrl-C: end this step, save a checkpoint, then stop
                 trainer.train(resume_from_checkpoint=checkpoint)
-            if preemption.signum is None:
-                trainer.save_model(str(adapter_dir))
+            if preemption.signum is None:  # a collective under FSDP: every process saves
+                adapter_dir = save_adapter(trainer, run_dir / "adapter")
         except Exception as e:
             if is_disk_full(e, run_dir):
                 raise disk_full_error(run_dir, e) from None
@@ -239,7 +242,7 @@ def run_training(recipe: Recipe, *, resume: bool = False, base_url: str | None =
         "rewards": {name: summed([p["rewards"][name] for p in per_process]) for name in per_process[0]["rewards"]},
         "world_size": len(per_process),
         "processes": per_process if len(per_process) > 1 else None,
-        "adapter": str(adapter_dir) if preemption.signum is None else None,  # a stopped run has its checkpoint
+        "adapter": str(adapter_dir) if adapter_dir else None,  # a stopped run has its checkpoint
         "stopped_early": stop_reason or (signal_name(preemption.signum) if preemption.signum else None),
         "rollouts": {"engine": recipe.rollouts.engine,
                      "stale_weight_guard": guards[0].summary() if guards else None,

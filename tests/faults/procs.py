@@ -1,5 +1,5 @@
 """Helpers for fault tests that drive real processes: wait for a condition, read a file that may not exist yet,
-list a session's live processes."""
+list a session's live processes, kill a process tree."""
 import os
 import sys
 import time
@@ -31,3 +31,17 @@ def session(sid):
         except (ProcessLookupError, PermissionError):
             pass
     return out
+
+
+def kill_tree(pid):
+    """torchrun starts its workers in sessions of their own: a kill of its group would leave them."""
+    import psutil
+    try:
+        procs = [psutil.Process(pid)] + psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return
+    for q in procs:
+        try:
+            q.kill()
+        except psutil.NoSuchProcess:
+            pass

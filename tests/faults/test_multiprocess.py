@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from procs import lines, session, wait_for
+from procs import kill_tree, lines, session, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -22,20 +22,6 @@ def run_cmd(out, steps, *extra):
     return TORCHRUN + ["--set", f"output_dir={out}", "--set", f"grpo.max_steps={steps}", "--set",
                        "grpo.logging_steps=1", "--set", "eval.every_steps=null", "--set", "grpo.save_strategy=no",
                        "--set", "judge.canaries=null", *extra]
-
-
-def kill_tree(pid):
-    """torchrun starts its workers in sessions of their own: a kill of its group would leave them."""
-    import psutil
-    try:
-        procs = [psutil.Process(pid)] + psutil.Process(pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        return
-    for q in procs:
-        try:
-            q.kill()
-        except psutil.NoSuchProcess:
-            pass
 
 
 def engines_under(pid):
