@@ -54,12 +54,14 @@ def valid_record(draw, rid: str, sample: bool):
     if sample:
         msgs.append({"role": draw(st.sampled_from(["assistant", "nova_assistant"])),
                      "content": draw(st.one_of(st.just(""), TEXT, CODE_LIKE))})
-        rec["metadata"] = draw(st.dictionaries(st.text(max_size=8), JSON_VALUE, max_size=3))
+        # any key but `rubric`, which is a record's own criteria and has a schema of its own
+        rec["metadata"] = draw(st.dictionaries(st.text(max_size=8).filter(lambda k: k != "rubric"), JSON_VALUE,
+                                               max_size=3))
     else:
         if draw(st.booleans()):
             rec["reference_answer"] = draw(st.one_of(TEXT, st.dictionaries(TEXT, JSON_VALUE, min_size=1, max_size=3)))
         extra = draw(st.dictionaries(st.text(max_size=8).filter(lambda k: k not in ("messages", "id",
-                                                                                  "reference_answer")),
+                                                                                  "reference_answer", "rubric")),
                                      JSON_VALUE, max_size=3))
         rec.update(extra)
     return rec, user
