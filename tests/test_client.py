@@ -1,6 +1,9 @@
 import asyncio
 import time
 
+import pytest
+
+from fake_replica import FakeReplica
 from rlaif.judge.http_client import ClientSettings, RateLimiter, estimate_tokens
 
 
@@ -18,3 +21,26 @@ def test_settings_accept_one_or_several_urls():
     assert ClientSettings("http://a:1/", "m").urls == ["http://a:1"]
     assert ClientSettings(["http://a:1", "http://b:2/"], "m").urls == ["http://a:1", "http://b:2"]
     assert estimate_tokens([{"role": "user", "content": "x" * 400}], 10) == 110
+
+
+def _ask(settings: ClientSettings, n: int = 1) -> list:
+    """n one-token judge requests made together, as a reward batch makes them, on a loop of their own."""
+    from rlaif.judge.http_client import JudgeClient
+
+    async def go():
+        client = JudgeClient(settings)
+        try:
+            return await asyncio.gather(*[client.chat([{"role": "user", "content": f"q{i}"}], max_tokens=1)
+                                          for i in range(n)])
+        finally:
+            await client.aclose()
+    return asyncio.run(go())
+
+
+@pytest.mark.parametrize("batch", [True, False])
+def test_a_409_is_the_callers_mistake_and_not_retried(batch):
+    """The docs promise retries on 408, 429 and 5xx only: a 409 (conflict) would answer the same again."""
+    with FakeReplica(mode=409, status_text="conflict") as rep:
+        (res,) = _ask(ClientSettings(rep.url, "judge", max_retries=3, backoff_base_s=0.01, batch_requests=batch))
+    assert res.response is None and "409" in res.error
+    assert res.attempts == 1 and rep.chat_posts() == 1

@@ -61,7 +61,7 @@ def _sdk_modules():
     return openai, sdk_http
 
 
-RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504}
+RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}  # as documented: a timeout, a rate limit, a server error
 
 
 @dataclass
