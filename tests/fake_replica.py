@@ -111,3 +111,17 @@ class FakeReplica:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+def one_token_batch(client, n: int = 4) -> list:
+    """n one-token judge requests made together through `client` (a JudgeClient), as a reward batch makes them,
+    on an event loop of their own; their CallResults."""
+    import asyncio
+
+    async def go():
+        try:
+            return await asyncio.gather(*[client.chat([{"role": "user", "content": f"q{i}"}], max_tokens=1)
+                                          for i in range(n)])
+        finally:
+            await client.aclose()
+    return asyncio.run(go())

@@ -3,8 +3,8 @@ import time
 
 import pytest
 
-from fake_replica import FakeReplica
-from rlaif.judge.http_client import ClientSettings, RateLimiter, estimate_tokens
+from fake_replica import FakeReplica, one_token_batch
+from rlaif.judge.http_client import ClientSettings, JudgeClient, RateLimiter, estimate_tokens
 
 
 def test_rate_limiter_spaces_requests():
@@ -23,24 +23,12 @@ def test_settings_accept_one_or_several_urls():
     assert estimate_tokens([{"role": "user", "content": "x" * 400}], 10) == 110
 
 
-def _ask(settings: ClientSettings, n: int = 1) -> list:
-    """n one-token judge requests made together, as a reward batch makes them, on a loop of their own."""
-    from rlaif.judge.http_client import JudgeClient
-
-    async def go():
-        client = JudgeClient(settings)
-        try:
-            return await asyncio.gather(*[client.chat([{"role": "user", "content": f"q{i}"}], max_tokens=1)
-                                          for i in range(n)])
-        finally:
-            await client.aclose()
-    return asyncio.run(go())
-
-
 @pytest.mark.parametrize("batch", [True, False])
 def test_a_409_is_the_callers_mistake_and_not_retried(batch):
     """The docs promise retries on 408, 429 and 5xx only: a 409 (conflict) would answer the same again."""
     with FakeReplica(mode=409, status_text="conflict") as rep:
-        (res,) = _ask(ClientSettings(rep.url, "judge", max_retries=3, backoff_base_s=0.01, batch_requests=batch))
+        client = JudgeClient(ClientSettings(rep.url, "judge", max_retries=3, backoff_base_s=0.01,
+                                            batch_requests=batch))
+        (res,) = one_token_batch(client, 1)
     assert res.response is None and "409" in res.error
     assert res.attempts == 1 and rep.chat_posts() == 1
