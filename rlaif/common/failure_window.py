@@ -41,6 +41,21 @@ class FailureWindow:
             self.stop(self.describe(rate, n))
 
 
+class FirstStop:
+    """Several failure windows as one stop: the first window's stop reason, else the next one's, each with its
+    label (a judge cascade's larger judge stops the run as its first judge would). `stop()` stops the first."""
+
+    def __init__(self, windows: list[tuple[str, FailureWindow]]):
+        self.windows = windows
+
+    @property
+    def stop_reason(self) -> str | None:
+        return next((f"{label}{w.stop_reason}" for label, w in self.windows if w.stop_reason), None)
+
+    def stop(self, why: str) -> None:
+        self.windows[0][1].stop(why)
+
+
 def fallback_value(on_failure: str, neutral: float) -> float | None:
     """What a failed judgment (or Lambda answer) is worth: None, which TRL leaves out of its group's statistics,
     or the neutral value (Nova's Lambda convention is 0.5)."""

@@ -2,6 +2,10 @@
 latency, pass rate and mean score per criterion, check pass rates, the health signals, the prefix-cache hit
 rate), with the per-criterion scores (and verdict rationales) as columns of TRL's completions table.
 
+With a cascade, the call metrics are the first judge's (the larger judge's are `judge/cascade_*`), and every
+number read from verdicts (reward range, positive and pass rates, scores) is read from the verdicts whose
+rewards are used, after the cascade. Either judge's failure window can stop the run.
+
 The run's first judge source logs under `judge/` and `checks/` (what the health checks, the progress line and the
 report read); any other judge source logs the same numbers under its own name (`<name>/calls`,
 `<name>/checks/...`), so two judges never average into one metric."""
@@ -11,6 +15,7 @@ import asyncio
 import json
 import statistics
 
+from rlaif.common.failure_window import FirstStop
 from rlaif.common.stats import percentile
 from rlaif.data.samples import Sample
 from rlaif.judge.cascade import Cascade
@@ -25,9 +30,10 @@ class JudgeSource:
         self.judge = judge
         self.name = name
         self.primary = primary  # the run's first judge: its metrics are the `judge/*` ones
-        self.failures = judge.failures
         self.canaries = canaries  # labelled samples judged beside each batch (rewards/canaries.py)
         self.cascade = cascade  # a larger judge for the unsure verdicts (judge/cascade.py)
+        self.failures = judge.failures if cascade is None else FirstStop(
+            [("", judge.failures), ("the cascade's larger judge: ", cascade.large.failures)])
 
     def _own(self, key: str) -> str:
         """A metric's or column's name for this source: as is for the primary judge, else under the source's name."""
@@ -49,10 +55,11 @@ class JudgeSource:
                                                             self.canaries.batch(step))
             if self.canaries.alarm and self.canaries.spec.stop and self.failures.stop_reason is None:
                 self.failures.stop(self.canaries.alarm)
-        metrics = self._metrics(verdicts, before, j.latencies[n_lat:]) | canary_metrics
-        if self.cascade is not None:  # the metrics above are the first judge's; the rewards, the cascade's
+        metrics = self._call_metrics(before, j.latencies[n_lat:]) | canary_metrics
+        if self.cascade is not None:  # the calls above are the first judge's; the rewards, the cascade's
             verdicts, cascade_metrics = await self.cascade.refine(samples, verdicts, step)
             metrics |= cascade_metrics
+        metrics |= self._verdict_metrics(verdicts)
         hit_rate = j.prefix_cache.latest()  # never waits for /metrics
         if hit_rate is not None:
             metrics["judge/prefix_cache_hit_rate"] = hit_rate
@@ -63,22 +70,29 @@ class JudgeSource:
         return Scored([v.reward for v in verdicts], {self._own(k): v for k, v in metrics.items()},
                       {self._own(k): v for k, v in columns.items()})
 
-    def _metrics(self, verdicts: list[Verdict], before: dict, lat: list[float]) -> dict[str, float]:
-        j, t, m = self.judge, self.judge.totals, {}
+    def _call_metrics(self, before: dict, lat: list[float]) -> dict[str, float]:
+        """The first judge's calls in this batch: how many, how they failed, how long they took."""
+        t, m = self.judge.totals, {}
         calls = t["calls"] - before["calls"]
         m["judge/cache_hits"] = float(t["cache_hits"] - before["cache_hits"])
-        if j.checks:
-            m["checks/gated_rate"] = sum(v.gated for v in verdicts) / max(1, len(verdicts))
-            for c in j.checks:
-                m[f"checks/{c.label}/pass_rate"] = statistics.fmean(v.checks[c.label] for v in verdicts)
         m["judge/calls"] = float(calls)
         m["judge/fail_rate"] = (t["failures"] - before["failures"]) / max(1, calls)
         m["judge/parse_fail_rate"] = (t["parse_failures"] - before["parse_failures"]) / max(1, calls)
         m["judge/retries"] = float(t["retries"] - before["retries"])
         m["judge/neutralised"] = float(t["neutralised"] - before["neutralised"])
-        m["judge/truncated"] = float(sum(v.truncated for v in verdicts))  # samples cut to fit the judge's context
         m["judge/latency_p50_s"] = percentile(lat, 0.5)
         m["judge/latency_p95_s"] = percentile(lat, 0.95)
+        return m
+
+    def _verdict_metrics(self, verdicts: list[Verdict]) -> dict[str, float]:
+        """What the verdicts whose rewards are used say: checks, reward range and positive rate (the health
+        signals), pass rate and mean score per criterion."""
+        j, m = self.judge, {}
+        if j.checks:
+            m["checks/gated_rate"] = sum(v.gated for v in verdicts) / max(1, len(verdicts))
+            for c in j.checks:
+                m[f"checks/{c.label}/pass_rate"] = statistics.fmean(v.checks[c.label] for v in verdicts)
+        m["judge/truncated"] = float(sum(v.truncated for v in verdicts))  # samples cut to fit the judge's context
         # training-health signals (rlaif/eval/health.py): reward range and the share of positive (> 0.5) rewards
         scored = [v.reward for v in verdicts if v.reward is not None] or [0.0]
         m["judge/reward_min"] = min(scored)
