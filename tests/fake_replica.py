@@ -125,3 +125,13 @@ def one_token_batch(client, n: int = 4) -> list:
         finally:
             await client.aclose()
     return asyncio.run(go())
+
+
+def http_judge(url: str | list[str], min_calls: int = 32, **settings):
+    """A real logprob judge of the says_please rubric over HTTP at url (fake replicas, or nothing at all), no
+    retries unless asked."""
+    from rlaif.config.rubric import load_rubric
+    from rlaif.judge.http_client import ClientSettings, JudgeClient
+    from rlaif.judge.scorer import FailureSettings, Judge
+    client = JudgeClient(ClientSettings(url, "judge", backoff_base_s=0.01, **({"max_retries": 0} | settings)))
+    return Judge(load_rubric("says_please"), client, on_failure=FailureSettings(min_calls=min_calls), cache=False)

@@ -5,6 +5,7 @@ import asyncio
 
 import pytest
 
+from fake_replica import http_judge
 from rlaif.config.recipe import load_recipe
 from rlaif.data.samples import Sample
 from rlaif.errors import UserError
@@ -86,15 +87,6 @@ def test_a_training_run_with_a_cascade_logs_and_counts_it(judge_url, tmp_path):
     escalated = (run / "cascade.jsonl").read_text().splitlines()
     assert len(escalated) == c["escalated"]
     assert "judge cascade: verdicts of 'judge' within 0.5 of 0.5 go to 'judge'" in " ".join(r.stderr.split())
-
-
-def http_judge(url: str, min_calls: int = 32, **settings):
-    """A real logprob judge of the says_please rubric over HTTP at url (a fake replica, or nothing at all)."""
-    from rlaif.config.rubric import load_rubric
-    from rlaif.judge.http_client import ClientSettings, JudgeClient
-    from rlaif.judge.scorer import FailureSettings, Judge
-    client = JudgeClient(ClientSettings(url, "judge", backoff_base_s=0.01, **({"max_retries": 0} | settings)))
-    return Judge(load_rubric("says_please"), client, on_failure=FailureSettings(min_calls=min_calls), cache=False)
 
 
 def samples(n: int) -> list[Sample]:

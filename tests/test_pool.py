@@ -241,3 +241,27 @@ def test_a_router_with_no_workers_is_an_outage_to_wait_for_not_a_failure():
     finally:
         router.stop()
         client.pool.close()
+
+
+def test_a_restart_holds_the_failure_stop_only_for_the_url_restarting():
+    """While one replica restarts, its failures do not stop the run; another replica failing does."""
+    from fake_replica import http_judge
+    from rlaif.data.samples import Sample
+    batch = [Sample(f"s{i}", [{"role": "user", "content": "hi"}], "x") for i in range(8)]
+    with FakeReplica() as restarting, FakeReplica(mode=500) as broken:
+        judge = http_judge([restarting.url, broken.url], min_calls=4, max_outage_wait_s=0.2)
+        try:
+            judge.server_down(restarting.url, exit_code=-9)  # its supervisor restarts it
+            judge.score_sync(batch)  # every judgment goes to the other replica, which fails them
+            assert judge.totals["failures"] == 8
+            assert judge.stop_reason is not None  # those failures are not the restart's
+        finally:
+            judge.close()
+    with FakeReplica(mode=500) as alone:
+        judge = http_judge(alone.url, min_calls=4, max_outage_wait_s=0.2)
+        try:
+            judge.server_down(alone.url, exit_code=-9)  # the only replica restarts: its failures wait for it
+            judge.score_sync(batch)
+            assert judge.totals["failures"] == 8 and judge.stop_reason is None
+        finally:
+            judge.close()

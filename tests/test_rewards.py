@@ -13,7 +13,7 @@ from rlaif.judge.judgment_log import JudgmentLog
 from rlaif.portable.verifiable import final_number, normalise_answer, verify
 from rlaif.rewards.combined import CombinedSource
 from rlaif.rewards.python_source import PythonSource
-from rlaif.rewards.source import Scored, batch_columns, batch_samples
+from rlaif.rewards.source import Scored, batch_columns, batch_samples, source_metrics
 from rlaif.rewards.trl_adapter import TRLReward
 from rlaif.rewards.verifiable_source import VerifiableSource
 
@@ -304,3 +304,11 @@ def test_a_python_function_gets_trls_own_trainer_state(tmp_path):
     state = TrainerState(global_step=5, max_steps=10)
     assert asyncio.run(src.score([Sample("r#0", USER, "x")], 5, state=state)).rewards == [0.5]
     assert asyncio.run(src.score([Sample("r#0", USER, "x")], 5)).rewards == [0.0]  # no trainer: max_steps 0
+
+
+def test_a_source_that_scored_nothing_logs_no_mean_or_pass_rate():
+    """A 0 would read as a policy that never passes; no number is what was measured (TRL averages each key over
+    the batches and processes that logged it)."""
+    assert source_metrics("topic", [None, None]) == {"reward/topic/fail_rate": 1.0}
+    assert source_metrics("topic", [None, 1.0]) == {"reward/topic/mean": 1.0, "reward/topic/pass_rate": 1.0,
+                                                    "reward/topic/fail_rate": 0.5}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import statistics
 
 from rlaif.common.failure_window import FirstStop
@@ -23,6 +24,7 @@ from rlaif.judge.scorer import Judge, Verdict
 from rlaif.rewards.canaries import Canaries
 from rlaif.rewards.source import Scored
 
+log = logging.getLogger("rlaif.rewards")
 
 class JudgeSource:
     def __init__(self, judge: Judge, name: str = "judge", primary: bool = True, canaries: Canaries | None = None,
@@ -32,6 +34,7 @@ class JudgeSource:
         self.primary = primary  # the run's first judge: its metrics are the `judge/*` ones
         self.canaries = canaries  # labelled samples judged beside each batch (rewards/canaries.py)
         self.cascade = cascade  # a larger judge for the unsure verdicts (judge/cascade.py)
+        self.canary_errors = 0  # batches whose canaries raised (the training batch was judged all the same)
         self.failures = judge.failures if cascade is None else FirstStop(
             [("", judge.failures), ("the cascade's larger judge: ", cascade.large.failures)])
 
@@ -52,7 +55,7 @@ class JudgeSource:
             verdicts, canary_metrics = await j.score_samples(samples, step=step), {}
         else:  # concurrently: the canaries share the batch's server, its rubric prefix and its time
             verdicts, canary_metrics = await asyncio.gather(j.score_samples(samples, step=step),
-                                                            self.canaries.batch(step))
+                                                            self._canary_batch(step))
             if self.canaries.alarm and self.canaries.spec.stop and self.failures.stop_reason is None:
                 self.failures.stop(self.canaries.alarm)
         metrics = self._call_metrics(before, j.latencies[n_lat:]) | canary_metrics
@@ -69,6 +72,16 @@ class JudgeSource:
             columns["judge_rationale"] = [v.rationale for v in verdicts]
         return Scored([v.reward for v in verdicts], {self._own(k): v for k, v in metrics.items()},
                       {self._own(k): v for k, v in columns.items()})
+
+    async def _canary_batch(self, step: int | None) -> dict[str, float]:
+        """This batch's canaries, never failing the training batch: a canary that raises is logged and counted
+        (`judge/canary_errors`), and the batch is judged as if none rode with it."""
+        try:
+            return await self.canaries.batch(step) | {"judge/canary_errors": 0.0}
+        except Exception as e:
+            self.canary_errors += 1
+            log.exception("canaries at step %s failed (the training batch is judged without them): %s", step, e)
+            return {"judge/canary_errors": 1.0}
 
     def _call_metrics(self, before: dict, lat: list[float]) -> dict[str, float]:
         """The first judge's calls in this batch: how many, how they failed, how long they took."""
@@ -93,15 +106,22 @@ class JudgeSource:
             for c in j.checks:
                 m[f"checks/{c.label}/pass_rate"] = statistics.fmean(v.checks[c.label] for v in verdicts)
         m["judge/truncated"] = float(sum(v.truncated for v in verdicts))  # samples cut to fit the judge's context
-        # training-health signals (rlaif/eval/health.py): reward range and the share of positive (> 0.5) rewards
-        scored = [v.reward for v in verdicts if v.reward is not None] or [0.0]
-        m["judge/reward_min"] = min(scored)
-        m["judge/reward_max"] = max(scored)
-        m["judge/positive_rate"] = sum(r > 0.5 for r in scored) / len(scored)
+        # training-health signals (rlaif/eval/health.py): the share of samples scored, and over those, the reward
+        # range and the share of positive (> 0.5) rewards. A failed judgment is no score (its fallback is not the
+        # judge's), and a batch with none scored logs none of these: a 0 would read as a policy that never passes
+        # (TRL averages each key over the batches and processes that logged it)
+        scored = [v.reward for v in verdicts if not v.failed and v.reward is not None]
+        if verdicts:
+            m["judge/scored_rate"] = len(scored) / len(verdicts)
+        if scored:
+            m["judge/reward_min"] = min(scored)
+            m["judge/reward_max"] = max(scored)
+            m["judge/positive_rate"] = sum(r > 0.5 for r in scored) / len(scored)
         for c in j.rubric.criteria:
-            vals = [v.scores[c.name] for v in verdicts if v.scores.get(c.name) is not None] or [0.0]
-            m[f"judge/{c.name}/pass_rate"] = sum(x > 0.5 for x in vals) / len(vals)
-            m[f"judge/{c.name}/score"] = statistics.fmean(vals)
+            vals = [v.scores[c.name] for v in verdicts if v.scores.get(c.name) is not None]
+            if vals:
+                m[f"judge/{c.name}/pass_rate"] = sum(x > 0.5 for x in vals) / len(vals)
+                m[f"judge/{c.name}/score"] = statistics.fmean(vals)
         return m
 
     def fail_batch(self, n: int) -> list[float | None]:
