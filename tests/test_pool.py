@@ -60,7 +60,7 @@ def test_the_wait_is_bounded_and_ends_when_no_replica_can_come_back():
     pool.replicas[A].answered = True  # launched, and ready
     pool.replicas[A].dead = lambda: True  # the process is gone and its supervisor has not looked yet
     asyncio.run(asyncio.wait_for(pool.wait(pool.deadline()), 30))
-    assert pool.waited_s >= 0.3 and pool.expired_waits == 1  # past the bound: the request goes on, and fails
+    assert pool.waited_s > 0 and pool.expired_waits == 1  # the bound ran out: the request goes on, and fails
     waited = pool.waited_s
     pool.expired = False  # (as a replica back would)
     pool.give_up(A)

@@ -249,7 +249,7 @@ class Pool:
                 ran_out = time.monotonic() >= deadline
                 if ran_out and not self.healthy() and self.recoverable() and not self.expired:
                     self.expired, self.expired_waits = True, self.expired_waits + 1
-                    log.warning("no judge replica is up after %.0fs: requests fail and fall back until one is "
+                    log.warning("no judge replica is up after %.1fs: requests fail and fall back until one is "
                                 "back", waited)
 
     def close(self) -> None:
