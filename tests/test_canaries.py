@@ -137,3 +137,67 @@ def test_a_judge_swapped_mid_run_is_flagged_and_stops_the_run(judge_url, tmp_pat
     assert any(w["code"] == "judge_changed" for w in health["warnings"] + health.get("raised_during_training", []))
     assert (run / "canaries.jsonl").exists() and not any(
         json.loads(ln)["sample_id"].startswith("canary:") for ln in (run / "judgments.jsonl").read_text().splitlines())
+
+
+class Broken(StandIn):
+    """A canary judge that raises (a bug, or a judge that cannot be reached as the run starts)."""
+
+    async def score_samples(self, samples, step=None):
+        raise RuntimeError("the canary judge broke")
+
+
+def test_a_canary_that_raises_never_fails_the_training_batch():
+    from fake_replica import FakeReplica, http_judge
+    from rlaif.data.samples import Sample
+    from rlaif.rewards.judge_source import JudgeSource
+    with FakeReplica(p_pass=0.9) as rep:
+        source = JudgeSource(http_judge(rep.url), canaries=Canaries(CanarySpec(file=LABELS), Broken()))
+        try:
+            out = asyncio.run(source.score([Sample("s0", [{"role": "user", "content": "hi"}], "x")], step=1))
+        finally:
+            source.close()
+    assert out.rewards == [pytest.approx(0.9)]  # the training batch is judged as if no canary rode with it
+    assert out.metrics["judge/canary_errors"] == 1.0 and source.failures.stop_reason is None
+
+
+class Failing(StandIn):
+    """A judge that answers every canary right, or (once broken) fails to judge every other one."""
+
+    async def score_samples(self, samples, step=None):
+        out = await super().score_samples(samples, step)
+        return [Verdict(v.id, None, {"says_please": None}, {"says_please": "parse: not a label"}, failed=True)
+                if self.swapped and i % 2 == 0 else v for i, v in enumerate(out)]
+
+
+def test_failed_canary_judgments_count_against_the_judge():
+    """A swapped judge that mostly fails to answer in form is the change the canaries watch for: its failures
+    count as wrong answers, not as no evidence."""
+    judge = Failing()
+    c = Canaries(CanarySpec(file=LABELS), judge)
+    for step in range(1, 4):
+        asyncio.run(c.batch(step))
+    judge.swapped = True
+    after = [asyncio.run(c.batch(step)) for step in range(4, 6)]
+    assert after[-1]["judge/canary_window_accuracy"] == 0.5 and after[-1]["judge/canary_alarm"] == 1.0
+    assert "8 of 16 canary judgments failed" in c.alarm
+
+
+class Down(StandIn):
+    """A judge that fails every canary while `down`."""
+
+    def __init__(self):
+        super().__init__()
+        self.down = True
+
+    async def score_samples(self, samples, step=None):
+        if not self.down:
+            return await super().score_samples(samples, step)
+        return [Verdict(s.id, None, {"says_please": None}, {"says_please": "refused"}, failed=True) for s in samples]
+
+
+def test_a_baseline_the_judge_could_not_answer_is_tried_again_not_raised():
+    judge = Down()  # down as the run starts
+    c = Canaries(CanarySpec(file=LABELS), judge)
+    assert asyncio.run(c.batch(1)) == {"judge/canary_alarm": 0.0} and c.baseline is None
+    judge.down = False  # it answers again
+    assert asyncio.run(c.batch(2))["judge/canary_baseline"] == 1.0 and c.alarm is None

@@ -95,3 +95,30 @@ def test_callback_warns_once_and_writes_health_json(tmp_path):
     import json
     saved = json.loads((tmp_path / "health.json").read_text())
     assert saved["warnings"][0]["code"] == "entropy_collapse" and saved["raised_during_training"][0]["step"] == 60
+
+
+def test_a_judge_that_scored_nothing_is_judge_down_not_sparse_rewards():
+    """Every judgment of a batch failed: no reward range, positive or pass rate is logged for it (a 0 there would
+    read as a policy that never passes), and the health check says the judge is down."""
+    import asyncio
+
+    from fake_replica import http_judge
+    from rlaif.data.samples import Sample
+    from rlaif.judge.server import free_port
+    from rlaif.rewards.judge_source import JudgeSource
+    from rlaif.rewards.source import source_metrics
+    source = JudgeSource(http_judge(f"http://127.0.0.1:{free_port()}"))  # nothing listens there
+    batch = [Sample(f"s{i}", [{"role": "user", "content": "hi"}], "x") for i in range(4)]
+    try:
+        history = []
+        for step in range(1, 4):
+            out = asyncio.run(source.score(batch, step=step))
+            history.append({"step": step, **out.metrics, **source_metrics("judge", out.rewards)})
+    finally:
+        source.close()
+    for key in ("judge/reward_min", "judge/reward_max", "judge/positive_rate", "judge/says_please/pass_rate",
+                "judge/says_please/score", "reward/judge/mean", "reward/judge/pass_rate"):
+        assert key not in history[-1], key
+    assert history[-1]["judge/scored_rate"] == 0.0 and history[-1]["reward/judge/fail_rate"] == 1.0
+    raised = set(codes(history))
+    assert "judge_down" in raised and "sparse_rewards" not in raised

@@ -64,3 +64,12 @@ def test_verdict_json_is_parsed_per_criterion():
                 "not json", "[1]"):
         with pytest.raises(ParseError):
             verdict.parse(reply(bad, None), rb)
+
+
+def test_a_token_that_begins_both_labels_counts_for_neither():
+    """Recipes cannot give two labels one first character (Labels refuses it), but the scoring must not rely on
+    that: a token that both labels begin with says nothing about which one the judge meant."""
+    shared = Labels.model_construct(pass_="Yes", fail="Yeah")
+    assert score_from_response(reply("Yes", [("Ye", 0.5), ("Yes", 0.3), ("Yeah", 0.1)]), shared) == pytest.approx(0.75)
+    with pytest.raises(ParseError):
+        score_from_response(reply("Ye", [("Ye", 0.9)]), shared)

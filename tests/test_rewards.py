@@ -14,7 +14,7 @@ from rlaif.portable.verifiable import final_number, normalise_answer, verify
 from rlaif.rewards.combined import CombinedSource
 from rlaif.rewards.lambda_source import LambdaSource
 from rlaif.rewards.python_source import PythonSource
-from rlaif.rewards.source import Scored, batch_columns, batch_samples
+from rlaif.rewards.source import Scored, batch_columns, batch_samples, source_metrics
 from rlaif.rewards.trl_adapter import TRLReward
 from rlaif.rewards.verifiable_source import VerifiableSource
 
@@ -444,3 +444,11 @@ def test_a_dotted_module_is_found_without_running_its_packages(tmp_path, monkeyp
     with pytest.raises(UserError, match="ns_pkg.inner.mod has no gone"):
         load_recipe(recipe, ["rewards=[{kind: python, name: b, function: 'ns_pkg.inner.mod:gone'}]"],
                     check_files=False)
+
+
+def test_a_source_that_scored_nothing_logs_no_mean_or_pass_rate():
+    """A 0 would read as a policy that never passes; no number is what was measured (TRL averages each key over
+    the batches and processes that logged it)."""
+    assert source_metrics("topic", [None, None]) == {"reward/topic/fail_rate": 1.0}
+    assert source_metrics("topic", [None, 1.0]) == {"reward/topic/mean": 1.0, "reward/topic/pass_rate": 1.0,
+                                                    "reward/topic/fail_rate": 0.5}

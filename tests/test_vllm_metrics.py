@@ -1,7 +1,6 @@
 """The prefix-cache meter reads vLLM's /metrics at most every min_interval_s (a read costs ~0.1 s of a step)."""
 import asyncio
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
@@ -12,7 +11,8 @@ from rlaif.judge.vllm_metrics import PrefixCacheMeter, kv_block_size
 def metrics_server(counters: dict):
     class H(BaseHTTPRequestHandler):
         def do_GET(self):
-            time.sleep(counters.get("delay", 0.0))
+            if "hold" in counters:  # answer only once the test lets it
+                counters["hold"].wait()
             counters["reads"] += 1
             body = (f'vllm:prefix_cache_queries_total{{engine="0",model_name="judge"}} {counters["q"]}\n'
                     f'vllm:prefix_cache_hits_total{{engine="0",model_name="judge"}} {counters["h"]}\n').encode()
@@ -51,21 +51,27 @@ def test_meter_reads_at_most_every_interval_and_keeps_the_last_rate():
 
 
 def test_latest_never_waits_for_a_slow_metrics_endpoint():
-    c = {"reads": 0, "q": 100.0, "h": 80.0, "delay": 0.5}
+    """The endpoint answers only when the test lets it: `latest()` returns before that (it never waits for the
+    reading), and the reading, finished in the background meanwhile, is what the next call logs."""
+    hold = threading.Event()
+    c = {"reads": 0, "q": 100.0, "h": 80.0, "hold": hold}
     srv = metrics_server(c)
+    safety = threading.Timer(60, hold.set)  # only a latest() that waits for the reply would need it
+    safety.start()
 
     async def go():
         m = PrefixCacheMeter([f"http://127.0.0.1:{srv.server_port}"], min_interval_s=3600)
-        t = time.perf_counter()
         first = m.latest()  # starts the reading, returns at once
-        waited = time.perf_counter() - t
-        await asyncio.sleep(1.0)  # the trainer's optimisation step: the reading finishes meanwhile
-        return first, waited, m.latest(), m.readings
+        answered_first = hold.is_set()
+        hold.set()  # the endpoint answers now: the trainer's optimisation step, say
+        await asyncio.wait_for(m._task, 30)
+        return first, answered_first, m.latest(), m.readings
     try:
-        first, waited, later, readings = asyncio.run(go())
+        first, answered_first, later, readings = asyncio.run(go())
     finally:
+        safety.cancel()
         srv.shutdown()
-    assert first is None and waited < 0.1  # nothing measured yet, and nothing waited for
+    assert first is None and not answered_first  # nothing measured yet, and the reply was not waited for
     assert later == 0.8 and readings == 1 and c["reads"] == 1
 
 

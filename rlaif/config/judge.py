@@ -111,9 +111,12 @@ class JudgeSpec(Strict):
     max_tokens_per_min: float | None = Field(None, gt=0)  # optional token rate limit (estimated tokens)
     timeout_s: float = Field(30.0, gt=0)
     max_retries: int = Field(3, ge=0)
-    # a judge server rlaif launched and restarts after a crash: requests wait this long for it (no step spent on
-    # fallbacks), then fail and fall back as before
+    # while no judge server is up (a restart): a request waits this long for one, once (no step spent on
+    # fallbacks), then fails and falls back as before, and so do the requests after it until a server is back
     max_outage_wait_s: float = Field(600.0, ge=0)
+    # timeouts or server errors in a row that take a replica out of the pool until it answers a real request (a
+    # stuck engine behind a live API server would cost every batch sent to it the whole timeout)
+    breaker_failures: int = Field(2, ge=1)
     on_failure: Literal["none", "neutral"] = "none"
     neutral_reward: float = Field(0.5, ge=0, le=1)
     max_fail_rate: float = Field(0.5, gt=0, le=1)  # over the last 256 judge calls; the run stops above it

@@ -4,7 +4,8 @@ Every rule is a pure function of TRL's `log_history` (a list of dicts, one per l
 construct a log that should raise it and one that should not. `HealthCallback` runs the rules at every log
 during training, prints each new warning once, and keeps `RUN_DIR/health.json` current for `rlaif report`.
 
-Signals read: reward (mean), judge/reward_min, judge/reward_max, judge/positive_rate, entropy,
+Signals read: reward (mean), judge/reward_min, judge/reward_max, judge/positive_rate, judge/scored_rate (the
+share of samples the judge scored; a batch with none scored logs no reward range, positive or pass rate), entropy,
 completions/mean_length, frac_reward_zero_std (groups whose rewards are all equal: no learning signal),
 judge/fail_rate, and the validation keys written by rlaif/eval/validation.py (val/reward,
 val/second_opinion_agreement) or TRL's own eval_reward.
@@ -19,7 +20,7 @@ from pathlib import Path
 
 log = logging.getLogger("rlaif.health")
 
-SIGNALS = ["reward", "judge/reward_min", "judge/reward_max", "judge/positive_rate", "entropy",
+SIGNALS = ["reward", "judge/reward_min", "judge/reward_max", "judge/positive_rate", "judge/scored_rate", "entropy",
            "completions/mean_length", "frac_reward_zero_std", "judge/fail_rate", "judge/latency_p50_s",
            "judge/latency_p95_s", "val/reward", "val/pass_rate", "val/second_opinion_agreement", "eval_reward",
            "judge/canary_accuracy", "judge/canary_window_accuracy", "judge/canary_baseline", "judge/canary_alarm"]
@@ -49,7 +50,7 @@ class HealthWarning:
 
 def series(history: list[dict], key: str) -> list[tuple[int, float]]:
     return [(h.get("step", i), float(h[key])) for i, h in enumerate(history)
-            if isinstance(h.get(key), (int, float))]
+            if isinstance(h.get(key), (int, float)) and h[key] == h[key]]  # (NaN is no value)
 
 
 def _mean(pts) -> float:
@@ -152,6 +153,19 @@ def judge_failures(h, lim: Limits) -> list[HealthWarning]:
     return []
 
 
+def judge_down(h, lim: Limits) -> list[HealthWarning]:
+    """A logging step at which the judge scored no sample: every judgment failed. Its rewards were fallbacks,
+    and no reward range, positive or pass rate was logged for it, so the other rules do not read it as a policy
+    that never passes."""
+    down = [s for s, v in series(h, "judge/scored_rate") if v == 0]
+    if not down:
+        return []
+    return [HealthWarning("judge_down", down[-1],
+                          f"the judge scored no sample at step {down[-1]} ({len(down)} logging step(s) so far): "
+                          "every judgment failed, so those rewards were fallbacks. The judge is down, unreachable "
+                          "or not answering in form; see judgments.jsonl for the errors")]
+
+
 def equal_reward_groups(h, lim: Limits) -> list[HealthWarning]:
     pts = series(h, "frac_reward_zero_std")
     if len(pts) < lim.window:
@@ -194,7 +208,7 @@ def judge_changed(h, lim: Limits) -> list[HealthWarning]:
 
 
 RULES = [entropy_collapse, verbosity_hacking, train_up_val_down, sparse_rewards, baseline_too_good,
-         judge_failures, equal_reward_groups, agreement_falling, judge_changed]
+         judge_failures, judge_down, equal_reward_groups, agreement_falling, judge_changed]
 
 
 def check(history: list[dict], limits: Limits | None = None) -> list[HealthWarning]:

@@ -2,9 +2,10 @@
 
 Bounded concurrency, optional request and token rate limits, a per-call timeout, and retries with exponential
 backoff and full jitter on transport errors, 408, 429 and 5xx; other 4xx are the caller's mistake and are not
-retried. Several base URLs are one pool (rlaif/judge/pool.py): each request goes to the least-loaded healthy
-server, a retry goes to another, a server that refuses connections is out until its /health answers, and while
-none is up requests wait for one, so one dead server costs retries, not judgments. One `openai.AsyncOpenAI` per URL per event loop, because TRL runs async reward
+retried (rlaif/judge/attempts.py: the policy both ways of sending share). Several base URLs are one pool
+(rlaif/judge/pool.py): each request goes to the least-loaded healthy server, a retry goes to another, a server
+that refuses connections or times out twice in a row is out until it answers a real request, and while none is
+up a request waits for one (once, at most `max_outage_wait_s`), so one dead server costs retries, not judgments. One `openai.AsyncOpenAI` per URL per event loop, because TRL runs async reward
 functions on its own loop while evaluation runs on another, and an HTTP connection pool must not cross loops.
 
 One-token requests made together (a reward batch's logprob or pairwise requests) go to vLLM's
@@ -21,7 +22,6 @@ import asyncio
 import functools
 import json
 import logging
-import random
 import ssl
 import time
 import weakref
@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING
 
 import httpx
 
+from rlaif.common.dist import rank
+from rlaif.judge.attempts import Attempts
 from rlaif.judge.backend import CallResult
 from rlaif.judge.pool import Pool
 from rlaif.judge.token_prompts import TokenPrompts
@@ -61,9 +63,6 @@ def _sdk_modules():
     return openai, sdk_http
 
 
-RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504}
-
-
 @dataclass
 class ClientSettings:
     base_url: str | list[str]
@@ -83,7 +82,8 @@ class ClientSettings:
     # tokenizer and chat template (rlaif/judge/token_prompts.py), when this folder or cached hub id has one and
     # the server's /tokenize agrees; otherwise to the chat batch endpoint
     tokenizer: str | None = None
-    max_outage_wait_s: float = 600.0  # how long requests wait for a judge server to be up again
+    max_outage_wait_s: float = 600.0  # how long a request waits for a judge server to be up again
+    breaker_failures: int = 2  # timeouts or server errors in a row that take a replica out until it answers
 
     @property
     def urls(self) -> list[str]:
@@ -97,7 +97,7 @@ class ClientSettings:
                    timeout_s=judge.timeout_s, max_retries=judge.max_retries,
                    max_requests_per_s=judge.max_requests_per_s, max_tokens_per_min=judge.max_tokens_per_min,
                    batch_requests=judge.batch_requests, tokenizer=judge.model if judge.token_prompts else None,
-                   max_outage_wait_s=judge.max_outage_wait_s)
+                   max_outage_wait_s=judge.max_outage_wait_s, breaker_failures=judge.breaker_failures)
 
 
 class RateLimiter:
@@ -139,16 +139,6 @@ def _namespace(obj):
     return obj
 
 
-def _refused(e: BaseException) -> bool:
-    """Whether the server was not there at all (connection refused or not made), as opposed to slow or rude: a
-    refused server is out of the pool until its /health answers; a slow one only costs this request a retry."""
-    while e is not None:
-        if type(e).__name__ in ("ConnectError", "ConnectTimeout", "ConnectionRefusedError"):
-            return True
-        e = e.__cause__ or e.__context__
-    return False
-
-
 def estimate_tokens(messages: list[dict], max_tokens: int | None) -> float:
     """A rough count for rate limiting (about 4 characters a token), plus what the reply may use."""
     return sum(len(str(m.get("content", ""))) for m in messages) / 4 + (max_tokens or 0)
@@ -168,7 +158,8 @@ class JudgeClient:
         self.batches = 0  # batch POSTs sent (for the benchmarks)
         self.token_prompts = TokenPrompts(settings.tokenizer) if settings.tokenizer else None
         # the servers' health and load; a supervisor of a server rlaif launched reports to it (rlaif/factory.py)
-        self.pool = Pool(self.urls, settings.max_outage_wait_s, settings.api_key)
+        self.pool = Pool(self.urls, settings.max_outage_wait_s, settings.api_key, model=settings.model, rank=rank(),
+                         breaker_failures=settings.breaker_failures, timeout_s=settings.timeout_s)
 
     def replica_summary(self) -> dict:
         """Per server: judge requests sent, failed, and times it was taken out of the pool."""
@@ -214,9 +205,10 @@ class JudgeClient:
                 await c.close()
             await st.http.aclose()
 
-    def _backoff(self, attempt: int) -> float:
-        cap = min(self.settings.backoff_max_s, self.settings.backoff_base_s * (2 ** attempt))
-        return random.uniform(0, cap)  # full jitter: retries of a burst do not arrive together
+    def _attempts(self) -> Attempts:
+        """A new request's attempts (rlaif/judge/attempts.py): its one outage deadline starts now."""
+        st = self.settings
+        return Attempts(self.pool, st.max_retries, st.backoff_base_s, st.backoff_max_s)
 
     def _batchable(self, params: dict) -> bool:
         # one-token requests only: there the per-request cost of HTTP and the API server dominates; a long
@@ -271,10 +263,8 @@ class JudgeClient:
         token_body = None  # rendered once, on the first attempt that goes to a server that takes token ids
         headers = {"Authorization": f"Bearer {self.settings.api_key or 'EMPTY'}"}
         t0 = time.perf_counter()
-        last_err, url = None, None
-        for attempt in range(self.settings.max_retries + 1):
-            await self.pool.wait()  # no server up (a restart, say): wait for one rather than fail
-            url = self.pool.pick(avoid=url)  # the least loaded; a retry goes elsewhere when it can
+        tries = self._attempts()
+        while (url := await tries.next()) is not None:
             if url in self.no_batch:
                 return await self._singly(params, items)
             tp = self.token_prompts
@@ -316,28 +306,23 @@ class JudgeClient:
                     replies = ([SimpleNamespace(choices=[tp.as_chat_choice(c, labels)]) for c in choices] if as_tokens
                                else [_namespace({"choices": [c]}) for c in choices])
                     dt = time.perf_counter() - t0
-                    self.pool.replicas[url].answered = True
+                    tries.succeeded()
                     for (_, fut), reply in zip(items, replies):
                         if not fut.done():
-                            fut.set_result(CallResult(reply, dt, attempt + 1, None, url))
+                            fut.set_result(CallResult(reply, dt, tries.attempt, None, url))
                     return
-                last_err = f"HTTP {r.status_code}: {r.text[:200]}"
-                if r.status_code not in RETRYABLE_STATUS:
-                    self.per_url[url]["failures"] += len(items)
-                    break
+                retry = tries.failed(f"HTTP {r.status_code}: {r.text[:200]}", status=r.status_code, body=r.text)
             except (httpx.HTTPError, sdk_http.HTTPError) as e:
-                last_err = f"{type(e).__name__}: {str(e)[:200]}"
-                if _refused(e):
-                    self.pool.refused(url, last_err)
+                retry = tries.failed(f"{type(e).__name__}: {str(e)[:200]}", exc=e)
             except (ValueError, KeyError, TypeError, IndexError) as e:  # a reply that is not the batch answer
-                last_err = f"malformed batch reply: {type(e).__name__}: {str(e)[:200]}"
+                retry = tries.failed(f"malformed batch reply: {type(e).__name__}: {str(e)[:200]}")
             self.per_url[url]["failures"] += len(items)
-            if attempt < self.settings.max_retries:
-                await asyncio.sleep(self._backoff(attempt))
+            if not retry:
+                break
         dt = time.perf_counter() - t0
         for _, fut in items:
             if not fut.done():
-                fut.set_result(CallResult(None, dt, attempt + 1, last_err, url))
+                fut.set_result(CallResult(None, dt, tries.attempt, tries.error, tries.url))
 
     async def _without_tokens(self, st: _LoopState, params: dict, items: list, url: str, why: str) -> None:
         """`url` cannot take token prompts: turn them off there and send this batch again, as a chat batch. The
@@ -351,10 +336,8 @@ class JudgeClient:
         openai, sdk_http = _sdk_modules()
         st = self._state()
         t0 = time.perf_counter()
-        last_err, url = None, None
-        for attempt in range(self.settings.max_retries + 1):
-            await self.pool.wait()  # no server up (a restart, say): wait for one rather than fail
-            url = self.pool.pick(avoid=url)  # the least loaded; a retry goes elsewhere when it can
+        tries = self._attempts()
+        while (url := await tries.next()) is not None:
             if st.requests:
                 await st.requests.acquire()
             if st.tokens:
@@ -365,20 +348,15 @@ class JudgeClient:
                     async with st.sem:
                         resp = await self._sdk(st, url).chat.completions.create(
                             model=self.settings.model, messages=messages, **params)
-                self.pool.replicas[url].answered = True
-                return CallResult(resp, time.perf_counter() - t0, attempt + 1, None, url)
+                tries.succeeded()
+                return CallResult(resp, time.perf_counter() - t0, tries.attempt, None, url)
             except openai.APIStatusError as e:
-                last_err = f"HTTP {e.status_code}: {str(e)[:200]}"
-                if e.status_code not in RETRYABLE_STATUS:
-                    self.per_url[url]["failures"] += 1
-                    break
+                retry = tries.failed(f"HTTP {e.status_code}: {str(e)[:200]}", status=e.status_code, body=str(e))
             except (openai.APIConnectionError, openai.APITimeoutError, httpx.HTTPError, sdk_http.HTTPError) as e:
-                last_err = f"{type(e).__name__}: {str(e)[:200]}"
-                if _refused(e):
-                    self.pool.refused(url, last_err)
+                retry = tries.failed(f"{type(e).__name__}: {str(e)[:200]}", exc=e)
             except Exception as e:  # a malformed reply the SDK cannot decode: treat as a failed call
-                last_err = f"{type(e).__name__}: {str(e)[:200]}"
+                retry = tries.failed(f"{type(e).__name__}: {str(e)[:200]}")
             self.per_url[url]["failures"] += 1
-            if attempt < self.settings.max_retries:
-                await asyncio.sleep(self._backoff(attempt))
-        return CallResult(None, time.perf_counter() - t0, attempt + 1, last_err, url)
+            if not retry:
+                break
+        return CallResult(None, time.perf_counter() - t0, tries.attempt, tries.error, tries.url)

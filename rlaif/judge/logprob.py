@@ -33,9 +33,11 @@ def request_params(labels: Labels, top_logprobs: int = 5, temperature: float = 0
     }
 
 
-def _matches(token: str, label: str) -> bool:
+def _matches(token: str, label: str, other: str) -> bool:
+    """Whether `token` begins `label` and not `other`: a token both labels begin with says nothing about which the
+    judge meant (Labels refuses a shared first character; this holds without it)."""
     t = token.strip()
-    return bool(t) and label.startswith(t)
+    return bool(t) and label.startswith(t) and not other.startswith(t)
 
 
 def first_token(resp):
@@ -59,8 +61,8 @@ def score_from_response(resp, labels: Labels, criterion: Criterion | None = None
         if content in SCALE:
             return (int(content) - 1) / 4
         raise ParseError(f"answer {content[:40]!r} is not a digit from 1 to 5")
-    p_pass = sum(math.exp(t.logprob) for t in tops if _matches(t.token, labels.pass_))
-    p_fail = sum(math.exp(t.logprob) for t in tops if _matches(t.token, labels.fail))
+    p_pass = sum(math.exp(t.logprob) for t in tops if _matches(t.token, labels.pass_, labels.fail))
+    p_fail = sum(math.exp(t.logprob) for t in tops if _matches(t.token, labels.fail, labels.pass_))
     if p_pass + p_fail > 0:
         return p_pass / (p_pass + p_fail)
     if content == labels.pass_:

@@ -148,7 +148,7 @@ class Judge:
     async def _send(self, req: Request) -> dict:
         res = await self.backend.chat(req.messages, **req.params)
         out = {"scores": None, "rationale": "", "latency_s": round(res.latency_s, 4), "attempts": res.attempts,
-               "error": res.error, "parse_fail": False, "cached": False, "reasoning": ""}
+               "error": res.error, "parse_fail": False, "cached": False, "reasoning": "", "url": res.base_url}
         if res.response is not None:
             if self.mode == "verdict":
                 out["reasoning"] = verdict.reasoning_of(res.response)
@@ -258,7 +258,10 @@ class Judge:
         failed = res["scores"] is None
         if failed:
             self.totals["parse_failures" if res["parse_fail"] else "failures"] += 1
-        self.failures.record(failed)
+        # a call that failed at a server its supervisor is restarting is the restart's to fix: counted, but not
+        # toward the stop; a failure anywhere else is
+        if not (failed and res.get("url") in self._restarting):
+            self.failures.record(failed)
         self.latencies.append(res["latency_s"])
 
     # -- a judge server that crashed and is being restarted (rlaif/judge/server.py: Supervisor) --------------------
@@ -267,9 +270,9 @@ class Judge:
 
     def server_down(self, url: str, exit_code=None) -> None:
         """While a server restarts, its requests go to the other replicas, or wait for it when it was the last
-        (rlaif/judge/pool.py); a call that fails anyway is counted and falls back, but does not stop the run."""
+        (rlaif/judge/pool.py); a call that fails there anyway is counted and falls back, but does not stop the run
+        (failures at the other replicas still do)."""
         self._restarting.add(url)
-        self.failures.paused = True  # while the Supervisor restarts the server
         if (pool := self._pool()) is not None:
             pool.mark_down(url, f"exit code {exit_code}; restarting it", was_up=True)
 
@@ -277,7 +280,6 @@ class Judge:
         self._restarting.discard(url)
         self.failures.clear()  # judge the restarted server on its own calls
         self.totals["server_restarts"] += 1
-        self.failures.paused = bool(self._restarting)
         if (pool := self._pool()) is not None:
             pool.mark_up(url)
 
@@ -285,7 +287,6 @@ class Judge:
         """A server cannot come back: out of the pool for good. When it was the last, stop the run at the end of
         the step (and stop waiting for it)."""
         self._restarting.discard(url)
-        self.failures.paused = bool(self._restarting)
         pool = self._pool()
         if pool is not None:
             pool.give_up(url)

@@ -9,6 +9,11 @@ by their own judge object with the cache off (a swapped judge must be asked agai
 writing to their own judgment log (`canaries.jsonl`), so the run's log, totals and rewards hold training samples
 only. `judge/canary_accuracy` is each batch's; the alarm compares the canaries of the last `window_batches`
 batches with the baseline: more than `margin` below it is logged as a warning and, with `stop`, stops the run.
+
+A canary judgment that failed (no reply, or one out of form) counts as a wrong answer in a batch's accuracy: a
+swapped judge that mostly fails to answer in form is the change the canaries watch for. The baseline is the
+accuracy on the canaries the judge answered; a baseline it answered none of (the judge down as the run starts) is
+tried again at the next batch, up to BASELINE_TRIES times, and then the canaries are off, said once.
 """
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ from rlaif.errors import UserError
 from rlaif.judge.scorer import Judge, Verdict
 
 MIN_CANARIES = 20
+BASELINE_TRIES = 3
 
 
 def load_canaries(spec: CanarySpec, rubric: Rubric) -> list[tuple[Sample, dict[str, bool]]]:
@@ -66,24 +72,29 @@ class Canaries:
         random.Random(seed).shuffle(self.items)
         self.next = 0
         self.baseline: float | None = None
-        self.recent: deque[tuple[int, int]] = deque(maxlen=spec.window_batches)
+        self.baseline_tries = 0
+        self.off: str | None = None  # why the canaries stopped riding (no baseline could be taken)
+        # per batch: (criteria right, criteria labelled, criteria whose judgment failed)
+        self.recent: deque[tuple[int, int, int]] = deque(maxlen=spec.window_batches)
         self.alarm: str | None = None
 
-    async def _judge(self, items, step) -> tuple[int, int]:
+    async def _judge(self, items, step) -> tuple[int, int, int]:
+        """(criteria right, criteria labelled, criteria not answered) over the items."""
         verdicts = await self.judge.score_samples([s for s, _ in items], step=step)
-        right = total = 0
+        right = labelled = answered = 0
         for v, (_, labels) in zip(verdicts, items):
-            r, t = correct(v, labels)
-            right, total = right + r, total + t
-        return right, total
+            r, a = correct(v, labels)
+            right, labelled, answered = right + r, labelled + len(labels), answered + a
+        return right, labelled, labelled - answered
 
     async def start(self, step=None) -> None:
-        """The baseline: every canary (up to baseline_samples) judged once, before the first batch."""
-        right, total = await self._judge(self.items[:self.spec.baseline_samples], step)
-        if not total:
+        """The baseline: every canary (up to baseline_samples) judged once, before the first batch; its accuracy
+        over the criteria the judge answered. Raises UserError when it answered none."""
+        right, labelled, failed = await self._judge(self.items[:self.spec.baseline_samples], step)
+        if labelled == failed:
             raise UserError(f"judge.canaries: the judge answered none of the {self.spec.baseline_samples} canaries "
                             "of its baseline")
-        self.baseline = right / total
+        self.baseline = right / (labelled - failed)
         say(f"canaries: {len(self.items)} from {self.spec.file}; baseline accuracy {self.baseline:.3f} on "
             f"{min(len(self.items), self.spec.baseline_samples)}; {self.spec.per_batch} ride with every batch")
 
@@ -93,23 +104,46 @@ class Canaries:
         self.next = (self.next + k) % len(self.items)
         return items
 
+    async def _baseline(self, step) -> bool:
+        """Whether there is a baseline, taking it if there is none yet (tried again at the next batch when the
+        judge answered none of it, up to BASELINE_TRIES times)."""
+        if self.baseline is not None:
+            return True
+        if self.off is not None:
+            return False
+        self.baseline_tries += 1
+        try:
+            await self.start(step)
+            return True
+        except UserError as e:
+            left = BASELINE_TRIES - self.baseline_tries
+            if left:
+                say(f"[yellow]warning[/]: {e}; tried again with the next batch ({left} more time(s))")
+            else:
+                self.off = f"{e} in {BASELINE_TRIES} tries: the canaries are off for this run"
+                say(f"[red]warning[/]: {self.off}")
+            return False
+
     async def batch(self, step=None) -> dict[str, float]:
         """Judge this batch's canaries; their metrics, and the alarm when the window falls below the margin."""
-        if self.baseline is None:
-            await self.start(step)
-        right, total = await self._judge(self.draw(), step)
-        self.recent.append((right, total))
+        if not await self._baseline(step):
+            return {"judge/canary_alarm": float(self.alarm is not None)}
+        right, labelled, failed = await self._judge(self.draw(), step)
+        self.recent.append((right, labelled, failed))
         metrics = {"judge/canary_baseline": self.baseline}
-        if total:
-            metrics["judge/canary_accuracy"] = right / total
-        n = sum(t for _, t in self.recent)
+        if labelled:
+            metrics["judge/canary_accuracy"] = right / labelled
+        n = sum(t for _, t, _ in self.recent)
         if n and len(self.recent) == self.recent.maxlen:
-            window = sum(r for r, _ in self.recent) / n
+            window = sum(r for r, _, _ in self.recent) / n
             metrics["judge/canary_window_accuracy"] = window
             if window < self.baseline - self.spec.margin and self.alarm is None:
-                self.alarm = (f"canary accuracy {window:.2f} over the last {len(self.recent)} batches is more than "
-                              f"{self.spec.margin:.2f} below its baseline {self.baseline:.2f}: the judge has changed "
-                              f"(another checkpoint, template, quantisation or rubric?) at step {step}")
+                gone = sum(f for _, _, f in self.recent)
+                self.alarm = (f"canary accuracy {window:.2f} over the last {len(self.recent)} batches"
+                              + (f" ({gone} of {n} canary judgments failed)" if gone else "")
+                              + f" is more than {self.spec.margin:.2f} below its baseline {self.baseline:.2f}: the "
+                              f"judge has changed (another checkpoint, template, quantisation or rubric?) at step "
+                              f"{step}")
                 say(f"[red]warning[/]: {self.alarm}")
         metrics["judge/canary_alarm"] = float(self.alarm is not None)
         return metrics

@@ -20,7 +20,8 @@ from rlaif.data.samples import Sample
 @dataclass
 class Scored:
     rewards: list[float | None]
-    # logged through TRL's log_metric: the same keys every batch, as TRL averages them across processes
+    # logged through TRL's log_metric, which averages each key over the batches and processes that logged it: a
+    # number the batch does not have (a rate over no samples) is left out, never written as 0
     metrics: dict[str, float] = field(default_factory=dict)
     columns: dict[str, list] = field(default_factory=dict)  # extra columns of the completions table (log_extra)
     # the samples the source could not score, whatever its fallback put in `rewards` (a neutral 0.5 is still a
@@ -121,9 +122,10 @@ def batch_columns(samples: list[Sample]) -> dict[str, list]:
 
 def source_metrics(name: str, rewards: list[float | None]) -> dict[str, float]:
     """Every source's own numbers for a batch: mean reward and the share above 0.5, both over the samples it
-    scored (as `rlaif eval` counts them), and the share it could not score (None). The same keys every batch,
-    as TRL averages them across processes."""
+    scored (as `rlaif eval` counts them), and the share it could not score (None). A batch with nothing scored
+    has no mean and no pass rate, and logs none: a 0 would read as a policy that never passes (TRL averages each
+    key over the batches and processes that logged it)."""
     scored = [r for r in rewards if r is not None]
-    return {f"reward/{name}/mean": sum(scored) / len(scored) if scored else 0.0,
-            f"reward/{name}/pass_rate": sum(r > 0.5 for r in scored) / len(scored) if scored else 0.0,
-            f"reward/{name}/fail_rate": (len(rewards) - len(scored)) / max(1, len(rewards))}
+    out = {f"reward/{name}/mean": sum(scored) / len(scored),
+           f"reward/{name}/pass_rate": sum(r > 0.5 for r in scored) / len(scored)} if scored else {}
+    return out | {f"reward/{name}/fail_rate": (len(rewards) - len(scored)) / max(1, len(rewards))}

@@ -63,7 +63,8 @@ def _starts_and_posts(log):
 def test_two_processes_two_judge_replicas_and_one_killed_mid_run_costs_no_step(tiny, tmp_path):
     """Two training processes (torchrun), `judge.serve.replicas: 2` launched by the main one. Both replicas serve;
     one is SIGKILLed mid-run; the other carries every request of both processes while the main process's
-    supervisor restarts it (the other process finds it refused, then back through /health); it serves again.
+    supervisor restarts it (the other process finds it refused, then back through a probe's one-token request);
+    it serves again.
     Then SIGTERM: one checkpoint, both processes at the same step."""
     from test_multiprocess import kill_tree, run_cmd
     out = tmp_path / "run"
