@@ -452,3 +452,30 @@ def test_a_source_that_scored_nothing_logs_no_mean_or_pass_rate():
     assert source_metrics("topic", [None, None]) == {"reward/topic/fail_rate": 1.0}
     assert source_metrics("topic", [None, 1.0]) == {"reward/topic/mean": 1.0, "reward/topic/pass_rate": 1.0,
                                                     "reward/topic/fail_rate": 0.5}
+
+
+def test_a_judge_with_a_neutral_fallback_that_fails_leaves_the_sample_out_of_a_combined_reward():
+    """`judge.on_failure: neutral` answers 0.5 for a failed judgment; beside another source that 0.5 must not become
+    a share of the sum: the sample is left out, as any source's failure leaves it out."""
+    from fake_replica import FakeReplica
+
+    from rlaif.config.rubric import load_rubric
+    from rlaif.judge.http_client import ClientSettings, JudgeClient
+    from rlaif.judge.scorer import FailureSettings, Judge
+    from rlaif.rewards.judge_source import JudgeSource
+
+    with FakeReplica(p_pass=0.9) as rep:
+        client = JudgeClient(ClientSettings(rep.url, "judge", max_retries=0, backoff_base_s=0.01,
+                                            max_outage_wait_s=0.1))
+        judge = Judge(load_rubric("says_please"), client, on_failure=FailureSettings(fallback="neutral"),
+                      cache=False)
+        src = CombinedSource([JudgeSource(judge), Fixed("rule", [1.0, 1.0])], [1.0, 1.0], [False, False])
+        try:
+            samples = [Sample("r#0", USER, "please"), Sample("r#1", USER, "thanks")]
+            assert asyncio.run(src.score(samples, 1)).rewards == pytest.approx([1.9, 1.9])
+            rep.mode = 500  # the judge breaks: its own fallback is 0.5 for each sample
+            alone = asyncio.run(JudgeSource(judge).score(samples, 2))
+            assert alone.rewards == [0.5, 0.5]  # the judge alone answers its fallback, as the recipe asks
+            assert asyncio.run(src.score(samples, 3)).rewards == [None, None]  # never 0.5 + 1.0
+        finally:
+            judge.close()

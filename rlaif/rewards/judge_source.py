@@ -70,8 +70,10 @@ class JudgeSource:
                                     for v in verdicts]}
         if j.mode == "verdict":
             columns["judge_rationale"] = [v.rationale for v in verdicts]
+        # a failed judgment's reward is the recipe's fallback (None, or neutral), and it is a failure all the same:
+        # a combined reward leaves such a sample out whatever the fallback (rewards/combined.py)
         return Scored([v.reward for v in verdicts], {self._own(k): v for k, v in metrics.items()},
-                      {self._own(k): v for k, v in columns.items()})
+                      {self._own(k): v for k, v in columns.items()}, failed=[v.failed for v in verdicts])
 
     async def _canary_batch(self, step: int | None) -> dict[str, float]:
         """This batch's canaries, never failing the training batch: a canary that raises is logged and counted
