@@ -53,7 +53,7 @@ def add_parser(sub) -> None:
                     help="another recipe whose judge and rubric are audited beside it (repeatable)")
     ap.add_argument("--output", help="write the audit as JSON here (default: RUN_DIR/audit.json)")
     ap.add_argument("--calibrate", nargs="?", const="", metavar="FILE",
-                    help="also fit a calibration of P(pass) on half of the labels, report ECE and Brier before and "
+                    help="also fit a calibration of P(pass) on a seeded random half of the labels, report ECE and Brier before and "
                          "after on the other half, and write it to FILE (default: RUN_DIR/calibration.json) for "
                          "judge.calibration")
     ap.add_argument("--calibration-method", choices=["auto", "temperature", "isotonic"], default="auto",

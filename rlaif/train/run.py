@@ -11,7 +11,7 @@ import contextlib
 import json
 import time
 
-from rlaif.common.console import say
+from rlaif.common.console import lit, say
 from rlaif.common.dist import gather_objects, is_main_process, rank, world_size
 from rlaif.config.nova import grpo_settings
 from rlaif.config.precision import policy_init_kwargs
@@ -122,7 +122,7 @@ def run_training(recipe: Recipe, *, resume: bool = False, base_url: str | None =
         checkpoint = last_complete_checkpoint(run_dir) if run_dir.exists() else None
         if checkpoint is None:
             raise UserError(f"--resume: no checkpoint-* folder in {run_dir} to resume from")
-        say(f"resuming from {checkpoint}")
+        say(f"resuming from {lit(checkpoint)}")
     (run_dir / "recipe.resolved.json").write_text(recipe.model_dump_json(indent=2))
 
     check_training_data(recipe)
@@ -135,7 +135,7 @@ def run_training(recipe: Recipe, *, resume: bool = False, base_url: str | None =
         train_ds, dropped = drop_long_prompts(train_ds, tok, hp.maxPromptLength)
         if dropped:
             say(f"[yellow]{len(dropped)} prompt(s) over maxPromptLength {hp.maxPromptLength} tokens left out, as "
-                f"Bedrock does[/] (e.g. {', '.join(map(str, dropped[:3]))})")
+                f"Bedrock does[/] (e.g. {lit(', '.join(map(str, dropped[:3])))})")
     grpo = dict(recipe.grpo)
     mapped, rows = grpo_settings(hp, grpo, world_size=world_size(),
                                  has_eval=bool(recipe.data.eval), source=recipe.source)
