@@ -6,6 +6,7 @@ tests/faults/test_nodes_integration.py.)"""
 import os
 import socket
 import stat
+import subprocess
 import sys
 
 import pytest
@@ -136,3 +137,65 @@ def test_judge_devices_are_checked_against_the_training_processes_gpus(eight_gpu
 def test_without_gpus_the_devices_are_not_checked(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))  # no nvidia-smi: a CPU machine, the trainers use no GPU
     factory.check_judge_devices(recipe('judge.serve.devices=["0"]'))
+
+
+# -- one run directory for every node ----------------------------------------------------------------------------
+# two processes as torchrun starts them on two nodes of one process each (gloo, on this machine); each node's
+# working directory is its own folder, as another machine's disk would be, and output_dir is `run` in it
+AGREE = """
+import sys
+from pathlib import Path
+from accelerate import PartialState
+PartialState(cpu=True)  # the process group as GRPOConfig sets it up before run_training's checks (gloo)
+from rlaif.errors import UserError
+from rlaif.train.checkpoints import check_shared_run_dir, resume_checkpoint
+step = sys.argv[1]
+try:
+    if step in ("shared", "both"):
+        check_shared_run_dir(Path("run"))
+    print("OK", resume_checkpoint(Path("run")) if step in ("resume", "both") else "")
+except UserError as e:
+    print("REFUSED", e)
+"""
+
+
+def two_nodes(homes, step):
+    from rlaif.judge.server import free_port
+    port = free_port()
+    procs = []
+    for rank, home in enumerate(homes):
+        (home / "run").mkdir(parents=True, exist_ok=True)
+        env = {k: v for k, v in os.environ.items() if k not in DIST} | {
+            "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "1", "RANK": str(rank), "LOCAL_RANK": "0",
+            "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "PYTHONPATH": os.getcwd()}
+        procs.append(subprocess.Popen([sys.executable, "-c", AGREE, step], env=env, cwd=home, text=True,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
+    return [o[0].strip() for o in outs]
+
+
+def checkpoint(home, step):
+    ck = home / "run" / f"checkpoint-{step}"
+    ck.mkdir(parents=True)
+    (ck / "trainer_state.json").write_text("{}")
+    (ck / ".rlaif-complete").write_text("")
+
+
+def test_nodes_with_an_output_dir_each_are_refused_in_every_process(tmp_path):
+    said = two_nodes([tmp_path / "node0", tmp_path / "node1"], "shared")
+    assert all(s.startswith("REFUSED output_dir run:") for s in said), said
+    assert all("rank 1 do not see what rank 0 writes there" in s for s in said)
+
+
+def test_nodes_sharing_the_output_dir_resume_from_the_checkpoint_rank_0_chose(tmp_path):
+    checkpoint(tmp_path, 2)
+    checkpoint(tmp_path, 4)
+    (tmp_path / "run" / "checkpoint-6").mkdir()  # cut short: not complete
+    assert two_nodes([tmp_path, tmp_path], "both") == ["OK run/checkpoint-4"] * 2
+
+
+def test_a_checkpoint_one_node_does_not_see_is_one_error_in_every_process(tmp_path):
+    checkpoint(tmp_path / "node0", 4)
+    said = two_nodes([tmp_path / "node0", tmp_path / "node1"], "resume")
+    assert all(s.startswith("REFUSED --resume: run/checkpoint-4") and "rank 1" in s for s in said), said
