@@ -156,6 +156,9 @@ try:
     print("OK", resume_checkpoint(Path("run")) if step in ("resume", "both") else "")
 except UserError as e:
     print("REFUSED", e)
+import torch.distributed as dist
+dist.barrier()  # leave together: a gloo group torn down under a peer still in it aborts the process
+dist.destroy_process_group()
 """
 
 
@@ -171,7 +174,8 @@ def two_nodes(homes, step):
         procs.append(subprocess.Popen([sys.executable, "-c", AGREE, step], env=env, cwd=home, text=True,
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE))
     outs = [p.communicate(timeout=300) for p in procs]
-    assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, f"exit code {p.returncode}:\n{err[-3000:]}"
     return [o[0].strip() for o in outs]
 
 
