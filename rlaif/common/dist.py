@@ -18,8 +18,9 @@ def is_main_process() -> bool:
 
 
 def local_world_size() -> int:
-    """The run's processes on this node (torchrun, and accelerate through it, set LOCAL_WORLD_SIZE)."""
-    return int(os.environ.get("LOCAL_WORLD_SIZE", world_size()))
+    """The run's processes on this node: torchrun (and accelerate through it) set LOCAL_WORLD_SIZE, DeepSpeed's
+    own launcher LOCAL_SIZE."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE") or os.environ.get("LOCAL_SIZE") or world_size())
 
 
 def master_addr() -> str | None:
