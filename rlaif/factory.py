@@ -110,7 +110,8 @@ def check_judge_devices(recipe: Recipe) -> None:
         both = [g for g in d.split(",") if g.strip() in used]
         if both:
             raise UserError(
-                f"{recipe.source}: judge.serve.devices[{i}] '{d}': GPU {', '.join(both)} also train ({where}). Give "
+                f"{recipe.source}: judge.serve.devices[{i}] '{d}' names GPU {', '.join(both)}, which the training "
+                f"processes use too ({where}). Give "
                 "the judge GPUs of its own: train on the others (accelerate launch --gpu_ids and --num_processes, "
                 "or CUDA_VISIBLE_DEVICES for torchrun), or name others in judge.serve.devices. To share a GPU on "
                 "purpose, leave judge.serve.devices unset and give the judge a --gpu-memory-utilization share")

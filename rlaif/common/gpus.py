@@ -45,10 +45,12 @@ def training_gpus(processes: int) -> tuple[list[str], str]:
     local rank."""
     gpus = node_gpus()
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        ids, where = gpu_indices(visible, gpus), f"CUDA_VISIBLE_DEVICES={visible}"
-    else:
-        ids, where = [i for i, _ in gpus], f"all {len(gpus)} GPUs of this node (no CUDA_VISIBLE_DEVICES)"
+    ids = gpu_indices(visible, gpus) if visible is not None else [i for i, _ in gpus]
     if processes > 1:
-        ids, where = ids[:processes], f"{where}, one GPU for each of {processes} processes"
-    return ids, where
+        ids = ids[:processes]
+        how = f"one GPU for each of {processes} processes by local rank"
+    else:
+        how = "one process using every GPU it sees"
+    where = f"CUDA_VISIBLE_DEVICES={visible}" if visible is not None else \
+        f"no CUDA_VISIBLE_DEVICES, all {len(gpus)} GPUs of this node"
+    return ids, f"{where}: {how}"
