@@ -58,7 +58,9 @@ def check_shared_run_dir(run_dir: Path) -> None:
         seen = probe.read_text() == token
     except OSError:
         seen = False
-    blind = [r for r, ok in enumerate(gather_objects(seen)) if not ok]
+    blind = [r for r, ok in enumerate(gather_objects(seen)) if not ok]  # after every read
+    if is_main_process():
+        probe.unlink(missing_ok=True)
     if blind:
         raise UserError(f"output_dir {run_dir}: the process(es) of rank {ranks_text(blind)} do not see what rank 0 "
                         "writes there: their node has a directory of its own at that path. A run over several nodes "
