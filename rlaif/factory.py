@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rlaif.common.console import lit, say
-from rlaif.common.dist import broadcast_from_main, is_main_process, rank, world_size
+from rlaif.common.dist import broadcast_from_main, is_main_process, local_world_size, rank, spans_nodes, world_size
+from rlaif.common.gpus import training_gpus
 from rlaif.config.recipe import Recipe
 from rlaif.config.rewards import JudgeSourceSpec, LambdaSourceSpec, PythonSourceSpec, VerifiableSourceSpec
 from rlaif.config.rubric import load_rubric
@@ -29,6 +30,7 @@ from rlaif.judge.local import LocalJudge, LocalSettings
 from rlaif.judge.scorer import FailureSettings, Judge
 from rlaif.judge.server import Supervisor, VLLMServer, served_context
 from rlaif.judge.templates import can_switch_thinking_off, has_system_role, load_tokenizer
+from rlaif.judge.urls import is_loopback
 from rlaif.nova.gateway import Gateway, boto3_env, build_app
 from rlaif.rewards.canaries import Canaries
 from rlaif.rewards.combined import CombinedSource
@@ -79,6 +81,41 @@ def launch_replicas(recipe: Recipe, run_dir: Path) -> list[VLLMServer]:
     return servers
 
 
+def check_launch(recipe: Recipe) -> None:
+    """Refuse a judge launch that the run's other nodes could not reach. Every process decides it alike from its
+    launcher's environment, so all stop together, none waiting for a URL that will never come."""
+    j = recipe.judge
+    if not spans_nodes() or (not is_loopback(j.serve.host) and j.api_key):
+        return
+    where = (f"at {j.serve.host}, which only node 0 reaches" if is_loopback(j.serve.host) else
+             f"at {j.serve.host} with no key (judge.api_key or RLAIF_JUDGE_API_KEY)")
+    raise UserError(
+        f"{recipe.source}: judge: this run spans several nodes ({world_size()} processes, {local_world_size()} on "
+        f"this node), and the judge it would launch on node 0 listens {where}. Start the judge on a node of its "
+        f"own:\n  RLAIF_JUDGE_API_KEY=KEY rlaif judge serve {recipe.source} --set judge.serve.host=0.0.0.0 --port 8100\n"
+        f"and give every training node --set judge.base_url=http://JUDGE_NODE:8100 (and RLAIF_JUDGE_API_KEY=KEY in its "
+        f"environment). Or have rank 0 launch it on an address the nodes share, with a key: "
+        f"--set judge.serve.host=0.0.0.0 (or this node's address) and RLAIF_JUDGE_API_KEY=KEY")
+
+
+def check_judge_devices(recipe: Recipe) -> None:
+    """Refuse judge devices (judge.serve.devices) that this node's training processes use too: vLLM reserves its
+    share of each device as it starts, before the policy and its rollout engine load, which then do not fit."""
+    devices = recipe.judge.serve.devices
+    if not devices:  # the judge shares the trainer's devices on purpose (the one-GPU recipes) or is on a CPU
+        return
+    used, where = training_gpus(local_world_size())
+    for i, d in enumerate(devices):
+        both = [g for g in d.split(",") if g.strip() in used]
+        if both:
+            raise UserError(
+                f"{recipe.source}: judge.serve.devices[{i}] '{d}' names GPU {', '.join(both)}, which the training "
+                f"processes use too ({where}). Give "
+                "the judge GPUs of its own: train on the others (accelerate launch --gpu_ids and --num_processes, "
+                "or CUDA_VISIBLE_DEVICES for torchrun), or name others in judge.serve.devices. To share a GPU on "
+                "purpose, leave judge.serve.devices unset and give the judge a --gpu-memory-utilization share")
+
+
 @contextlib.contextmanager
 def judge_endpoint(recipe: Recipe, run_dir: Path, base_url: str | list[str] | None = None):
     """Yield the judge's Endpoint: the given URL(s), the recipe's, or server(s) launched for the duration."""
@@ -91,6 +128,7 @@ def judge_endpoint(recipe: Recipe, run_dir: Path, base_url: str | list[str] | No
         return
     if not recipe.judge.serve.launch:
         raise UserError(f"{recipe.source}: judge: give judge.base_url or set judge.serve.launch: true")
+    check_launch(recipe)
     if world_size() > 1 and not is_main_process():  # one judge pool per run: the main process launches it
         shared = broadcast_from_main(None)
         if shared.get("error"):
@@ -98,6 +136,7 @@ def judge_endpoint(recipe: Recipe, run_dir: Path, base_url: str | list[str] | No
         yield Endpoint(shared["url"], shared["start_s"])
         return
     try:
+        check_judge_devices(recipe)  # the devices of the node that launches it: this one
         servers = launch_replicas(recipe, run_dir)
     except BaseException as e:  # the other processes wait for the URL: tell them, then fail here
         broadcast_from_main({"error": str(e).splitlines()[0] if str(e) else type(e).__name__})

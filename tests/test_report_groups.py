@@ -2,6 +2,9 @@
 what it cost), each fact once."""
 import json
 import re
+import subprocess
+
+from conftest import RLAIF
 
 from rlaif.eval.report import build_html, fact_groups
 
@@ -41,3 +44,21 @@ def test_the_report_opens_with_the_groups_and_shows_a_rescore(tmp_path):
     heads = re.findall(r"<h2>(.*?)</h2>", build_html(tmp_path))
     assert heads[:4] == ["What was trained", "Did it learn", "Can the judge be trusted", "What it cost"]
     assert "Re-scored by another judge: artifacts/tiny/judge_early (16 samples, agreement 0.9)" in heads
+
+
+def test_the_report_names_the_ranks_whose_judgment_logs_it_did_not_find(tmp_path, capsys):
+    """Four processes wrote logs; rank 2's stayed on another node: the report says so, on screen and in the page."""
+    (tmp_path / "train_summary.json").write_text(json.dumps(TRAIN | {"world_size": 4}))
+    row = {"step": 1, "sample_id": "a#0", "completion": "hi please", "criterion": "says_please", "score": 0.9,
+           "reward": 0.9}
+    for name in ("judgments.jsonl", "judgments.rank1.jsonl", "judgments.rank3.jsonl"):
+        (tmp_path / name).write_text(json.dumps(row) + "\n")
+    r = subprocess.run(RLAIF + ["report", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    said = r.stdout + r.stderr
+    assert "judgments.rank2.jsonl" in said and "1 of 4" in said
+    page = (tmp_path / "report.html").read_text()
+    assert "judgments.rank2.jsonl" in page
+    (tmp_path / "judgments.rank2.jsonl").write_text(json.dumps(row) + "\n")  # every rank's log: nothing to say
+    r = subprocess.run(RLAIF + ["report", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert "not in" not in r.stdout + r.stderr and "judgment logs are not" not in (tmp_path / "report.html").read_text()

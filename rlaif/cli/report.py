@@ -1,7 +1,10 @@
 """`rlaif report RUN_DIR`: one self-contained HTML report of a run (rlaif/eval/report.py)."""
 from __future__ import annotations
 
-from rlaif.eval.report import write_report
+from pathlib import Path
+
+from rlaif.common.console import say
+from rlaif.eval.report import missing_rank_logs, write_report
 
 
 def add_parser(sub) -> None:
@@ -15,5 +18,8 @@ def add_parser(sub) -> None:
 
 
 def cmd_report(a) -> int:
-    print(f"report: {write_report(a.run_dir, a.output)}")
+    out = write_report(a.run_dir, a.output)
+    if lost := missing_rank_logs(Path(a.run_dir)):
+        say(f"[yellow]{lost}[/]")
+    print(f"report: {out}")
     return 0

@@ -17,6 +17,22 @@ def is_main_process() -> bool:
     return rank() == 0
 
 
+def local_world_size() -> int:
+    """The run's processes on this node: torchrun (and accelerate through it) set LOCAL_WORLD_SIZE, DeepSpeed's
+    own launcher LOCAL_SIZE."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE") or os.environ.get("LOCAL_SIZE") or world_size())
+
+
+def master_addr() -> str | None:
+    """The address of the run's rendezvous (torchrun's --master_addr), on the network every node reaches."""
+    return os.environ.get("MASTER_ADDR")
+
+
+def spans_nodes() -> bool:
+    """Whether the run's processes are on several nodes: fewer of them here than in the run."""
+    return local_world_size() != world_size()
+
+
 # -- what the processes of a run agree on -------------------------------------------------------------------------
 # Each is a collective: every process must call it, in the same order. With one process they cost nothing.
 

@@ -1,6 +1,7 @@
 """The judge block of a recipe: which checkpoint judges, how it is served or reached, and what a failure costs."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -98,7 +99,9 @@ class JudgeSpec(Strict):
     # a running OpenAI-compatible server, or several (one pool: the least-loaded healthy one, retries elsewhere);
     # when set, nothing is launched
     base_url: str | list[str] | None = None
-    api_key: str | None = None
+    # the judge server's key; by default $RLAIF_JUDGE_API_KEY, so that it need be neither in the recipe nor on the
+    # command line (where `ps` shows it). Never written with the run (Recipe's serializer) nor shown in a repr
+    api_key: str | None = Field(default_factory=lambda: os.environ.get("RLAIF_JUDGE_API_KEY") or None, repr=False)
     serve: ServeSpec = ServeSpec()
     max_concurrency: int = Field(64, gt=0)
     # send one-token requests (logprob, pairwise) that arrive together as one batch POST (vLLM >= 0.32's

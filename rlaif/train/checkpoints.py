@@ -1,11 +1,14 @@
-"""Checkpoints a run can trust: marked complete once written to the end, the newest complete one resumed, and a
-full disk recognised and said plainly (with the incomplete checkpoint it left removed)."""
+"""Checkpoints a run can trust: marked complete once written to the end, the newest complete one resumed (the
+same one in every process), one run directory for a run over several nodes, and a full disk recognised and said
+plainly (with the incomplete checkpoint it left removed)."""
 from __future__ import annotations
 
 import errno
 import shutil
+import uuid
 from pathlib import Path
 
+from rlaif.common.dist import broadcast_from_main, gather_objects, is_main_process, spans_nodes
 from rlaif.errors import UserError
 
 COMPLETE = ".rlaif-complete"  # written into a checkpoint folder once the Trainer has finished saving it
@@ -25,6 +28,59 @@ def last_complete_checkpoint(run_dir: Path) -> str | None:
         return str(marked[-1])
     legacy = [p for p in ckpts if (p / "trainer_state.json").exists()]
     return str(legacy[-1]) if legacy else None
+
+
+def ranks_text(ranks: list[int]) -> str:
+    """[1, 2, 3, 8] -> "1-3, 8"."""
+    spans: list[list[int]] = []
+    for r in ranks:
+        if spans and r == spans[-1][1] + 1:
+            spans[-1][1] = r
+        else:
+            spans.append([r, r])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in spans)
+
+
+def check_shared_run_dir(run_dir: Path) -> None:
+    """A run over several nodes keeps one run directory: rank 0 marks the checkpoints complete there (the Trainer
+    saves the model from rank 0 only), --resume reads them there, `rlaif report` reads every rank's judgment log
+    there. Rank 0 writes a token into it; a process that does not read it back writes to a directory of its own,
+    and the run is refused now, in every process alike, instead of failing at --resume on one node only."""
+    if not spans_nodes():
+        return
+    probe = run_dir / ".rlaif-shared"
+    token = None
+    if is_main_process():
+        token = uuid.uuid4().hex
+        probe.write_text(token)
+    token = broadcast_from_main(token)  # after rank 0's write
+    try:
+        seen = probe.read_text() == token
+    except OSError:
+        seen = False
+    blind = [r for r, ok in enumerate(gather_objects(seen)) if not ok]  # after every read
+    if is_main_process():
+        probe.unlink(missing_ok=True)
+    if blind:
+        raise UserError(f"output_dir {run_dir}: the process(es) of rank {ranks_text(blind)} do not see what rank 0 "
+                        "writes there: their node has a directory of its own at that path. A run over several nodes "
+                        "needs one output_dir on a filesystem every node mounts (NFS, Lustre, a shared home): rank 0 "
+                        "marks checkpoints complete there, --resume reads them there, and `rlaif report` reads every "
+                        "rank's judgments there. Give every node --set output_dir=/shared/path/NAME")
+
+
+def resume_checkpoint(run_dir: Path) -> str:
+    """--resume: the newest complete checkpoint as rank 0 sees it, which every process checks it sees too. One
+    error in all of them otherwise: a process that stopped alone would leave the others waiting."""
+    chosen = broadcast_from_main(last_complete_checkpoint(run_dir) if is_main_process() else None)
+    if chosen is None:
+        raise UserError(f"--resume: no checkpoint-* folder in {run_dir} to resume from")
+    blind = [r for r, ok in enumerate(gather_objects((Path(chosen) / "trainer_state.json").is_file())) if not ok]
+    if blind:
+        raise UserError(f"--resume: {chosen}, the newest complete checkpoint, is not there for the process(es) of "
+                        f"rank {ranks_text(blind)}: every process resumes from the same one, so output_dir must be "
+                        "one directory that every node mounts")
+    return chosen
 
 
 def mark_complete(run_dir: Path, step: int) -> None:

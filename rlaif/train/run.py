@@ -26,7 +26,8 @@ from rlaif.rewards.trl_adapter import TRLReward
 from rlaif.train import async_grpo
 from rlaif.train.adapter_save import save_adapter
 from rlaif.train.callbacks import run_callbacks, watch_callbacks
-from rlaif.train.checkpoints import disk_full_error, is_disk_full, last_complete_checkpoint
+from rlaif.train.checkpoints import (check_shared_run_dir, disk_full_error, is_disk_full, last_complete_checkpoint,
+                                     resume_checkpoint)
 from rlaif.train.fsdp_cpu import fsdp_on_cpu
 from rlaif.train.precision import keep_trainable_precision
 from rlaif.train.preemption import Preemption, signal_name
@@ -117,13 +118,7 @@ def run_training(recipe: Recipe, *, resume: bool = False, base_url: str | None =
     apply_threads(recipe)
     run_dir = recipe.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint = None
-    if resume:
-        checkpoint = last_complete_checkpoint(run_dir) if run_dir.exists() else None
-        if checkpoint is None:
-            raise UserError(f"--resume: no checkpoint-* folder in {run_dir} to resume from")
-        say(f"resuming from {lit(checkpoint)}")
-    (run_dir / "recipe.resolved.json").write_text(recipe.model_dump_json(indent=2))
+    (run_dir / "recipe.resolved.json").write_text(recipe.model_dump_json(indent=2))  # no secrets (Recipe)
 
     check_training_data(recipe)
     train_ds = load_dataset(recipe.data.train, columns=recipe.data.columns)
@@ -157,6 +152,11 @@ def run_training(recipe: Recipe, *, resume: bool = False, base_url: str | None =
         args = GRPOConfig(output_dir=str(run_dir), **grpo)
     except (ValueError, TypeError) as e:  # GRPOConfig's own checks: a bad value or combination in grpo:
         raise UserError(f"{recipe.source}: grpo: {e}") from None
+    # agreed by every process, after GRPOConfig has set up the process group (with its ddp_timeout)
+    check_shared_run_dir(run_dir)
+    checkpoint = resume_checkpoint(run_dir) if resume else None
+    if checkpoint:
+        say(f"resuming from {lit(checkpoint)}")
     peft_config = lora_config(recipe)
     # the policy's weights in the training dtype (TRL alone loads float32): rlaif/config/precision.py
     args.model_init_kwargs = policy_init_kwargs(args.model_init_kwargs, training_dtype(args), peft_config is not None,

@@ -42,3 +42,35 @@ def test_an_api_key_travels_from_the_recipe_to_the_judge(tiny, tmp_path):
         bad.backend.settings.backoff_base_s = 0.01
         v = bad.score_sync([Sample("s", [{"role": "user", "content": "say hi"}], "hi please")])
         assert v[0].failed and "401" in v[0].errors["says_please"]
+
+
+KEYS = {"judge.api_key": "sk-judge-9d1e", "judge.serve.env.HF_TOKEN": "hf_tok_55aa", "grpo.hub_token": "hub-77c3"}
+
+
+def test_no_key_of_a_recipe_is_in_what_a_run_writes_of_it(monkeypatch):
+    """recipe.resolved.json (and so an export's rlaif_recipe.json) and the recipe as a log would show it."""
+    from rlaif.config.recipe import load_recipe
+    monkeypatch.delenv("RLAIF_JUDGE_API_KEY", raising=False)
+    cascade = '{judge: {model: artifacts/tiny/judge, api_key: sk-cascade-31f0}}'
+    r = load_recipe("recipes/smoke.yaml", [f"{k}={v}" for k, v in KEYS.items()] + [f"judge.cascade={cascade}"],
+                    check_files=False)
+    assert r.judge.api_key == "sk-judge-9d1e" and r.judge.cascade.judge.api_key == "sk-cascade-31f0"  # still used
+    written = r.model_dump_json(indent=2)
+    shown = repr(r) + str(r)
+    for secret in ("sk-judge-9d1e", "hf_tok_55aa", "hub-77c3", "sk-cascade-31f0"):
+        assert secret not in written and secret not in shown, secret
+    assert '"model": "artifacts/tiny/judge"' in written  # the rest is there as it was
+
+
+def test_the_judge_key_can_come_from_the_environment(monkeypatch):
+    """So that it need not be in the recipe or on the command line (where `ps` shows it)."""
+    from rlaif.config.recipe import load_recipe
+    monkeypatch.setenv("RLAIF_JUDGE_API_KEY", "sk-env-6b2a")
+    r = load_recipe("recipes/smoke.yaml", check_files=False)
+    assert r.judge.api_key == "sk-env-6b2a" and "sk-env-6b2a" not in r.model_dump_json()
+    assert load_recipe("recipes/smoke.yaml", ["judge.api_key=other"], check_files=False).judge.api_key == "other"
+    with pytest.raises(UserError, match="would expose the judge"):  # beyond loopback without a key: still refused
+        monkeypatch.delenv("RLAIF_JUDGE_API_KEY")
+        from rlaif.judge.server import VLLMServer
+        VLLMServer.for_judge(load_recipe("recipes/smoke.yaml", ["judge.serve.host=0.0.0.0"],
+                                         check_files=False).judge, None)
