@@ -23,7 +23,8 @@ def header_commands(path: Path) -> list[list[str]]:
         lines.append(ln[1:])
     text = "\n".join(lines).replace("\\\n", " ")
     cmds = []
-    for m in re.finditer(r"(?m)^\s*(?:\(?\s*)?((?:\S*/)?(?:accelerate launch|torchrun|hf download)\b[^\n`]*)", text):
+    # a command starts a line (after the comment's indent or the "Run:" label) and its binary is followed by a space
+    for m in re.finditer(r"(?m)^\s*(?:\w+:\s+)?((?:\S*/)?(?:accelerate launch|torchrun|hf download)(?=\s)[^\n`]*)", text):
         cmds.append(shlex.split(m.group(1).split("  (")[0].split("   #")[0]))
     return cmds
 
