@@ -34,18 +34,12 @@ import contextlib
 import functools
 import os
 import random
-import socket
 import time
 
 from rlaif.common.console import say
+from rlaif.common.ports import free_port
 from rlaif.config.rollouts import RolloutsSpec
 from rlaif.errors import UserError
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def on_cuda() -> bool:
