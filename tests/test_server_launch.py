@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from procs import RLAIF, wait_for
+from procs import RLAIF, wait_for, without_tiny_models
 from pydantic import ValidationError
 
 from rlaif.common.ports import free_port
@@ -175,10 +175,15 @@ def run_serve(tmp_path, *args):
                             start_new_session=True)
 
 
+def stand_in(tmp_path):
+    """`--set`s for `rlaif judge serve recipes/smoke.yaml` with the stand-in for vLLM, no models needed."""
+    return [a for o in [f"judge.serve.python={FAKE}", *without_tiny_models(tmp_path)] for a in ("--set", o)]
+
+
 def test_judge_serve_refuses_a_taken_port(tmp_path):
     taken = Listener(free_port())
     port = taken.sock.getsockname()[1]
-    p = run_serve(tmp_path, "--port", str(port), "--set", f"judge.serve.python={FAKE}")
+    p = run_serve(tmp_path, "--port", str(port), *stand_in(tmp_path))
     try:
         _, err = p.communicate(timeout=120)
     finally:
@@ -214,7 +219,7 @@ def serve_survives_a_killed_replica(tmp_path, *args, timeout=120):
 
 
 def test_judge_serve_keeps_serving_when_a_replica_is_killed(tmp_path):
-    serve_survives_a_killed_replica(tmp_path, "--set", f"judge.serve.python={FAKE}")
+    serve_survives_a_killed_replica(tmp_path, *stand_in(tmp_path))
 
 
 @pytest.mark.integration

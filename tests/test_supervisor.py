@@ -7,7 +7,7 @@ import threading
 import time
 from argparse import Namespace
 
-from procs import wait_for
+from procs import wait_for, without_tiny_models
 
 from rlaif import factory
 from rlaif.cli import judge as judge_cli
@@ -112,7 +112,7 @@ def test_two_judge_sources_sharing_a_launched_server_get_one_supervisor(monkeypa
     monkeypatch.setattr(factory, "launch_replicas", lambda recipe, run_dir: [stub])
     monkeypatch.setattr(Supervisor, "__init__", _fast(Supervisor.__init__))
     recipe = load_recipe("recipes/smoke.yaml", ["rewards=[{kind: judge, name: polite}, {kind: judge, name: again}]",
-                                                "judge.canaries=null", f"output_dir={tmp_path}"])
+                                                f"output_dir={tmp_path}", *without_tiny_models(tmp_path)])
     with contextlib.ExitStack() as stack:
         endpoints = factory.Endpoints(recipe, tmp_path, None, stack)
         log = JudgmentLog(tmp_path / "j.jsonl")
@@ -137,16 +137,17 @@ def _fast(init):
     return fast
 
 
-def serve_args(**kw):
-    return Namespace(recipe="recipes/smoke.yaml", port=None, overrides=["judge.serve.replicas=2"], **kw)
+def serve_args(tmp_path):
+    return Namespace(recipe="recipes/smoke.yaml", port=None,
+                     overrides=["judge.serve.replicas=2", f"output_dir={tmp_path}", *without_tiny_models(tmp_path)])
 
 
-def test_judge_serve_restarts_a_dead_replica_and_the_others_keep_serving(monkeypatch, capsys):
+def test_judge_serve_restarts_a_dead_replica_and_the_others_keep_serving(monkeypatch, capsys, tmp_path):
     stubs = [StubServer("http://127.0.0.1:8100"), StubServer("http://127.0.0.1:8101")]
     monkeypatch.setattr(judge_cli, "launch_replicas", lambda recipe, run_dir, **kw: stubs)
     monkeypatch.setattr(Supervisor, "__init__", _fast(Supervisor.__init__))
     result = []
-    serving = threading.Thread(target=lambda: result.append(judge_cli.cmd_serve(serve_args())), daemon=True)
+    serving = threading.Thread(target=lambda: result.append(judge_cli.cmd_serve(serve_args(tmp_path))), daemon=True)
     serving.start()
     wait_for(lambda: "http://127.0.0.1:8100 http://127.0.0.1:8101" in capsys.readouterr().out, 30, "the URLs")
     stubs[1].kill()
