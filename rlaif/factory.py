@@ -27,7 +27,8 @@ from rlaif.judge.http_client import ClientSettings, JudgeClient
 from rlaif.judge.judgment_log import JudgmentLog, SourceLog
 from rlaif.judge.local import LocalJudge, LocalSettings
 from rlaif.judge.scorer import FailureSettings, Judge
-from rlaif.judge.server import Supervisor, VLLMServer, served_context, start_servers
+from rlaif.judge.server import VLLMServer, served_context, start_servers
+from rlaif.judge.supervisor import Supervisor
 from rlaif.judge.templates import can_switch_thinking_off, has_system_role, load_tokenizer
 from rlaif.nova.gateway import Gateway, boto3_env, build_app
 from rlaif.rewards.canaries import Canaries

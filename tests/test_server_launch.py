@@ -21,7 +21,8 @@ from rlaif.config.judge import ServeSpec
 from rlaif.config.recipe import load_recipe
 from rlaif.errors import UserError
 from rlaif.judge import server as server_mod
-from rlaif.judge.server import PortTaken, Supervisor, VLLMServer
+from rlaif.judge.server import PortTaken, VLLMServer
+from rlaif.judge.supervisor import Supervisor
 
 ROOT = Path(__file__).resolve().parents[1]
 FAKE = str(ROOT / "tests" / "fixtures" / "fake_vllm.py")

@@ -13,7 +13,7 @@ from rlaif import factory
 from rlaif.cli import judge as judge_cli
 from rlaif.config.recipe import load_recipe
 from rlaif.judge.judgment_log import JudgmentLog
-from rlaif.judge.server import Supervisor
+from rlaif.judge.supervisor import Supervisor
 
 
 class StubServer:

@@ -14,7 +14,7 @@ from rlaif.eval.audit import calibrate_judge, print_audit, run_audit
 from rlaif.eval.rescore import rescore
 from rlaif.eval.score_file import score_file
 from rlaif.factory import judge_endpoint, launch_replicas
-from rlaif.judge.server import Supervisor
+from rlaif.judge.supervisor import Supervisor
 
 
 def add_parser(sub) -> None:
