@@ -11,7 +11,7 @@ log = logging.getLogger(__name__)
 class Supervisor:
     """Watches one launched server and restarts it, on its port, when it dies mid-run, or when it is alive but
     stops answering (`probe_failures` failed probes in a row, one each `probe_s`: a real one-token request,
-    rlaif/judge/server.py: VLLMServer.probe); a restart for a hang counts as a restart.
+    VLLMServer.probe in rlaif/judge/server.py); a restart for a hang counts as a restart.
 
     One per server, however many judges use it (two judge sources sharing the recipe's judge, a cascade with the
     same model): each judge `listen`s, and hears `on_down`, `on_up` and `on_give_up`. While the server is down,
@@ -107,8 +107,10 @@ class Supervisor:
             self.restarts += 1
             self._say(f"the {role} server at {url} {why}; restarting it ({self.restarts} of at most "
                       f"{self.max_restarts})")
-            self._restarting.set()
+            self._restarting.set()  # before the look at _stop: stop() either sees this or is seen here
             try:  # from this thread, which lives as long as the run: the restarted server's parent-death signal
+                if self._stop.is_set():
+                    return
                 self.server.restart()
             except Exception as e:  # cannot come back: the run must stop, not train on fallbacks
                 if not self._stop.is_set():
