@@ -211,14 +211,14 @@ class VLLMServer:
                 raise JudgeServerError(f"the {self.role} server at {self.base_url} was stopped while starting")
             log_f = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
             try:
-                self.proc = subprocess.Popen(self.command(), stdout=log_f, stderr=subprocess.STDOUT, env=env,
-                                             start_new_session=True, preexec_fn=_child_setup(self.nice))
+                proc = self.proc = subprocess.Popen(self.command(), stdout=log_f, stderr=subprocess.STDOUT, env=env,
+                                                    start_new_session=True, preexec_fn=_child_setup(self.nice))
             finally:
                 if log_f is not subprocess.DEVNULL:
                     log_f.close()  # the child holds its own copy
-        reaper.spawn(os.getpid(), self.proc.pid)  # the engine ends with this process, however it ends
+        reaper.spawn(os.getpid(), proc.pid)  # the engine ends with this process, however it ends
         if self.log_path:  # who to look for (and, in the fault tests, whom to kill)
-            self.log_path.with_suffix(".pid").write_text(f"{self.proc.pid}\n")
+            self.log_path.with_suffix(".pid").write_text(f"{proc.pid}\n")
         atexit.register(self.stop)
         self._t0 = t0
 
