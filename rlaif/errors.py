@@ -20,6 +20,16 @@ class Preempted(RlaifError):
         self.exit_code = exit_code
 
 
+class StoppedAtOnce(KeyboardInterrupt):
+    """A second signal, or a checkpoint that overran its grace period: the run stops where it is (as Ctrl-C
+    would, so no `except Exception` keeps it going), exits with `exit_code` (the signal's, 143 or 130) and prints
+    the message, which says how to resume from the last complete checkpoint."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
 class JudgeUnavailable(RlaifError, RuntimeError):
     """The judge cannot be used at all (down, or ignoring the output constraint)."""
 

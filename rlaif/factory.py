@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +27,8 @@ from rlaif.judge.http_client import ClientSettings, JudgeClient
 from rlaif.judge.judgment_log import JudgmentLog, SourceLog
 from rlaif.judge.local import LocalJudge, LocalSettings
 from rlaif.judge.scorer import FailureSettings, Judge
-from rlaif.judge.server import Supervisor, VLLMServer, served_context
+from rlaif.judge.server import VLLMServer, served_context, start_servers
+from rlaif.judge.supervisor import Supervisor
 from rlaif.judge.templates import can_switch_thinking_off, has_system_role, load_tokenizer
 from rlaif.judge.urls import is_loopback
 from rlaif.nova.gateway import Gateway, boto3_env, build_app
@@ -49,6 +49,7 @@ class Endpoint:
     url: str | list[str]  # one server, or a pool of replicas (rlaif/judge/pool.py)
     start_s: float | None = None  # how long the launched server(s) took to become ready; None if not launched
     servers: tuple[VLLMServer, ...] = ()  # the servers rlaif launched, if it did
+    supervisors: tuple[Supervisor, ...] = ()  # one per launched server, for a run (Endpoints)
 
 
 def replica_log(run_dir: Path, i: int) -> Path:
@@ -56,28 +57,16 @@ def replica_log(run_dir: Path, i: int) -> Path:
     return run_dir / ("judge_server.log" if i == 0 else f"judge_server.{i}.log")
 
 
-def launch_replicas(recipe: Recipe, run_dir: Path) -> list[VLLMServer]:
+def launch_replicas(recipe: Recipe, run_dir: Path, fixed_port: bool = False) -> list[VLLMServer]:
     """Start the recipe's judge servers (judge.serve.replicas, together) and return them once all are ready; if one
-    fails, stop them all and raise its error."""
+    fails, stop them all and raise its error. `fixed_port`: a taken port is an error, not a move to a free one
+    (`rlaif judge serve`: the port is what the training processes are told)."""
     k = recipe.judge.serve.replicas
-    servers = [VLLMServer.for_judge(recipe.judge, replica_log(run_dir, i), progress=say, replica=i) for i in range(k)]
-    if k == 1:
-        servers[0].start()
-        return servers
-    say(f"starting {k} judge replicas")
-    try:
-        for s in servers:  # from this thread: a server's parent-death signal is tied to the thread that forks it
-            s.launch()
-    except BaseException:
-        for s in servers:
-            s.stop()
-        raise
-    with ThreadPoolExecutor(k) as ex:  # waited for together: a start-up is mostly waiting on its own engine
-        outcomes = [f.exception() for f in [ex.submit(s.wait_until_ready) for s in servers]]
-    if (err := next((e for e in outcomes if e is not None), None)) is not None:
-        for s in servers:
-            s.stop()
-        raise err
+    servers = [VLLMServer.for_judge(recipe.judge, replica_log(run_dir, i), progress=say, replica=i,
+                                    fixed_port=fixed_port) for i in range(k)]
+    if k > 1:
+        say(f"starting {k} judge replicas")
+    start_servers(servers)
     return servers
 
 
@@ -232,7 +221,8 @@ def judge_recipe(recipe: Recipe, spec: JudgeSourceSpec) -> Recipe:
 
 class Endpoints:
     """The judge endpoints of a run, each opened once (sources that share a judge share its server) and closed
-    when the run's stack unwinds."""
+    when the run's stack unwinds. Each server rlaif launched gets one Supervisor, however many judges use it
+    (`_supervise` makes each judge one of its listeners)."""
 
     def __init__(self, recipe: Recipe, run_dir: Path, base_url: str | None, stack: contextlib.ExitStack):
         self.recipe, self.run_dir, self.base_url, self.stack = recipe, run_dir, base_url, stack
@@ -249,27 +239,28 @@ class Endpoints:
         if key not in self._open:
             ours = key == self._served(self.recipe)  # the recipe's own judge: --base-url may name it
             run_dir = self.run_dir if ours else self.run_dir / f"judge_{len(self._open)}"
-            self._open[key] = self.stack.enter_context(judge_endpoint(r, run_dir, self.base_url if ours else None))
+            ep = self.stack.enter_context(judge_endpoint(r, run_dir, self.base_url if ours else None))
+            # stopped before their servers (the stack unwinds in reverse); a restart under way is ended
+            ep.supervisors = tuple(self.stack.enter_context(Supervisor(s)) for s in ep.servers)
+            self._open[key] = ep
         return self._open[key]
 
 
-def _supervise(ep: Endpoint, judge: Judge, stack: contextlib.ExitStack) -> None:
-    """Each server rlaif launched is restarted if it dies mid-run; meanwhile its requests go to the other replicas
-    or wait for it, and its failures do not stop the run."""
+def _supervise(ep: Endpoint, judge: Judge) -> None:
+    """Each server rlaif launched is restarted if it dies mid-run (its Supervisor, one per server); meanwhile its
+    requests go to the other replicas or wait for it, and its failures do not stop the run: `judge` hears of it."""
     if not ep.servers:
         return
     # a dead server's failures are the supervisor's to fix, even before its next look (it polls each second)
     judge.failures.hold = lambda: any(s.died() is not None for s in ep.servers)
-    for server in ep.servers:
+    for server, sup in zip(ep.servers, ep.supervisors):
         url = server.base_url
         if isinstance(judge.backend, JudgeClient):  # the pool sees a dead process before the supervisor does
             replica = judge.backend.pool.replicas[url]
             replica.dead = lambda s=server: s.died() is not None
             replica.answered = True  # it was ready when launched: worth waiting for while it restarts
-        sup = Supervisor(server, on_down=functools.partial(judge.server_down, url),
-                         on_up=functools.partial(judge.server_up, url),
-                         on_give_up=functools.partial(judge.give_up, url)).start()
-        stack.callback(sup.stop)  # before the server stops (the stack unwinds in reverse)
+        sup.listen(on_down=functools.partial(judge.server_down, url), on_up=functools.partial(judge.server_up, url),
+                   on_give_up=functools.partial(judge.give_up, url))
 
 
 def _lambda_source(recipe: Recipe, spec: LambdaSourceSpec, endpoints: Endpoints, log: SourceLog) -> LambdaSource:
@@ -307,7 +298,7 @@ def make_sources(recipe: Recipe, endpoints: Endpoints, log: JudgmentLog, *,
             r = judge_recipe(recipe, spec)
             ep = endpoints.get(r)
             judge = make_judge(r, ep.url, view)
-            _supervise(ep, judge, endpoints.stack)
+            _supervise(ep, judge)
             if self_test:
                 judge.self_test_sync()
                 say(f"judge '{r.judge.name}' at {ep.url} passed its self-test")
@@ -323,7 +314,7 @@ def make_sources(recipe: Recipe, endpoints: Endpoints, log: JudgmentLog, *,
                 large_r = r.model_copy(update={"judge": r.judge.cascade.judge})
                 large_ep = endpoints.get(large_r)
                 large = make_judge(large_r, large_ep.url, JudgmentLog(rank_log_path(endpoints.run_dir, "cascade")))
-                _supervise(large_ep, large, endpoints.stack)
+                _supervise(large_ep, large)
                 if self_test:
                     large.self_test_sync()
                 say(f"judge cascade: verdicts of '{r.judge.name}' within {r.judge.cascade.band} of 0.5 go to "

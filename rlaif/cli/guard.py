@@ -1,6 +1,6 @@
 """How every command ends: 0 on success, 1 with one clear message for a failure rlaif can explain, 130 on Ctrl-C
-and 143 on SIGTERM after a clean stop (training first saves a checkpoint: rlaif/train/preemption.py); a traceback
-only for a bug."""
+and 143 on SIGTERM, after a clean stop (training first saves a checkpoint: rlaif/train/preemption.py) or a second
+signal; a traceback only for a bug."""
 from __future__ import annotations
 
 import logging
@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 
-from rlaif.errors import Preempted, RlaifError
+from rlaif.errors import Preempted, RlaifError, StoppedAtOnce
 
 
 def run_guarded(fn) -> int:
@@ -30,6 +30,9 @@ def run_guarded(fn) -> int:
     except RlaifError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except StoppedAtOnce as e:  # a second signal, or a checkpoint past its grace period: the signal's code
+        print(str(e), file=sys.stderr)
+        return e.exit_code
     except KeyboardInterrupt:
         print("interrupted: stopped cleanly (judge server and child processes are gone)", file=sys.stderr)
         return 143 if got else 130

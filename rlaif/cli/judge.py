@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-import time
+import threading
 from pathlib import Path
 
 from rlaif.common.console import table_console
@@ -14,16 +14,20 @@ from rlaif.eval.audit import calibrate_judge, print_audit, run_audit
 from rlaif.eval.rescore import rescore
 from rlaif.eval.score_file import score_file
 from rlaif.factory import judge_endpoint, launch_replicas
+from rlaif.judge.supervisor import Supervisor
 
 
 def add_parser(sub) -> None:
     jp = sub.add_parser("judge", help="the judge server and judge tools")
     jsub = jp.add_subparsers(dest="judge_command", required=True, metavar="JUDGE_COMMAND")
     sp = jsub.add_parser("serve", help="start the recipe's vLLM judge server in the foreground; print its URL",
-                         description="Start the recipe's judge model under vLLM on 127.0.0.1 and print its base "
-                                     "URL; Ctrl-C stops it and every child process.")
+                         description="Start the recipe's judge model under vLLM on 127.0.0.1 (judge.serve.replicas "
+                                     "of them) and print the base URL(s). A replica that dies, or stops answering, "
+                                     "is restarted on its port while the others serve; the command exits 1 only "
+                                     "when every replica gave up. Ctrl-C stops it and every child process.")
     sp.add_argument("recipe")
-    sp.add_argument("--port", type=int, help="port to use (default: the recipe's, else a free one)")
+    sp.add_argument("--port", type=int, help="port of the first replica, the next ones on the following ports "
+                                             "(default: the recipe's, else free ones); a taken port is an error")
     sp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     sp.set_defaults(fn=cmd_serve)
 
@@ -135,20 +139,35 @@ def cmd_serve(a) -> int:
     if a.port:
         serve = r.judge.serve.model_copy(update={"port": a.port})
         r = r.model_copy(update={"judge": r.judge.model_copy(update={"serve": serve})})
-    servers = launch_replicas(r, r.run_dir)  # judge.serve.replicas of them, on --port, --port + 1, ...
+    # on --port, --port + 1, ... (or the recipe's): the URLs the training processes are told, so a taken port is
+    # refused rather than swapped for another
+    servers = launch_replicas(r, r.run_dir, fixed_port=True)
+    all_gave_up = threading.Event()
+    supervisors: list[Supervisor] = []
+
+    def gave_up(why: str) -> None:
+        left = sum(s.gave_up is None for s in supervisors)
+        print(f"error: {why}; {left} other replica(s) keep serving" if left else f"error: {why}",
+              file=sys.stderr, flush=True)
+        if not left:
+            all_gave_up.set()
+
     try:
+        # each replica restarted on its port when it dies or hangs; the others serve meanwhile
+        supervisors += [Supervisor(s, on_give_up=gave_up) for s in servers]
+        for sup in supervisors:
+            sup.start()
         urls = [s.base_url for s in servers]
         print(" ".join(urls), flush=True)
         listed = urls[0] if len(urls) == 1 else "[" + ",".join(urls) + "]"
-        print(f"serving '{r.judge.name}'; use --set judge.base_url={listed}; Ctrl-C stops it",
-              file=sys.stderr, flush=True)
-        while all(s.died() is None for s in servers):
-            time.sleep(1)
-        for s in servers:
-            if (code := s.died()) is not None:
-                print(f"error: the judge server at {s.base_url} exited with code {code}", file=sys.stderr)
+        print(f"serving '{r.judge.name}'; use --set judge.base_url={listed}; a replica that dies is restarted on "
+              "its port; Ctrl-C stops it", file=sys.stderr, flush=True)
+        while not all_gave_up.wait(1.0):
+            pass
         return 1
     finally:
+        for sup in supervisors:
+            sup.stop()
         for s in servers:
             s.stop()
 

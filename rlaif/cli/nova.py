@@ -35,8 +35,9 @@ def add_parser(sub) -> None:
                                      "at it with AWS_ENDPOINT_URL_BEDROCK_RUNTIME.")
     gp.add_argument("--judge", required=True, metavar="RECIPE", help="recipe whose judge answers")
     gp.add_argument("--port", type=int, default=0, help="port (default: a free one, printed)")
-    gp.add_argument("--host", default="127.0.0.1", help="address to bind; other than loopback needs --api-key")
-    gp.add_argument("--api-key", help="require this key (bearer token, or the SigV4 access key id)")
+    gp.add_argument("--host", default="127.0.0.1", help="address to bind; other than loopback needs a key")
+    gp.add_argument("--api-key", help="require this key (bearer token, or the SigV4 access key id). Prefer "
+                                      "$RLAIF_GATEWAY_API_KEY: a command line is readable by every local user")
     gp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     gp.set_defaults(fn=cmd_gateway)
     jp_ = nsub.add_parser("job-config", help="print the Bedrock RFT job configuration for the recipe's run",

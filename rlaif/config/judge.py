@@ -10,6 +10,22 @@ from pydantic import Field, field_validator, model_validator
 from rlaif.config.strict import Strict
 
 
+# vLLM flags rlaif sets itself: the address from serve.host and serve.port (an extra --host would bypass the
+# loopback rule: argparse takes the last one), the key from judge.api_key (through the environment, not argv)
+RESERVED_FLAGS = {"--host": "judge.serve.host", "--port": "judge.serve.port", "--api-key": "judge.api_key"}
+
+
+def reserved_flags(args: list[str]) -> list[str]:
+    """The flags among `args` that rlaif sets itself (`--port 1`, `--port=1`, `--api_key`, and argparse's
+    abbreviations such as `--ho`)."""
+    found = []
+    for a in args:
+        flag = a.split("=", 1)[0].replace("_", "-")
+        if flag.startswith("--"):
+            found += [f for f in RESERVED_FLAGS if f.startswith(flag) and len(flag) > len("--a")]
+    return found
+
+
 class ServeSpec(Strict):
     """How rlaif launches the judge's vLLM server when the recipe does not name a running one."""
     launch: bool = True
@@ -43,6 +59,10 @@ class ServeSpec(Strict):
                 if len(d.split(",")) != self.tensor_parallel_size:
                     raise ValueError(f"devices entry {d!r} has {len(d.split(','))} GPU(s) but tensor_parallel_size "
                                      f"is {self.tensor_parallel_size}: each replica needs exactly that many")
+        if taken := reserved_flags(self.extra_args):
+            raise ValueError(f"extra_args: {taken[0]} is set by rlaif; use {RESERVED_FLAGS[taken[0]]} instead "
+                             "(the judge stays on loopback unless judge.api_key is set, and the key travels in "
+                             "the server's environment, not its command line)")
         if "--tensor-parallel-size" in self.extra_args and self.tensor_parallel_size > 1:
             raise ValueError("give the tensor-parallel size once: tensor_parallel_size, not also in extra_args")
         if "--gpu-memory-utilization" in self.extra_args and self.gpu_memory_utilization is not None:

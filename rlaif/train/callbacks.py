@@ -30,9 +30,13 @@ def run_callbacks(stoppers: list, timings: list[float], preemption: Preemption,
 
         def on_step_end(self, args, state, control, **kw):
             seen = gather_objects((preemption.signum, any(r.should_stop for r in stoppers)))
-            if preemption.signum is None:
-                preemption.signum = next((s for s, _ in seen if s is not None), None)
-            if preemption.signum is not None or any(failing for _, failing in seen):
+            # decided from what every process shared, never from a signal that landed after it: that one is
+            # shared, and stops every process, at the next step's end
+            asked = next((s for s, _ in seen if s is not None), None)
+            preemption.agree(asked)
+            if asked is not None:
+                preemption.announce()
+            if asked is not None or any(failing for _, failing in seen):
                 control.should_training_stop = True
                 control.should_save = True
 

@@ -38,19 +38,13 @@ import functools
 import json
 import os
 import random
-import socket
 import time
 
 from rlaif.common.console import say
 from rlaif.common.dist import rank
+from rlaif.common.ports import free_port
 from rlaif.config.rollouts import RolloutsSpec
 from rlaif.errors import UserError
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def on_cuda() -> bool:

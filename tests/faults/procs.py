@@ -45,3 +45,12 @@ def kill_tree(pid):
             q.kill()
         except psutil.NoSuchProcess:
             pass
+
+
+def without_tiny_models(tmp_path):
+    """Overrides that let recipes/smoke.yaml load before `make models` (the unit lane): hub-style model ids that are
+    never loaded and an empty training file, for tests whose servers are stand-ins."""
+    train = tmp_path / "train.jsonl"
+    train.touch()
+    return [f"data.train={train}", "data.eval=null", "judge.canaries=null", "policy.model=tiny/policy",
+            "judge.model=tiny/judge"]
