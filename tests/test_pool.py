@@ -8,7 +8,6 @@ import threading
 import time
 from collections import Counter
 
-import pytest
 
 from fake_replica import FakeReplica, one_token_batch
 from rlaif.judge.pool import Pool

@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
 
 from rlaif.config.recipe import load_recipe
 from rlaif.config.rollouts import RolloutsSpec, grpo_rollout_settings
