@@ -112,9 +112,10 @@ def rationale(i: int, sources: list[RewardSource], values: dict[str, list], colu
     return "; ".join(parts)
 
 
-def reward_file(recipe: Recipe, input_path: str | Path, output_path: str | Path) -> dict:
+def reward_file(recipe: Recipe, input_path: str | Path, output_path: str | Path, base_url: str | None = None) -> dict:
     """Score the file with the recipe's whole reward and write the responses; the counts, the failures per source
-    (with the first reason each gave), the stop training would make, and the input's problems."""
+    (with the first reason each gave), the stop training would make, and the input's problems. `base_url`: the
+    recipe's judge, when the caller has it running already."""
     samples, problems, lines = read_samples(recipe, input_path)
     for p in problems:
         print(f"error: {p}", file=sys.stderr)
@@ -123,8 +124,8 @@ def reward_file(recipe: Recipe, input_path: str | Path, output_path: str | Path)
         stack.callback(judgments.close)
         # no self-test (a judge that cannot answer shows as counted failures), no canaries; a judge is started or
         # reached only when a source asks the Endpoints for it
-        sources = make_sources(recipe, Endpoints(recipe, recipe.run_dir, None, stack), judgments, self_test=False,
-                               canaries=False)
+        sources = make_sources(recipe, Endpoints(recipe, recipe.run_dir, base_url, stack), judgments,
+                               self_test=False, canaries=False)
         reward = compose(recipe, sources)
         try:
             scored = asyncio.run(score_all(reward, samples)) if samples else Scored([])
