@@ -7,6 +7,7 @@ import sys
 
 import pytest
 from scripted_judge import ScriptedJudge
+from test_nova import HANGING_LAMBDA  # hangs on a sample whose completion is "hang"
 
 from rlaif.cli.main import main
 
@@ -94,16 +95,6 @@ def test_a_verifiable_reward_agrees_with_a_gsm8k_lambda_written_by_someone_else(
     assert sorted({a["aggregate_reward_score"] for a in ours.values()}) == [0.0, 1.0]
     assert sum(a["aggregate_reward_score"] for a in ours.values()) == 7  # right: 2 + 1 + 2 + 2 (72.0, "624 pages")
     assert ours["gsm-0-1"]["rationale"] == "correct 0.000 (70 != 72)"
-
-
-HANGING_LAMBDA = '''
-import time
-def lambda_handler(event, context):
-    if any(s["messages"][-1]["content"] == "hang" for s in event):
-        while True:  # a socket read that never returns
-            time.sleep(3600)
-    return [{"id": s["id"], "aggregate_reward_score": 1.0} for s in event]
-'''
 
 
 def test_a_lambda_that_hangs_is_cut_at_its_timeout_and_its_sample_is_reported_failed(tmp_path):

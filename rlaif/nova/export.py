@@ -19,6 +19,7 @@ import ast
 import json
 import pprint
 import sys
+import textwrap
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -219,7 +220,7 @@ def render_lambda(config: dict, modules: dict[str, str], source: str) -> str:
     header = f'''"""Reward Lambda for Amazon Bedrock reinforcement fine-tuning, written by `rlaif nova export-lambda`.
 
 Recipe: {config["recipe"]} ({source}); written {stamp}.
-It computes {what_it_computes(config)}.
+{textwrap.fill("It computes " + what_it_computes(config) + ".", 116, break_on_hyphens=False)}
 Handler: lambda_function.lambda_handler. Standard library and boto3 only. See README.md beside this file.
 
 Environment: JUDGE_MODEL_ID (the judge's Bedrock model id; required unless set at export),
@@ -256,20 +257,24 @@ MODULE_SOURCES = {pprint.pformat(modules, width=116, sort_dicts=False)}
 
 def deploy_readme(config: dict, notes: list[str]) -> str:
     notes_md = "".join(f"- {n}\n" for n in notes) or "- none\n"
-    answer = ("`metrics_list` has a `Reward` entry per source that scored the sample, by its name, and the "
-              "`reward_failed` Metric: 1 when a source could not score it (a judge that failed after retries, a "
-              f"function that raised), which then gets the neutral reward {config['neutral_reward']} in place of a "
-              "reward, as Bedrock's contract asks for a number"
-              if config["composed"] else
-              "`metrics_list` has one `Reward` entry per criterion and `Metric` entries for the checks and "
-              f"`judge_failed`. A judge that fails after retries gives the neutral reward {config['neutral_reward']}; "
-              "an empty completion scores 0")
+    intro = f"Written by `rlaif nova export-lambda`. It computes {what_it_computes(config)}."
+    if config["judges"]:
+        intro += (" A judge is asked through Converse, one call per sample (per item for a per-item rubric), for a "
+                  "JSON verdict with every criterion and the record's own criteria (`metadata.rubric`), retried with "
+                  "exponential backoff and full jitter on throttling and 5xx.")
+    if config["composed"]:
+        intro += (" `aggregate_reward_score` is the sources' combination; `metrics_list` has a `Reward` entry per "
+                  "source that scored the sample, by its name, and the `reward_failed` Metric: 1 when a source could "
+                  "not score it (a judge that failed after retries, a function that raised or answered None), which "
+                  f"then gets the neutral reward {config['neutral_reward']} in place of a reward, as Bedrock's "
+                  "contract asks for a number.")
+    else:
+        intro += (" `aggregate_reward_score` is in [0, 1]; `metrics_list` has one `Reward` entry per criterion and "
+                  "`Metric` entries for the checks and `judge_failed`. A judge that fails after retries gives the "
+                  f"neutral reward {config['neutral_reward']}; an empty completion scores 0.")
     return f"""# Reward Lambda: {config['recipe']}
 
-Written by `rlaif nova export-lambda`. It computes {what_it_computes(config)}. A judge is asked through Converse,
-one call per sample (per item for a per-item rubric), for a JSON verdict with every criterion and the record's own
-criteria (`metadata.rubric`), retried with exponential backoff and full jitter on throttling and 5xx;
-`aggregate_reward_score` is in [0, 1]; {answer}.
+{textwrap.fill(intro, 116, break_on_hyphens=False)}
 
 Notes from the export:
 {notes_md}
