@@ -6,7 +6,6 @@ of samples, and what counts as its answer.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
 GATE_PASS = 0.5  # an essential source's reward below this zeroes the sample's
 
@@ -24,15 +23,15 @@ def compose(values: list, weights: list[float], essential: list[bool]) -> tuple[
     return sum(w * v for w, v in zip(weights, values)), False
 
 
-@dataclass
 class StepState:
     """TRL's `trainer_state` where no trainer runs (scoring a file, the exported Lambda): what reward functions
-    read of it."""
-    global_step: int = 0
-    max_steps: int = 0
-    epoch: float = 0.0
-    num_train_epochs: int = 0
-    log_history: list = field(default_factory=list)
+    read of it. (A plain class, not a dataclass: the exported file must load however it is loaded, and a dataclass
+    under postponed annotations needs its module in sys.modules.)"""
+
+    def __init__(self, global_step: int = 0, max_steps: int = 0, epoch: float = 0.0, num_train_epochs: int = 0):
+        self.global_step, self.max_steps, self.epoch, self.num_train_epochs = global_step, max_steps, epoch, \
+            num_train_epochs
+        self.log_history: list = []
 
 
 def as_reward(x) -> float | None:
