@@ -225,8 +225,8 @@ def test_nova_parity_of_rules_alone_starts_no_judge(tmp_path, capsys):
 
 
 def test_a_lambda_file_that_defines_a_dataclass_loads_as_lambdas_import_loads_it(tmp_path):
-    """rlaif loads a Lambda file as Lambda's runtime imports it, into sys.modules, where a dataclass looks for its
-    module (the exported Lambda has one: portable/composed.py's StepState)."""
+    """rlaif loads a Lambda file as Lambda's runtime imports it, into sys.modules, where a dataclass under postponed
+    annotations looks for its module."""
     from rlaif.rewards.lambda_source import load_handler
     path = tmp_path / "with_dataclass.py"
     path.write_text("from __future__ import annotations\n\nfrom dataclasses import dataclass\n\n\n"
