@@ -230,7 +230,8 @@ def call_function(src: dict, samples: list, parts: list) -> tuple[list, str]:
                       completions=[[{"role": "assistant", "content": r}] for _, r in parts],
                       completion_ids=None, trainer_state=StepState(), log_metric=lambda k, v: None,
                       log_extra=lambda k, v: None)
-        out = asyncio.run(fn(**kwargs)) if inspect.iscoroutinefunction(fn) else fn(**kwargs)
+        is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
+        out = asyncio.run(fn(**kwargs)) if is_async else fn(**kwargs)  # sync or async, as rlaif calls it
         return function_rewards(out, len(samples)), ""
     except Exception as e:  # the user's function: counted as this batch's failure, never raised into Bedrock's call
         return [None] * len(samples), f"{type(e).__name__}: {str(e)[:300]}"
