@@ -285,8 +285,9 @@ def _lambda_source(recipe: Recipe, spec: LambdaSourceSpec, endpoints: Endpoints,
 
 
 def make_sources(recipe: Recipe, endpoints: Endpoints, log: JudgmentLog, *,
-                 self_test: bool = True) -> list[RewardSource]:
-    """The recipe's reward sources, in its order, each writing to the run's judgment log."""
+                 self_test: bool = True, canaries: bool = True) -> list[RewardSource]:
+    """The recipe's reward sources, in its order, each writing to the run's judgment log. `canaries`: the first
+    judge's live canaries, when the recipe has them (they watch a training run; they never change a reward)."""
     specs = recipe.reward_sources()
     judges = [s for s in specs if isinstance(s, JudgeSourceSpec)]
     for spec in judges:  # what a judge's template on this machine refuses, before any server starts
@@ -302,13 +303,13 @@ def make_sources(recipe: Recipe, endpoints: Endpoints, log: JudgmentLog, *,
             if self_test:
                 judge.self_test_sync()
                 say(f"judge '{r.judge.name}' at {ep.url} passed its self-test")
-            canaries = None
-            if spec is judges[0] and r.judge.canaries is not None:
+            watching = None
+            if canaries and spec is judges[0] and r.judge.canaries is not None:
                 # their own judge (cache off: a changed judge must be asked again) and their own log
                 watch = make_judge(r.model_copy(update={"judge": r.judge.model_copy(update={"cache": False})}),
                                    ep.url, JudgmentLog(rank_log_path(endpoints.run_dir, "canaries")))
                 endpoints.stack.callback(watch.close)
-                canaries = Canaries(r.judge.canaries, watch, seed=recipe.seed)
+                watching = Canaries(r.judge.canaries, watch, seed=recipe.seed)
             cascade = None
             if r.judge.cascade is not None:
                 large_r = r.model_copy(update={"judge": r.judge.cascade.judge})
@@ -320,7 +321,7 @@ def make_sources(recipe: Recipe, endpoints: Endpoints, log: JudgmentLog, *,
                 say(f"judge cascade: verdicts of '{r.judge.name}' within {r.judge.cascade.band} of 0.5 go to "
                     f"'{large_r.judge.name}' at {large_ep.url}")
                 cascade = Cascade(large, r.judge.cascade.band)
-            out.append(JudgeSource(judge, spec.name, primary=spec is judges[0], canaries=canaries, cascade=cascade))
+            out.append(JudgeSource(judge, spec.name, primary=spec is judges[0], canaries=watching, cascade=cascade))
         elif isinstance(spec, VerifiableSourceSpec):
             out.append(VerifiableSource(spec, view))
         elif isinstance(spec, PythonSourceSpec):
@@ -337,6 +338,16 @@ def uses_recipe_judge(recipe: Recipe) -> bool:
                or (isinstance(s, LambdaSourceSpec) and s.bedrock_gateway) for s in recipe.reward_sources())
 
 
+def compose(recipe: Recipe, sources: list[RewardSource]) -> RewardSource:
+    """The reward of the recipe's sources: one source is the reward alone; several are one source, their weighted
+    sum through a gate when one is essential (rlaif/rewards/combined.py), as rlaif/portable/composed.py computes it
+    in the exported Lambda too."""
+    if len(sources) == 1:
+        return sources[0]
+    specs = recipe.reward_sources()
+    return CombinedSource(sources, [s.weight for s in specs], [s.essential for s in specs])
+
+
 def make_rewards(recipe: Recipe, run_dir: Path, base_url: str | None,
                  stack: contextlib.ExitStack) -> tuple[list[TRLReward], str | None]:
     """(the run's reward function for TRL, in a list as GRPOTrainer takes it; the recipe judge's URL or None). One
@@ -346,14 +357,11 @@ def make_rewards(recipe: Recipe, run_dir: Path, base_url: str | None,
     log = JudgmentLog(rank_log_path(run_dir))
     stack.callback(log.close)
     endpoints = Endpoints(recipe, run_dir, base_url, stack)
-    specs = recipe.reward_sources()
     sources = make_sources(recipe, endpoints, log)
     # the judge that validation and the second opinion ask: the recipe's, when the run uses it
     url = endpoints.get(recipe).url if uses_recipe_judge(recipe) else None
     say(f"training {recipe.policy.model} on {', '.join(s.name for s in sources)}")
-    if len(sources) == 1:
-        return [TRLReward(sources[0])], url
-    return [TRLReward(CombinedSource(sources, [s.weight for s in specs], [s.essential for s in specs]))], url
+    return [TRLReward(compose(recipe, sources))], url
 
 
 def apply_threads(recipe: Recipe) -> None:

@@ -268,7 +268,7 @@ def test_the_lambdas_score_sample_never_raises_on_a_formula_edge_case_or_an_unfo
     env = lam["score_sample"].__globals__  # the exported module's own namespace
     verdicts = {"hi please": '{"says_please": "PASS"}', "hi": '{"says_please": "FAIL"}'}
 
-    def converse(system, user):  # the judge's reply, by the completion in the sample block (longest match first)
+    def converse(system, user, *request):  # the reply, by the completion in the sample block (longest match first)
         return verdicts[next(t for t in sorted(verdicts, key=len, reverse=True) if t in user)]
     env["converse"] = converse
     user = {"role": "user", "content": "say hi"}
@@ -276,7 +276,7 @@ def test_the_lambdas_score_sample_never_raises_on_a_formula_edge_case_or_an_unfo
                                  for i, t in (("a", "hi please"), ("b", "hi"))], None)
     assert [o["aggregate_reward_score"] for o in out] == [pytest.approx(0.5 ** 0.5), 0.0]
 
-    def broken(system, user):
+    def broken(system, user, *request):
         return {"no output": True}["output"]  # KeyError, as a malformed Converse response would give
     env["converse"] = broken
     result, why = lam["score_sample"]({"id": "c", "messages": [user, {"role": "assistant", "content": "hi"}]})

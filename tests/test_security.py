@@ -67,7 +67,7 @@ def test_rubric_text_that_looks_like_code_is_data_in_the_exported_lambda(tmp_pat
     question = f'Polite? """); __import__("pathlib").Path({str(marker)!r}).touch(); ("""' + " {{7*7}} ${x}"
     rubric = {"name": "r", "criteria": [{"name": "polite", "question": question}]}
     lam = _lambda(tmp_path, monkeypatch, None, [f"rubric={json.dumps(rubric)}", "checks=[]"])
-    assert question in lam["CONFIG"]["system"]
+    assert question in lam["CONFIG"]["judges"]["judge"]["system"]
     lam["lambda_handler"](EVENT[:1], None)
     assert not marker.exists()
 

@@ -37,7 +37,8 @@ def add_parser(sub) -> None:
                                      "Nova reward-Lambda response per valid sample (id, aggregate_reward_score, "
                                      "metrics_list, rationale). Malformed lines are reported with their line number "
                                      "and skipped; --strict makes them exit 1. Starts the judge server if the recipe "
-                                     "says so.")
+                                     "says so. The judge alone: for the recipe's whole reward (its rewards: sources "
+                                     "combined as in training) use `rlaif reward score`.")
     sc.add_argument("recipe")
     sc.add_argument("--input", required=True, help="Nova Lambda-event samples, JSONL")
     sc.add_argument("--output", required=True, help="where to write the Lambda responses, JSONL")

@@ -1,6 +1,7 @@
 """`rlaif nova export-lambda|gateway|job-config|parity`: the Bedrock bridge."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -9,7 +10,7 @@ from rlaif.common.console import table_console
 from rlaif.config.nova import grpo_settings
 from rlaif.config.recipe import load_recipe
 from rlaif.errors import UserError
-from rlaif.eval.nova_parity import parity
+from rlaif.eval.nova_parity import needs_judge, parity
 from rlaif.factory import judge_endpoint
 from rlaif.nova.export import export_lambda
 from rlaif.nova.gateway import Gateway, build_app, check_bind
@@ -20,10 +21,14 @@ def add_parser(sub) -> None:
     np_ = sub.add_parser("nova", help="the Bedrock bridge: export a reward Lambda, a local Converse gateway, "
                          "the Bedrock job configuration, reward parity with the Lambda")
     nsub = np_.add_subparsers(dest="nova_command", required=True, metavar="NOVA_COMMAND")
-    xp = nsub.add_parser("export-lambda", help="write the recipe's rubric and checks as a Bedrock reward Lambda",
+    xp = nsub.add_parser("export-lambda", help="write the recipe's reward as a Bedrock reward Lambda",
                          description="Write DIR/lambda_function.py (standard library and boto3 only) and "
-                                     "DIR/README.md (deployment). The Lambda judges through Bedrock's Converse API "
-                                     "(model id from JUDGE_MODEL_ID) in verdict mode.")
+                                     "DIR/README.md (deployment). The Lambda computes the recipe's reward: its "
+                                     "judge (rubric, checks, a record's own criteria) through Bedrock's Converse API "
+                                     "(model id from JUDGE_MODEL_ID) in verdict mode, and for a recipe's rewards: its "
+                                     "verifiable rules and its Python functions whose module is one standard-library "
+                                     "file, combined as in training. What it cannot carry (a Lambda source, a judge "
+                                     "model of a source's own, a module with other imports) is refused by name.")
     xp.add_argument("recipe")
     xp.add_argument("--out", required=True, help="folder to write into")
     xp.add_argument("--model-id", help="default judge model id baked into the file (JUDGE_MODEL_ID overrides it)")
@@ -57,11 +62,12 @@ def add_parser(sub) -> None:
                          "and print how well they agree",
                          description="Export the recipe's reward Lambda, run it unchanged on the samples (its boto3 "
                                      "calls reach the recipe's judge through the local Converse gateway), score the "
-                                     "same samples with `rlaif judge score`, and print the agreement over the samples "
-                                     "both sides scored: mean and largest absolute difference, identical rewards, "
-                                     "Spearman's rank correlation, verdicts flipped per criterion (a pass is a score "
-                                     "above 0.5). Verdict mode on both sides gives identical rewards. Exit 1 when a "
-                                     "sample is missing on either side.")
+                                     "same samples with rlaif's own reward (`rlaif reward score` for a recipe's "
+                                     "rewards:, `rlaif judge score` for the judge alone), and print the agreement over "
+                                     "the samples both sides scored: mean and largest absolute difference, identical "
+                                     "rewards, Spearman's rank correlation, verdicts flipped per criterion (per "
+                                     "source, for rewards:; a pass is a score above 0.5). Verdict mode on both sides "
+                                     "gives identical rewards. Exit 1 when a sample is missing on either side.")
     pp.add_argument("recipe")
     pp.add_argument("--samples", required=True,
                     help="reward-Lambda event samples, JSONL (as `rlaif judge score` reads)")
@@ -101,8 +107,9 @@ def cmd_gateway(a) -> int:
 def cmd_parity(a) -> int:
     r = load_recipe(a.recipe, a.overrides)
     out = a.out or str(r.run_dir / "parity")
-    with judge_endpoint(r, r.run_dir) as ep:
-        url = ep.url if isinstance(ep.url, str) else ep.url[0]
+    # a reward of rules and functions asks no judge: none is started
+    with judge_endpoint(r, r.run_dir) if needs_judge(r) else contextlib.nullcontext() as ep:
+        url = None if ep is None else ep.url if isinstance(ep.url, str) else ep.url[0]
         res = parity(r, url, a.samples, out)
     for n in res["notes"]:  # (the samples file's problems were printed as it was read)
         print(f"note: {n}", file=sys.stderr)
@@ -116,7 +123,7 @@ def cmd_parity(a) -> int:
             failed = True
     if a.max_mean_abs_diff is not None:
         if res["mean_abs_diff"] is None:
-            print("error: no sample was scored by both sides without a judge failure: nothing to compare",
+            print("error: no sample was scored by both sides without a failure: nothing to compare",
                   file=sys.stderr)
             failed = True
         elif res["mean_abs_diff"] > a.max_mean_abs_diff:
@@ -130,19 +137,21 @@ def print_parity(res: dict) -> None:
     from rich.table import Table
 
     rho = "n/a (one side constant)" if res["spearman"] is None else f"{res['spearman']:.3f}"
-    t = Table(title=f"reward parity: the exported Lambda ({res['lambda_mode']}) vs rlaif ({res['rlaif_mode']}), "
-                    f"judge {res['judge']}, {res['samples']} samples")
+    judge = f"judge {res['judge']}" if res["judge"] else "no judge"
+    what = " of the recipe's rewards" if res.get("rewards") == "rewards:" else ""
+    t = Table(title=f"reward parity{what}: the exported Lambda ({res['lambda_mode']}) vs rlaif ({res['rlaif_mode']}), "
+                    f"{judge}, {res['samples']} samples")
     t.add_column("measure")
     t.add_column("value", justify="right")
     def num(x):
         return "n/a" if x is None else f"{x:.4f}"
     t.add_row("missing in the Lambda / in rlaif", f"{len(res['missing_in_lambda'])} / {len(res['missing_in_rlaif'])}")
-    t.add_row("compared (no judge failure on either side)", f"{res['compared']} / {res['samples']}")
+    t.add_row("compared (no failure on either side)", f"{res['compared']} / {res['samples']}")
     t.add_row("mean |Lambda - rlaif|", num(res["mean_abs_diff"]))
     t.add_row("max |Lambda - rlaif|", num(res["max_abs_diff"]))
     t.add_row("identical rewards", f"{res['identical']} / {res['compared']}")
     t.add_row("Spearman rank correlation", rho)
-    t.add_row("judge failures (Lambda / rlaif)", f"{res['judge_failed']['lambda']} / {res['judge_failed']['rlaif']}")
+    t.add_row("failures (Lambda / rlaif)", f"{res['judge_failed']['lambda']} / {res['judge_failed']['rlaif']}")
     for c, f in res["flips"].items():
         t.add_row(f"flips: {c}", f"{f['pass_in_lambda_only'] + f['pass_in_rlaif_only']} of {f['judged_by_both']} "
                                  f"({f['pass_in_lambda_only']} pass in the Lambda only, "

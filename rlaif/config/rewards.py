@@ -37,7 +37,7 @@ from rlaif.portable.verifiable import VERIFIABLE_CHECKS
 NAME = r"^[A-Za-z][A-Za-z0-9_]{0,63}$"  # it names metrics: reward/<name>/mean
 # names a source cannot take: the combined reward's, and the completions table's own columns
 RESERVED_NAMES = frozenset({"combined", "prompt", "completion", "step", "advantage", "reward", "rewards",
-                            "judge_scores", "judge_rationale"})
+                            "judge_scores", "judge_rationale", "reward_failed"})
 
 
 class _Source(Strict):
@@ -160,12 +160,17 @@ class PythonSourceSpec(_Source):
     def _search(self, search: tuple[str | os.PathLike, ...]) -> tuple[str, ...]:
         return (os.getcwd(), *([self._folder] if self._folder else []), *map(str, search))
 
+    def find(self, search: tuple[str | os.PathLike, ...] = ()):
+        """Where the function's module would be imported from (its spec: `origin`, `submodule_search_locations`),
+        found without running any of its code; None when it is nowhere to be found."""
+        with search_path(self._search(search)):
+            return find_module(self.function.partition(":")[0])
+
     def check(self, search: tuple[str | os.PathLike, ...] = ()) -> None:
         """A ValueError that says why when the module cannot be found or plainly has no such function; runs none of
         the module's code."""
         module, _, name = self.function.partition(":")
-        with search_path(self._search(search)):
-            spec = find_module(module)
+        spec = self.find(search)
         if spec is None:
             raise ValueError(f"{self.function}: cannot import {module}: no module named {module!r} in the working "
                              "directory, the recipe's folder or sys.path")

@@ -55,16 +55,36 @@ def drop_long_prompts(dataset, tokenizer, max_tokens: int, where: str = "data.tr
     return (dataset.select(keep) if dropped else dataset), dropped
 
 
+def own_criteria_rule(recipe: Recipe):
+    """A function of a record's metadata that gives (field, message) when the record's own criteria cannot be
+    judged with the recipe (a criterion named as one of a judge's rubric, or a pairwise judge, which compares
+    completions on the shared criteria only), else None."""
+    judges = [s for s in recipe.reward_sources() if isinstance(s, JudgeSourceSpec)]
+    shared = {c.name for s in judges
+              for c in load_rubric(s.rubric or recipe.rubric, where=f"{recipe.source}: rubric").criteria}
+    pairwise = [s.name for s in judges if (s.mode or (s.judge or recipe.judge).mode) == "pairwise"]
+
+    def problem(meta: dict) -> tuple[str, str] | None:
+        if meta.get("rubric") is None:
+            return None
+        if pairwise:
+            return "rubric", (f"a record's own criteria need a judge in logprob or verdict mode; judge source "
+                              f"'{pairwise[0]}' of {recipe.source} is pairwise")
+        clash = sorted({c["name"] for c in meta["rubric"].get("criteria", [])} & shared)
+        if clash:
+            return "rubric.criteria", (f"{', '.join(clash)} is already a criterion of the recipe's rubric "
+                                       f"({recipe.source}); give the record's own criterion another name")
+        return None
+    return problem
+
+
 def check_training_data(recipe: Recipe) -> None:
     """What the recipe asks of its data, checked before training starts: every record carries the field each
     verifiable source checks against, and a record's own criteria do not reuse a name of a judge's rubric nor meet
     a pairwise judge (which compares completions on the shared criteria only). A record that fails is refused
     with the recipe's field and the data's file and line."""
     verifiable = [(i, s) for i, s in enumerate(recipe.rewards or []) if isinstance(s, VerifiableSourceSpec)]
-    judges = [s for s in recipe.reward_sources() if isinstance(s, JudgeSourceSpec)]
-    shared = {c.name for s in judges
-              for c in load_rubric(s.rubric or recipe.rubric, where=f"{recipe.source}: rubric").criteria}
-    pairwise = [s.name for s in judges if (s.mode or (s.judge or recipe.judge).mode) == "pairwise"]
+    own_criteria_problem = own_criteria_rule(recipe)
     for path in filter(None, (recipe.data.train, recipe.data.eval)):
         res = read_records(path, recipe.data.columns)
         for line, rec in zip(res.record_lines, res.records):
@@ -74,10 +94,5 @@ def check_training_data(recipe: Recipe) -> None:
                 if not has:
                     raise UserError(f"{recipe.source}: rewards[{i}].field: {path}:{line} (id {rec['id']}) has no "
                                     f"'{spec.field}' for the {spec.check} check of source '{spec.name}'")
-            if meta.get("rubric") is not None and pairwise:
-                raise UserError(f"{path}:{line}: rubric: a record's own criteria need a judge in logprob or verdict "
-                                f"mode; judge source '{pairwise[0]}' of {recipe.source} is pairwise")
-            clash = sorted({c["name"] for c in (meta.get("rubric") or {}).get("criteria", [])} & shared)
-            if clash:
-                raise UserError(f"{path}:{line}: rubric.criteria: {', '.join(clash)} is already a criterion of the "
-                                f"recipe's rubric ({recipe.source}); give the record's own criterion another name")
+            if (problem := own_criteria_problem(meta)) is not None:
+                raise UserError(f"{path}:{line}: {problem[0]}: {problem[1]}")

@@ -2,14 +2,16 @@
 
 Both sides score the same samples with the same judge. The Lambda is the one `rlaif nova export-lambda` writes for
 the recipe, run unchanged: its boto3 calls go through the local Converse gateway to the recipe's judge. rlaif's
-reward is `rlaif judge score` with the recipe as given. Verdict mode on both sides gives identical rewards (the
-Lambda carries rlaif's reward code whole); a logprob recipe is compared with the verdict-mode Lambda, and the
-agreement says how far the local reward is from the one Bedrock computes.
+reward is the recipe as given: `rlaif reward score` (every `rewards:` source, combined as in training) for a
+recipe that lists its rewards, `rlaif judge score` for one whose reward is its judge alone. Verdict mode on both
+sides gives identical rewards (the Lambda carries rlaif's reward code whole); a logprob recipe is compared with
+the verdict-mode Lambda, and the agreement says how far the local reward is from the one Bedrock computes.
 
-Agreement, over the samples both sides scored (a judge failure on either side is counted apart, not compared):
-mean and largest absolute difference of `aggregate_reward_score`, the share of identical rewards, Spearman's rank
-correlation, and per criterion the verdicts that flip (a pass, score above 0.5 as rlaif's pass rates count it, on
-one side only). A sample one side did not answer is listed as missing on that side, and fails the command.
+Agreement, over the samples both sides scored (a failure on either side, a judge's or any source's, is counted
+apart, not compared): mean and largest absolute difference of `aggregate_reward_score`, the share of identical
+rewards, Spearman's rank correlation, and per criterion (per source, for a recipe's rewards) the verdicts that flip
+(a pass, score above 0.5 as rlaif's pass rates count it, on one side only). A sample one side did not answer is
+listed as missing on that side, and fails the command.
 """
 from __future__ import annotations
 
@@ -24,10 +26,12 @@ import numpy as np
 from rlaif.common.jsonl import write_jsonl
 from rlaif.common.stats import spearman
 from rlaif.config.recipe import Recipe
+from rlaif.config.rewards import JudgeSourceSpec
 from rlaif.config.rubric import load_rubric
 from rlaif.data.nova import parse_lambda_sample
 from rlaif.data.reader import read_jsonl_with
 from rlaif.errors import UserError
+from rlaif.eval.reward_file import reward_file
 from rlaif.eval.score_file import score_file
 from rlaif.nova.export import export_lambda
 from rlaif.nova.gateway import Gateway, boto3_env, build_app
@@ -41,15 +45,19 @@ AWS_KEYS_SET_ASIDE = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_BEARER_TOKEN_BEDR
 
 @dataclass
 class Side:
-    reward: float
+    reward: float | None  # None: rlaif's answer for a sample a source could not score (it has no reward)
     failed: bool
-    criteria: dict[str, float]  # the criteria the judge scored (none when gated, empty or failed)
+    criteria: dict[str, float]  # the criteria the judge scored, or the sources that scored (none when failed)
+
+
+FAILED = ("judge_failed", "reward_failed")  # the judge's answer; a recipe's rewards: (rlaif/portable/lambda_response)
 
 
 def side_of(result: dict) -> Side:
     metrics = result.get("metrics_list") or []
-    return Side(float(result["aggregate_reward_score"]),
-                any(m["name"] == "judge_failed" and m["value"] == 1.0 for m in metrics),
+    reward = result["aggregate_reward_score"]
+    return Side(None if reward is None else float(reward),
+                reward is None or any(m["name"] in FAILED and m["value"] == 1.0 for m in metrics),
                 {m["name"]: float(m["value"]) for m in metrics if m.get("type") == "Reward"})
 
 
@@ -81,8 +89,10 @@ def agreement(lambda_out: dict[str, dict], rlaif_out: dict[str, dict], criteria:
             if passes(a) != passes(b):
                 flips[c]["pass_in_lambda_only" if passes(a) else "pass_in_rlaif_only"] += 1
                 flipped.append(c)
-        rows.append({"id": i, "lambda_reward": lam[i].reward, "rlaif_reward": ours[i].reward,
-                     "abs_diff": round(abs(lam[i].reward - ours[i].reward), 6), "compared": i in both,
+        rewards = (lam[i].reward, ours[i].reward)
+        rows.append({"id": i, "lambda_reward": rewards[0], "rlaif_reward": rewards[1],
+                     "abs_diff": None if None in rewards else round(abs(rewards[0] - rewards[1]), 6),
+                     "compared": i in both,
                      "lambda_judge_failed": lam[i].failed, "rlaif_judge_failed": ours[i].failed, "flipped": flipped})
     summary = {
         "samples": len(ids),
@@ -117,19 +127,26 @@ def boto3_pointed_at(url: str, model_id: str):
                 os.environ[k] = v
 
 
-def run_lambda(recipe: Recipe, judge_url: str, samples: list[dict], out_dir: Path) -> tuple[list[dict], list[str]]:
-    """The recipe's exported Lambda on `samples`, through a Converse gateway backed by the judge at `judge_url`."""
+def needs_judge(recipe: Recipe) -> bool:
+    """Whether the recipe's reward asks a judge (a recipe of rules and functions is compared without one)."""
+    return any(isinstance(s, JudgeSourceSpec) for s in recipe.reward_sources())
+
+
+def run_lambda(recipe: Recipe, judge_url: str | None, samples: list[dict],
+               out_dir: Path) -> tuple[list[dict], list[str]]:
+    """The recipe's exported Lambda on `samples`, through a Converse gateway backed by the judge at `judge_url`
+    (None: the reward asks no judge)."""
     path, notes = export_lambda(recipe, out_dir / "lambda")
     handler = load_handler(path)
-    gateway = Gateway(build_app(judge_url, recipe.judge.name, judge_api_key=recipe.judge.api_key,
-                                timeout_s=recipe.judge.timeout_s)).start()
-    try:
-        with boto3_pointed_at(gateway.url, f"rlaif-parity/{recipe.judge.name}"):
-            out = []
-            for k in range(0, len(samples), LAMBDA_BATCH):  # in the batches Bedrock's trainer sends
-                out += handler(samples[k:k + LAMBDA_BATCH], None)
-    finally:
-        gateway.stop()
+    with contextlib.ExitStack() as stack:
+        if judge_url is not None:
+            gateway = Gateway(build_app(judge_url, recipe.judge.name, judge_api_key=recipe.judge.api_key,
+                                        timeout_s=recipe.judge.timeout_s)).start()
+            stack.callback(gateway.stop)
+            stack.enter_context(boto3_pointed_at(gateway.url, f"rlaif-parity/{recipe.judge.name}"))
+        out = []
+        for k in range(0, len(samples), LAMBDA_BATCH):  # in the batches Bedrock's trainer sends
+            out += handler(samples[k:k + LAMBDA_BATCH], None)
     return out, notes
 
 
@@ -139,10 +156,11 @@ def raw_samples(path: Path, lines: list[int]) -> list[dict]:
     return [json.loads(text[n - 1]) for n in lines]
 
 
-def parity(recipe: Recipe, judge_url: str, samples_path: str | Path, out_dir: str | Path) -> dict:
+def parity(recipe: Recipe, judge_url: str | None, samples_path: str | Path, out_dir: str | Path) -> dict:
     """Score `samples_path` (reward-Lambda event samples, JSONL) with the exported Lambda and with rlaif; write
-    lambda.jsonl, rlaif.jsonl, parity.jsonl (a row per sample) and parity.json (the summary) into `out_dir`."""
-    if recipe.judge.backend == "transformers":
+    lambda.jsonl, rlaif.jsonl, parity.jsonl (a row per sample) and parity.json (the summary) into `out_dir`.
+    `judge_url`: the recipe's judge, None when its reward asks none."""
+    if judge_url is not None and recipe.judge.backend == "transformers":
         raise UserError(f"{recipe.source}: judge.backend: transformers: the Lambda reaches its judge over HTTP; "
                         "parity needs a served judge (judge.backend: vllm)")
     samples_path, out = Path(samples_path), Path(out_dir)
@@ -155,15 +173,22 @@ def parity(recipe: Recipe, judge_url: str, samples_path: str | Path, out_dir: st
     out.mkdir(parents=True, exist_ok=True)
     lambda_out, notes = run_lambda(recipe, judge_url, raw_samples(samples_path, [r["_line"] for r in res.records]), out)
     write_jsonl(out / "lambda.jsonl", lambda_out)
-    scored = score_file(recipe, judge_url, str(samples_path), str(out / "rlaif.jsonl"))
+    if recipe.rewards is not None:  # the whole reward, as the Lambda computes it: a Reward per source
+        scored = reward_file(recipe, samples_path, out / "rlaif.jsonl", base_url=judge_url)
+        criteria = [s.name for s in recipe.reward_sources()]
+    else:  # the judge alone: a Reward per criterion
+        scored = score_file(recipe, judge_url, str(samples_path), str(out / "rlaif.jsonl"))
+        criteria = [c.name for c in load_rubric(recipe.rubric, where=f"{recipe.source}: rubric").criteria]
     rlaif_out = {d["id"]: d for d in map(json.loads, (out / "rlaif.jsonl").read_text(encoding="utf-8").splitlines())}
-    criteria = [c.name for c in load_rubric(recipe.rubric, where=f"{recipe.source}: rubric").criteria]
     summary, rows = agreement({str(d["id"]): d for d in lambda_out}, rlaif_out, criteria)
     if not summary["samples"]:  # each side answers every valid sample: none in common is our bug, said plainly
         raise UserError(f"{samples_path}: the Lambda and rlaif answered no sample in common "
                         f"({len(lambda_out)} and {len(rlaif_out)} answers)")
-    summary |= {"recipe": recipe.name, "samples_file": str(samples_path), "judge": recipe.judge.name,
-                "rlaif_mode": recipe.judge.mode, "lambda_mode": "verdict", "refused_lines": scored["refused"],
+    summary |= {"recipe": recipe.name, "samples_file": str(samples_path),
+                "judge": recipe.judge.name if judge_url is not None else None,
+                "rlaif_mode": recipe.judge.mode if judge_url is not None else "no judge",
+                "lambda_mode": "verdict" if judge_url is not None else "no judge",
+                "rewards": "rewards:" if recipe.rewards is not None else "judge", "refused_lines": scored["refused"],
                 "notes": notes}
     write_jsonl(out / "parity.jsonl", rows)
     (out / "parity.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")

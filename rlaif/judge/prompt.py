@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rlaif.config.rubric import Criterion, Rubric
+from rlaif.portable import criteria
 from rlaif.portable.fencing import sample_block
 
 
@@ -44,10 +45,7 @@ def rubric_prefix(rubric: Rubric, mode: str = "logprob") -> str:
 
 
 def criterion_lines(c: Criterion) -> list[str]:
-    lines = [f"- {c.name}: {c.question}"]
-    if c.kind == "scale":
-        lines += [f"  {k}: {v}" for k, v in sorted(c.levels.items())]
-    return lines
+    return criteria.criterion_lines(c.name, c.question, c.kind, c.levels)
 
 
 def render(rubric: Rubric, criterion: Criterion, prompt_messages: list[dict], response: str,
@@ -67,9 +65,8 @@ def render_verdict(rubric: Rubric, prompt_messages: list[dict], response: str,
     """Verdict mode: one request that grades every criterion of one sample (the record's own criteria listed
     after the sample, the shared ones in the system turn)."""
     block, n = sample_block(prompt_messages, response, reference)
-    if own:
-        block += "\n" + "\n".join(["Grade this sample on its own criteria too:"]
-                                   + [ln for c in own for ln in criterion_lines(c)])
+    if own:  # written by the code the exported Lambda carries, which judges a record's criteria too
+        block += "\n" + criteria.own_criteria_block([c.model_dump() for c in own])
     return Rendered(messages=[{"role": "system", "content": rubric_prefix(rubric, "verdict")},
                               {"role": "user", "content": block}], neutralised=n)
 

@@ -9,27 +9,21 @@ exported Lambda carries too, so both read a verdict the same way.
 from __future__ import annotations
 
 from rlaif.config.rubric import Criterion, Rubric
+from rlaif.portable.criteria import verdict_max_tokens, verdict_schema
 from rlaif.portable.verdicts import ParseError, ReasoningCutOff, final_answer, scores_from_text
-
-RATIONALE_MAX = 300
 
 
 def schema(rubric: Rubric, own: list[Criterion] = ()) -> dict:
-    props = {}
-    criteria = list(rubric.criteria) + list(own)
-    for c in criteria:
-        props[c.name] = ({"type": "integer", "enum": [1, 2, 3, 4, 5]} if c.kind == "scale"
-                         else {"type": "string", "enum": [rubric.labels.pass_, rubric.labels.fail]})
-    props["rationale"] = {"type": "string", "maxLength": RATIONALE_MAX}
-    return {"type": "object", "properties": props, "required": [c.name for c in criteria] + ["rationale"],
-            "additionalProperties": False}
+    """The verdict's JSON schema (rlaif/portable/criteria.py, which the exported Lambda asks Converse with)."""
+    return verdict_schema([(c.name, c.kind) for c in list(rubric.criteria) + list(own)], rubric.labels.pass_,
+                          rubric.labels.fail)
 
 
 def request_params(rubric: Rubric, temperature: float = 0.0, max_tokens: int | None = None,
                    reasoning_tokens: int = 0, own: list[Criterion] = ()) -> dict:
     # room for every field name and value plus the rationale, in tokens (a generous bound, not a target), and for
     # a reasoning judge's thinking before it
-    budget = (max_tokens or 32 + 16 * (len(rubric.criteria) + len(own)) + RATIONALE_MAX) + reasoning_tokens
+    budget = (max_tokens or verdict_max_tokens(len(rubric.criteria) + len(own))) + reasoning_tokens
     return {
         "max_tokens": budget,
         "temperature": temperature,

@@ -8,4 +8,5 @@ Rules that keep that true (tests/test_layers.py and tests/test_nova.py hold them
   of the modules before it, and no two modules define the same name.
 """
 
-MODULES = ["messages", "fencing", "verdicts", "formula", "aggregate", "checks", "lambda_response"]
+MODULES = ["messages", "fencing", "verdicts", "criteria", "formula", "aggregate", "checks", "verifiable", "composed",
+           "lambda_response"]

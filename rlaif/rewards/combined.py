@@ -15,9 +15,9 @@ import asyncio
 import logging
 
 from rlaif.data.samples import Sample
+from rlaif.portable.composed import compose
 from rlaif.rewards.source import RewardSource, Scored, source_metrics
 
-GATE_PASS = 0.5
 log = logging.getLogger("rlaif.rewards")
 
 
@@ -41,13 +41,11 @@ class CombinedSource:
 
     def combine(self, rewards: list[float | None]) -> float | None:
         """One sample's reward from its sources' rewards; None when any source has none (a failed judgment is
-        left out of its group, as it would be alone)."""
-        if any(r is None for r in rewards):
-            return None
-        if any(e and r < GATE_PASS for e, r in zip(self.essential, rewards)):
-            self.gated += 1
-            return 0.0
-        return sum(w * r for w, r in zip(self.weights, rewards))
+        left out of its group, as it would be alone). The rule is rlaif/portable/composed.py's, which the exported
+        Lambda carries too."""
+        reward, gated = compose(rewards, self.weights, self.essential)
+        self.gated += gated
+        return reward
 
     async def _part(self, src: RewardSource, samples: list[Sample], step: int | None, state) -> Scored:
         """One source's scores; a source that fails as a whole (a bug) gives its fallback for the batch, counted

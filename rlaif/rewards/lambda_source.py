@@ -51,9 +51,11 @@ def load_handler(path: str | Path):
     module = importlib.util.module_from_spec(spec)
     if str(path.parent) not in sys.path:
         sys.path.append(str(path.parent))
+    sys.modules[name] = module  # as Lambda's import of it does: a dataclass in the file looks for its module there
     try:
         spec.loader.exec_module(module)
     except Exception as e:
+        del sys.modules[name]
         where = traceback.extract_tb(e.__traceback__)[-1]
         raise UserError(f"{path}: importing the Lambda failed: {type(e).__name__}: {e} "
                         f"(line {where.lineno})") from None

@@ -10,9 +10,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from rlaif.common.failure_window import FailureWindow
@@ -20,35 +18,11 @@ from rlaif.common.stats import percentile
 from rlaif.config.rewards import PythonSourceSpec
 from rlaif.data.samples import Sample
 from rlaif.judge.judgment_log import JudgmentLog, SourceLog, as_log
+# the state a function gets where no trainer runs, and what counts as its answer: the exported Lambda's rules too
+from rlaif.portable.composed import StepState, function_rewards
 from rlaif.rewards.source import Scored, batch_columns
 
 log = logging.getLogger("rlaif.rewards")
-
-
-@dataclass
-class StepState:
-    """TRL's `trainer_state` where no trainer runs (`rlaif eval`, a test): what reward functions read of it."""
-    global_step: int = 0
-    max_steps: int = 0
-    epoch: float = 0.0
-    num_train_epochs: int = 0
-    log_history: list = field(default_factory=list)
-
-
-def as_reward(x) -> float | None:
-    """A function's value as a reward: None, or a finite number of any numeric type (int, bool, numpy, a
-    0-d tensor), as TRL's `torch.tensor` would take it; anything else (a string, a list, NaN) is a ValueError."""
-    if x is None:
-        return None
-    if isinstance(x, (str, bytes)):
-        raise ValueError(f"returned {x!r}, not a finite number or None")
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        raise ValueError(f"returned {x!r}, not a finite number or None") from None
-    if not math.isfinite(v):
-        raise ValueError(f"returned {x!r}, not a finite number or None")
-    return v
 
 
 class PythonSource:
@@ -80,10 +54,8 @@ class PythonSource:
         self.totals["samples"] += len(samples)
         logged = Scored([])
         try:
-            out = list(await self._call(samples, state if state is not None else StepState(step or 0), logged))
-            if len(out) != len(samples):
-                raise ValueError(f"returned {len(out)} values for {len(samples)} completions")
-            rewards, error = [as_reward(x) for x in out], None
+            out = await self._call(samples, state if state is not None else StepState(step or 0), logged)
+            rewards, error = function_rewards(out, len(samples)), None
         except Exception as e:  # the user's function: counted, logged, never raised into the trainer
             error = f"{type(e).__name__}: {str(e)[:300]}"
             if self.totals["errors"] < 20:

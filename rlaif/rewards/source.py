@@ -15,6 +15,7 @@ from typing import Protocol
 
 from rlaif.common.failure_window import FailureWindow
 from rlaif.data.samples import Sample
+from rlaif.portable.composed import record_columns
 
 
 @dataclass
@@ -114,8 +115,9 @@ def batch_columns(samples: list[Sample]) -> dict[str, list]:
     else their record id and reference answer), and each key of the records' metadata as a column of its own,
     so that a function can take `topic=` for a record's `topic` key."""
     keys = list(dict.fromkeys(k for s in samples for k in s.columns))
-    cols = ({k: [s.columns.get(k) for s in samples] for k in keys} if keys else
-            {"id": [s.id.rsplit("#", 1)[0] for s in samples], "reference_answer": [s.reference for s in samples]})
+    if not keys:  # samples of a reward-Lambda event: the rule the exported Lambda calls a function with
+        return record_columns([s.id for s in samples], [s.reference for s in samples], [s.metadata for s in samples])
+    cols = {k: [s.columns.get(k) for s in samples] for k in keys}
     meta_keys = dict.fromkeys(k for s in samples for k in s.metadata if k != "reference_answer" and k not in cols)
     return cols | {k: [s.metadata.get(k) for s in samples] for k in meta_keys}
 
