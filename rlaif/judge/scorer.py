@@ -36,6 +36,7 @@ from rlaif.judge.planner import Planner, Request
 from rlaif.judge.vllm_metrics import PrefixCacheMeter
 from rlaif.portable.aggregate import combine
 from rlaif.portable.checks import json_items, run_checks
+from rlaif.portable.criteria import with_own_criteria
 from rlaif.portable.messages import user_text
 from rlaif.portable.verdicts import ParseError, ReasoningCutOff
 
@@ -119,12 +120,10 @@ class Judge:
         """The rubric's aggregate of its criteria; a record's own criteria join it as a weighted mean (an essential
         one that fails zeroes the reward under aggregation: gate)."""
         value = self.rubric.aggregate({c.name: scores[c.name] for c in self.rubric.criteria})
-        if not own:
-            return value
-        if self.rubric.aggregation == "gate" and any(c.essential and scores[c.name] < 0.5 for c in own):
-            return 0.0
-        shared_w, own_w = sum(c.weight for c in self.rubric.criteria), sum(c.weight for c in own)
-        return (shared_w * value + sum(c.weight * scores[c.name] for c in own)) / (shared_w + own_w)
+        # the rule the exported Lambda runs too (rlaif/portable/criteria.py)
+        return with_own_criteria(value, sum(c.weight for c in self.rubric.criteria),
+                                 [(c.name, c.weight, c.essential) for c in own], scores,
+                                 self.rubric.aggregation == "gate")
 
     def _parse(self, req: Request, resp) -> tuple[dict[str, float], str]:
         if self.mode == "pairwise":
