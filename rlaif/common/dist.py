@@ -67,3 +67,12 @@ def any_process(flag: bool) -> bool:
     """Whether `flag` is true in any process: a stop that one process raises, all of them take at the same step
     (a process stopping alone would leave the others waiting in the next collective: a hang)."""
     return any(gather_objects(bool(flag)))
+
+
+def leave_process_group() -> None:
+    """Destroy this process's process group, if it has one, before the interpreter exits (as accelerate's
+    `end_training` does). Left to interpreter shutdown, gloo's threads are torn down by C++ destructors and a
+    finished process can die of SIGABRT, which torchrun reports as the whole run failing. Local: no collective."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

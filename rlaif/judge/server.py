@@ -326,6 +326,8 @@ class VLLMServer:
         atexit.unregister(self.stop)
         if proc.poll() is None:
             _signal_group(proc.pid, signal.SIGTERM)
+            _signal_group(proc.pid, signal.SIGCONT)  # a stopped server (Ctrl-Z, a debugger) acts on it only when
+            # continued; otherwise it would cost the whole timeout before the SIGKILL below
             try:
                 proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
