@@ -546,6 +546,8 @@ def main(argv=None) -> int:
     ap.add_argument("--lengths", default="short,long", help="completion lengths: short (100 characters), long "
                                                              "(2,000); default both")
     ap.add_argument("--repeats", type=int, default=None, help="timed calls per client and case (median; default 3)")
+    ap.add_argument("--shapes", default=None, help="step shapes to time: 0.5b, 1.5b, upper (1,024 completions x 5 "
+                                                   "criteria); default all (--quick: 0.5b,1.5b); none: skip")
     ap.add_argument("--no-profile", action="store_true", help="skip the profile by stage")
     a = ap.parse_args(argv)
     counts = [int(x) for x in (a.counts or ("256" if a.quick else "256,1024,5120")).split(",")]
@@ -612,11 +614,11 @@ def main(argv=None) -> int:
                   f"{1 if a.quick else max(repeats, 5)})\n")
             print("| shape | completions x criteria | requests | rlaif CPU s per step | share of the step | "
                   "minimal CPU s | rlaif wall s |\n|---|---|---|---|---|---|---|")
-            shapes = [("0.5B (scripts/gpu_check.py)", 64, 1, 1000),
-                      ("1.5B recipe (qwen2.5-1.5b_judge-qwen2.5-7b.yaml)", 64, 3, 2000)]
-            if not a.quick:
-                shapes.append(("upper end of issue 27 (1,024 completions x 5 criteria)", 1024, 5, 2000))
-            for name, n, c, chars in shapes:
+            shapes = {"0.5b": ("0.5B (scripts/gpu_check.py)", 64, 1, 1000),
+                      "1.5b": ("1.5B recipe (qwen2.5-1.5b_judge-qwen2.5-7b.yaml)", 64, 3, 2000),
+                      "upper": ("upper end of issue 27 (1,024 completions x 5 criteria)", 1024, 5, 2000)}
+            wanted = (a.shapes or ("0.5b,1.5b" if a.quick else "0.5b,1.5b,upper")).split(",")
+            for name, n, c, chars in [shapes[k] for k in wanted if k in shapes]:
                 reward = reward_for("logprob", c)
                 minimal = Minimal(stub.url, reward, tok)
                 batch = grpo_batch(n, chars, seed=7)
