@@ -1,7 +1,8 @@
 """rlaif's own cost per judged request, against an instant judge server: what the client adds to a training step.
 
-    .venv/bin/python benchmarks/client_overhead.py [--quick] [--counts 256,1024,5120]
-        [--modes logprob,verdict,pairwise] [--criteria 1,5] [--lengths short,long] [--repeats 3] [--no-profile]
+    .venv/bin/python benchmarks/client_overhead.py [--quick] [--counts 256,1024,5120] [--verdict-counts 256,1024]
+        [--modes logprob,verdict,pairwise] [--criteria 1,5] [--lengths short,long] [--repeats 3]
+        [--shapes 0.5b,1.5b,upper] [--no-profile]
 
 On a GPU box the judge answers fast and the client's work lands on the training process, under its GIL. Against
 benchmarks/instant_judge.py (canned, correctly shaped answers, run in a process of its own so that it does not
@@ -15,8 +16,8 @@ prompt, all distinct):
                request), awaited on a persistent event loop in another thread, as GRPOTrainer's async reward loop
   (b) minimal  a hand-written client sending the same request bodies (checked equal) with httpx2 (the HTTP
                library under the openai SDK), reading the scores; no checks, log, metrics or retries
-  (c) floor    the work no client avoids: the fast tokenizer encoding each sample's own text once (logprob,
-               pairwise), or JSON-encoding it (verdict mode, where the server tokenises)
+  (c) floor    the work no client avoids: each sample's own text encoded once by the Rust tokenizer's batch call
+               without offsets (logprob, pairwise), or JSON-encoded (verdict mode, where the server tokenises)
 
 Requests/s and ms per request are this process's CPU time (all its threads: the loop thread, tokenizer threads),
 not wall time: the stub and other tenants of the machine share its cores, and CPU is what a trainer pays. Wall
@@ -350,14 +351,14 @@ class Minimal:
 
 
 def floor(tok, mode: str, samples: list[Sample]) -> None:
-    """The sample-specific work no client avoids: each sample's own text tokenised once (or JSON-encoded, when
-    the server tokenises: verdict mode)."""
+    """The sample-specific work no client avoids: each sample's own text tokenised once by the Rust tokenizer's
+    batch call without offsets (the fastest there is), or JSON-encoded when the server tokenises (verdict mode)."""
     if mode == "verdict":
         json.dumps([[s.prompt[0]["content"], s.response] for s in samples])
-    elif mode == "pairwise":
-        tok([f"{s.prompt[0]['content']}\n{s.response}\n{s.reference}" for s in samples], add_special_tokens=False)
-    else:
-        tok([f"{s.prompt[0]['content']}\n{s.response}" for s in samples], add_special_tokens=False)
+        return
+    texts = [f"{s.prompt[0]['content']}\n{s.response}" + (f"\n{s.reference}" if mode == "pairwise" else "")
+             for s in samples]
+    [e.ids for e in tok.backend_tokenizer.encode_batch_fast(texts, add_special_tokens=False)]
 
 
 # -- the stub alone ---------------------------------------------------------------------------------------------------
@@ -544,6 +545,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="CI: small counts, logprob and verdict, one repeat")
     ap.add_argument("--counts", default=None, help="judge requests per reward call (default 256,1024,5120)")
+    ap.add_argument("--verdict-counts", default=None, help="verdict mode's counts (default: --counts up to 1,024: "
+                                                           "single requests, the cost is linear in them)")
     ap.add_argument("--modes", default=None, help="judge modes (default logprob,verdict,pairwise)")
     ap.add_argument("--criteria", default="1,5", help="rubric sizes, of 1, 3 and 5 (default 1,5)")
     ap.add_argument("--lengths", default="short,long", help="completion lengths: short (100 characters), long "
@@ -554,6 +557,8 @@ def main(argv=None) -> int:
     ap.add_argument("--no-profile", action="store_true", help="skip the profile by stage")
     a = ap.parse_args(argv)
     counts = [int(x) for x in (a.counts or ("256" if a.quick else "256,1024,5120")).split(",")]
+    verdict_counts = ([int(x) for x in a.verdict_counts.split(",")] if a.verdict_counts
+                      else [c for c in counts if c <= 1024] or counts[:1])
     modes = (a.modes or ("logprob,verdict" if a.quick else "logprob,verdict,pairwise")).split(",")
     criteria = [int(x) for x in a.criteria.split(",")]
     lengths = a.lengths.split(",") if not a.quick else ["short"]
@@ -592,7 +597,7 @@ def main(argv=None) -> int:
                     reward = reward_for(mode, c)
                     minimal = Minimal(stub.url, reward, tok)
                     for length in lengths:
-                        for count in counts:
+                        for count in (counts if mode != "verdict" else verdict_counts):
                             n = max(1, math.ceil(count / PER_SAMPLE[mode](c)))
                             batch = grpo_batch(n, LENGTHS[length], seed=count + c)
                             requests = n * PER_SAMPLE[mode](c)
