@@ -554,6 +554,9 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=None, help="timed calls per client and case (median; default 3)")
     ap.add_argument("--shapes", default=None, help="step shapes to time: 0.5b, 1.5b, upper (1,024 completions x 5 "
                                                    "criteria); default all (--quick: 0.5b,1.5b); none: skip")
+    ap.add_argument("--freeze-heap", action="store_true",
+                    help="gc.freeze() once everything is built, as a trainer could after building its model: the "
+                         "collector's full passes then walk only what was allocated since")
     ap.add_argument("--no-profile", action="store_true", help="skip the profile by stage")
     a = ap.parse_args(argv)
     counts = [int(x) for x in (a.counts or ("256" if a.quick else "256,1024,5120")).split(",")]
@@ -582,6 +585,13 @@ def main(argv=None) -> int:
                     rewards[mode, c] = rlaif_reward(stub.url, mode, c, Path(tmp) / f"{mode}{c}", stack)
                 return rewards[mode, c]
 
+            if a.freeze_heap:
+                for mode in modes:
+                    for c in criteria:
+                        reward_for(mode, c)
+                gc.collect()
+                gc.freeze()
+                print(f"Heap frozen: {gc.get_freeze_count():,} objects out of the collector's full passes\n")
             print("## The stub alone (its own process; a raw-socket client sends pre-encoded requests)\n")
             print("| route | judge requests | wall s | requests/s | stub CPU us per request |\n|---|---|---|---|---|")
             for route, n, wall, rps, us in stub_alone(stub, reward_for("logprob", 1), tok, 8 if a.quick else 40):
