@@ -654,12 +654,12 @@ def main(argv=None) -> int:
                     trainer.run(minimal.http.aclose())
 
             if not a.no_profile:
-                count = max(counts)
-                for mode, c, length in (("logprob", 1, "short"), ("logprob", 5, "long")):
+                for mode, c, length in (("logprob", 1, "short"), ("logprob", 5, "long"), ("verdict", 1, "short")):
                     if c not in criteria or length not in lengths or mode not in modes:
                         continue
+                    count = max(counts if mode != "verdict" else verdict_counts)
                     reward = reward_for(mode, c)
-                    n = math.ceil(count / c)
+                    n = math.ceil(count / PER_SAMPLE[mode](c))
                     batch = grpo_batch(n, LENGTHS[length], seed=count + c)
                     unprofiled = results.get((mode, c, length, count), {}).get("a")
                     if unprofiled is None:  # not in the table: time it now
@@ -670,17 +670,18 @@ def main(argv=None) -> int:
                     stages, cpu, bias, top = profile_rlaif(reward, batch, 1 if a.quick else 3, work)
                     stages.pop(IDLE, None)
                     total = sum(stages.values())
-                    print(f"\n## Where (a)'s CPU goes: {mode}, {c} criteria, {length} completions, {n * c} requests\n\n"
+                    print(f"\n## Where (a)'s CPU goes: {mode}, {c} criteria, {length} completions, "
+                          f"{n * PER_SAMPLE[mode](c)} requests\n\n"
                           f"cProfile with a CPU-time timer, the garbage collector off: {cpu:.3f} s CPU per call "
                           f"profiled against {unprofiled.cpu:.3f} s unprofiled; the profiler's cost, "
                           f"{1e6 * bias:.2f} us per call it recorded, is taken off each function's own time "
                           f"(what is left sums to {total:.3f} s); each stage's share of that, applied to the "
                           f"unprofiled CPU less the collector's, which is the last row\n")
                     print("| stage | share | us per request |\n|---|---|---|")
+                    requests = n * PER_SAMPLE[mode](c)
                     for s, t in sorted(stages.items(), key=lambda kv: -kv[1]):
-                        print(f"| {s} | {100 * t / total:.1f}% | {1e6 * t / total * work / (n * c):.1f} |")
-                    if unprofiled:
-                        print(f"| garbage collection (unprofiled runs) | - | {1e6 * unprofiled.gc_cpu / (n * c):.1f} |")
+                        print(f"| {s} | {100 * t / total:.1f}% | {1e6 * t / total * work / requests:.1f} |")
+                    print(f"| garbage collection (unprofiled runs) | - | {1e6 * unprofiled.gc_cpu / requests:.1f} |")
                     print("\nTop functions by own time (s per call): "
                           + ", ".join(f"{name} {tt:.4f}" for tt, name in top[:10]))
 
