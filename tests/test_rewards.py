@@ -304,3 +304,23 @@ def test_a_python_function_gets_trls_own_trainer_state(tmp_path):
     state = TrainerState(global_step=5, max_steps=10)
     assert asyncio.run(src.score([Sample("r#0", USER, "x")], 5, state=state)).rewards == [0.5]
     assert asyncio.run(src.score([Sample("r#0", USER, "x")], 5)).rewards == [0.0]  # no trainer: max_steps 0
+
+
+# -- the verdict cache -------------------------------------------------------------------------------------------
+def test_the_verdict_cache_keys_identical_requests_alike_and_any_difference_apart():
+    from dataclasses import replace
+
+    from rlaif.judge.cache import VerdictCache
+    from rlaif.judge.planner import Request
+    cache = VerdictCache("judge|logprob|rubric one")
+    req = Request(["says_please"], [{"role": "system", "content": "grade"}, {"role": "user", "content": "hi"}],
+                  {"max_tokens": 1, "temperature": 0.0, "extra_body": {"structured_outputs": {"choice": ["A", "B"]}}},
+                  0)
+    same = Request(["says_please"], [dict(m) for m in req.messages], dict(reversed(list(req.params.items()))), 0)
+    assert cache.key(req) == cache.key(same)  # equal requests, whatever the order of their parameters
+    others = [replace(req, messages=[req.messages[0], {"role": "user", "content": "hi!"}]),
+              replace(req, messages=[{"role": "system", "content": "grade!"}, req.messages[1]]),
+              replace(req, params=dict(req.params, temperature=0.5)),
+              replace(req, params=dict(req.params, extra_body={"structured_outputs": {"choice": ["B", "A"]}}))]
+    keys = {cache.key(r) for r in others} | {cache.key(req), VerdictCache("judge|logprob|rubric two").key(req)}
+    assert len(keys) == len(others) + 2  # every difference, and another judge or rubric (the salt), keys apart

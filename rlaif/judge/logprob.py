@@ -33,11 +33,6 @@ def request_params(labels: Labels, top_logprobs: int = 5, temperature: float = 0
     }
 
 
-def _matches(token: str, label: str) -> bool:
-    t = token.strip()
-    return bool(t) and label.startswith(t)
-
-
 def first_token(resp):
     try:
         choice = resp.choices[0]
@@ -59,8 +54,16 @@ def score_from_response(resp, labels: Labels, criterion: Criterion | None = None
         if content in SCALE:
             return (int(content) - 1) / 4
         raise ParseError(f"answer {content[:40]!r} is not a digit from 1 to 5")
-    p_pass = sum(math.exp(t.logprob) for t in tops if _matches(t.token, labels.pass_))
-    p_fail = sum(math.exp(t.logprob) for t in tops if _matches(t.token, labels.fail))
+    passes, fails = [], []  # one pass over the tops; summed as before (sum() rounds its own way on Python 3.12+)
+    for t in tops:
+        token = t.token.strip()
+        if token and (labels.pass_.startswith(token) or labels.fail.startswith(token)):
+            p = math.exp(t.logprob)
+            if labels.pass_.startswith(token):
+                passes.append(p)
+            if labels.fail.startswith(token):
+                fails.append(p)
+    p_pass, p_fail = sum(passes), sum(fails)
     if p_pass + p_fail > 0:
         return p_pass / (p_pass + p_fail)
     if content == labels.pass_:

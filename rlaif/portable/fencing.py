@@ -92,12 +92,19 @@ _FOLD = str.maketrans({"\u0131": "i", "\u017f": "s", "\u0307": None, "\u1c80": "
                        "\u1c86": "\u044a", "\u1c87": "\u0463", "\u1c88": "\ua64b"})
 
 
+_FIRST_WORDS = tuple(dict.fromkeys(w for _, groups in _OVERRIDE_PARTS for w in groups[0]))
+
+
 def _may_override(text: str) -> bool:
-    """False only when no part of _OVERRIDE can match: some group of one of its parts has no word in the text."""
+    """False only when no part of _OVERRIDE can match: some group of each part has no word in the text. (Most texts
+    hold no first word of any part: one plain loop says so.)"""
     low = text.lower()
     if not low.isascii():
         low = low.translate(_FOLD)
-    return any(all(any(w in low for w in group) for group in groups) for _, groups in _OVERRIDE_PARTS)
+    for w in _FIRST_WORDS:
+        if w in low:
+            return any(all(any(w in low for w in group) for group in groups) for _, groups in _OVERRIDE_PARTS)
+    return False
 
 
 _FENCE_BREAK = re.compile(r"`{3,}|~{3,}")
@@ -156,7 +163,13 @@ def prompt_text(prompt_messages: list[dict]) -> str:
 
 def sample_block(prompt_messages: list[dict], response: str, reference: str | None = None) -> tuple[str, int]:
     """The fenced sample: prompt, optional reference answer, response. Returns the text and defused tags."""
-    p, n1 = neutralise(prompt_text(prompt_messages))
+    return _block(prompt_text(prompt_messages), response, reference)
+
+
+@functools.lru_cache(maxsize=64)
+def _block(prompt: str, response: str, reference: str | None) -> tuple[str, int]:
+    """sample_block of a prompt's text, remembered for the last few samples: each is rendered once per criterion."""
+    p, n1 = neutralise(prompt)
     r, n2 = neutralise(response)
     ref = ""
     if reference is not None:
