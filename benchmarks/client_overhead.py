@@ -25,9 +25,11 @@ requests/s and the stub's own CPU per request (/proc) are printed beside them. T
 
 Then rlaif's CPU per step for the 0.5B shape (scripts/gpu_check.py: 8 prompts x 8 completions, one criterion,
 256 new tokens, about 1,000 characters) and the 1.5B recipe's (recipes/qwen2.5-1.5b_judge-qwen2.5-7b.yaml: 64
-completions per step, 3 criteria, long completions), as a share of a 4 s step; and a cProfile profile of (a)
-(CPU-time timer, run on the main thread with worker-thread calls inlined so the profiler sees them), its time
-grouped by stage: each function's own time goes to the innermost stage among its callers.
+completions per step, 3 criteria, long completions), as a share of a 4 s step; and a profile of (a), its time
+grouped by stage: with py-spy (on PATH or --py-spy; `pip install py-spy` anywhere) each sample of the reward's
+threads goes to the innermost frame's stage; without it, cProfile (CPU-time timer, on the main thread with
+worker-thread calls inlined so that it sees them, its cost per call taken off) gives each function's own time to
+the innermost stage among its callers, which still overstates code made of many small calls.
 
 The last line: `client_rps=X ratio_vs_minimal=Y ratio_vs_floor=Z` for logprob mode, one criterion, short samples,
 the largest count. `--quick` (CI): small counts, logprob and verdict, one repeat, a small profile; it checks the
@@ -46,6 +48,8 @@ import os
 import platform
 import pstats
 import random
+import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -399,7 +403,7 @@ def stub_alone(stub: Stub, reward, tok, n_posts: int) -> list[tuple]:
 
 # -- the profile, grouped by stage ------------------------------------------------------------------------------------
 def _in(path: str, *parts: str) -> bool:
-    p = path.replace("\\", "/")
+    p = "/" + path.replace("\\", "/")  # py-spy names site-packages files from the package down
     return any(x in p for x in parts)
 
 
@@ -414,7 +418,8 @@ STAGES = [
                                    or n == "<method 'encode_batch' of 'tokenizers.Tokenizer' objects>"
                                    or n == "<method 'encode_batch_fast' of 'tokenizers.Tokenizer' objects>"
                                    or (_in(f, "rlaif/judge/token_prompts.py")
-                                       and n in ("encode", "_head_cut", "_head_ids", "label_ids", "body")))),
+                                       and n in ("encode", "_head_cut", "_head_ids", "label_ids", "body", "_ids",
+                                                 "_shared_pieces", "cuts_ok", "_line_cut", "_common_length")))),
     ("JSON encoding (request bodies)", lambda f, n: _in(f, "httpx2/_content.py", "httpx/_content.py")
      and n == "encode_json"),
     ("verdict cache key", lambda f, n: _in(f, "rlaif/judge/cache.py") and n == "key"),
@@ -457,6 +462,7 @@ _WAITS = ("<method 'poll' of 'select.epoll' objects>", "<method 'acquire' of '_t
 
 def stage_of(func: tuple) -> str | None:
     f, _, n = func
+    n = n.rsplit(".", 1)[-1] if not n.startswith("<") else n  # py-spy's qualified names: the function's own
     if n in _WAITS:
         return IDLE
     if n.startswith("<") and n.endswith(">") and f != "~":  # a comprehension or lambda: its caller's stage
@@ -500,6 +506,64 @@ def by_stage(stats: pstats.Stats, bias: float = 0.0) -> dict[str, float]:
         for s, w in spread(func, True, frozenset()).items():
             stages[s] += own * w
     return dict(stages)
+
+
+# innermost frames that are waits: the loop's epoll, a thread pool's idle worker, a condition or event
+_SPY_WAITS = ("EpollSelector.select ", "_worker (concurrent/futures/thread.py", "Condition.wait ", "Event.wait ",
+              "Pool._probe ")
+
+
+def spy_stages(raw: str) -> tuple[dict[str, int], int]:
+    """py-spy's folded stacks (`frame;frame;... count`, outermost first) of the threads other than the main one
+    (the reward's event loop, asyncio.to_thread's workers), each sample given to the innermost frame's stage
+    (comprehensions to their function's). Returns samples by stage, and all."""
+    stages: dict[str, int] = defaultdict(int)
+    total = 0
+    for line in raw.splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = stack.split(";")
+        if not frames[0].startswith("Thread._bootstrap "):
+            continue  # the main thread: start-up and the benchmark itself; the reward runs on the loop's thread
+        if frames[-1].startswith(_SPY_WAITS):
+            continue  # waiting (py-spy's own idle test does not see these here)
+        total += int(count)
+        for frame in reversed(frames):
+            m = re.fullmatch(r"(.*) \((.*):\d+\)", frame)
+            st = stage_of((m.group(2), 0, m.group(1))) if m else None
+            if st is not None:
+                stages[st] += int(count)
+                break
+        else:
+            stages["other (interpreter, builtins)"] += int(count)
+    return dict(stages), total
+
+
+def sample_run(url: str, mode: str, c: int, length: str, count: int, runs: int) -> None:
+    """The reward alone, `runs` times after a warm-up, the collector off (its cost is in the tables): what py-spy
+    samples."""
+    trainer = TrainerLoop()
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+        reward = rlaif_reward(url, mode, c, Path(tmp), stack)
+        batch = grpo_batch(math.ceil(count / PER_SAMPLE[mode](c)), LENGTHS[length], seed=count + c)
+        call_rlaif(reward, batch, trainer.run)
+        gc.collect()
+        gc.disable()
+        for _ in range(runs):
+            call_rlaif(reward, batch, trainer.run)
+        gc.enable()
+        trainer.run(reward.source.aclose())
+    trainer.close()
+
+
+def spy_profile(py_spy: str, url: str, mode: str, c: int, length: str, count: int, runs: int) -> tuple[dict, int]:
+    """Sample the reward in a process of its own with py-spy (1,000 a second, idle threads left out): no cost per
+    call, so stages made of many small calls are not inflated as under cProfile."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "stacks.txt"
+        subprocess.run([py_spy, "record", "-r", "1000", "-f", "raw", "-o", str(out), "--", sys.executable,
+                        str(Path(__file__).resolve()), "--sample-run", url, mode, str(c), length, str(count),
+                        str(runs)], check=True, capture_output=True, text=True)
+        return spy_stages(out.read_text())
 
 
 def profile_rlaif(reward, batch: Batch, runs: int, work_cpu: float) -> tuple[dict[str, float], float, float,
@@ -558,7 +622,15 @@ def main(argv=None) -> int:
                     help="gc.freeze() once everything is built, as a trainer could after building its model: the "
                          "collector's full passes then walk only what was allocated since")
     ap.add_argument("--no-profile", action="store_true", help="skip the profile by stage")
+    ap.add_argument("--py-spy", default=shutil.which("py-spy"), metavar="PATH",
+                    help="sample the profile with py-spy (default: py-spy on PATH); without it, cProfile")
+    ap.add_argument("--sample-run", nargs=6, metavar=("URL", "MODE", "CRITERIA", "LENGTH", "COUNT", "RUNS"),
+                    help=argparse.SUPPRESS)  # the reward alone, for py-spy
     a = ap.parse_args(argv)
+    if a.sample_run:
+        url, mode, c, length, count, runs = a.sample_run
+        sample_run(url, mode, int(c), length, int(count), int(runs))
+        return 0
     counts = [int(x) for x in (a.counts or ("256" if a.quick else "256,1024,5120")).split(",")]
     verdict_counts = ([int(x) for x in a.verdict_counts.split(",")] if a.verdict_counts
                       else [c for c in counts if c <= 1024] or counts[:1])
@@ -667,23 +739,33 @@ def main(argv=None) -> int:
                         unprofiled = median_timing([timed(stub, lambda: call_rlaif(reward, batch, trainer.run))
                                                     for _ in range(repeats)])
                     work = unprofiled.cpu - unprofiled.gc_cpu  # the collector's CPU is a row of its own
-                    stages, cpu, bias, top = profile_rlaif(reward, batch, 1 if a.quick else 3, work)
-                    stages.pop(IDLE, None)
-                    total = sum(stages.values())
-                    print(f"\n## Where (a)'s CPU goes: {mode}, {c} criteria, {length} completions, "
-                          f"{n * PER_SAMPLE[mode](c)} requests\n\n"
-                          f"cProfile with a CPU-time timer, the garbage collector off: {cpu:.3f} s CPU per call "
-                          f"profiled against {unprofiled.cpu:.3f} s unprofiled; the profiler's cost, "
-                          f"{1e6 * bias:.2f} us per call it recorded, is taken off each function's own time "
-                          f"(what is left sums to {total:.3f} s); each stage's share of that, applied to the "
-                          f"unprofiled CPU less the collector's, which is the last row\n")
-                    print("| stage | share | us per request |\n|---|---|---|")
                     requests = n * PER_SAMPLE[mode](c)
+                    print(f"\n## Where (a)'s CPU goes: {mode}, {c} criteria, {length} completions, {requests} "
+                          "requests\n")
+                    runs = 1 if a.quick else 3
+                    if a.py_spy:
+                        stages, total = spy_profile(a.py_spy, stub.url, mode, c, length, count, runs)
+                        print(f"py-spy, 1,000 samples a second of the reward's threads ({total} samples, idle "
+                              "left out), the collector off; each stage's share of the samples, applied to the "
+                              f"unprofiled CPU ({unprofiled.cpu:.3f} s a call) less the collector's, the last row\n")
+                        top = []
+                    else:
+                        stages, cpu, bias, top = profile_rlaif(reward, batch, runs, work)
+                        stages.pop(IDLE, None)
+                        total = sum(stages.values())
+                        print(f"cProfile with a CPU-time timer, the collector off: {cpu:.3f} s CPU per call profiled "
+                              f"against {unprofiled.cpu:.3f} s unprofiled; the profiler's cost, {1e6 * bias:.2f} us "
+                              f"per call it recorded, is taken off each function's own time (what is left sums to "
+                              f"{total:.3f} s; callers of many small functions still look dearer than they are); "
+                              "each stage's share of that, applied to the unprofiled CPU less the collector's, the "
+                              "last row (py-spy on PATH, or --py-spy, samples instead)\n")
+                    print("| stage | share | us per request |\n|---|---|---|")
                     for s, t in sorted(stages.items(), key=lambda kv: -kv[1]):
                         print(f"| {s} | {100 * t / total:.1f}% | {1e6 * t / total * work / requests:.1f} |")
                     print(f"| garbage collection (unprofiled runs) | - | {1e6 * unprofiled.gc_cpu / requests:.1f} |")
-                    print("\nTop functions by own time (s per call): "
-                          + ", ".join(f"{name} {tt:.4f}" for tt, name in top[:10]))
+                    if top:
+                        print("\nTop functions by own time (s per call): "
+                              + ", ".join(f"{name} {tt:.4f}" for tt, name in top[:10]))
 
             for r in rewards.values():
                 trainer.run(r.source.aclose())
