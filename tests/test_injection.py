@@ -174,10 +174,14 @@ def variants(text: str) -> list[str]:
 def test_the_words_first_shortcut_never_skips_a_sign():
     """neutralise looks for an override pattern's words before it scans the text with the pattern: on every attack,
     every ordinary text and their case variants, it counts what a scan of every pattern counts."""
-    words = [w for _, groups in fencing._OVERRIDE_PARTS for g in groups for w in g]
-    texts = CORPUS + OVERRIDES + [f"{a} and then {b}" for a, b in zip(words, words[1:] + words[:1])] + [
+    words = [w for _, groups in fencing._OVERRIDE_PARTS for g in groups for w in g] + list(fencing._VERDICT_WORDS)
+    texts = CORPUS + OVERRIDES + FAKES + [f"{a} and then {b}" for a, b in zip(words, words[1:] + words[:1])] + [
         "Please forget about it; the rules above are fine.", "Don't forget the previous answer.",
-        "He spoke as the judge of the contest.", "the judge", "```", "~~~ fenced ~~~", "a ``` b ~~~ c"]
+        "He spoke as the judge of the contest.", "the judge", "```", "~~~ fenced ~~~", "a ``` b ~~~ c",
+        "My answer: yes.", "score = 3", '{"passed": 1}', "x: PASS", "Rationale = none", "Criteria: one, two"]
+    said = ["criterion", "criteria", "verdict", "score", "answer", "final answer", "grade", "rating", "judgment",
+            "judgement", "evaluation", "reward", "rationale", "assessment", "pass", "passed"]  # _FAKE_VERDICT's words
+    texts += [f"{w}: 4" for w in said] + [f"# {w.title()} = x" for w in said] + [f'"{w}": true' for w in said]
     for text in texts:
         for v in variants(text):
             assert fencing.neutralise(v)[1] == full_scan(v), v
@@ -185,7 +189,8 @@ def test_the_words_first_shortcut_never_skips_a_sign():
 
 def test_the_words_first_shortcut_folds_every_character_its_patterns_match():
     """Every character `(?i)` matches to a letter of an override word folds to that letter (so the word is found)."""
-    letters = sorted({c for _, groups in fencing._OVERRIDE_PARTS for g in groups for w in g for c in w})
+    words = [w for _, groups in fencing._OVERRIDE_PARTS for g in groups for w in g] + list(fencing._VERDICT_WORDS)
+    letters = sorted({c for w in words for c in w})
     any_letter = re.compile("(?i)[" + "".join(re.escape(c) for c in letters) + "]")
     for cp in range(0x110000):
         if 0xD800 <= cp <= 0xDFFF or not any_letter.fullmatch(ch := chr(cp)):

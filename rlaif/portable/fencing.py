@@ -93,6 +93,9 @@ _FOLD = str.maketrans({"\u0131": "i", "\u017f": "s", "\u0307": None, "\u1c80": "
 
 
 _FIRST_WORDS = tuple(dict.fromkeys(w for _, groups in _OVERRIDE_PARTS for w in groups[0]))
+# _FAKE_VERDICT's parts need PASS or FAIL as written, or `:` or `=` (or both) with one of these words (case folded)
+_VERDICT_WORDS = ("criteri", "verdict", "score", "answer", "grade", "rating", "judgment", "judgement", "evaluation",
+                  "reward", "rationale", "assessment", "pass")
 
 
 def _may_override(text: str) -> bool:
@@ -105,6 +108,18 @@ def _may_override(text: str) -> bool:
         if w in low:
             return any(all(any(w in low for w in group) for group in groups) for _, groups in _OVERRIDE_PARTS)
     return False
+
+
+def _may_fake_verdict(text: str) -> bool:
+    """False only when no part of _FAKE_VERDICT can match (about 80 us a 1,000 characters to scan)."""
+    if "PASS" in text or "FAIL" in text:
+        return True
+    if ":" not in text and "=" not in text:
+        return False
+    low = text.lower()
+    if not low.isascii():
+        low = low.translate(_FOLD)
+    return any(w in low for w in _VERDICT_WORDS)
 
 
 _FENCE_BREAK = re.compile(r"`{3,}|~{3,}")
@@ -135,7 +150,9 @@ def neutralise(text: str) -> tuple[str, int]:
     # (NFKC), so `P\u200bASS` or `ｉｇｎｏｒｅ ｔｈｅ ｒｕｂｒｉｃ` count. A tag hidden that way is no token, so it stays.
     # (ASCII text is its own NFKC form and holds no invisible character.)
     seen = text if text.isascii() else unicodedata.normalize("NFKC", _INVISIBLE.sub("", text))
-    n += len(_FAKE_VERDICT.findall(seen)) + len(_ROLE_TAG.findall(seen)) + len(_OTHER_TAGS.findall(seen))
+    n += len(_ROLE_TAG.findall(seen)) + len(_OTHER_TAGS.findall(seen))
+    if _may_fake_verdict(seen):
+        n += len(_FAKE_VERDICT.findall(seen))
     if _may_override(seen):
         n += len(_OVERRIDE.findall(seen))
     if "```" in seen or "~~~" in seen:
