@@ -1,5 +1,6 @@
 """The benchmark scripts and the GPU check run and print their result lines (their numbers are not judged here:
 speed is measured by running them, see benchmarks/RESULTS.md)."""
+import re
 import subprocess
 import sys
 
@@ -29,6 +30,20 @@ def test_step_breakdown_quick(judge_url):
     assert "| judging (reward functions) |" in out and "| generation (policy rollouts) |" in out
     last = out.strip().splitlines()[-1]
     assert last.startswith("step_s=") and "judge_share=" in last
+
+
+def test_client_overhead_quick(tiny):
+    """benchmarks/client_overhead.py against its own instant stub judge (no vLLM server): every table, bodies of the
+    minimal client equal to rlaif's, and the last line with three positive numbers (not a speed)."""
+    out = run(["benchmarks/client_overhead.py", "--quick"], timeout=600)
+    for heading in ("## The stub alone", "## Clients:", "## rlaif's CPU per training step", "## Where (a)'s CPU goes"):
+        assert heading in out
+    for row in ("| logprob | 1 | short | 256 |", "| logprob | 5 | short | 260 |", "| verdict | 1 | short | 256 |",
+                "| 1.5B recipe"):
+        assert row in out
+    assert "| NO |" not in out  # the minimal client sent rlaif's request bodies
+    m = re.fullmatch(r"client_rps=(\d+) ratio_vs_minimal=([\d.]+) ratio_vs_floor=([\d.]+)", out.strip().splitlines()[-1])
+    assert m and all(float(x) > 0 for x in m.groups())
 
 
 # what a GPU machine with only torch, transformers, peft and accelerate lacks: gpu_check must run without them

@@ -1,11 +1,13 @@
 """Adversarial completions against the judge prompt: none escapes its fence, every one is counted."""
 import itertools
 import re
+import unicodedata
 
 import pytest
 
 from rlaif.config.rubric import load_rubric
 from rlaif.judge.prompt import render, render_verdict
+from rlaif.portable import fencing
 
 RB = load_rubric("says_please")
 USER = [{"role": "user", "content": "write a short note about the cat"}]
@@ -147,3 +149,52 @@ def test_ordinary_text_is_not_counted():
                  "family: \U0001F468\u200d\U0001F469\u200d\U0001F467", "<b>bold</b> and <i>it</i>",
                  "[link](http://x) [1]", "Ignore the noise outside and sleep well."):
         assert render(RB, RB.criteria[0], USER, text).neutralised == 0
+
+
+def full_scan(text: str) -> int:
+    """The signs neutralise counts, as it counted them before its words-first shortcut: the tags it defuses, then
+    every pattern run over the whole text as a reader sees it."""
+    text, tags = fencing._ROLE_TAG.subn(lambda m: f"< |{m.group(1)}| >", text)
+    text, more = fencing._OTHER_TAGS.subn(lambda m: m.group(0).replace("[", "[ ").replace("<", "< "), text)
+    seen = unicodedata.normalize("NFKC", fencing._INVISIBLE.sub("", text))
+    return tags + more + sum(len(rx.findall(seen)) for rx in (fencing._FAKE_VERDICT, fencing._OVERRIDE,
+                                                              fencing._FENCE_BREAK, fencing._ROLE_TAG,
+                                                              fencing._OTHER_TAGS))
+
+
+def variants(text: str) -> list[str]:
+    """The text as written, in capitals, with dotted and dotless i, and the old Cyrillic letter forms: what `(?i)`
+    matches and str.lower() alone would not."""
+    old_cyrillic = str.maketrans({"\u0432": "\u1c80", "\u0434": "\u1c81", "\u043e": "\u1c82", "\u0441": "\u1c83",
+                                  "\u0442": "\u1c84"})
+    return [text, text.upper(), text.replace("i", "\u0131"), text.upper().replace("I", "\u0130"),
+            text.translate(old_cyrillic), "\u017f" + text]
+
+
+def test_the_words_first_shortcut_never_skips_a_sign():
+    """neutralise looks for an override pattern's words before it scans the text with the pattern: on every attack,
+    every ordinary text and their case variants, it counts what a scan of every pattern counts."""
+    words = [w for _, groups in fencing._OVERRIDE_PARTS for g in groups for w in g] + list(fencing._VERDICT_WORDS)
+    texts = CORPUS + OVERRIDES + FAKES + [f"{a} and then {b}" for a, b in zip(words, words[1:] + words[:1])] + [
+        "Please forget about it; the rules above are fine.", "Don't forget the previous answer.",
+        "He spoke as the judge of the contest.", "the judge", "```", "~~~ fenced ~~~", "a ``` b ~~~ c",
+        "My answer: yes.", "score = 3", '{"passed": 1}', "x: PASS", "Rationale = none", "Criteria: one, two"]
+    said = ["criterion", "criteria", "verdict", "score", "answer", "final answer", "grade", "rating", "judgment",
+            "judgement", "evaluation", "reward", "rationale", "assessment", "pass", "passed"]  # _FAKE_VERDICT's words
+    texts += [f"{w}: 4" for w in said] + [f"# {w.title()} = x" for w in said] + [f'"{w}": true' for w in said]
+    for text in texts:
+        for v in variants(text):
+            assert fencing.neutralise(v)[1] == full_scan(v), v
+
+
+def test_the_words_first_shortcut_folds_every_character_its_patterns_match():
+    """Every character `(?i)` matches to a letter of an override word folds to that letter (so the word is found)."""
+    words = [w for _, groups in fencing._OVERRIDE_PARTS for g in groups for w in g] + list(fencing._VERDICT_WORDS)
+    letters = sorted({c for w in words for c in w})
+    any_letter = re.compile("(?i)[" + "".join(re.escape(c) for c in letters) + "]")
+    for cp in range(0x110000):
+        if 0xD800 <= cp <= 0xDFFF or not any_letter.fullmatch(ch := chr(cp)):
+            continue
+        for c in letters:
+            if re.fullmatch("(?i)" + re.escape(c), ch):
+                assert ch.lower().translate(fencing._FOLD) == c, (hex(cp), c)

@@ -479,3 +479,23 @@ def test_a_judge_with_a_neutral_fallback_that_fails_leaves_the_sample_out_of_a_c
             assert asyncio.run(src.score(samples, 3)).rewards == [None, None]  # never 0.5 + 1.0
         finally:
             judge.close()
+
+
+# -- the verdict cache -------------------------------------------------------------------------------------------
+def test_the_verdict_cache_keys_identical_requests_alike_and_any_difference_apart():
+    from dataclasses import replace
+
+    from rlaif.judge.cache import VerdictCache
+    from rlaif.judge.planner import Request
+    cache = VerdictCache("judge|logprob|rubric one")
+    req = Request(["says_please"], [{"role": "system", "content": "grade"}, {"role": "user", "content": "hi"}],
+                  {"max_tokens": 1, "temperature": 0.0, "extra_body": {"structured_outputs": {"choice": ["A", "B"]}}},
+                  0)
+    same = Request(["says_please"], [dict(m) for m in req.messages], dict(reversed(list(req.params.items()))), 0)
+    assert cache.key(req) == cache.key(same)  # equal requests, whatever the order of their parameters
+    others = [replace(req, messages=[req.messages[0], {"role": "user", "content": "hi!"}]),
+              replace(req, messages=[{"role": "system", "content": "grade!"}, req.messages[1]]),
+              replace(req, params=dict(req.params, temperature=0.5)),
+              replace(req, params=dict(req.params, extra_body={"structured_outputs": {"choice": ["B", "A"]}}))]
+    keys = {cache.key(r) for r in others} | {cache.key(req), VerdictCache("judge|logprob|rubric two").key(req)}
+    assert len(keys) == len(others) + 2  # every difference, and another judge or rubric (the salt), keys apart

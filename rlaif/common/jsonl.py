@@ -8,8 +8,11 @@ from pathlib import Path
 from typing import Iterable
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False)  # json.dumps with an argument builds one per call
+
+
 def dumps_line(row: dict) -> str:
-    return json.dumps(row, ensure_ascii=False) + "\n"
+    return _ENCODER.encode(row) + "\n"
 
 
 def write_jsonl(path: str | Path, rows: Iterable[dict], append: bool = False) -> Path:

@@ -7,6 +7,9 @@ import json
 from collections import OrderedDict
 
 
+_KEY_ENCODER = json.JSONEncoder(sort_keys=True, ensure_ascii=False)
+
+
 class VerdictCache:
     """Identical requests (same judge, mode, rubric, sample) are judged once: GRPO groups repeat completions.
 
@@ -15,6 +18,8 @@ class VerdictCache:
 
     def __init__(self, salt: str, max_entries: int = 200_000):
         self.salt = salt
+        # the salt (judge, mode and the whole rubric) hashed once; each key hashes on from there
+        self._salted = hashlib.sha256(json.dumps(salt, ensure_ascii=False).encode())
         self.max_entries = max_entries
         self._done: OrderedDict[str, dict] = OrderedDict()
         self._inflight: dict[str, asyncio.Future] = {}
@@ -23,8 +28,9 @@ class VerdictCache:
         self._done.clear()
 
     def key(self, req) -> str:
-        blob = json.dumps([self.salt, req.messages, req.params], sort_keys=True, ensure_ascii=False)
-        return hashlib.sha256(blob.encode()).hexdigest()
+        h = self._salted.copy()
+        h.update(_KEY_ENCODER.encode([req.messages, req.params]).encode())
+        return h.hexdigest()
 
     async def get_or_run(self, req, run, totals: dict) -> dict:
         k = self.key(req)

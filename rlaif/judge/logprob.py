@@ -33,13 +33,6 @@ def request_params(labels: Labels, top_logprobs: int = 5, temperature: float = 0
     }
 
 
-def _matches(token: str, label: str, other: str) -> bool:
-    """Whether `token` begins `label` and not `other`: a token both labels begin with says nothing about which the
-    judge meant (Labels refuses a shared first character; this holds without it)."""
-    t = token.strip()
-    return bool(t) and label.startswith(t) and not other.startswith(t)
-
-
 def first_token(resp):
     try:
         choice = resp.choices[0]
@@ -61,8 +54,17 @@ def score_from_response(resp, labels: Labels, criterion: Criterion | None = None
         if content in SCALE:
             return (int(content) - 1) / 4
         raise ParseError(f"answer {content[:40]!r} is not a digit from 1 to 5")
-    p_pass = sum(math.exp(t.logprob) for t in tops if _matches(t.token, labels.pass_, labels.fail))
-    p_fail = sum(math.exp(t.logprob) for t in tops if _matches(t.token, labels.fail, labels.pass_))
+    passes, fails = [], []  # one pass over the tops; summed as before (sum() rounds its own way on Python 3.12+)
+    for t in tops:
+        token = t.token.strip()
+        if not token:
+            continue
+        to_pass, to_fail = labels.pass_.startswith(token), labels.fail.startswith(token)
+        if to_pass and not to_fail:  # a token both labels begin with says nothing about which the judge meant
+            passes.append(math.exp(t.logprob))
+        elif to_fail and not to_pass:
+            fails.append(math.exp(t.logprob))
+    p_pass, p_fail = sum(passes), sum(fails)
     if p_pass + p_fail > 0:
         return p_pass / (p_pass + p_fail)
     if content == labels.pass_:

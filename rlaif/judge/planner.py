@@ -12,7 +12,7 @@ from rlaif.config.rubric import RecordRubric, Rubric
 from rlaif.data.samples import Sample
 from rlaif.judge import logprob, pairwise, verdict
 from rlaif.judge.fit import Fitter, cut_middle
-from rlaif.judge.prompt import render, render_verdict, rubric_in_user_turn
+from rlaif.judge.prompt import render, render_verdict, rubric_in_user_turn, rubric_prefix
 from rlaif.portable.checks import json_items
 from rlaif.portable.messages import reference_text
 
@@ -39,12 +39,21 @@ class Planner:
         # judges without a system role (Gemma) get the rubric at the head of the user turn, still a shared prefix
         self.rubric_in_user_turn = rubric_in_user_turn
         self.reasoning_budget = reasoning_budget  # a reasoning judge: its thinking budget in verdict mode
+        self._prefix: tuple = (None, "")  # (the rubric it was made from, logprob mode's system turn)
 
     def plan(self, sample: Sample, opponents: list[str] | None = None) -> list[Request]:
         """The judge requests one sample needs: one per criterion (logprob), one for all (verdict), or two per
         criterion and opponent (pairwise, both orders)."""
-        return [replace(r, messages=self._turns(r.messages), params=self._thinking(r.params))
-                for r in self._requests(sample, opponents)]
+        requests = self._requests(sample, opponents)
+        if not self.rubric_in_user_turn and not self.reasoning_budget:
+            return requests  # (what the two below would give back unchanged)
+        return [replace(r, messages=self._turns(r.messages), params=self._thinking(r.params)) for r in requests]
+
+    def _system(self) -> str:
+        """Logprob mode's system turn, made once per rubric: every request of a run starts with it."""
+        if self._prefix[0] is not self.rubric:
+            self._prefix = (self.rubric, rubric_prefix(self.rubric))
+        return self._prefix[1]
 
     def _turns(self, messages: list[dict]) -> list[dict]:
         return rubric_in_user_turn(messages) if self.rubric_in_user_turn else messages
@@ -83,7 +92,7 @@ class Planner:
         out = []
         for c in list(self.rubric.criteria) + own:
             rd = render(self.rubric, c, sample.prompt, sample.response, ref if c.uses_reference else None,
-                        own=c in own)
+                        own=c in own, system=self._system())
             params = logprob.request_params(self.rubric.labels, self.top_logprobs, self.temperature, c)
             out.append(Request([c.name], rd.messages, params, rd.neutralised, specs=[c]))
         return out

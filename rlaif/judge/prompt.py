@@ -49,14 +49,15 @@ def criterion_lines(c: Criterion) -> list[str]:
 
 
 def render(rubric: Rubric, criterion: Criterion, prompt_messages: list[dict], response: str,
-           reference: str | None = None, own: bool = False) -> Rendered:
+           reference: str | None = None, own: bool = False, system: str | None = None) -> Rendered:
     """Logprob mode: messages for one judge request about one criterion of one sample. A criterion of the
-    record's own (`own`) is not in the shared system turn: its question follows the sample."""
+    record's own (`own`) is not in the shared system turn: its question follows the sample. `system`: the
+    rubric's prefix when the caller has it already (rubric_prefix(rubric))."""
     block, n = sample_block(prompt_messages, response, reference)
     user = f"{block}\nCriterion: {criterion.name}"
     if own:
         user += "\n" + "\n".join(["This criterion is the sample's own:"] + criterion_lines(criterion))
-    return Rendered(messages=[{"role": "system", "content": rubric_prefix(rubric)},
+    return Rendered(messages=[{"role": "system", "content": system or rubric_prefix(rubric)},
                               {"role": "user", "content": user}], neutralised=n)
 
 

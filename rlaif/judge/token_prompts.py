@@ -14,7 +14,13 @@ the chat endpoint's.
 
 The conversations of a batch share the rubric's system turn; it is tokenised once per rubric and prepended to
 each conversation's own tokens (cut at a special token, checked once against tokenising the whole text). For a
-long rubric that is most of the tokenising work (benchmarks/RESULTS.md).
+long rubric that is most of the tokenising work (benchmarks/RESULTS.md). The requests of one sample (one per
+criterion) share the fenced sample too, which is most of the rest: neighbouring conversations that open alike are
+cut after the last line break they share, and each distinct piece is tokenised once. A cut there cannot change a
+token when the tokenizer's pre-tokenizer always ends a piece at a line break that follows a non-space character
+and precedes a letter (the regex-split byte-level tokenizers: GPT-2, Llama 3, Qwen); each tokenizer is tried on
+such cuts once, and the first cut of every batch is checked against tokenising the whole text, and a tokenizer
+that fails either (SentencePiece-style ones) has its texts tokenised whole.
 
 Trust, but check: before the first batch to a server, the ids for one conversation are compared with what the
 server's own `/tokenize` makes of the same messages (its chat template, its special tokens), and the first
@@ -27,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -35,10 +42,43 @@ from rlaif.judge.urls import server_root
 log = logging.getLogger("rlaif.judge")
 ID_PREFIX = "token_id:"  # vLLM's `return_tokens_as_token_ids`: top logprobs keyed by id, not by (ambiguous) text
 MAX_LABEL_IDS = 128  # vLLM's bound on logprob_token_ids per request
+MIN_SHARED = 64  # characters two conversations must share before the shared part is tokenised apart
+# cuts a tokenizer is tried on before its texts are cut: a line break after a non-space character, then a letter
+_CUT_PROBES = [(left, right) for left in ("x\n", "Word.\n", "```\n", "````\n", "~~~\n", "42\n", "\u00e9t\u00e9\n",
+                                          "\u6570\n", "a)\n", "'\n", '"\n', "<|im_start|>user\nPrompt:\n```\nhi\n```\n")
+               for right in ("Criterion: says_please", "Response:\n```\nSure", "A", "s", "ll be", "Zebra 12\n")]
 
 
 def _keys(ids) -> set[str]:
     return {f"{ID_PREFIX}{i}" for i in ids or []}
+
+
+def _common_length(a: str, b: str) -> int:
+    """How many opening characters a and b share (halving: each comparison is one C-level slice compare)."""
+    lo, hi = 0, min(len(a), len(b))
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if a[lo:mid] == b[lo:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def _line_cut(a: str, b: str) -> int:
+    """Where a and b may be cut alike: after the last line break within what they share that follows a non-space
+    character and precedes an ASCII letter (also shared), at least MIN_SHARED characters in; 0 if nowhere."""
+    if a[:MIN_SHARED] != b[:MIN_SHARED]:
+        return 0
+    end = _common_length(a, b)
+    for _ in range(8):  # a few line breaks back at most: a sample's own last lines are short
+        nl = a.rfind("\n", MIN_SHARED, end - 1)
+        if nl < 0:
+            return 0
+        if not a[nl - 1].isspace() and a[nl + 1].isascii() and a[nl + 1].isalpha():
+            return nl + 1
+        end = nl
+    return 0
 
 
 def _first_tops(choice: dict) -> dict:
@@ -53,10 +93,12 @@ class TokenPrompts:
         self.unavailable: str | None = None  # why the tokenizer could not be loaded
         self.usable: dict[str, bool] = {}  # server url -> its /tokenize agreed with ours
         self.confirmed: set[str] = set()  # servers whose first reply held the label tokens' logprobs
-        self._text: dict[int, str] = {}
+        self._text: dict[str, str] = {}  # a reply's token ("token_id:N") -> its text
+        self._label_keys: tuple = (None, set())  # (a request's label ids, their reply keys): one set per batch
         self._labels: dict[tuple, list[int]] = {}
         self._heads: dict[str, list[int] | None] = {}  # a batch's shared head text -> its ids (None: don't split)
         self._cut_tokens: list[str] | None = None
+        self._cuts_ok: bool | None = None  # whether line-break cuts keep the ids (tried once per tokenizer)
 
     def tokenizer(self):
         if self._tok is None and self.unavailable is None:
@@ -86,8 +128,60 @@ class TokenPrompts:
         cut = self._head_cut(texts) if reuse_head and len(texts) > 1 else 0
         head = self._head_ids(texts[0], cut) if cut else None
         if head is None:
-            return [list(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"]]
-        return [head + list(ids) for ids in tok([t[cut:] for t in texts], add_special_tokens=False)["input_ids"]]
+            return self._ids(texts) if not reuse_head else self._shared_pieces(texts)
+        return [head + ids for ids in self._shared_pieces([t[cut:] for t in texts])]
+
+    def _ids(self, texts: list[str]) -> list[list[int]]:
+        """Each text's token ids, no special tokens added. The Rust tokenizer's batch call without offsets, when the
+        transformers call would make the same one (no truncation or padding set, special tokens read as such): it
+        skips the wrapper's conversion of every encoding, a quarter of the time on short texts."""
+        tok = self.tokenizer()
+        fast = getattr(tok, "backend_tokenizer", None)
+        if (fast is not None and hasattr(fast, "encode_batch_fast") and fast.truncation is None
+                and fast.padding is None and not fast.encode_special_tokens
+                and not getattr(tok, "split_special_tokens", False)):
+            return [e.ids for e in fast.encode_batch_fast(texts, add_special_tokens=False)]
+        return [list(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"]]
+
+    def _shared_pieces(self, texts: list[str]) -> list[list[int]]:
+        """The ids of texts whose neighbours open alike (the criteria of one sample, the completions of one prompt),
+        each shared opening tokenised once: a text is cut after the last line break it shares with one of the two
+        texts before or after it, the longest such cut, and every distinct piece is tokenised once."""
+        if len(texts) < 2 or not self.cuts_ok():
+            return self._ids(texts)
+        n = len(texts)
+        # cuts[d][i]: where texts i - d and i may be cut alike (the same place in both, being within what they share)
+        cuts = {d: [_line_cut(texts[i - d], texts[i]) if i >= d else 0 for i in range(n)] for d in (1, 2)}
+        near = [max(cuts[1][i], cuts[2][i], cuts[1][i + 1] if i + 1 < n else 0, cuts[2][i + 2] if i + 2 < n else 0)
+                for i in range(n)]
+        pieces = [(t[:c], t[c:]) if c else (t,) for t, c in zip(texts, near)]
+        distinct = list(dict.fromkeys(p for ps in pieces for p in ps))
+        ids = dict(zip(distinct, self._ids(distinct)))
+        out = [ids[ps[0]] + ids[ps[1]] if len(ps) == 2 else list(ids[ps[0]]) for ps in pieces]
+        first = next((k for k, c in enumerate(near) if c), None)
+        if first is not None and self._ids([texts[first]])[0] != out[first]:  # trust, but check every batch
+            log.warning("token prompts: tokenising a conversation in pieces changed its ids; whole texts from now on")
+            self._cuts_ok = False
+            return self._ids(texts)
+        return out
+
+    def cuts_ok(self) -> bool:
+        """Whether cutting after a line break (a non-space character before it, a letter after it) leaves the ids
+        as they are, tried on a few such cuts once per tokenizer; never for one with an added token that spans
+        such a break (it would be cut in two)."""
+        if self._cuts_ok is None:
+            tok = self.tokenizer()
+            added = [str(getattr(t, "content", t)) for t in (getattr(tok, "added_tokens_decoder", None) or {}).values()]
+            if any(re.search(r"\n[A-Za-z]", a) for a in added):
+                self._cuts_ok = False
+            else:
+                whole = self._ids([left + right for left, right in _CUT_PROBES])
+                parts = self._ids([p for pair in _CUT_PROBES for p in pair])
+                self._cuts_ok = all(w == parts[2 * k] + parts[2 * k + 1] for k, w in enumerate(whole))
+            if not self._cuts_ok:
+                log.info("token prompts: this tokenizer may merge across line breaks; conversations are tokenised "
+                         "whole")
+        return self._cuts_ok
 
     def _head_cut(self, texts: list[str]) -> int:
         """Where the shared head ends: at the start of the last special token (`<|im_start|>`, say) inside the
@@ -175,12 +269,13 @@ class TokenPrompts:
         return self._labels[key]
 
     def text(self, token: str) -> str:
+        known = self._text.get(token)
+        if known is not None:
+            return known
         if not token.startswith(ID_PREFIX):
             return token
-        i = int(token[len(ID_PREFIX):])
-        if i not in self._text:
-            self._text[i] = self.tokenizer().decode([i])
-        return self._text[i]
+        self._text[token] = text = self.tokenizer().decode([int(token[len(ID_PREFIX):])])
+        return text
 
     def body(self, model: str, params: dict, conversations: list[list[dict]]) -> dict:
         """A /v1/completions request for a batch of one-token chat requests with the same parameters."""
@@ -221,7 +316,9 @@ class TokenPrompts:
         if lp.get("tokens"):
             tops = _first_tops(c)
             if labels:
-                keep = _keys(labels)
+                if self._label_keys[0] is not labels:  # every choice of a batch has the same labels
+                    self._label_keys = (labels, _keys(labels))
+                keep = self._label_keys[1]
                 tops = {t: v for t, v in tops.items() if t in keep}
                 best = max(tops, key=tops.get) if tops else lp["tokens"][0]
                 first, first_lp = best, tops.get(best, lp["token_logprobs"][0])
