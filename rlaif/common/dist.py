@@ -76,3 +76,24 @@ def leave_process_group() -> None:
     import torch.distributed as dist
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def exit_process(code: int):
+    """End this process with `code`. One process: as Python does (sys.exit). A process of a multi-process run: as
+    Python does up to its last step - non-daemon threads joined, atexit handlers run (logging, trackers, executors),
+    output flushed - then without the interpreter's teardown and C++ static destructors. gloo's threads outlive
+    `destroy_process_group`, and their teardown at exit killed finished ranks with SIGABRT ("terminate called
+    without an active exception"), which torchrun reports as the whole run failing (tests/test_process_exit.py)."""
+    import sys
+    if world_size() == 1:
+        sys.exit(code)
+    import atexit
+    import threading
+    threading._shutdown()  # what interpreter shutdown does first: join the non-daemon threads
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed or broken pipe: nothing more can reach it
+            pass
+    os._exit(code)
