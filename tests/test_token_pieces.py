@@ -112,3 +112,29 @@ def test_a_cut_that_changes_ids_is_caught_and_cuts_stop(tmp_path, caplog):
         got = tp.encode(convs)
     assert got == TokenPrompts(path).encode(convs, reuse_head=False)
     assert tp.cuts_ok() is False and "changed its ids" in caplog.text
+
+
+def test_a_tokenizer_without_pre_tokenization_that_passes_the_probes_still_gets_whole_texts(tmp_path):
+    """BPE with no pre-tokenizer (as a SentencePiece-converted vocabulary can be) may merge across any line break;
+    one merge, "\\nT", that none of the probes holds, broke every text after the batch's first cut."""
+    from rlaif.judge.token_prompts import _CUT_PROBES
+    prompt = [{"role": "user", "content": "Write a polite note about the cat, in two lines please."}]
+    planner = Planner(load_rubric({"name": "one", "criteria": [
+        {"name": "follows_instructions", "question": "Does the response do what the prompt asks?"}]}), "logprob")
+    batch = [Sample("a", prompt, "Sure, here it is. Dear cat, thanks."), Sample("b", prompt, "Sure, here: dear cat."),
+             Sample("c", prompt, "The cat is kind. Thanks, cat."), Sample("d", prompt, "The mat is yours, cat.")]
+    convs = [r.messages for s in batch for r in planner.plan(s)]
+    chars = sorted({ch for c in convs for m in c for ch in m["content"]}
+                   | set("".join(left + right for left, right in _CUT_PROBES)) | set(CHAT_TEMPLATE))
+    vocab = {t: i for i, t in enumerate(SPECIAL)}
+    for ch in chars:
+        vocab.setdefault(ch, len(vocab))
+    vocab["\nT"] = len(vocab)
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[("\n", "T")]))
+    tok.add_special_tokens(SPECIAL)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|pad|>")
+    fast.chat_template = CHAT_TEMPLATE
+    fast.save_pretrained(tmp_path / "tok")
+    tp = TokenPrompts(str(tmp_path / "tok"))
+    assert tp.encode(convs) == TokenPrompts(str(tmp_path / "tok")).encode(convs, reuse_head=False)
+    assert tp.cuts_ok() is False

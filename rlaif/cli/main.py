@@ -7,6 +7,7 @@ import sys
 
 from rlaif.cli import chat, data, evaluate, export, judge, nova, report, reward, serve, smoke, train
 from rlaif.cli.guard import run_guarded
+from rlaif.common.dist import exit_process, world_size
 
 COMMANDS = [train, judge, reward, evaluate, export, serve, chat, data, nova, report, smoke]  # in the order `rlaif --help` lists them
 
@@ -22,7 +23,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     a = build_parser().parse_args(argv)
-    return run_guarded(lambda: a.fn(a))
+    code = run_guarded(lambda: a.fn(a))
+    if a.command == "train" and world_size() > 1:  # `torchrun --no-python rlaif train ...`: ends as
+        exit_process(code)  # `-m rlaif.train` does, without the C++ teardown that killed finished ranks
+    return code
 
 
 if __name__ == "__main__":

@@ -89,7 +89,10 @@ def exit_process(code: int):
         sys.exit(code)
     import atexit
     import threading
-    threading._shutdown()  # what interpreter shutdown does first: join the non-daemon threads
+    try:
+        threading._shutdown()  # what interpreter shutdown does first: join the non-daemon threads
+    except KeyboardInterrupt:  # a signal meanwhile (rlaif's SIGTERM handler raises it; torchrun sends SIGTERM to
+        pass  # the other ranks when one fails): Python would print "Exception ignored" and go on, so does this
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         try:

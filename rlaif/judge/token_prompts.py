@@ -19,7 +19,7 @@ criterion) share the fenced sample too, which is most of the rest: neighbouring 
 cut after the last line break they share, and each distinct piece is tokenised once. A cut there cannot change a
 token when the tokenizer's pre-tokenizer always ends a piece at a line break that follows a non-space character
 and precedes a letter (the regex-split byte-level tokenizers: GPT-2, Llama 3, Qwen); each tokenizer is tried on
-such cuts once, and the first cut of every batch is checked against tokenising the whole text, and a tokenizer
+such cuts once, and the first and last cut of every batch are checked against tokenising the whole text, and a tokenizer
 that fails either (SentencePiece-style ones) has its texts tokenised whole.
 
 Trust, but check: before the first batch to a server, the ids for one conversation are compared with what the
@@ -158,8 +158,9 @@ class TokenPrompts:
         distinct = list(dict.fromkeys(p for ps in pieces for p in ps))
         ids = dict(zip(distinct, self._ids(distinct)))
         out = [ids[ps[0]] + ids[ps[1]] if len(ps) == 2 else list(ids[ps[0]]) for ps in pieces]
-        first = next((k for k, c in enumerate(near) if c), None)
-        if first is not None and self._ids([texts[first]])[0] != out[first]:  # trust, but check every batch
+        cut = [k for k, c in enumerate(near) if c]
+        checked = sorted({cut[0], cut[-1]}) if cut else []  # trust, but check every batch: its first and last cut
+        if checked and self._ids([texts[k] for k in checked]) != [out[k] for k in checked]:
             log.warning("token prompts: tokenising a conversation in pieces changed its ids; whole texts from now on")
             self._cuts_ok = False
             return self._ids(texts)
@@ -172,7 +173,10 @@ class TokenPrompts:
         if self._cuts_ok is None:
             tok = self.tokenizer()
             added = [str(getattr(t, "content", t)) for t in (getattr(tok, "added_tokens_decoder", None) or {}).values()]
-            if any(re.search(r"\n[A-Za-z]", a) for a in added):
+            backend = getattr(tok, "backend_tokenizer", None)
+            if backend is None or backend.pre_tokenizer is None:  # a model over whole texts may merge across any
+                self._cuts_ok = False  # break, with pairs no probe holds ("\nT")
+            elif any(re.search(r"\n[A-Za-z]", a) for a in added):
                 self._cuts_ok = False
             else:
                 whole = self._ids([left + right for left, right in _CUT_PROBES])
@@ -316,9 +320,10 @@ class TokenPrompts:
         if lp.get("tokens"):
             tops = _first_tops(c)
             if labels:
-                if self._label_keys[0] is not labels:  # every choice of a batch has the same labels
-                    self._label_keys = (labels, _keys(labels))
-                keep = self._label_keys[1]
+                cached, keep = self._label_keys  # one read: another thread's batch may set it meanwhile
+                if cached is not labels:  # every choice of a batch has the same labels
+                    keep = _keys(labels)
+                    self._label_keys = (labels, keep)
                 tops = {t: v for t, v in tops.items() if t in keep}
                 best = max(tops, key=tops.get) if tops else lp["tokens"][0]
                 first, first_lp = best, tops.get(best, lp["token_logprobs"][0])

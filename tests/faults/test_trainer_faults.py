@@ -135,6 +135,7 @@ def test_sigkill_to_the_trainer_and_its_children_leaves_no_judge_process(tiny, t
 def test_ctrl_c_twice_stops_at_once_with_every_child(tiny, tmp_path):
     import psutil
     out = tmp_path / "run"
+    judge_group = None
     p = subprocess.Popen(train_cmd(out, 200, "--set", "grpo.save_strategy=no"), stdout=subprocess.DEVNULL,
                          stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
@@ -143,20 +144,27 @@ def test_ctrl_c_twice_stops_at_once_with_every_child(tiny, tmp_path):
         assert tree  # the judge server and its engine
         # a judge that stops answering (stopped, not dead: its port still takes connections) holds the step open,
         # so the step cannot end between the two signals however fast this machine is (a step here takes ~0.3 s)
-        os.killpg(int((out / "judge_server.pid").read_text()), signal.SIGSTOP)
+        judge_group = int((out / "judge_server.pid").read_text())
+        os.killpg(judge_group, signal.SIGSTOP)
         p.send_signal(signal.SIGINT)  # the first asks for a checkpoint at the step's end ...
         time.sleep(0.2)
         p.send_signal(signal.SIGINT)  # ... the second will not wait for it
         _, err = p.communicate(timeout=120)
+        assert p.returncode == 130, err[-2000:]
+        assert "interrupted: SIGINT a second time: stopped at once" in " ".join(err.split()) and "Traceback" not in err
+        assert "--resume" in err  # from the last complete checkpoint
+        time.sleep(1)
+        alive = [c for c in tree if not gone(c.pid)]
+        assert not alive, f"orphans: {[c.cmdline()[:3] for c in alive]}"  # the run ended its stopped judge
     finally:
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)
-    assert p.returncode == 130, err[-2000:]
-    assert "interrupted: SIGINT a second time: stopped at once" in " ".join(err.split()) and "Traceback" not in err
-    assert "--resume" in err  # from the last complete checkpoint
-    time.sleep(1)
-    alive = [c for c in tree if not gone(c.pid)]
-    assert not alive, f"orphans: {[c.cmdline()[:3] for c in alive]}"
+        if judge_group is not None:  # whatever failed above: a stopped judge would hold a pending SIGTERM forever
+            for sig in (signal.SIGKILL, signal.SIGCONT):
+                try:
+                    os.killpg(judge_group, sig)
+                except ProcessLookupError:
+                    pass
     assert_whole_lines_and_tables(out)
 
 
