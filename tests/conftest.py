@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,11 @@ sys.path.insert(0, str(ROOT / "tests" / "faults"))  # faultproxy and the fault h
 
 def pytest_configure(config):
     os.chdir(ROOT)  # recipes use paths relative to the repository root
+    # a suite started in the background by a non-interactive shell (`make test &`, some CI runners) inherits SIGINT
+    # ignored, and every process it starts would too: the Ctrl-C tests' SIGINT would then do nothing. A handler,
+    # unlike "ignored", is not inherited through exec, so the processes the tests start get Python's own.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_collection_modifyitems(config, items):

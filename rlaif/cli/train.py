@@ -6,7 +6,6 @@ import argparse
 
 from rlaif.cli.guard import run_guarded
 from rlaif.common.console import say
-from rlaif.common.dist import leave_process_group
 from rlaif.config.recipe import load_recipe
 from rlaif.train.run import run_training
 
@@ -37,10 +36,7 @@ def add_parser(sub) -> None:
 
 def cmd_train(a) -> int:
     recipe = load_recipe(a.recipe, a.overrides)
-    try:
-        s = run_training(recipe, resume=a.resume)
-    finally:  # every process, whether the run finished, stopped or failed (rlaif/common/dist.py)
-        leave_process_group()
+    s = run_training(recipe, resume=a.resume)
     saved = f"adapter in {s['adapter']}" if s["adapter"] else "no adapter written"
     say(f"done: {s['steps']} steps in {s['wall_s']}s; {saved}; judge calls {s['judge']['calls']}, "
         f"failures {s['judge']['failed']}")

@@ -69,15 +69,6 @@ def any_process(flag: bool) -> bool:
     return any(gather_objects(bool(flag)))
 
 
-def leave_process_group() -> None:
-    """Destroy this process's process group, if it has one, before the interpreter exits (as accelerate's
-    `end_training` does). Left to interpreter shutdown, gloo's threads are torn down by C++ destructors and a
-    finished process can die of SIGABRT, which torchrun reports as the whole run failing. Local: no collective."""
-    import torch.distributed as dist
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
-
-
 def exit_process(code: int):
     """End this process with `code`. One process: as Python does (sys.exit). A process of a multi-process run: as
     Python does up to its last step - non-daemon threads joined, atexit handlers run (logging, trackers, executors),
