@@ -57,11 +57,17 @@ smoke-vllm: setup models
 smoke-all: setup models
 	@.venv/bin/rlaif smoke recipes/smoke.yaml recipes/smoke-mixed.yaml recipes/smoke-vllm.yaml
 
+# the unit lane runs in parallel (pytest-xdist; its tests share nothing); the integration and fault tests run one
+# at a time, since each already keeps the cores busy with a judge server and a trainer
+UNIT_WORKERS ?= 2
+UNIT := -m "not integration and not models" -n $(UNIT_WORKERS)
+
 test: setup models
-	@$(PYTEST) tests
+	@$(PYTEST) tests $(UNIT)
+	@$(PYTEST) tests -m "integration or models"
 
 test-unit: setup-trainer
-	@$(PYTEST) tests -m "not integration and not models"
+	@$(PYTEST) tests $(UNIT)
 
 test-integration: setup models
 	@$(PYTEST) tests -m "(integration or models) and not faults"

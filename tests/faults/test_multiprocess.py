@@ -89,7 +89,8 @@ def test_the_judge_killed_under_two_processes_both_wait_for_its_restart(tiny, tm
     out = tmp_path / "run"
     log = tmp_path / "stderr.txt"
     with log.open("w") as f:
-        p = subprocess.Popen(run_cmd(out, 40), stdout=subprocess.DEVNULL, stderr=f, start_new_session=True)
+        # 15 steps: killed after 5, the other 10 need the restarted judge (a longer run adds nothing it asserts)
+        p = subprocess.Popen(run_cmd(out, 15), stdout=subprocess.DEVNULL, stderr=f, start_new_session=True)
     try:
         wait_for(lambda: len(lines(out / "judgments.rank1.jsonl")) >= 5 * 32, 600, "5 steps in both processes")
         os.killpg(int((out / "judge_server.pid").read_text()), signal.SIGKILL)  # the server and its engine
@@ -99,13 +100,14 @@ def test_the_judge_killed_under_two_processes_both_wait_for_its_restart(tiny, tm
             kill_tree(p.pid)
     assert p.returncode == 0, log.read_text()[-3000:]
     summary = json.loads((out / "train_summary.json").read_text())
-    assert summary["steps"] == 40 and summary["judge"]["server_restarts"] == 1
+    assert summary["steps"] == 15 and summary["judge"]["server_restarts"] == 1
     for proc in summary["processes"]:
         judge = proc["judge"]
         assert judge["failures"] == 0 and judge["fallbacks"] == 0, proc  # the outage cost time, not judgments
-        assert judge["outage_wait_s"] > 5, proc  # each process waited for the restart (tens of seconds here)
+        assert judge["outage_wait_s"] > 0, proc  # each process waited for the restart (tens of seconds here;
+        # how long depends on the machine, that it waited does not)
     steps = [h["step"] for h in summary["log_history"] if "judge/fail_rate" in h]
-    assert steps == list(range(1, 41))
+    assert steps == list(range(1, 16))
     print("judge killed under 2 processes: waited " + ", ".join(f"{x['judge']['outage_wait_s']}s" for x in
                                                                summary["processes"]))
 
