@@ -54,3 +54,29 @@ def without_tiny_models(tmp_path):
     train.touch()
     return [f"data.train={train}", "data.eval=null", "judge.canaries=null", "policy.model=tiny/policy",
             "judge.model=tiny/judge"]
+
+
+def listening_port(pid):
+    """The TCP port the process `pid` listens on (a judge server's API process)."""
+    import psutil
+    ports = [c.laddr.port for c in psutil.Process(pid).net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN]
+    assert ports, f"process {pid} listens on no TCP port"
+    return ports[0]
+
+
+def unread_bytes_at(port):
+    """Bytes that have reached the server side of a connection to `port` and that nobody has read yet (the
+    rx_queue of /proc/net/tcp and tcp6): a request a stopped server holds, and its client waits for."""
+    total = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = open(table).read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            local_port = int(fields[1].rsplit(":", 1)[1], 16)
+            rx_queue = int(fields[4].split(":")[1], 16)
+            if local_port == port:
+                total += rx_queue
+    return total

@@ -6,7 +6,7 @@ import subprocess
 import time
 
 import pytest
-from procs import RLAIF, lines, session, wait_for
+from procs import RLAIF, lines, listening_port, session, unread_bytes_at, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -143,9 +143,13 @@ def test_ctrl_c_twice_stops_at_once_with_every_child(tiny, tmp_path):
         tree = psutil.Process(p.pid).children(recursive=True)
         assert tree  # the judge server and its engine
         # a judge that stops answering (stopped, not dead: its port still takes connections) holds the step open,
-        # so the step cannot end between the two signals however fast this machine is (a step here takes ~0.3 s)
+        # so the step cannot end between the two signals however fast this machine is (a step here takes ~0.3 s);
+        # once the trainer has sent it a request it has not read, the step is waiting for it (before that, the
+        # step under way may still end: its judging was done)
         judge_group = int((out / "judge_server.pid").read_text())
+        port = listening_port(judge_group)
         os.killpg(judge_group, signal.SIGSTOP)
+        wait_for(lambda: unread_bytes_at(port) > 0, 120, "a judge request the stopped judge holds")
         p.send_signal(signal.SIGINT)  # the first asks for a checkpoint at the step's end ...
         time.sleep(0.2)
         p.send_signal(signal.SIGINT)  # ... the second will not wait for it
