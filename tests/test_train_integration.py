@@ -104,3 +104,21 @@ def test_runs_under_accelerate_launch(judge_url, tiny, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     s = json.loads((out / "train_summary.json").read_text())
     assert s["steps"] == 2 and s["judge"]["calls"] == 16 and (out / "adapter" / "adapter_model.safetensors").exists()
+    assert "TRL currently supports vLLM" not in r.stderr  # TRL never looked for vLLM: `-m rlaif.train` starts lean too
+
+
+def test_a_run_with_transformers_rollouts_starts_without_importing_vllm(judge_url, tiny, tmp_path):
+    """TRL 1.16 imports vLLM at `from trl import GRPOTrainer` whenever it is installed (about half of a training
+    process's start here); a run whose rollouts are transformers' `generate` never uses it, so `rlaif train` starts
+    without it. The process reports what it imported as it exits."""
+    out = tmp_path / "lean"
+    probe = ("import atexit, sys; atexit.register(lambda: print('vllm imported:', 'vllm' in sys.modules, "
+             "file=sys.stderr)); sys.argv = ['rlaif', 'train', 'recipes/smoke.yaml', "
+             f"'--set', 'judge.base_url={judge_url}', '--set', 'output_dir={out}', '--set', 'grpo.max_steps=1', "
+             "'--set', 'grpo.per_device_train_batch_size=8', '--set', 'grpo.save_strategy=no', "
+             "'--set', 'eval.every_steps=null', '--set', 'judge.canaries=null']; "
+             "from rlaif.cli.main import main; sys.exit(main())")
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "vllm imported: False" in r.stderr, r.stderr[-3000:]
+    assert json.loads((out / "train_summary.json").read_text())["steps"] == 1

@@ -22,7 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """`argv` None: the process's own arguments (the `rlaif` command), so the process was started for this command."""
     a = build_parser().parse_args(argv)
+    a.process_entry = argv is None
     code = run_guarded(lambda: a.fn(a))
     if a.command == "train" and world_size() > 1:  # `torchrun --no-python rlaif train ...`: ends as
         exit_process(code)  # `-m rlaif.train` does, without the C++ teardown that killed finished ranks

@@ -7,6 +7,7 @@ import argparse
 from rlaif.cli.guard import run_guarded
 from rlaif.common.console import say
 from rlaif.config.recipe import load_recipe
+from rlaif.train.lean_start import needs_vllm, trl_without_vllm
 from rlaif.train.run import run_training
 
 DESCRIPTION = """Train the recipe's policy with GRPO + LoRA against its judge.
@@ -36,6 +37,8 @@ def add_parser(sub) -> None:
 
 def cmd_train(a) -> int:
     recipe = load_recipe(a.recipe, a.overrides)
+    if getattr(a, "process_entry", False) and not needs_vllm(recipe):
+        trl_without_vllm()  # a process started for this one run: TRL need not import vLLM (rlaif/train/lean_start.py)
     s = run_training(recipe, resume=a.resume)
     saved = f"adapter in {s['adapter']}" if s["adapter"] else "no adapter written"
     say(f"done: {s['steps']} steps in {s['wall_s']}s; {saved}; judge calls {s['judge']['calls']}, "
@@ -44,7 +47,9 @@ def cmd_train(a) -> int:
 
 
 def main(argv=None) -> int:
-    """`python -m rlaif.train`: the train command alone."""
+    """`python -m rlaif.train`: the train command alone. `argv` None: the process's own arguments, so the process
+    was started for this run."""
     ap = argparse.ArgumentParser(prog="rlaif train", description=DESCRIPTION,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    return run_guarded(lambda: cmd_train(add_arguments(ap).parse_args(argv)))
+    add_arguments(ap).set_defaults(process_entry=argv is None)
+    return run_guarded(lambda: cmd_train(ap.parse_args(argv)))
