@@ -269,3 +269,40 @@ def test_resuming_with_other_settings_or_over_a_foreign_file_is_refused(tmp_path
     assert main(["label", "recipes/smoke.yaml", "--pairs", str(inp), "--out", str(tmp_path / "o.jsonl"),
                  "--samples-per-prompt", "1"]) == 1
     assert "--samples-per-prompt: at least 2" in capsys.readouterr().err
+
+
+def by_length(messages):
+    """A pointwise judge whose score is read off the response's length: deterministic, and different for most
+    pairs of sampled completions."""
+    response = messages[-1]["content"].rsplit("Response:", 1)[-1]
+    return (len(response) % 10 + 0.5) / 10, ("PASS", "FAIL")
+
+
+def test_sampled_prompts_resume_by_chunk_and_write_what_an_uninterrupted_run_writes(tiny, tmp_path, capsys):
+    """The tiny policy samples (each chunk with its own seed): a run stopped after its first chunk and continued
+    writes the rows of a run that was never stopped, asking the judge only about the prompts it had not done; a
+    malformed prompt line is named and the rest labelled."""
+    lines = (tiny / "data" / "heldout.jsonl").read_text().splitlines()[:8]
+    inp = write_lines(tmp_path / "prompts.jsonl", lines[:2] + ['{"id": "bad", "messages": "hi"}'] + lines[2:])
+
+    def run(out, *extra):
+        return main(["label", "recipes/smoke.yaml", "--prompts", str(inp), "--out", str(tmp_path / out),
+                     "--samples-per-prompt", "3", "--batch-prompts", "4", *judge_sets(rep.url), *extra])
+
+    with FakeReplica(answer=by_length) as rep:
+        assert run("stopped.jsonl", "--max-prompts", "4") == 0
+        first = rep.conversations
+        assert run("stopped.jsonl") == 0
+        resumed = rep.conversations - first
+        assert run("whole.jsonl") == 0
+    err = capsys.readouterr().err
+    assert f"{inp}:3: messages: must be a non-empty list of messages" in err
+    stopped, whole = read_rows(tmp_path / "stopped.jsonl"), read_rows(tmp_path / "whole.jsonl")
+    assert stopped == whole and len(whole) > 0
+    s = json.loads(summary_path(tmp_path / "stopped.jsonl").read_text())
+    assert (s["prompts"], s["malformed_lines"], s["complete"]) == (8, 1, True)
+    assert s["pairs_written"] + s["ties"] + s["identical"] == 8 * 3
+    # the second run asked about the last 4 prompts only: the self-test and at most 3 completions each
+    assert resumed == 1 + s["judge_calls_this_run"] and s["judge_calls_this_run"] <= 4 * 3
+    assert s["judge_calls"] == first - 1 + s["judge_calls_this_run"]
+    assert {r["id"].split(":")[0] for r in whole} <= {json.loads(x)["id"] for x in lines}

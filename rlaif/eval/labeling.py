@@ -21,8 +21,6 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm import tqdm
-
 from rlaif.config.recipe import Recipe
 from rlaif.data.dataset import read_records
 from rlaif.data.pairs import read_pairs
@@ -246,6 +244,8 @@ def label(recipe: Recipe, o: LabelOptions) -> dict:
     pending = [(c, chunk) for c, chunk in enumerate(chunks) if any(u.id not in done for u in chunk)]
     stopped, calls = None, 0
     if pending:
+        from tqdm import tqdm  # as transformers and datasets draw theirs; not needed for `rlaif --help`
+
         with contextlib.ExitStack() as stack:
             judge = open_judge(recipe, recipe.run_dir, stack)
             judge.self_test_sync()
