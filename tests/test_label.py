@@ -265,6 +265,10 @@ def test_resuming_with_other_settings_or_over_a_foreign_file_is_refused(tmp_path
     with pytest.raises(UserError, match="has no mine.jsonl.progress.jsonl beside it"):
         LabelStore(other, {}).open()
     assert read_rows(other) == [{"id": "x"}]  # not written over
+    LabelStore(out, {"judge_model": "j", "judge_mode": "logprob"}).append([], ["a"], {"prompts": 1})
+    out.unlink()
+    with pytest.raises(UserError, match="is gone but prefs.jsonl.progress.jsonl says 1 prompt"):
+        LabelStore(out, {"judge_model": "j", "judge_mode": "logprob"}).open()
     inp = write_lines(tmp_path / "pairs.jsonl", PAIRS[:1])
     assert main(["label", "recipes/smoke.yaml", "--pairs", str(inp), "--out", str(tmp_path / "o.jsonl"),
                  "--samples-per-prompt", "1"]) == 1

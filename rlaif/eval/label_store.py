@@ -101,6 +101,9 @@ class LabelStore:
 
     def _repair_rows(self) -> None:
         if not self.out.exists():
+            if self.done:  # the rows of the prompts it says are done are gone: continuing would skip them
+                raise UserError(f"{self.out} is gone but {self.progress.name} says {len(self.done)} prompt(s) are "
+                                f"done; delete {self.progress} to label again from the start")
             self.out.write_bytes(b"")
             return
         rows, torn = _complete_lines(self.out)
