@@ -263,6 +263,17 @@ def _supervise(ep: Endpoint, judge: Judge) -> None:
                    on_give_up=functools.partial(judge.give_up, url))
 
 
+def open_judge(recipe: Recipe, run_dir: Path, stack: contextlib.ExitStack) -> Judge:
+    """The recipe's judge for a command that runs a while (`rlaif label`), reached as a training run reaches it:
+    judge.base_url, or server(s) launched, supervised (restarted if one dies; meanwhile requests wait) and
+    stopped when `stack` closes."""
+    ep = Endpoints(recipe, run_dir, None, stack).get(recipe)
+    judge = make_judge(recipe, ep.url)
+    _supervise(ep, judge)
+    stack.callback(judge.close)
+    return judge
+
+
 def _lambda_source(recipe: Recipe, spec: LambdaSourceSpec, endpoints: Endpoints, log: SourceLog) -> LambdaSource:
     """A Bedrock reward Lambda, with (unless turned off) a local Bedrock Converse gateway backed by the recipe's
     judge for the Lambda's boto3 calls."""

@@ -16,19 +16,23 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
-def choice(index: int, p_pass: float) -> dict:
-    label = "PASS" if p_pass >= 0.5 else "FAIL"
-    tops = [{"token": "PASS", "logprob": math.log(max(p_pass, 1e-9))},
-            {"token": "FAIL", "logprob": math.log(max(1 - p_pass, 1e-9))}]
+def choice(index: int, p_pass: float, tokens: tuple[str, str] = ("PASS", "FAIL")) -> dict:
+    """One constrained answer token: tokens[0] with probability p_pass, else tokens[1] (PASS/FAIL, or a pairwise
+    judge's A/B)."""
+    label = tokens[0] if p_pass >= 0.5 else tokens[1]
+    tops = [{"token": tokens[0], "logprob": math.log(max(p_pass, 1e-9))},
+            {"token": tokens[1], "logprob": math.log(max(1 - p_pass, 1e-9))}]
     return {"index": index, "finish_reason": "length", "message": {"role": "assistant", "content": label},
-            "logprobs": {"content": [{"token": label, "logprob": tops[0 if label == "PASS" else 1]["logprob"],
+            "logprobs": {"content": [{"token": label, "logprob": tops[0 if label == tokens[0] else 1]["logprob"],
                                       "top_logprobs": tops}]}}
 
 
 class FakeReplica:
     def __init__(self, p_pass: float = 0.9, mode: str | int = "ok", status_text: str = "server error",
-                 port: int = 0):
-        self.p_pass, self.status_text = p_pass, status_text
+                 port: int = 0, answer=None):
+        """`answer(messages) -> (p, (token, other))`: a scripted answer per conversation instead of `p_pass`
+        (e.g. from the fenced response, or a pairwise judge's A/B)."""
+        self.p_pass, self.status_text, self.answer = p_pass, status_text, answer
         self._mode = mode
         self._changed = threading.Condition()
         self.posts: collections.Counter[str] = collections.Counter()
@@ -69,11 +73,11 @@ class FakeReplica:
                     convs = body["messages"]
                     replica.conversations += len(convs)
                     return self._send(200, {"id": "b", "object": "chat.completion", "model": "judge",
-                                            "choices": [choice(i, replica.p_pass) for i in range(len(convs))]})
+                                            "choices": [replica.reply(i, c) for i, c in enumerate(convs)]})
                 if self.path.endswith("/chat/completions"):
                     replica.conversations += 1
                     return self._send(200, {"id": "c", "object": "chat.completion", "created": int(time.time()),
-                                            "model": "judge", "choices": [choice(0, replica.p_pass)],
+                                            "model": "judge", "choices": [replica.reply(0, body["messages"])],
                                             "usage": {"prompt_tokens": 1, "completion_tokens": 1,
                                                       "total_tokens": 2}})
                 self._send(404, {"error": {"message": "not found"}})
@@ -81,6 +85,11 @@ class FakeReplica:
         self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def reply(self, index: int, messages: list[dict]) -> dict:
+        if self.answer is None:
+            return choice(index, self.p_pass)
+        return choice(index, *self.answer(messages))
 
     @property
     def url(self) -> str:

@@ -242,6 +242,15 @@ class Judge:
         self.failures.check()
         return verdicts
 
+    async def ask(self, requests: list[Request]) -> list[dict]:
+        """Requests a caller planned itself, all sent at once, cached and counted like the judge's own (`rlaif
+        label` keeps a pair's two orders apart, which score_samples averages). Per request: `scores` (None when
+        the judgment failed), `error`, `rationale`."""
+        self.totals["neutralised"] += sum(r.neutralised for r in requests)
+        out = list(await asyncio.gather(*[self._judge(r) for r in requests]))
+        self.failures.check()
+        return out
+
     def score_sync(self, samples: list[Sample]) -> list[Verdict]:
         """score_samples from synchronous code (evaluation, audits, the CLI), on a loop of its own."""
         async def _run():

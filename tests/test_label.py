@@ -1,0 +1,312 @@
+"""`rlaif label`: AI preference labels from the recipe's judge. No vLLM server here: a scripted judge on 127.0.0.1
+(tests/fake_replica.py) whose answers come from the completions themselves, so every label is known in advance.
+
+A completion carries its score as `s=0.9`: a pointwise judge answers P(PASS) = that score; a pairwise judge
+answers P(Response A wins) = 0.5 + (s_A - s_B) / 2, plus a pull towards Response A (position bias) when the
+pair says `bias=0.3`. A completion saying `garble` gets an answer that is neither label (a failed judgment).
+"""
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from fake_replica import FakeReplica
+from scripted_judge import ScriptedJudge
+
+from rlaif.cli.main import main
+from rlaif.eval.label_store import LabelStore, progress_path, summary_path
+from rlaif.eval.preferences import bradley_terry
+
+
+def score(text: str) -> float:
+    m = re.search(r"\bs=([0-9.]+)", text)
+    return float(m.group(1)) if m else 0.5
+
+
+def scripted(messages):
+    user = messages[-1]["content"]
+    if "Response A:" in user:  # pairwise
+        a, b = user.split("Response B:", 1)
+        bias = float(m.group(1)) if (m := re.search(r"bias=([0-9.]+)", user)) else 0.0
+        return min(1.0, max(0.0, 0.5 + (score(a) - score(b)) / 2 + bias)), ("A", "B")
+    if "garble" in user:
+        return 0.9, ("MAYBE", "NOPE")  # constrained output ignored: parses as neither PASS nor FAIL
+    return score(user), ("PASS", "FAIL")
+
+
+def judge_sets(url: str, mode: str = "logprob") -> list[str]:
+    sets = [f"judge.base_url={url}", f"judge.mode={mode}", "judge.token_prompts=false", "judge.max_retries=0",
+            "judge.max_outage_wait_s=0", "judge.cache=false"]
+    return [x for s in sets for x in ("--set", s)]
+
+
+def write_lines(path, rows):
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return path
+
+
+def read_rows(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def label(tmp_path, inp, url, *extra, mode="logprob", out="prefs.jsonl"):
+    out = tmp_path / out
+    code = main(["label", "recipes/smoke.yaml", "--pairs", str(inp), "--out", str(out), *judge_sets(url, mode),
+                 *extra])
+    summary = json.loads(summary_path(out).read_text()) if summary_path(out).exists() else None
+    return code, out, summary
+
+
+PAIRS = [
+    {"id": "p1", "prompt": "say hi", "a": "hi s=0.9", "b": "hey s=0.2", "topic": "greeting"},
+    {"id": "p2", "prompt": [{"role": "user", "content": "say bye"}], "a": "bye s=0.3", "b": "ciao s=0.8"},
+    {"id": "p3", "prompt": "tie?", "a": "one s=0.6", "b": "two s=0.6"},
+    "{not json",
+    {"id": "p4", "prompt": "fail?", "a": "garble s=0.9", "b": "fine s=0.1"},
+    {"id": "p5", "messages": [{"role": "user", "content": "trl row"}],
+     "chosen": [{"role": "assistant", "content": "weak s=0.1"}], "rejected": [{"role": "assistant", "content": "strong s=0.7"}]},
+    {"id": "p6", "prompt": "same?", "a": "same s=0.9", "b": "same s=0.9"},
+    {"id": "p7", "prompt": "no b", "a": "alone"},
+]
+
+
+def test_pointwise_labels_come_from_bradley_terry_and_ties_failures_and_bad_lines_are_counted_and_left_out(
+        tmp_path, capsys):
+    inp = write_lines(tmp_path / "pairs.jsonl", PAIRS)
+    with FakeReplica(answer=scripted) as rep:
+        code, out, s = label(tmp_path, inp, rep.url)
+        calls = rep.conversations
+    err = capsys.readouterr().err
+    assert code == 0, err
+    rows = {r["id"]: r for r in read_rows(out)}
+    assert sorted(rows) == ["p1:0-1", "p2:0-1", "p5:0-1"]
+    p1 = rows["p1:0-1"]
+    assert set(p1) == {"id", "prompt", "chosen", "rejected", "p_chosen", "p_orders", "position_flip", "rationale",
+                       "mode", "metadata"}  # the contract `rlaif rm train` reads
+    assert p1["prompt"] == [{"role": "user", "content": "say hi"}]
+    assert p1["chosen"] == [{"role": "assistant", "content": "hi s=0.9"}]
+    assert p1["rejected"] == [{"role": "assistant", "content": "hey s=0.2"}]
+    assert p1["p_chosen"] == pytest.approx(bradley_terry(0.9, 0.2), abs=1e-6)
+    assert p1["p_chosen"] == pytest.approx(0.72 / 0.74, abs=1e-6)
+    assert (p1["p_orders"], p1["position_flip"], p1["rationale"], p1["mode"]) == (None, None, None, "pointwise")
+    assert p1["metadata"] == {"topic": "greeting"}
+    # b is better: chosen and rejected swap, and the label is from the chosen one's side
+    assert rows["p2:0-1"]["chosen"][0]["content"] == "ciao s=0.8"
+    assert rows["p2:0-1"]["p_chosen"] == pytest.approx(bradley_terry(0.8, 0.3), abs=1e-6)
+    # a TRL row is relabelled by the judge, not trusted: its "rejected" is the better one
+    assert rows["p5:0-1"]["chosen"][0]["content"] == "strong s=0.7"
+    assert all(0.5 < r["p_chosen"] <= 1.0 for r in rows.values())
+    # the bad lines are named with file, line and field, and counted; the rest was labelled
+    assert f"{inp}:4: (line): not valid JSON" in err
+    assert f"{inp}:8: b: missing" in err
+    assert s["malformed_lines"] == 2
+    assert (s["prompts"], s["pairs_written"], s["ties"], s["failures"], s["identical"]) == (6, 3, 1, 1, 1)
+    assert s["flip_rate"] is None and s["mode"] == "pointwise" and s["complete"]
+    # one call per distinct completion (identical pairs are not asked), plus the self-test
+    assert s["judge_calls"] == 10 and calls == 11
+    assert f"{out}: 3 pair(s) from 6/6 prompt(s)" in err
+
+
+def test_pairwise_asks_both_orders_and_averages_them_with_the_flip_from_the_chosen_side(tmp_path):
+    rows_in = [
+        {"id": "fair", "prompt": "q", "a": "x s=0.9", "b": "y s=0.3"},  # A side: 0.8; B side: 1 - 0.2 = 0.8
+        {"id": "biased", "prompt": "q bias=0.3", "a": "x s=0.5", "b": "y s=0.7"},  # the first position wins always
+        {"id": "tie", "prompt": "q bias=0.1", "a": "x s=0.5", "b": "y s=0.5"},  # 0.6 and 0.4: their mean is 0.5
+    ]
+    inp = write_lines(tmp_path / "pairs.jsonl", rows_in)
+    with FakeReplica(answer=scripted) as rep:
+        code, out, s = label(tmp_path, inp, rep.url, mode="pairwise")
+        calls = rep.conversations
+    assert code == 0
+    rows = {r["id"]: r for r in read_rows(out)}
+    fair = rows["fair:0-1"]
+    assert fair["mode"] == "pairwise" and fair["chosen"][0]["content"] == "x s=0.9"
+    assert fair["p_orders"] == pytest.approx([0.8, 0.8]) and fair["p_chosen"] == pytest.approx(0.8)
+    assert fair["position_flip"] is False
+    # a first: P(a wins) = 0.5 - 0.1 + 0.3 = 0.7; a second: 1 - (0.5 + 0.1 + 0.3) = 0.1; mean 0.4, so b is chosen:
+    # P(b wins) when b is first = 0.9, when b is second = 0.3
+    biased = rows["biased:0-1"]
+    assert biased["chosen"][0]["content"] == "y s=0.7"
+    assert biased["p_orders"] == pytest.approx([0.9, 0.3]) and biased["p_chosen"] == pytest.approx(0.6)
+    assert biased["position_flip"] is True
+    assert "tie:0-1" not in rows
+    assert (s["pairs_written"], s["ties"], s["failures"]) == (2, 1, 0)
+    assert s["flip_rate"] == pytest.approx(2 / 3, abs=1e-4)  # the tie flipped too (0.6 then 0.4)
+    assert s["judge_calls"] == 6 and calls == 7  # both orders of 3 pairs, and the self-test
+
+
+def test_verdict_mode_keeps_the_judges_rationale(tmp_path):
+    inp = write_lines(tmp_path / "pairs.jsonl", [{"id": "v", "prompt": "ask", "a": "no thanks", "b": "yes please"}])
+    jd = ScriptedJudge()
+    out = tmp_path / "prefs.jsonl"
+    try:
+        code = main(["label", "recipes/smoke.yaml", "--pairs", str(inp), "--out", str(out),
+                     "--set", f"judge.base_url={jd.url}", "--set", "judge.mode=verdict",
+                     "--set", "judge.served_model_name=judge", "--set", "judge.max_retries=0"])
+    finally:
+        jd.close()
+    assert code == 0
+    [row] = read_rows(out)
+    assert row["chosen"][0]["content"] == "yes please" and row["p_chosen"] == 1.0
+    assert row["rationale"] == "chosen: scripted: PASS\nrejected: scripted: FAIL"
+    assert row["mode"] == "pointwise" and row["p_orders"] is None and row["position_flip"] is None
+
+
+def many_pairs(n: int) -> list[dict]:
+    return [{"id": f"r{i}", "prompt": f"prompt {i}", "a": f"first {i} s=0.{i % 9 + 1}",
+             "b": f"second {i} s=0.{(i * 7) % 9 + 1}"} for i in range(n)]
+
+
+def test_a_judge_that_dies_partway_stops_the_run_and_the_same_command_continues_without_relabelling(tmp_path,
+                                                                                                      capsys):
+    inp = write_lines(tmp_path / "pairs.jsonl", many_pairs(12))
+    answered = []
+
+    def dies_after_8(messages):  # the self-test, then 4 chunks of 1 pair (2 calls each) ... then it is gone
+        answered.append(1)
+        if len(answered) == 1 + 2 * 3:
+            rep.mode = 500
+        return scripted(messages)
+
+    with FakeReplica(answer=dies_after_8) as rep:
+        code, out, s = label(tmp_path, inp, rep.url, "--batch-prompts", "1")
+        err = capsys.readouterr().err
+        assert code == 1, err
+        assert "every one of this chunk's 2 judge calls failed" in err and "run the same command again" in err
+        assert (s["prompts"], s["complete"]) == (3, False)
+        assert len(read_rows(out)) + s["ties"] == 3  # the chunk it died in is not saved as done
+        rep.mode = "ok"
+        before = rep.conversations
+        code, out, s = label(tmp_path, inp, rep.url, "--batch-prompts", "1")
+        resumed = rep.conversations - before
+    assert code == 0 and s["complete"]
+    assert resumed == 1 + 2 * 9  # the self-test, and the 9 pairs not done: none of the first 3 again
+    assert s["judge_calls"] == 2 * 12 and s["judge_calls_this_run"] == 2 * 9
+    ids = [r["id"] for r in read_rows(out)]
+    assert len(ids) == len(set(ids)) == s["pairs_written"] == 12 - s["ties"]
+
+
+def test_a_killed_label_run_resumes_where_it_stopped_and_writes_what_an_uninterrupted_run_writes(tmp_path):
+    """A real SIGKILL of `rlaif label` mid-run (the judge holds its next request): the same command finishes it,
+    asking the judge only about the pairs no saved chunk holds, and the rows equal an uninterrupted run's."""
+    inp = write_lines(tmp_path / "pairs.jsonl", many_pairs(12))
+    out = tmp_path / "killed.jsonl"
+    cmd = [sys.executable, "-m", "rlaif.cli", "label", "recipes/smoke.yaml", "--pairs", str(inp), "--out", str(out),
+           "--batch-prompts", "2", *judge_sets("URL")]
+    answered, held_after = [], []
+
+    def holds_after_3_chunks(messages):  # the self-test, 3 chunks of 2 pairs (4 calls each), then nothing
+        answered.append(1)
+        if len(answered) == 1 + 4 * 3:
+            rep.mode = "hang"
+            held_after.append(sum(rep.posts.values()))
+        return scripted(messages)
+
+    with FakeReplica(answer=holds_after_3_chunks) as rep:
+        cmd = [c.replace("URL", rep.url) for c in cmd]
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                env=os.environ | {"PYTHONPATH": os.getcwd()})
+        try:
+            deadline = time.monotonic() + 120
+            # the fourth chunk's request arrived and is held: the third chunk was saved before it was sent
+            while not (held_after and sum(rep.posts.values()) > held_after[0]):
+                assert proc.poll() is None, proc.stderr.read()
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        rep.mode = "ok"
+        done = sum(len(json.loads(line).get("ids", [])) for line in progress_path(out).read_text().splitlines())
+        assert done == 6
+        before = rep.conversations
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=os.environ | {"PYTHONPATH": os.getcwd()})
+        assert r.returncode == 0, r.stderr[-3000:]
+        resumed = rep.conversations - before
+        code, whole, _ = label(tmp_path, inp, rep.url, "--batch-prompts", "2", out="whole.jsonl")
+    assert resumed == 1 + 2 * (12 - done)  # the self-test, and only the pairs no saved chunk held
+    assert code == 0
+    assert sorted(read_rows(out), key=lambda r: r["id"]) == sorted(read_rows(whole), key=lambda r: r["id"])
+    s = json.loads(summary_path(out).read_text())
+    assert s["complete"] and s["judge_calls"] == 24 and s["judge_calls_this_run"] == 2 * (12 - done)
+
+
+def test_a_torn_last_line_and_rows_of_an_unsaved_chunk_are_dropped_on_resume(tmp_path):
+    out = tmp_path / "prefs.jsonl"
+    store = LabelStore(out, {"judge_model": "j"})
+    assert store.open() == set()
+    row = {"id": "a:0-1", "p_chosen": 0.9}
+    store.append([row], ["a"], {"prompts": 1, "pairs": 1, "judge_calls": 2})
+    # killed after the rows of chunk b were written but before its progress line; and mid-line in the next write
+    with out.open("a") as f:
+        f.write(json.dumps({"id": "b:0-1"}) + "\n" + '{"id": "c:0-')
+    with progress_path(out).open("a") as f:
+        f.write('{"ids": ["b"')
+    again = LabelStore(out, {"judge_model": "j"})
+    assert again.open() == {"a"}
+    assert read_rows(out) == [row] and again.dropped_rows == 1
+    assert again.totals["pairs"] == 1 and again.totals["judge_calls"] == 2
+    assert progress_path(out).read_text().endswith("}\n")  # the torn progress line is gone too
+
+
+def test_resuming_with_other_settings_or_over_a_foreign_file_is_refused(tmp_path, capsys):
+    out = tmp_path / "prefs.jsonl"
+    LabelStore(out, {"judge_model": "j", "judge_mode": "logprob"}).open()
+    from rlaif.errors import UserError
+    with pytest.raises(UserError, match="judge_mode = 'logprob', this run has 'pairwise'"):
+        LabelStore(out, {"judge_model": "j", "judge_mode": "pairwise"}).open()
+    other = write_lines(tmp_path / "mine.jsonl", [{"id": "x"}])
+    with pytest.raises(UserError, match="has no mine.jsonl.progress.jsonl beside it"):
+        LabelStore(other, {}).open()
+    assert read_rows(other) == [{"id": "x"}]  # not written over
+    LabelStore(out, {"judge_model": "j", "judge_mode": "logprob"}).append([], ["a"], {"prompts": 1})
+    out.unlink()
+    with pytest.raises(UserError, match="is gone but prefs.jsonl.progress.jsonl says 1 prompt"):
+        LabelStore(out, {"judge_model": "j", "judge_mode": "logprob"}).open()
+    inp = write_lines(tmp_path / "pairs.jsonl", PAIRS[:1])
+    assert main(["label", "recipes/smoke.yaml", "--pairs", str(inp), "--out", str(tmp_path / "o.jsonl"),
+                 "--samples-per-prompt", "1"]) == 1
+    assert "--samples-per-prompt: at least 2" in capsys.readouterr().err
+
+
+def by_length(messages):
+    """A pointwise judge whose score is read off the response's length: deterministic, and different for most
+    pairs of sampled completions."""
+    response = messages[-1]["content"].rsplit("Response:", 1)[-1]
+    return (len(response) % 10 + 0.5) / 10, ("PASS", "FAIL")
+
+
+def test_sampled_prompts_resume_by_chunk_and_write_what_an_uninterrupted_run_writes(tiny, tmp_path, capsys):
+    """The tiny policy samples (each chunk with its own seed): a run stopped after its first chunk and continued
+    writes the rows of a run that was never stopped, asking the judge only about the prompts it had not done; a
+    malformed prompt line is named and the rest labelled."""
+    lines = (tiny / "data" / "heldout.jsonl").read_text().splitlines()[:8]
+    inp = write_lines(tmp_path / "prompts.jsonl", lines[:2] + ['{"id": "bad", "messages": "hi"}'] + lines[2:])
+
+    def run(out, *extra):
+        return main(["label", "recipes/smoke.yaml", "--prompts", str(inp), "--out", str(tmp_path / out),
+                     "--samples-per-prompt", "3", "--batch-prompts", "4", *judge_sets(rep.url), *extra])
+
+    with FakeReplica(answer=by_length) as rep:
+        assert run("stopped.jsonl", "--max-prompts", "4") == 0
+        first = rep.conversations
+        assert run("stopped.jsonl") == 0
+        resumed = rep.conversations - first
+        assert run("whole.jsonl") == 0
+    err = capsys.readouterr().err
+    assert f"{inp}:3: messages: must be a non-empty list of messages" in err
+    stopped, whole = read_rows(tmp_path / "stopped.jsonl"), read_rows(tmp_path / "whole.jsonl")
+    assert stopped == whole and len(whole) > 0
+    s = json.loads(summary_path(tmp_path / "stopped.jsonl").read_text())
+    assert (s["prompts"], s["malformed_lines"], s["complete"]) == (8, 1, True)
+    assert s["pairs_written"] + s["ties"] + s["identical"] == 8 * 3
+    # the second run asked about the last 4 prompts only: the self-test and at most 3 completions each
+    assert resumed == 1 + s["judge_calls_this_run"] and s["judge_calls_this_run"] <= 4 * 3
+    assert s["judge_calls"] == first - 1 + s["judge_calls_this_run"]
+    assert {r["id"].split(":")[0] for r in whole} <= {json.loads(x)["id"] for x in lines}
