@@ -37,6 +37,7 @@ class FakeReplica:
         self._changed = threading.Condition()
         self.posts: collections.Counter[str] = collections.Counter()
         self.conversations = 0
+        self.posts_done = 0  # POSTs that have left the handler (a held one counts once the mode lets it go)
         self.stopped = False
         replica = self
 
@@ -61,6 +62,13 @@ class FakeReplica:
                 self._send(200, {"object": "list", "data": [{"id": "judge", "object": "model"}]})
 
             def do_POST(self):
+                try:
+                    self._post()
+                finally:  # answered, refused or given up on by its client: no longer held
+                    with replica._changed:
+                        replica.posts_done += 1
+
+            def _post(self):
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
                 with replica._changed:
                     replica.posts[self.path] += 1

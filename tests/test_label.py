@@ -223,6 +223,11 @@ def test_a_killed_label_run_resumes_where_it_stopped_and_writes_what_an_uninterr
             if proc.poll() is None:
                 proc.kill()
         rep.mode = "ok"
+        # the killed run's held request is let go now: count the resumed run's conversations only after it left
+        deadline = time.monotonic() + 60
+        while rep.posts_done < sum(rep.posts.values()):
+            assert time.monotonic() < deadline, "the killed run's held request was never let go"
+            time.sleep(0.05)
         done = sum(len(json.loads(line).get("ids", [])) for line in progress_path(out).read_text().splitlines())
         assert done == 6
         before = rep.conversations
