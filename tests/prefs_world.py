@@ -35,3 +35,14 @@ def preference_rows(n: int, seed: int = 0, p_chosen: float = 0.9) -> list[dict]:
 def write_prefs(path: Path, n: int = 200, seed: int = 0, p_chosen: float = 0.9) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in preference_rows(n, seed, p_chosen)))
     return path
+
+
+def train_tiny_rm(folder: Path) -> Path:
+    """A reward model of the tiny world (trained in process on 200 pairs, a few seconds), in `folder`/rm."""
+    from rlaif.config.recipe import load_recipe
+    from rlaif.train.reward_model import train_reward_model
+
+    prefs = write_prefs(folder / "prefs.jsonl", n=200)
+    train_reward_model(load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "smoke.yaml"), prefs,
+                       folder / "rm")
+    return folder / "rm"
