@@ -98,3 +98,13 @@ def test_rm_train_refuses_a_bad_prefs_file_with_its_line(tiny, tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 1 and f"{p}:2: prompt: missing" not in r.stderr
     assert f"{p}:2: " in r.stderr and "Traceback" not in r.stderr
+
+
+def test_each_loss_gets_the_label_column_it_needs(tmp_path):
+    from rlaif.data.preferences import as_dataset_rows
+    prefs = read_preferences(write_prefs(tmp_path / "p.jsonl", n=2, p_chosen=0.75))
+    soft, hard, margin = (as_dataset_rows(prefs, loss, margin_scale=2.0) for loss in ("soft", "hard", "margin"))
+    assert soft[0]["p_chosen"] == 0.75 and "margin" not in soft[0]
+    assert "p_chosen" not in hard[0] and "margin" not in hard[0]  # TRL's own loss: every label as 1.0
+    assert margin[0]["margin"] == pytest.approx(2.0 * (2 * 0.75 - 1))  # TRL's margin column
+    assert soft[0]["chosen"] == [{"role": "assistant", "content": prefs[0].chosen}] and soft[0]["prompt"] == prefs[0].prompt
