@@ -16,7 +16,9 @@ from rlaif.common.console import lit, say
 from rlaif.common.dist import broadcast_from_main, is_main_process, local_world_size, rank, spans_nodes, world_size
 from rlaif.common.gpus import training_gpus
 from rlaif.config.recipe import Recipe
-from rlaif.config.rewards import JudgeSourceSpec, LambdaSourceSpec, PythonSourceSpec, VerifiableSourceSpec
+from rlaif.config.rewards import (JudgeSourceSpec, LambdaSourceSpec, PythonSourceSpec, RewardModelSourceSpec,
+                                  VerifiableSourceSpec)
+from rlaif.config.yaml import path_exists
 from rlaif.config.rubric import load_rubric
 from rlaif.errors import UserError
 from rlaif.judge.backend import JudgeBackend
@@ -27,7 +29,9 @@ from rlaif.judge.http_client import ClientSettings, JudgeClient
 from rlaif.judge.judgment_log import JudgmentLog, SourceLog
 from rlaif.judge.local import LocalJudge, LocalSettings
 from rlaif.judge.scorer import FailureSettings, Judge
-from rlaif.judge.server import VLLMServer, served_context, start_servers
+from rlaif.judge.reward_model import LocalRewardModel
+from rlaif.judge.rm_client import PoolingClient, classify_probe
+from rlaif.judge.server import VLLMServer, has_gpu, served_context, start_servers
 from rlaif.judge.supervisor import Supervisor
 from rlaif.judge.templates import can_switch_thinking_off, has_system_role, load_tokenizer
 from rlaif.judge.urls import is_loopback
@@ -37,6 +41,7 @@ from rlaif.rewards.combined import CombinedSource
 from rlaif.rewards.judge_source import JudgeSource
 from rlaif.rewards.lambda_source import LambdaSource
 from rlaif.rewards.python_source import PythonSource
+from rlaif.rewards.reward_model_source import InProcess, RewardModelSource
 from rlaif.rewards.source import RewardSource
 from rlaif.rewards.trl_adapter import TRLReward
 from rlaif.rewards.verifiable_source import VerifiableSource
@@ -246,17 +251,19 @@ class Endpoints:
         return self._open[key]
 
 
-def _supervise(ep: Endpoint, judge: Judge) -> None:
+def _supervise(ep: Endpoint, judge: Judge | RewardModelSource) -> None:
     """Each server rlaif launched is restarted if it dies mid-run (its Supervisor, one per server); meanwhile its
-    requests go to the other replicas or wait for it, and its failures do not stop the run: `judge` hears of it."""
+    requests go to the other replicas or wait for it, and its failures do not stop the run: `judge` (or a reward
+    model source, which hears the same) hears of it."""
     if not ep.servers:
         return
     # a dead server's failures are the supervisor's to fix, even before its next look (it polls each second)
     judge.failures.hold = lambda: any(s.died() is not None for s in ep.servers)
     for server, sup in zip(ep.servers, ep.supervisors):
         url = server.base_url
-        if isinstance(judge.backend, JudgeClient):  # the pool sees a dead process before the supervisor does
-            replica = judge.backend.pool.replicas[url]
+        pool = getattr(judge.backend, "pool", None)  # an HTTP client's (JudgeClient, PoolingClient)
+        if pool is not None:  # the pool sees a dead process before the supervisor does
+            replica = pool.replicas[url]
             replica.dead = lambda s=server: s.died() is not None
             replica.answered = True  # it was ready when launched: worth waiting for while it restarts
         sup.listen(on_down=functools.partial(judge.server_down, url), on_up=functools.partial(judge.server_up, url),
@@ -293,6 +300,84 @@ def _lambda_source(recipe: Recipe, spec: LambdaSourceSpec, endpoints: Endpoints,
     return LambdaSource(spec.file, batch_size=spec.batch_size, concurrency=spec.concurrency, timeout_s=spec.timeout_s,
                         on_error=spec.on_error, neutral_reward=spec.neutral_reward, max_fail_rate=spec.max_fail_rate,
                         judgment_log=log, name=spec.name, env=env, env_defaults=defaults)
+
+
+def reward_model_servers(spec: RewardModelSourceSpec, run_dir: Path) -> list[VLLMServer]:
+    """The pooling servers (vLLM `--runner pooling`) a reward-model source launches, not started."""
+    s = spec.serve
+    extra = ["--runner", "pooling", *s.extra_args]
+    if s.gpu_memory_utilization is not None and has_gpu():
+        extra += ["--gpu-memory-utilization", f"{s.gpu_memory_utilization:g}"]
+    servers = []
+    for i in range(s.replicas):
+        env = dict(s.env) | ({"CUDA_VISIBLE_DEVICES": s.devices[i]} if s.devices is not None else {})
+        log_name = f"{spec.name}_server.log" if i == 0 else f"{spec.name}_server.{i}.log"
+        servers.append(VLLMServer(spec.model, spec.label, host=s.host, port=s.port + i if s.port else None,
+                                  python=s.python, dtype=s.dtype, max_model_len=s.max_model_len, extra_args=extra,
+                                  env=env, log_path=run_dir / log_name, startup_timeout_s=s.startup_timeout_s,
+                                  api_key=spec.api_key, nice=s.nice, progress=say, role="reward model",
+                                  probe=classify_probe(spec.label)))
+    return servers
+
+
+@contextlib.contextmanager
+def reward_model_endpoint(spec: RewardModelSourceSpec, run_dir: Path):
+    """Yield a vLLM reward-model source's Endpoint: its base_url, or pooling server(s) launched by the main
+    process for the duration (their URLs shared with the other processes), as the judge's are."""
+    if spec.base_url:
+        yield Endpoint(spec.base_url)
+        return
+    if not spec.serve.launch:
+        raise UserError(f"rewards: {spec.name}: give base_url (a running `vllm serve {spec.model} --runner pooling`) "
+                        "or set serve.launch: true")
+    if world_size() > 1 and not is_main_process():
+        shared = broadcast_from_main(None)
+        if shared.get("error"):
+            raise UserError(f"the main process could not start the reward model server: {shared['error']}")
+        yield Endpoint(shared["url"], shared["start_s"])
+        return
+    try:
+        servers = reward_model_servers(spec, run_dir)
+        start_servers(servers)
+    except BaseException as e:
+        broadcast_from_main({"error": str(e).splitlines()[0] if str(e) else type(e).__name__})
+        raise
+    try:
+        urls = [s.base_url for s in servers]
+        ep = Endpoint(urls[0] if len(urls) == 1 else urls, max(s.start_s for s in servers), tuple(servers))
+        broadcast_from_main({"url": ep.url, "start_s": ep.start_s})
+        yield ep
+    finally:
+        for s in servers:
+            s.stop()
+
+
+def _reward_model_source(spec: RewardModelSourceSpec, endpoints: Endpoints, log: SourceLog) -> RewardModelSource:
+    """A reward model in this process (backend: transformers) or behind vLLM pooling server(s), supervised and
+    pooled as the judge's are."""
+    # a folder `rlaif rm train` wrote (a hub reward model is downloaded first: its tokenizer renders the ids here)
+    if not path_exists(spec.model, expand_user=True):
+        raise UserError(f"rewards: {spec.name}: model folder not found: {spec.model} (train it first: rlaif rm train "
+                        f"RECIPE --prefs PREFS.jsonl --out {spec.model})")
+    common = dict(name=spec.name, model=spec.model, normalize=spec.normalize, max_fail_rate=spec.max_fail_rate,
+                  judgment_log=log)
+    if spec.backend == "transformers":
+        loc = spec.local
+        source = RewardModelSource(InProcess(LocalRewardModel(spec.model, device=loc.device, dtype=loc.dtype,
+                                                              batch_size=loc.batch_size)), **common)
+        say(f"reward {spec.name}: reward model {lit(spec.model)} in this process ({spec.normalize})")
+        return source
+    ep = endpoints.stack.enter_context(reward_model_endpoint(spec, endpoints.run_dir))
+    ep.supervisors = tuple(endpoints.stack.enter_context(Supervisor(s)) for s in ep.servers)
+    urls = [ep.url] if isinstance(ep.url, str) else list(ep.url)
+    client = PoolingClient(urls, spec.label, spec.model, api_key=spec.api_key, batch_size=spec.batch_size,
+                           timeout_s=spec.timeout_s, max_retries=spec.max_retries,
+                           max_outage_wait_s=spec.max_outage_wait_s)
+    source = RewardModelSource(client, **common)
+    _supervise(ep, source)
+    endpoints.stack.callback(client.pool.close)  # its probes stop with the run
+    say(f"reward {spec.name}: reward model {lit(spec.model)} on vLLM's pooling runner at {ep.url} ({spec.normalize})")
+    return source
 
 
 def make_sources(recipe: Recipe, endpoints: Endpoints, log: JudgmentLog, *,
@@ -337,6 +422,8 @@ def make_sources(recipe: Recipe, endpoints: Endpoints, log: JudgmentLog, *,
             out.append(VerifiableSource(spec, view))
         elif isinstance(spec, PythonSourceSpec):
             out.append(PythonSource(spec, view))
+        elif isinstance(spec, RewardModelSourceSpec):
+            out.append(_reward_model_source(spec, endpoints, view))
         else:
             out.append(_lambda_source(recipe, spec, endpoints, view))
     return out

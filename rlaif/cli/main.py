@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rlaif.cli import chat, data, evaluate, export, judge, label, nova, report, reward, serve, smoke, train
+from rlaif.cli import chat, data, evaluate, export, judge, label, nova, report, reward, rm, serve, smoke, train
 from rlaif.cli.guard import run_guarded
 from rlaif.common.dist import exit_process, world_size
 
-COMMANDS = [train, judge, reward, label, evaluate, export, serve, chat, data, nova, report, smoke]  # in the order `rlaif --help` lists them
+COMMANDS = [train, judge, reward, label, rm, evaluate, export, serve, chat, data, nova, report, smoke]  # in the order `rlaif --help` lists them
 
 
 def build_parser() -> argparse.ArgumentParser:

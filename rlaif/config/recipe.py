@@ -19,6 +19,8 @@ from pydantic import Field, SerializationInfo, SerializerFunctionWrapHandler, mo
 from rlaif.config.audit import AuditSpec
 from rlaif.config.checks import Check
 from rlaif.config.judge import JudgeSpec
+from rlaif.config.lora import LoraSpec
+from rlaif.config.reward_model import RewardModelTrainingSpec
 from rlaif.config.nova import NovaSpec, grpo_settings
 from rlaif.config.rewards import (RESERVED_NAMES, JudgeSourceSpec, LambdaSettings, LambdaSourceSpec, PythonSourceSpec,
                                   RewardSourceSpec)
@@ -28,16 +30,6 @@ from rlaif.config.strict import Strict
 from rlaif.config.train import TrainSpec
 from rlaif.config.yaml import YAMLError, path_exists, read_yaml, yaml_load
 from rlaif.errors import UserError, format_validation_error
-
-
-class LoraSpec(Strict):
-    r: int = Field(16, gt=0, description="rank: higher = more capacity and memory")
-    alpha: int = Field(32, gt=0)
-    dropout: float = Field(0.0, ge=0, lt=1)
-    target_modules: list[str] | str = "all-linear"
-    # weights that are parameters rather than nn.Linear modules: the experts of an MoE layer stored as one 3-D
-    # tensor (gpt-oss: mlp.experts.gate_up_proj, mlp.experts.down_proj), which target_modules cannot reach
-    target_parameters: list[str] | None = None
 
 
 class PolicySpec(Strict):
@@ -102,6 +94,8 @@ class Recipe(Strict):
     rollouts: RolloutsSpec = RolloutsSpec()  # how the policy generates in training (rlaif/config/rollouts.py)
     nova: NovaSpec = NovaSpec()  # Bedrock's hyperparameter names and job settings (rlaif/config/nova.py)
     audit: AuditSpec = AuditSpec()  # thresholds for `rlaif judge audit` (rlaif/config/audit.py)
+    # `rlaif rm train`: a reward model from preference labels (rlaif/config/reward_model.py)
+    reward_model_training: RewardModelTrainingSpec = RewardModelTrainingSpec()
 
     source: str = Field("<recipe>", exclude=True)
 

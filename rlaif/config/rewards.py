@@ -6,6 +6,8 @@
       - {kind: verifiable, name: topic, check: reference_contained, field: topic, weight: 1.0}
       - {kind: python, name: brevity, function: my_rewards:brevity, weight: 0.5}
       - {kind: lambda, name: grader, file: rewards/my_lambda.py}   # a Bedrock reward Lambda, as reward.lambda_file
+      - {kind: reward_model, name: rm, model: runs/x-rm}     # a reward model (`rlaif rm train`), vLLM-served or
+                                                             #   in process (backend: transformers)
 
 Sources combine as a weighted sum, or, when any source is `essential: true`, through a gate: a sample that fails
 an essential source (its reward below 0.5) gets 0, the others the weighted sum (rlaif/rewards/combined.py). Without
@@ -30,7 +32,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field, PrivateAttr, model_validator
 
-from rlaif.config.judge import JudgeSpec
+from rlaif.config.judge import JudgeSpec, LocalJudgeSpec, ServeSpec
 from rlaif.config.strict import Strict
 from rlaif.portable.verifiable import VERIFIABLE_CHECKS
 
@@ -219,5 +221,34 @@ class LambdaSourceSpec(_Source, LambdaSettings):
     file: str
 
 
-RewardSourceSpec = Annotated[Union[JudgeSourceSpec, VerifiableSourceSpec, PythonSourceSpec, LambdaSourceSpec],
+class RewardModelSourceSpec(_Source):
+    """A reward model, what `rlaif rm train` saves (a one-output sequence classifier): served by vLLM's pooling
+    runner (launched, supervised and pooled like the judge, or reached at base_url), or in the training process."""
+    kind: Literal["reward_model"]
+    name: str = Field("reward_model", pattern=NAME)
+    model: str  # the folder `rlaif rm train --out` wrote (its tokenizer renders the ids, so a local folder)
+    backend: Literal["vllm", "transformers"] = "vllm"
+    # how the head's raw score becomes the reward: sigmoid (in (0, 1), like a judge's P(PASS); 0.5 is "as good as
+    # a zero score"), none (the raw logit), zscore (centred and scaled over the batch's scored samples; GRPO's
+    # group advantages are scale-free, but a mix of sources is not)
+    normalize: Literal["sigmoid", "none", "zscore"] = "sigmoid"
+    base_url: str | list[str] | None = None  # a running pooling server (`vllm serve DIR --runner pooling`)
+    served_model_name: str | None = None  # default: the model folder's name
+    api_key: str | None = None
+    serve: ServeSpec = ServeSpec()  # how rlaif launches its pooling server (backend: vllm, no base_url)
+    local: LocalJudgeSpec = LocalJudgeSpec()  # backend: transformers: device, dtype, sequences per forward
+    batch_size: int = Field(256, gt=0)  # sequences per /classify request
+    timeout_s: float = Field(60.0, gt=0, allow_inf_nan=False)
+    max_retries: int = Field(3, ge=0)
+    max_outage_wait_s: float = Field(600.0, ge=0, allow_inf_nan=False)  # a request waits this long for a restart
+    max_fail_rate: float = Field(0.2, gt=0, le=1)  # over the last 256 samples; the run stops above it
+
+    @property
+    def label(self) -> str:
+        """The served model's name: what the server lists and a request names."""
+        return self.served_model_name or (Path(self.model).name if self.model else "reward_model")
+
+
+RewardSourceSpec = Annotated[Union[JudgeSourceSpec, VerifiableSourceSpec, PythonSourceSpec, LambdaSourceSpec,
+                                   RewardModelSourceSpec],
                              Field(discriminator="kind")]

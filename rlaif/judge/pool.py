@@ -45,7 +45,7 @@ from typing import Callable
 
 import httpx
 
-from rlaif.judge.urls import api_url
+from rlaif.judge.urls import api_url, server_root
 
 log = logging.getLogger("rlaif.judge")
 
@@ -73,12 +73,16 @@ class Replica:
 
 class Pool:
     def __init__(self, urls: list[str], max_wait_s: float, api_key: str | None = None, probe_s: float = PROBE_S, *,
-                 model: str | None = None, rank: int = 0, breaker_failures: int = 2, timeout_s: float = 30.0):
+                 model: str | None = None, rank: int = 0, breaker_failures: int = 2, timeout_s: float = 30.0,
+                 probe: tuple[str, dict] | None = None):
         """`model`: the served model name a probe's request names; `rank`: this process's in the run (where its
-        rotation starts); `timeout_s`: a probe's request timeout."""
+        rotation starts); `timeout_s`: a probe's request timeout; `probe`: (path at the server's root, body) of
+        the probe request, for a server with no chat endpoint (a reward model's pooling server); default: a
+        one-token chat completion."""
         self.replicas = {u: Replica(u) for u in urls}
         self.max_wait_s, self.api_key, self.probe_s = max_wait_s, api_key, probe_s
         self.model, self.breaker_failures, self.timeout_s = model, breaker_failures, timeout_s
+        self.probe = probe
         self.waited_s = 0.0  # total time requests spent waiting (concurrent waits count once)
         self.expired = False  # a wait ran out with no replica up: requests fail at once until one is back
         self.expired_waits = 0  # waits that ran out (one per outage that outlasted the bound)
@@ -189,9 +193,11 @@ class Pool:
         body = {"messages": [{"role": "user", "content": "ready?"}], "max_tokens": 1, "temperature": 0.0}
         if self.model:
             body["model"] = self.model
+        where = api_url(url) + "/chat/completions"
+        if self.probe is not None:
+            where, body = server_root(url) + self.probe[0], self.probe[1]
         try:
-            return httpx.post(api_url(url) + "/chat/completions", json=body, headers=headers,
-                              timeout=self.timeout_s).status_code == 200
+            return httpx.post(where, json=body, headers=headers, timeout=self.timeout_s).status_code == 200
         except httpx.HTTPError:
             return False
 

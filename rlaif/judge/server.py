@@ -91,8 +91,12 @@ class VLLMServer:
                  python: str | None = None, dtype: str = "auto", max_model_len: int | None = None,
                  extra_args: list[str] | None = None, env: dict[str, str] | None = None,
                  log_path: Path | None = None, startup_timeout_s: float = 600.0, api_key: str | None = None,
-                 nice: int = 0, progress=None, role: str = "judge", fixed_port: bool = False):
+                 nice: int = 0, progress=None, role: str = "judge", fixed_port: bool = False,
+                 probe: tuple[str, dict] | None = None):
         self.role = role  # what the server is for, in its messages: the judge, or a policy (`rlaif serve`)
+        # (path at the server's root, body) of the request that says it can serve: default a one-token chat
+        # completion; a pooling server (a reward model) has no chat endpoint and is asked to score instead
+        self.probe_request = probe
         if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
             raise UserError(f"judge.serve.host {host!r} would expose the judge beyond this machine; "
                             "set judge.api_key to do that deliberately")
@@ -287,9 +291,11 @@ class VLLMServer:
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
         body = {"model": self.name, "messages": [{"role": "user", "content": "ready?"}], "max_tokens": 1,
                 "temperature": 0.0}
+        where = api_url(self.base_url) + "/chat/completions"
+        if self.probe_request is not None:
+            where, body = server_root(self.base_url) + self.probe_request[0], self.probe_request[1]
         try:
-            r = httpx.post(api_url(self.base_url) + "/chat/completions", json=body, timeout=self.probe_timeout_s,
-                           headers=headers)
+            r = httpx.post(where, json=body, timeout=self.probe_timeout_s, headers=headers)
             return r.status_code == 200
         except httpx.HTTPError:
             return False

@@ -1,0 +1,110 @@
+"""`rlaif rm train`: the soft-label loss, the preference reader's errors, and a reward model trained on the tiny
+world's preferences that agrees with held-out labels and the truth rule."""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+from prefs_world import preference_rows, write_prefs
+
+from rlaif.data.preferences import read_preferences
+from rlaif.errors import UserError
+from rlaif.train.reward_model import soft_label_loss
+
+RLAIF = [sys.executable, "-m", "rlaif.cli"]
+
+
+def test_soft_label_loss_is_the_papers_cross_entropy():
+    # r_c - r_r = 1, p = 0.8: -(0.8 log s(1) + 0.2 log s(-1)) = 0.8 * 0.31326 + 0.2 * 1.31326 = 0.51326
+    loss = soft_label_loss(torch.tensor([2.0]), torch.tensor([1.0]), torch.tensor([0.8]))
+    assert math.isclose(loss.item(), 0.8 * math.log1p(math.exp(-1)) + 0.2 * math.log1p(math.exp(1)), rel_tol=1e-6)
+    assert math.isclose(loss.item(), 0.51326, abs_tol=1e-4)
+    # at p = 1 it is TRL's Bradley-Terry loss; two pairs are averaged
+    hard = soft_label_loss(torch.tensor([2.0, 0.0]), torch.tensor([1.0, 0.5]), torch.tensor([1.0, 1.0]))
+    bt = -torch.nn.functional.logsigmoid(torch.tensor([1.0, -0.5])).mean()
+    assert math.isclose(hard.item(), bt.item(), rel_tol=1e-6)
+    # a soft label asks for a finite gap: the loss is least where s(r_c - r_r) = p, at logit(p), not at infinity
+    d = torch.tensor([math.log(0.8 / 0.2)], requires_grad=True)
+    soft_label_loss(d, torch.tensor([0.0]), torch.tensor([0.8])).backward()
+    assert abs(d.grad.item()) < 1e-6
+
+
+def _write(tmp_path, lines):
+    p = tmp_path / "prefs.jsonl"
+    p.write_text("\n".join(lines) + "\n")
+    return p
+
+
+@pytest.mark.parametrize("bad, where", [
+    ("{not json", "not JSON"),
+    ('{"prompt": [{"role": "user", "content": "hi"}], "chosen": [{"role": "assistant", "content": "a"}]}',
+     "rejected: missing"),
+    ('{"prompt": [{"role": "user", "content": "hi"}], "chosen": "a", "rejected": [{"role": "assistant", "content": "b"}]}',
+     "chosen: must be a list of one message"),
+    ('{"prompt": [{"role": "user", "content": "hi"}], "chosen": [{"role": "user", "content": "a"}], '
+     '"rejected": [{"role": "assistant", "content": "b"}]}', "chosen[0].role: must be 'assistant'"),
+    ('{"prompt": [{"role": "user", "content": "hi"}], "chosen": [{"role": "assistant", "content": "a"}], '
+     '"rejected": [{"role": "assistant", "content": "b"}], "p_chosen": 0.3}', "p_chosen: must be a number in (0.5, 1]"),
+    ('{"prompt": [], "chosen": [{"role": "assistant", "content": "a"}], '
+     '"rejected": [{"role": "assistant", "content": "b"}]}', "prompt: must be a non-empty list"),
+])
+def test_a_malformed_preference_line_is_named_with_file_line_and_field(tmp_path, bad, where):
+    good = json.dumps(preference_rows(1)[0])
+    p = _write(tmp_path, [good, "", bad, good])
+    with pytest.raises(UserError) as e:
+        read_preferences(p)
+    assert f"{p}:3: " in str(e.value) and where in str(e.value)
+
+
+def test_preferences_read_soft_and_hard_labels(tmp_path):
+    rows = preference_rows(2)
+    del rows[1]["p_chosen"]
+    prefs = read_preferences(_write(tmp_path, [json.dumps(r) for r in rows]))
+    assert [p.p_chosen for p in prefs] == [0.9, 1.0]
+    assert prefs[0].prompt[0]["role"] == "user" and "please" in prefs[0].chosen.lower()
+    assert prefs[0].extra["position_flip"] is False and prefs[0].extra["metadata"]["source"]
+    with pytest.raises(UserError, match="preferences file not found"):
+        read_preferences(tmp_path / "none.jsonl")
+
+
+def test_rm_train_on_tiny_preferences_agrees_with_heldout_labels_and_the_truth_rule(tiny, tmp_path):
+    """~200 pairs, a few seconds of training: the saved model loads with transformers and prefers the answer
+    that says please on held-out pairs."""
+    from transformers import AutoModelForSequenceClassification
+
+    prefs = write_prefs(tmp_path / "prefs.jsonl", n=200)
+    out = tmp_path / "rm"
+    r = subprocess.run(RLAIF + ["rm", "train", "recipes/smoke.yaml", "--prefs", str(prefs), "--out", str(out),
+                                "--set", "reward_model_training.heldout_fraction=0.2"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    s = json.loads((out / "rm_summary.json").read_text())
+    printed = json.loads(r.stdout)
+    assert printed["accuracy_vs_labels"] == s["accuracy_vs_labels"]
+    assert s["heldout_pairs"] == 40 and s["trained_pairs"] == 160 and s["truth_pairs"] == 40
+    assert s["accuracy_vs_labels"] >= 0.9 and s["accuracy_vs_truth"] >= 0.9, s
+    model = AutoModelForSequenceClassification.from_pretrained(out)
+    assert model.config.num_labels == 1 and model.config.architectures == ["LlamaForSequenceClassification"]
+    assert not any("lora" in k for k in model.state_dict())  # merged: whole weights
+
+
+def test_rm_train_refuses_a_bad_prefs_file_with_its_line(tiny, tmp_path):
+    p = _write(tmp_path, [json.dumps(preference_rows(1)[0]), '{"prompt": 1}'])
+    r = subprocess.run(RLAIF + ["rm", "train", "recipes/smoke.yaml", "--prefs", str(p), "--out", str(tmp_path / "rm")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and f"{p}:2: prompt: missing" not in r.stderr
+    assert f"{p}:2: " in r.stderr and "Traceback" not in r.stderr
+
+
+def test_each_loss_gets_the_label_column_it_needs(tmp_path):
+    from rlaif.data.preferences import as_dataset_rows
+    prefs = read_preferences(write_prefs(tmp_path / "p.jsonl", n=2, p_chosen=0.75))
+    soft, hard, margin = (as_dataset_rows(prefs, loss, margin_scale=2.0) for loss in ("soft", "hard", "margin"))
+    assert soft[0]["p_chosen"] == 0.75 and "margin" not in soft[0]
+    assert "p_chosen" not in hard[0] and "margin" not in hard[0]  # TRL's own loss: every label as 1.0
+    assert margin[0]["margin"] == pytest.approx(2.0 * (2 * 0.75 - 1))  # TRL's margin column
+    assert soft[0]["chosen"] == [{"role": "assistant", "content": prefs[0].chosen}] and soft[0]["prompt"] == prefs[0].prompt
