@@ -79,11 +79,13 @@ class FakeReplica:
                     return self._send(mode, {"error": {"message": replica.status_text}})
                 if self.path.endswith("/chat/completions/batch"):
                     convs = body["messages"]
-                    replica.conversations += len(convs)
+                    with replica._changed:  # handlers run in threads of their own; tests assert exact counts
+                        replica.conversations += len(convs)
                     return self._send(200, {"id": "b", "object": "chat.completion", "model": "judge",
                                             "choices": [replica.reply(i, c) for i, c in enumerate(convs)]})
                 if self.path.endswith("/chat/completions"):
-                    replica.conversations += 1
+                    with replica._changed:
+                        replica.conversations += 1
                     return self._send(200, {"id": "c", "object": "chat.completion", "created": int(time.time()),
                                             "model": "judge", "choices": [replica.reply(0, body["messages"])],
                                             "usage": {"prompt_tokens": 1, "completion_tokens": 1,

@@ -247,7 +247,7 @@ def test_a_torn_last_line_and_rows_of_an_unsaved_chunk_are_dropped_on_resume(tmp
     store = LabelStore(out, {"judge_model": "j"})
     assert store.open() == set()
     row = {"id": "a:0-1", "p_chosen": 0.9}
-    store.append([row], ["a"], {"prompts": 1, "pairs": 1, "judge_calls": 2})
+    store.append([row], ["a"], {"prompts": 1, "pairs": 1, "judge_calls": 2}, ["h"])
     # killed after the rows of chunk b were written but before its progress line; and mid-line in the next write
     with out.open("a") as f:
         f.write(json.dumps({"id": "b:0-1"}) + "\n" + '{"id": "c:0-')
@@ -270,7 +270,7 @@ def test_resuming_with_other_settings_or_over_a_foreign_file_is_refused(tmp_path
     with pytest.raises(UserError, match="has no mine.jsonl.progress.jsonl beside it"):
         LabelStore(other, {}).open()
     assert read_rows(other) == [{"id": "x"}]  # not written over
-    LabelStore(out, {"judge_model": "j", "judge_mode": "logprob"}).append([], ["a"], {"prompts": 1})
+    LabelStore(out, {"judge_model": "j", "judge_mode": "logprob"}).append([], ["a"], {"prompts": 1}, ["h"])
     out.unlink()
     with pytest.raises(UserError, match="is gone but prefs.jsonl.progress.jsonl says 1 prompt"):
         LabelStore(out, {"judge_model": "j", "judge_mode": "logprob"}).open()
@@ -315,3 +315,182 @@ def test_sampled_prompts_resume_by_chunk_and_write_what_an_uninterrupted_run_wri
     assert resumed == 1 + s["judge_calls_this_run"] and s["judge_calls_this_run"] <= 4 * 3
     assert s["judge_calls"] == first - 1 + s["judge_calls_this_run"]
     assert {r["id"].split(":")[0] for r in whole} <= {json.loads(x)["id"] for x in lines}
+
+
+# -- the reviewer's defects (issue 28) --------------------------------------------------------------------------
+def per_criterion(table: dict[str, float]):
+    """A pairwise judge with no position bias whose P(Response A wins) on criterion c is table[c] when A is
+    'alpha', and 1 - table[c] when A is 'beta'."""
+    def answer(messages):
+        user = messages[-1]["content"]
+        crit = user.rsplit("Criterion:", 1)[1].strip()
+        a = user.split("Response A:", 1)[1].split("Response B:", 1)[0]
+        return (table[crit] if "alpha" in a else 1.0 - table[crit]), ("A", "B")
+    return answer
+
+
+def pairwise_judge(url: str, rubric, **settings):
+    from rlaif.config.rubric import load_rubric
+    from rlaif.judge.http_client import ClientSettings, JudgeClient
+    from rlaif.judge.scorer import Judge
+    client = JudgeClient(ClientSettings(url, "judge", backoff_base_s=0.01, max_retries=0))
+    return Judge(load_rubric(rubric), client, mode="pairwise", cache=False, **settings)
+
+
+FORMULA = {"name": "product", "aggregation": "formula", "formula": "x * y",
+           "criteria": [{"name": "x", "question": "x?"}, {"name": "y", "question": "y?"}]}
+
+
+@pytest.mark.parametrize("rubric,table,p_alpha", [
+    # gate: the essential criterion's 0.45 zeroed order (a, b) and not (b, a): b chosen with 1.0, then a with 0.9
+    ("instruction_following", {"follows_all_instructions": 0.45, "respects_constraints": 0.9,
+                               "no_unrequested_content": 0.9, "answers_directly": 0.9}, (2 * 0.45 + 2 * 0.9 + 0.9 + 0.9) / 6),
+    (FORMULA, {"x": 0.9, "y": 0.4}, 0.65),  # x * y: 0.36 one way, 0.06 the other
+    ("says_please", {"says_please": 0.8}, 0.8),  # a weighted mean was already symmetric
+])
+def test_a_pairwise_label_does_not_depend_on_which_completion_is_a(rubric, table, p_alpha):
+    from rlaif.eval.labeling import Unit, label_chunk
+    with FakeReplica(answer=per_criterion(table)) as rep:
+        got = []
+        for completions in (["alpha", "beta"], ["beta", "alpha"]):
+            [row], counts = label_chunk(pairwise_judge(rep.url, rubric), [Unit("u", [{"role": "user", "content": "q"}],
+                                                                              {}, completions)], 0.05)
+            got.append((row["chosen"][0]["content"], row["p_chosen"]))
+    assert got[0] == got[1] == ("alpha", pytest.approx(p_alpha))
+
+
+def test_identical_completions_are_never_sent_to_the_judge_whatever_k(tmp_path):
+    from rlaif.eval.labeling import Unit, label_chunk
+    unit = lambda: Unit("u", [{"role": "user", "content": "q"}], {}, ["same s=0.9", "same s=0.9", "other s=0.2"])
+    with FakeReplica(answer=scripted) as rep:
+        rows, counts = label_chunk(pairwise_judge(rep.url, "says_please"), [unit()], 0.05)
+        pairwise_calls = rep.conversations
+        from fake_replica import http_judge
+        before = rep.conversations
+        rows_pw, counts_pw = label_chunk(http_judge(rep.url), [unit()], 0.05)
+        pointwise_calls = rep.conversations - before
+    # (0, 2) and (1, 2), each in both orders; (0, 1) is the same text twice
+    assert pairwise_calls == counts["judge_calls"] == 4 and counts["identical"] == 1 and len(rows) == 2
+    # each distinct completion scored once
+    assert pointwise_calls == counts_pw["judge_calls"] == 2 and counts_pw["identical"] == 1 and len(rows_pw) == 2
+
+
+def test_every_setting_that_changes_a_label_is_compared_on_resume(tmp_path):
+    from rlaif.config.recipe import load_recipe
+    from rlaif.errors import UserError
+    from rlaif.eval.labeling import LabelOptions, settings_of
+    rubric = tmp_path / "r.yaml"
+    rubric.write_text("name: r\ncriteria:\n  - name: polite\n    question: Is it polite?\n")
+    calib = tmp_path / "calib.json"
+    calib.write_text('{"judge_model": "artifacts/tiny/judge", "rubric": "r", "criteria": {}}')
+    o = LabelOptions(out=tmp_path / "prefs.jsonl", prompts="artifacts/tiny/data/heldout.jsonl")
+    base = [f"rubric={rubric}", f"judge.calibration={calib}", "checks=[{kind: length, max_chars: 1000, mode: weight}]"]
+
+    def settings(*sets):
+        return settings_of(load_recipe("recipes/smoke.yaml", base + list(sets)), o)
+
+    LabelStore(o.out, settings()).open()
+    LabelStore(o.out, settings()).open()  # the same: continues
+    changes = ["judge.temperature=0.7", "judge.top_logprobs=10", "judge.weight=2", "judge.reasoning.budget_tokens=64",
+               "checks=[{kind: length, max_chars: 10, mode: weight}]", "policy.reasoning=true",
+               "grpo.chat_template_kwargs={enable_thinking: false}"]
+    for change in changes:
+        with pytest.raises(UserError, match="rows of both would mix"):
+            LabelStore(o.out, settings(change)).open()
+    # the same paths with other contents
+    rubric.write_text("name: r\ncriteria:\n  - name: polite\n    question: Is it rude?\n")
+    with pytest.raises(UserError, match="was labelled with rubric = "):
+        LabelStore(o.out, settings()).open()
+    rubric.write_text("name: r\ncriteria:\n  - name: polite\n    question: Is it polite?\n")
+    calib.write_text('{"judge_model": "artifacts/tiny/judge", "rubric": "r", "criteria": {"polite": {}}}')
+    with pytest.raises(UserError, match="was labelled with judge.calibration = "):
+        LabelStore(o.out, settings()).open()
+
+
+def test_records_renumbered_under_a_resumed_run_are_refused_not_skipped_or_relabelled(tmp_path, capsys):
+    """Records without an id are numbered by line: a line deleted above them gives every later record the id of
+    another, which a resumed run would skip unlabelled (or label again under a new id)."""
+    rows = [{"prompt": f"q{i}", "a": f"x{i} s=0.9", "b": f"y{i} s=0.1"} for i in range(4)]
+    inp = write_lines(tmp_path / "pairs.jsonl", rows[:1] + ["{not json"] + rows[1:])
+    with FakeReplica(answer=scripted) as rep:
+        code, out, s = label(tmp_path, inp, rep.url)
+        assert code == 0 and s["pairs_written"] == 4
+        before = read_rows(out)
+        write_lines(inp, rows)  # the malformed line deleted: records 2-4 now have the ids of 1 line up
+        code, out, s = label(tmp_path, inp, rep.url)
+    err = capsys.readouterr().err
+    assert code == 1
+    # pairs-2 is new; pairs-3 now holds what was labelled as pairs-4
+    assert f"{inp}:3: record 'pairs-3' is not the record labelled as 'pairs-3'" in err
+    assert read_rows(out) == before  # nothing relabelled, nothing dropped
+
+
+def test_hand_edited_progress_and_output_files_are_named_not_tracebacks(tmp_path):
+    from rlaif.errors import UserError
+    out = tmp_path / "prefs.jsonl"
+    settings = {"judge_model": "j"}
+    LabelStore(out, settings).open()
+    LabelStore(out, settings).append([{"id": "a:0-1"}], ["a"], {"prompts": 1}, ["h"])
+    good_progress, good_out = progress_path(out).read_text(), out.read_text()
+    bad_progress = ['[1, 2]', '{"counts": {"prompts": 1}}', '{"ids": "a", "content": "h", "counts": {}}',
+                    '{"ids": ["a"], "counts": {}}', '{"ids": ["a"], "content": ["h"], "counts": [1]}',
+                    '{"ids": ["a"], "content": ["h"], "counts": {"prompts": "x"}}']
+    for line in bad_progress:
+        progress_path(out).write_text(good_progress + line + "\n")
+        with pytest.raises(UserError, match=r"prefs.jsonl.progress.jsonl:3: .*written by `rlaif label`"):
+            LabelStore(out, settings).open()
+    progress_path(out).write_text(good_progress)
+    for line in ['"just a string"', '{"no_id": 1}', '{"id": 7}']:
+        out.write_text(good_out + line + "\n")
+        with pytest.raises(UserError, match=r"prefs.jsonl:2: .*written by `rlaif label`"):
+            LabelStore(out, settings).open()
+    out.write_text(good_out)
+    progress_path(out).write_text('{"settings": [1]}\n')
+    with pytest.raises(UserError, match=r"prefs.jsonl.progress.jsonl:1: .*settings"):
+        LabelStore(out, settings).open()
+
+
+def test_a_run_killed_while_writing_its_first_progress_line_starts_afresh(tmp_path):
+    out = tmp_path / "prefs.jsonl"
+    for torn in ['{"settings": {"judge_mo', ""]:  # cut inside the line, or before any byte of it
+        out.write_bytes(b"")
+        progress_path(out).write_text(torn)
+        assert LabelStore(out, {"judge_model": "j"}).open() == set()
+        assert read_rows(progress_path(out)) == [{"settings": {"judge_model": "j"}}]
+
+
+def test_a_summary_of_an_earlier_run_does_not_outlive_a_run_stopped_by_sigterm(tmp_path):
+    inp = write_lines(tmp_path / "pairs.jsonl", many_pairs(2))
+    with FakeReplica(answer=scripted) as rep:
+        code, out, s = label(tmp_path, inp, rep.url)
+        assert code == 0 and s["complete"]
+        write_lines(inp, many_pairs(4))  # two prompts more: the same command labels them
+        rep.mode = "hang"
+        sent = sum(rep.posts.values())
+        cmd = [sys.executable, "-m", "rlaif.cli", "label", "recipes/smoke.yaml", "--pairs", str(inp), "--out",
+               str(out), *judge_sets(rep.url)]
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                env=os.environ | {"PYTHONPATH": os.getcwd()})
+        try:
+            deadline = time.monotonic() + 120
+            while sum(rep.posts.values()) == sent:  # its self-test is held: the run is under way
+                assert proc.poll() is None, proc.stderr.read()
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(60) == 143, proc.stderr.read()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            rep.mode = "ok"
+    s = json.loads(summary_path(out).read_text())
+    assert (s["complete"], s["prompts"], s["prompts_in_input"]) == (False, 2, 4)
+    assert "interrupted" in s["stopped"]
+
+
+def test_pairs_cut_to_fit_the_judge_are_counted(tmp_path):
+    long = "word " * 120
+    inp = write_lines(tmp_path / "pairs.jsonl", [{"id": "p", "prompt": "q", "a": "s=0.9 " + long, "b": "s=0.1 " + long}])
+    with FakeReplica(answer=scripted) as rep:
+        code, out, s = label(tmp_path, inp, rep.url, "--set", "judge.context_tokens=300", mode="pairwise")
+    assert code == 0 and s["truncated"] == 1 and s["pairs_written"] == 1

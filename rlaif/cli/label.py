@@ -53,9 +53,10 @@ def cmd_label(a) -> int:
     s = label(r, LabelOptions(out=out, prompts=prompts, pairs=a.pairs, samples_per_prompt=a.samples_per_prompt,
                               max_prompts=a.max_prompts, tie_epsilon=a.tie_epsilon, batch_prompts=a.batch_prompts))
     flips = "" if s["flip_rate"] is None else f"; position flips {s['flip_rate']:.1%}"
+    cut = f"; {s['truncated']} cut to fit the judge's context" if s["truncated"] else ""
     print(f"{out}: {s['pairs_written']} pair(s) from {s['prompts']}/{s['prompts_in_input']} prompt(s), "
           f"{s['mode']}; left out: {s['ties']} tie(s), {s['failures']} failed, {s['identical']} identical; "
-          f"{s['malformed_lines']} malformed line(s){flips}; {s['judge_calls']} judge call(s) "
+          f"{s['malformed_lines']} malformed line(s){flips}{cut}; {s['judge_calls']} judge call(s) "
           f"({s['judge_calls_this_run']} this run); summary: {summary_path(out)}", file=sys.stderr)
     if s["stopped"]:
         print(f"error: the judge stopped the labelling: {s['stopped']}. What was labelled is saved; run the same "

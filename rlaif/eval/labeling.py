@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import itertools
 import json
 import sys
@@ -22,13 +23,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rlaif.config.recipe import Recipe
+from rlaif.config.rubric import load_rubric
 from rlaif.data.dataset import read_records
 from rlaif.data.pairs import read_pairs
 from rlaif.data.reader import Problem, ReadResult
 from rlaif.data.samples import Sample
 from rlaif.errors import UserError
 from rlaif.eval.label_store import COUNTS, LabelStore, summary_path
-from rlaif.eval.preferences import MODES, Label, is_tie, pairwise_label, pointwise_label, preference_row
+from rlaif.eval.preferences import (MODES, Label, criteria_win_probability, is_tie, pairwise_label, pointwise_label,
+                                    preference_row)
 from rlaif.eval.sampling import load_policy, sample_completions
 from rlaif.factory import apply_threads, open_judge
 from rlaif.judge.scorer import Judge
@@ -53,10 +56,19 @@ class Unit:
     prompt: list[dict]
     metadata: dict
     completions: list[str] | None = None
+    line: int = 0  # in the input file
+    content: str = ""  # digest of what its rows are made from (content_digest), read before sampling
 
 
-class JudgeStopped(UserError):
-    """The judge could not label a chunk; what was saved stays, and the same command continues."""
+def digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False, default=str).encode()).hexdigest()[:16]
+
+
+def content_digest(unit: Unit) -> str:
+    """What a prompt's rows are made from, as far as the input says: its messages and metadata (a reference
+    answer, a record's own rubric), and the completions when they are given. A resumed run compares it with the
+    digest saved when the id was done: the same id over other content is another record."""
+    return digest({"prompt": unit.prompt, "metadata": unit.metadata, "completions": unit.completions})
 
 
 def check_options(o: LabelOptions) -> None:
@@ -83,6 +95,7 @@ def read_units(recipe: Recipe, o: LabelOptions) -> tuple[list[Unit], list[Proble
     path = o.pairs or o.prompts
     problems, first_line, kept = list(res.problems), {}, []
     for unit, line in zip(units, res.record_lines):
+        unit.line, unit.content = line, content_digest(unit)
         if unit.id in first_line:
             problems.append(Problem(str(path), line, "id", f"'{unit.id}' is also the id of line "
                                     f"{first_line[unit.id]}; ids name the rows written, so they must be unique"))
@@ -95,16 +108,50 @@ def read_units(recipe: Recipe, o: LabelOptions) -> tuple[list[Unit], list[Proble
 
 def settings_of(recipe: Recipe, o: LabelOptions) -> dict:
     """What a resumed run must share with the run it continues, or its rows would be labelled another way
-    (--max-prompts may change: prompts done are skipped wherever they fall)."""
+    (--max-prompts may change: prompts done are skipped wherever they fall). Contents, not names: the rubric as
+    loaded (a file edited under the same path, or a built-in that changed, labels differently) and the
+    calibration file's bytes, as digests beside a readable name."""
     j, e = recipe.judge, recipe.eval
+    rubric = load_rubric(recipe.rubric, where=f"{recipe.source}: rubric")
     s = {"input": str(o.pairs or o.prompts), "judge_model": j.model, "judge_mode": j.mode,
-         "rubric": recipe.rubric if isinstance(recipe.rubric, str) else json.dumps(recipe.rubric, sort_keys=True),
-         "tie_epsilon": o.tie_epsilon}
+         "rubric": f"{rubric.name} sha256:{digest(rubric.model_dump(mode='json', by_alias=True))}",
+         "tie_epsilon": o.tie_epsilon,
+         # how every request is made and read (judge.temperature samples the answer token; the context cuts
+         # long pairs; the rubric's turn and a reasoning judge's settings change the prompt)
+         "judge.temperature": j.temperature, "judge.top_logprobs": j.top_logprobs,
+         "judge.context_tokens": j.context_tokens, "judge.rubric_turn": j.rubric_turn,
+         "judge.reasoning": None if j.reasoning is None else j.reasoning.model_dump(mode="json")}
+    if j.mode != "pairwise":  # a score of one response: the checks and their weight beside the judge's, and the
+        # calibration of P(pass), join it (pairwise compares with the judge alone)
+        s |= {"checks": digest({"checks": [c.model_dump(mode="json", by_alias=True) for c in recipe.checks],
+                                "judge.weight": j.weight}) if recipe.checks else None,
+              "judge.calibration": None if j.calibration is None else _file_digest(j.calibration)}
     if not o.pairs:  # the chunk size too: it sets which prompts share a seed
         s |= {"policy": recipe.policy.model, "samples_per_prompt": o.samples_per_prompt,
               "temperature": e.temperature, "max_new_tokens": e.max_new_tokens, "seed": e.seed,
-              "batch_prompts": o.batch_prompts}
+              "batch_prompts": o.batch_prompts, "policy.reasoning": recipe.policy.reasoning,
+              "template_kwargs": recipe.template_kwargs()}
     return s
+
+
+def _file_digest(path: str) -> str:
+    try:
+        return f"{path} sha256:{hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]}"
+    except OSError:
+        return path  # the judge refuses it when it loads it, with the reason
+
+
+def check_content(units: list[Unit], store: LabelStore, path: str) -> None:
+    """Refuse a resumed run in which a done id now names another record. Relabelling it instead would leave the
+    first record's rows and counts in OUT under the same id; refusing leaves the choice to the user."""
+    changed = [u for u in units if u.id in store.content and store.content[u.id] != u.content]
+    if changed:
+        u, more = changed[0], f" ({len(changed) - 1} more record(s) too)" if len(changed) > 1 else ""
+        raise UserError(f"{path}:{u.line}: record '{u.id}' is not the record labelled as '{u.id}' in {store.out}: "
+                        f"its prompt, metadata or completions differ{more}. An id made from a line number "
+                        f"(`<file stem>-<line>`, for a record without one) changes when a line above it is added or "
+                        f"removed. Restore the file as it was labelled, give every record its own `id`, or give "
+                        f"another --out")
 
 
 # -- judging a chunk -------------------------------------------------------------------------------------------
@@ -112,29 +159,39 @@ def _pairs(unit: Unit):
     return itertools.combinations(range(len(unit.completions)), 2)
 
 
-def judge_pointwise(judge: Judge, units: list[Unit]) -> dict[tuple[str, int, int], Label | None]:
-    """Each completion scored once; a label per pair by Bradley-Terry (None: a judgment of the pair failed)."""
-    samples = [Sample(f"{u.id}#{i}", u.prompt, c, u.metadata) for u in units for i, c in enumerate(u.completions)]
-    verdicts = iter(judge.score_sync(samples))
+Todo = list[tuple[Unit, int, int]]  # pairs of a prompt's completions (their indices) to be judged
+
+
+def judge_pointwise(judge: Judge, todo: Todo) -> dict[tuple[str, int, int], Label | None]:
+    """Each completion of the pairs scored once (the same text twice in a prompt: once); a label per pair by
+    Bradley-Terry (None: a judgment of the pair failed)."""
+    scored: dict[tuple[str, str], int] = {}  # (prompt id, text) -> its sample
+    samples = []
+    for u, i, j in todo:
+        for k in (i, j):
+            if (u.id, u.completions[k]) not in scored:
+                scored[(u.id, u.completions[k])] = len(samples)
+                samples.append(Sample(f"{u.id}#{k}", u.prompt, u.completions[k], u.metadata))
+    verdicts = judge.score_sync(samples) if samples else []
     out = {}
-    for u in units:
-        vs = [next(verdicts) for _ in u.completions]
-        for i, j in _pairs(u):
-            a, b = vs[i], vs[j]
-            ok = not (a.failed or b.failed or a.reward is None or b.reward is None)
-            out[(u.id, i, j)] = pointwise_label(a.reward, b.reward, a.rationale, b.rationale) if ok else None
+    for u, i, j in todo:
+        a, b = (verdicts[scored[(u.id, u.completions[k])]] for k in (i, j))
+        ok = not (a.failed or b.failed or a.reward is None or b.reward is None)
+        out[(u.id, i, j)] = pointwise_label(a.reward, b.reward, a.rationale, b.rationale) if ok else None
     return out
 
 
-def judge_pairwise(judge: Judge, units: list[Unit]) -> dict[tuple[str, int, int], Label | None]:
+def judge_pairwise(judge: Judge, todo: Todo) -> dict[tuple[str, int, int], Label | None]:
     """Each pair asked in both orders on every criterion (rlaif/judge/pairwise.py, as the judge plans it: the
-    completion as Response A, then as Response B); per order, P(a wins) aggregated over the criteria."""
+    completion as Response A, then as Response B); per order, P(a wins) combined over the criteria by
+    criteria_win_probability (rlaif/eval/preferences.py: their weighted mean, not the rubric's aggregation)."""
+    weights = {c.name: c.weight for c in judge.rubric.criteria}
     keys, plans = [], []
-    for u in units:
-        for i, j in _pairs(u):
-            reqs, _ = judge.planner.fitted(Sample(u.id, u.prompt, u.completions[i], u.metadata), [u.completions[j]])
-            keys.append((u.id, i, j))
-            plans.append(reqs)
+    for u, i, j in todo:
+        reqs, cut = judge.planner.fitted(Sample(u.id, u.prompt, u.completions[i], u.metadata), [u.completions[j]])
+        judge.totals["truncated"] += cut  # as score_samples counts a cut sample
+        keys.append((u.id, i, j))
+        plans.append(reqs)
 
     async def run():
         try:
@@ -154,8 +211,8 @@ def judge_pairwise(judge: Judge, units: list[Unit]) -> dict[tuple[str, int, int]
             for name in req.criteria:  # the answer is P(Response A wins): turned round to a's side
                 v = res["scores"][name]
                 orders[req.sample_first][name] = v if req.sample_first else 1.0 - v
-        out[key] = None if failed else pairwise_label(judge.aggregate(orders[True], []),
-                                                      judge.aggregate(orders[False], []))
+        out[key] = None if failed else pairwise_label(criteria_win_probability(orders[True], weights),
+                                                      criteria_win_probability(orders[False], weights))
     return out
 
 
@@ -163,23 +220,22 @@ def label_chunk(judge: Judge, units: list[Unit], tie_epsilon: float) -> tuple[li
     """The rows and counts of a chunk's prompts (every completion already there)."""
     counts = dict.fromkeys(COUNTS, 0)
     counts["prompts"] = len(units)
-    todo = []
+    todo: Todo = []
     for u in units:
         for i, j in _pairs(u):
             if u.completions[i] == u.completions[j]:
                 counts["identical"] += 1  # the same text twice: nothing to prefer, not worth a judge call
             else:
                 todo.append((u, i, j))
-    judged = {u.id for u, _, _ in todo}
-    units_to_judge = [u for u in units if u.id in judged]
-    calls_before = judge.totals["calls"]
-    if not units_to_judge:
+    calls_before, cut_before = judge.totals["calls"], judge.totals["truncated"]
+    if not todo:
         labels = {}
     elif judge.mode == "pairwise":
-        labels = judge_pairwise(judge, units_to_judge)
+        labels = judge_pairwise(judge, todo)
     else:
-        labels = judge_pointwise(judge, units_to_judge)
+        labels = judge_pointwise(judge, todo)
     counts["judge_calls"] = judge.totals["calls"] - calls_before
+    counts["truncated"] = judge.totals["truncated"] - cut_before
     rows = []
     for u, i, j in todo:
         label = labels[(u.id, i, j)]
@@ -214,7 +270,7 @@ def summarise(store: LabelStore, o: LabelOptions, mode: str, n_units: int, probl
     t = store.totals
     s = {"out": str(o.out), "input": str(o.pairs or o.prompts), "mode": MODES[mode], "prompts": t["prompts"],
          "prompts_in_input": n_units, "pairs_written": t["pairs"], "ties": t["ties"], "failures": t["failures"],
-         "identical": t["identical"], "malformed_lines": len({p.line for p in problems}),
+         "identical": t["identical"], "truncated": t["truncated"], "malformed_lines": len({p.line for p in problems}),
          "flip_rate": round(t["flips"] / t["both_orders"], 4) if t["both_orders"] else None,
          "judge_calls": t["judge_calls"], "judge_calls_this_run": calls_this_run,
          "complete": stopped is None and t["prompts"] >= n_units, "stopped": stopped}
@@ -236,38 +292,61 @@ def label(recipe: Recipe, o: LabelOptions) -> dict:
     if not units:
         raise UserError(f"{o.pairs or o.prompts}: no valid records to label")
     store = LabelStore(o.out, settings_of(recipe, o))
-    done = store.open()
+    store.open()
+    check_content(units, store, str(o.pairs or o.prompts))
     if store.dropped_rows:
         print(f"{o.out}: {store.dropped_rows} row(s) of an unfinished chunk dropped; labelling them again",
               file=sys.stderr)
+    # from here this run owns OUT: an earlier run's summary would look current while it runs, or after a kill
+    summary_path(o.out).unlink(missing_ok=True)
+    stopped, tally = "interrupted", {"judge_calls": 0}
+    try:
+        stopped = run_chunks(recipe, o, units, store, tally)
+    except KeyboardInterrupt:
+        stopped = "interrupted (Ctrl-C or SIGTERM); run the same command to continue"
+        raise
+    except Exception as e:
+        stopped = f"interrupted: {e}"
+        raise
+    finally:  # also when interrupted: what was saved, and that the run is not complete
+        summary = summarise(store, o, recipe.judge.mode, len(units), problems, tally["judge_calls"],
+                            stopped)
+    return summary
+
+
+def run_chunks(recipe: Recipe, o: LabelOptions, units: list[Unit], store: LabelStore, tally: dict) -> str | None:
+    """Label the chunks with prompts not done yet; why the judge stopped the run, or None. tally["judge_calls"]:
+    the judge calls this run made (a chunk's too when it was not saved), kept up as it goes for the summary of
+    an interrupted run."""
+    done = store.done
     chunks = [units[i:i + o.batch_prompts] for i in range(0, len(units), o.batch_prompts)]
     pending = [(c, chunk) for c, chunk in enumerate(chunks) if any(u.id not in done for u in chunk)]
-    stopped, calls = None, 0
-    if pending:
-        from tqdm import tqdm  # as transformers and datasets draw theirs; not needed for `rlaif --help`
+    if not pending:
+        return None
+    from tqdm import tqdm  # as transformers and datasets draw theirs; not needed for `rlaif --help`
 
-        with contextlib.ExitStack() as stack:
-            judge = open_judge(recipe, recipe.run_dir, stack)
-            judge.self_test_sync()
-            policy = None if o.pairs else load_policy(recipe.policy.model, reasoning=recipe.policy.reasoning)
-            bar = tqdm(total=len(units), initial=sum(u.id in done for u in units), desc="labelling", unit="prompt",
-                       file=sys.stderr, dynamic_ncols=True)
-            with bar:
-                for c, chunk in pending:
-                    if policy is not None:
-                        sample_chunk(recipe, policy, chunk, o.samples_per_prompt, c)
-                    todo = [u for u in chunk if u.id not in done]
-                    failed_before = judge.totals["failures"] + judge.totals["parse_failures"]
-                    rows, counts = label_chunk(judge, todo, o.tie_epsilon)
-                    calls += counts["judge_calls"]
-                    failed = judge.totals["failures"] + judge.totals["parse_failures"] - failed_before
-                    if (stopped := stop_reason(judge, counts, failed)) is not None:
-                        break
-                    store.append(rows, [u.id for u in todo], counts)
-                    bar.update(len(todo))
-                    bar.set_postfix(pairs=store.totals["pairs"], ties=store.totals["ties"],
-                                    failures=store.totals["failures"])
-    return summarise(store, o, recipe.judge.mode, len(units), problems, calls, stopped)
+    with contextlib.ExitStack() as stack:
+        judge = open_judge(recipe, recipe.run_dir, stack)
+        judge.self_test_sync()
+        policy = None if o.pairs else load_policy(recipe.policy.model, reasoning=recipe.policy.reasoning)
+        bar = tqdm(total=len(units), initial=sum(u.id in done for u in units), desc="labelling", unit="prompt",
+                   file=sys.stderr, dynamic_ncols=True)
+        with bar:
+            for c, chunk in pending:
+                if policy is not None:
+                    sample_chunk(recipe, policy, chunk, o.samples_per_prompt, c)
+                todo = [u for u in chunk if u.id not in done]
+                failed_before = judge.totals["failures"] + judge.totals["parse_failures"]
+                rows, counts = label_chunk(judge, todo, o.tie_epsilon)
+                tally["judge_calls"] += counts["judge_calls"]
+                failed = judge.totals["failures"] + judge.totals["parse_failures"] - failed_before
+                if (stopped := stop_reason(judge, counts, failed)) is not None:
+                    return stopped
+                store.append(rows, [u.id for u in todo], counts, [u.content for u in todo])
+                bar.update(len(todo))
+                bar.set_postfix(pairs=store.totals["pairs"], ties=store.totals["ties"],
+                                failures=store.totals["failures"])
+    return None
 
 
 def sample_chunk(recipe: Recipe, policy, chunk: list[Unit], k: int, index: int) -> None:

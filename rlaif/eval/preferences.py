@@ -51,6 +51,20 @@ def pointwise_label(s_a: float, s_b: float, rationale_a: str = "", rationale_b: 
     return Label(bradley_terry(s_a, s_b), None, rationale_a, rationale_b)
 
 
+def criteria_win_probability(p_a: dict[str, float], weights: dict[str, float]) -> float:
+    """P(a wins the pair) from P(a wins) on each criterion: their weighted mean over the rubric's weights, i.e.
+    P(a wins on a criterion drawn in proportion to its weight).
+
+    Not the rubric's own aggregation. `gate` (an essential criterion below 0.5 zeroes the reward) and a `formula`
+    are rules over absolute scores, P(this response passes), which a comparison does not give: a win probability
+    of 0.45 says b is a little better, not that a fails. Run on win probabilities they are not antisymmetric
+    (gate on 0.45 gives 0 for a, on 0.55 passes b), so the label would depend on which completion was called a.
+    The weighted mean gives exactly 1 - p when a and b swap, and keeps the weights the rubric gives each
+    criterion."""
+    total = sum(weights[name] for name in p_a)
+    return sum(weights[name] * p for name, p in p_a.items()) / total
+
+
 def pairwise_label(p_a_first: float, p_a_second: float) -> Label:
     """From P(a wins) asked with a as Response A and with a as Response B: their mean."""
     return Label((p_a_first + p_a_second) / 2, (p_a_first, p_a_second))
