@@ -494,3 +494,20 @@ def test_pairs_cut_to_fit_the_judge_are_counted(tmp_path):
     with FakeReplica(answer=scripted) as rep:
         code, out, s = label(tmp_path, inp, rep.url, "--set", "judge.context_tokens=300", mode="pairwise")
     assert code == 0 and s["truncated"] == 1 and s["pairs_written"] == 1
+
+
+def test_the_recipes_labeling_block_gives_the_defaults():
+    from pathlib import Path
+
+    from rlaif.config.recipe import load_recipe
+    from rlaif.errors import UserError
+    from rlaif.eval.labeling import options_from
+
+    r = load_recipe("recipes/smoke-distilled.yaml")
+    o = options_from(r, Path("p.jsonl"))
+    assert (o.prompts, o.samples_per_prompt, o.tie_epsilon) == (r.data.train, 6, 0.3)
+    o = options_from(load_recipe("recipes/smoke.yaml", ["labeling.prompts=x.jsonl"]), Path("p.jsonl"))
+    assert (o.prompts, o.samples_per_prompt, o.tie_epsilon, o.batch_prompts) == ("x.jsonl", 2, 0.05, 16)
+    assert options_from(r, Path("p.jsonl"), pairs="pairs.jsonl").prompts is None  # given pairs: nothing sampled
+    with pytest.raises(UserError, match="data.train"):
+        options_from(load_recipe("recipes/smoke.yaml", ["data.train=null"], check_files=False), Path("p.jsonl"))

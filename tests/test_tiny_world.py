@@ -79,13 +79,17 @@ def test_a_quick_build_runs_the_build_code_and_is_the_same_twice(tmp_path):
     assert len(rows) == a["n_heldout_prompts"] and rows[0]["messages"][0]["role"] == "user"
 
 
-def test_the_three_ci_smoke_recipes_share_one_judge_server():
-    """`make smoke-all` (CI) starts one judge server for the three smoke runs when their judges are served alike; a
+def test_the_ci_smoke_recipes_share_one_judge_server():
+    """`make smoke-all` (CI) starts one judge server for its smoke runs when their judges are served alike; a
     recipe whose judge differs gets its own."""
+    import re
+
     from rlaif.cli.smoke import _served_judge
     from rlaif.config.recipe import load_recipe
 
-    paths = ["recipes/smoke.yaml", "recipes/smoke-mixed.yaml", "recipes/smoke-vllm.yaml"]
+    rule = re.search(r"^smoke-all:.*\n\t@\S+ smoke (.+)$", open("Makefile").read(), re.M)
+    paths = rule.group(1).split()
+    assert len(paths) == 4 and "recipes/smoke-distilled.yaml" in paths
     assert len({_served_judge(load_recipe(p, check_files=False)) for p in paths}) == 1
     other = load_recipe(paths[0], ["judge.serve.max_model_len=1024"], check_files=False)
     assert _served_judge(other) != _served_judge(load_recipe(paths[0], check_files=False))

@@ -5,9 +5,8 @@ import sys
 from pathlib import Path
 
 from rlaif.config.recipe import load_recipe
-from rlaif.errors import UserError
 from rlaif.eval.label_store import progress_path, summary_path
-from rlaif.eval.labeling import LabelOptions, label
+from rlaif.eval.labeling import label, options_from
 
 
 def add_parser(sub) -> None:
@@ -30,28 +29,31 @@ def add_parser(sub) -> None:
     src.add_argument("--pairs", metavar="FILE", help="pairs to label instead of sampling: JSONL of {prompt, a, b} or "
                      "TRL rows {prompt, chosen, rejected} (a completion a string or one assistant turn)")
     lp.add_argument("--out", required=True, help="the preference rows, JSONL")
-    lp.add_argument("--samples-per-prompt", type=int, default=2, metavar="K",
-                    help="completions sampled per prompt; every pair of them is judged, K*(K-1)/2 (default 2)")
+    # each default is the recipe's labeling: block (rlaif/config/labeling.py), whose own defaults are given here
+    lp.add_argument("--samples-per-prompt", type=int, metavar="K",
+                    help="completions sampled per prompt; every pair of them is judged, K*(K-1)/2 (default: the "
+                         "recipe's labeling.samples_per_prompt, 2)")
     lp.add_argument("--max-prompts", type=int, metavar="N", help="label the first N valid prompts only")
-    lp.add_argument("--tie-epsilon", type=float, default=0.05, metavar="E",
-                    help="a soft label within E of 0.5 is a tie, counted and left out (default 0.05)")
-    lp.add_argument("--batch-prompts", type=int, default=16, metavar="N",
+    lp.add_argument("--tie-epsilon", type=float, metavar="E",
+                    help="a soft label within E of 0.5 is a tie, counted and left out (default: labeling.tie_epsilon, "
+                         "0.05)")
+    lp.add_argument("--batch-prompts", type=int, metavar="N",
                     help="prompts sampled, judged and saved together; a killed run loses at most one such chunk "
-                         "(default 16)")
+                         "(default: labeling.batch_prompts, 16)")
     lp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     lp.set_defaults(fn=cmd_label)
 
 
 def cmd_label(a) -> int:
     r = load_recipe(a.recipe, a.overrides)
-    prompts = a.prompts
-    if not a.pairs and not prompts:
-        prompts = r.data.train
-        if not prompts:
-            raise UserError(f"{r.source}: data.train: no prompts (or pass --prompts FILE or --pairs FILE)")
     out = Path(a.out)
-    s = label(r, LabelOptions(out=out, prompts=prompts, pairs=a.pairs, samples_per_prompt=a.samples_per_prompt,
-                              max_prompts=a.max_prompts, tie_epsilon=a.tie_epsilon, batch_prompts=a.batch_prompts))
+    o = options_from(r, out, a.prompts, a.pairs)
+    given = {"samples_per_prompt": a.samples_per_prompt, "max_prompts": a.max_prompts, "tie_epsilon": a.tie_epsilon,
+             "batch_prompts": a.batch_prompts}
+    for key, value in given.items():
+        if value is not None:  # a flag given overrides the recipe's labeling: value
+            setattr(o, key, value)
+    s = label(r, o)
     flips = "" if s["flip_rate"] is None else f"; position flips {s['flip_rate']:.1%}"
     cut = f"; {s['truncated']} cut to fit the judge's context" if s["truncated"] else ""
     print(f"{out}: {s['pairs_written']} pair(s) from {s['prompts']}/{s['prompts_in_input']} prompt(s), "

@@ -6,6 +6,9 @@
 4. sample the base policy on held-out prompts and score it (judge, and the rule as ground truth);
 5. GRPO + LoRA training against the judge;
 6. sample and score again with the adapter loaded;
+   (a distilled recipe, one whose reward is a `reward_model` source (recipes/smoke-distilled.yaml): between 4 and 5,
+   the judge labels preference pairs of the base policy's completions (`rlaif label`) and a reward model is trained
+   on them (`rlaif rm train`); GRPO then trains against the reward model, and the judge only evaluates)
 7. write runs/smoke/summary.json, audit.json, eval.json and report.html; print a summary; exit 1 if a bar is
    missed.
 """
@@ -21,7 +24,7 @@ from pathlib import Path
 from rlaif.common.console import say
 from rlaif.common.stats import rate
 from rlaif.config.recipe import Recipe, check_paths, load_recipe
-from rlaif.config.rewards import JudgeSourceSpec
+from rlaif.config.rewards import JudgeSourceSpec, RewardModelSourceSpec
 from rlaif.errors import UserError
 from rlaif.eval.audit import audit_labels, print_audit
 from rlaif.eval.policy_eval import compare, evaluate_policy, print_comparison, without_rows
@@ -48,6 +51,17 @@ MIXED_BARS = {
     "verifiable_gain": (">=", 0.20),  # every other source's pass rate, after - before (the smallest)
     "verifiable_gain_over_judge_only": (">=", 0.10),  # ... and after this run - after the judge-only run
     "all_true_pass_rate_gain": (">=", 0.25),  # the share that satisfies every criterion (regex and rules)
+}
+
+
+# a distilled recipe (label -> reward model -> GRPO against it): the reward model agrees with the judge's held-out
+# labels, and the policy learns the criterion in truth (the regex), with no judge call during training
+DISTILLED_BARS = {
+    "judge_audit_agreement": (">=", 0.95),
+    "judge_failures": ("==", 0),
+    "reward_model_failures": ("==", 0),
+    "reward_model_accuracy": (">=", 0.90),
+    "true_pass_rate_gain": (">=", 0.25),
 }
 
 
@@ -126,18 +140,25 @@ def run_smoke(recipe_path: str = "recipes/smoke.yaml", overrides: list[str] | No
     run_dir.mkdir(parents=True)
 
     mixed = len(recipe.reward_sources()) > 1
+    distilled = distilled_source(recipe)
+    judged = recipe  # what the audit and the evaluations score with: the recipe's reward
+    if distilled is not None:  # the reward model is trained below, into this run's folder; the judge evaluates
+        recipe = with_reward_model_at(recipe, run_dir / "reward_model")
+        judged = recipe.model_copy(update={"rewards": None})
     with judge_endpoint(recipe, run_dir, base_url) as ep:
         say("auditing the judge on held-out labelled samples")
-        audit = audit_labels(recipe, ep.url, recipe.eval.judge_labels)
+        audit = audit_labels(judged, ep.url, recipe.eval.judge_labels)
         (run_dir / "audit.json").write_text(json.dumps(audit["audit"], indent=2))
         print_audit(audit["audit"])
         say(f"judge agreement with held-out labels: {audit['agreement']:.4f} ({audit['n_judgments']} samples)")
         say("evaluating the base policy")
-        before = evaluate_policy(recipe, ep.url, dataset=recipe.data.eval, tag="before")
+        before = evaluate_policy(judged, ep.url, dataset=recipe.data.eval, tag="before")
         say(f"before: judge pass {before['judge_pass_rate']:.3f}, rule pass {before['rule_pass_rate']:.3f}")
+        if distilled is not None:
+            distil = label_and_distil(recipe, ep.url, run_dir)
         train = run_training(recipe, base_url=ep.url)
         say("evaluating the trained policy (adapter loaded)")
-        after = evaluate_policy(recipe, ep.url, dataset=recipe.data.eval, adapter=train["adapter"], tag="after")
+        after = evaluate_policy(judged, ep.url, dataset=recipe.data.eval, adapter=train["adapter"], tag="after")
         say(f"after: judge pass {after['judge_pass_rate']:.3f}, rule pass {after['rule_pass_rate']:.3f}")
         if mixed:
             alone = judge_only(recipe)
@@ -151,9 +172,13 @@ def run_smoke(recipe_path: str = "recipes/smoke.yaml", overrides: list[str] | No
                                                    "comparison": comparison}, indent=2))
     print_comparison(before, after, comparison)
 
-    trained = judge_summary(recipe, train)
-    judge_calls = audit["judge"]["calls"] + before["judge"]["calls"] + trained["calls"] + after["judge"]["calls"]
-    judge_failures = sum(failed_count(x) for x in (audit["judge"], before["judge"], trained, after["judge"]))
+    trained = judge_summary(recipe, train) if distilled is None else NO_JUDGE_IN_TRAINING
+    asked = [audit["judge"], before["judge"], trained, after["judge"]]
+    if distilled is not None:
+        labels = distil["labels"]  # a failed pair is a judgment that failed after the judge's retries
+        asked.append({"calls": labels["judge_calls"], "failed": labels["failures"]})
+    judge_calls = sum(x["calls"] for x in asked)
+    judge_failures = sum(failed_count(x) for x in asked)
     summary = {
         "judge_audit_agreement": audit["agreement"],
         "judge_audit_samples": audit["n_judgments"],
@@ -211,7 +236,9 @@ def run_smoke(recipe_path: str = "recipes/smoke.yaml", overrides: list[str] | No
         summary |= {"pass_rate_after_judge_only": after_alone["judge_pass_rate"],
                     "true_pass_rate_after_judge_only": after_alone["rule_pass_rate"],
                     "judge_agreement_on_policy_judge_only": after_alone["judge_agreement_with_rule"]}
-    missed = _check(summary, MIXED_BARS if mixed else BARS)
+    if distilled is not None:
+        summary |= distilled_summary(distil, train)
+    missed = _check(summary, DISTILLED_BARS if distilled is not None else MIXED_BARS if mixed else BARS)
     summary["bars_missed"] = missed
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
 
@@ -243,8 +270,19 @@ def run_smoke(recipe_path: str = "recipes/smoke.yaml", overrides: list[str] | No
             + (f", {summary['judge_canary_accuracy']:.1%} on the canaries during training"
                if "judge_canary_accuracy" in summary else "")
             + f"; {judge_calls} judge calls, {judge_failures} failures; {summary['steps']} GRPO steps "
-            f"at {summary['s_per_step']}s ({rollouts}); judge p50/p95 {summary['judge_latency_p50_s'] * 1000:.0f}/"
-            f"{summary['judge_latency_p95_s'] * 1000:.0f} ms; wall {summary['wall_s']}s")
+            f"at {summary['s_per_step']}s ({rollouts}); "
+            + (f"judge p50/p95 {summary['judge_latency_p50_s'] * 1000:.0f}/"
+               f"{summary['judge_latency_p95_s'] * 1000:.0f} ms" if summary["judge_latency_p50_s"] is not None
+               else "no judge call in training")
+            + f"; wall {summary['wall_s']}s")
+    if distilled is not None:
+        c.print(f"distilled: {summary['label_pairs']} preference pairs from {summary['label_judge_calls']} judge "
+                f"calls ({summary['label_ties']} ties left out); reward model held-out accuracy "
+                f"{summary['reward_model_accuracy']:.1%} against the labels"
+                + (f", {summary['reward_model_accuracy_vs_truth']:.1%} against the regex"
+                   if summary.get("reward_model_accuracy_vs_truth") is not None else "")
+                + f"; {summary['reward_model_calls']} reward-model scorings in training, "
+                  f"{summary['reward_model_failures']} failed")
     c.print(f"summary: {run_dir / 'summary.json'}")
     c.print(f"report: {write_report(run_dir)}  (open it in a browser; no server needed)")
     if missed:
@@ -291,3 +329,57 @@ def mixed_summary(recipe: Recipe, before: dict, after: dict, alone: dict) -> dic
                                                         for n in rules), 4)}
     out["all_true_pass_rate_gain"] = round(out["all_true_pass_rate_after"] - out["all_true_pass_rate_before"], 4)
     return out
+
+
+# a distilled run asks its judge nothing while training: its totals there are zero
+NO_JUDGE_IN_TRAINING = {"calls": 0, "failed": 0, "latency_p50_s": None, "latency_p95_s": None}
+
+
+def distilled_source(recipe: Recipe) -> RewardModelSourceSpec | None:
+    """The recipe's reward-model source when it is the reward (distilled RLAIF), else None."""
+    sources = recipe.reward_sources()
+    models = [s for s in sources if isinstance(s, RewardModelSourceSpec)]
+    if not models:
+        return None
+    if len(sources) > 1:
+        raise UserError(f"{recipe.source}: rewards: a distilled smoke run trains against its reward model alone "
+                        f"(found {len(sources)} sources)")
+    return models[0]
+
+
+def with_reward_model_at(recipe: Recipe, folder: Path) -> Recipe:
+    """The recipe with its reward model at `folder` (where the smoke run trains it)."""
+    [source] = recipe.reward_sources()
+    return recipe.model_copy(update={"rewards": [source.model_copy(update={"model": str(folder)})]})
+
+
+def label_and_distil(recipe: Recipe, judge_url: str | list[str], run_dir: Path) -> dict:
+    """`rlaif label` with the recipe's labeling: block against the running judge, then `rlaif rm train` into the
+    recipe's reward-model folder. Returns both summaries."""
+    from rlaif.eval.labeling import label, options_from
+    from rlaif.train.reward_model import train_reward_model
+
+    labeller = recipe.model_copy(deep=True)
+    labeller.judge.base_url = judge_url
+    prefs = run_dir / "prefs.jsonl"
+    say(f"labelling preference pairs of the base policy's completions with the judge ({prefs})")
+    labels = label(labeller, options_from(labeller, prefs))
+    if labels["stopped"]:
+        raise UserError(f"labelling stopped: {labels['stopped']}")
+    say(f"{labels['pairs_written']} pairs, {labels['ties']} ties, {labels['failures']} failed; training the reward "
+        "model")
+    rm = train_reward_model(recipe, prefs, recipe.reward_sources()[0].model)
+    return {"labels": labels, "reward_model": rm}
+
+
+def distilled_summary(distil: dict, train: dict) -> dict:
+    """What the distilled pipeline adds to the summary: the labels, the reward model's held-out accuracy, and its
+    scorings in training."""
+    labels, rm = distil["labels"], distil["reward_model"]
+    scored = train["judge"]  # a run whose only source is the reward model: its totals (rlaif/train/run.py)
+    return {"label_pairs": labels["pairs_written"], "label_ties": labels["ties"],
+            "label_judge_calls": labels["judge_calls"],
+            "reward_model_accuracy": rm["accuracy_vs_labels"], "reward_model_heldout_pairs": rm["heldout_pairs"],
+            "reward_model_accuracy_vs_truth": rm.get("accuracy_vs_truth"),
+            "reward_model_train_s": rm.get("wall_s"), "reward_model": rm["model"],
+            "reward_model_calls": scored["calls"], "reward_model_failures": failed_count(scored)}

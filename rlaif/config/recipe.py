@@ -19,6 +19,7 @@ from pydantic import Field, SerializationInfo, SerializerFunctionWrapHandler, mo
 from rlaif.config.audit import AuditSpec
 from rlaif.config.checks import Check
 from rlaif.config.judge import JudgeSpec
+from rlaif.config.labeling import LabelingSpec
 from rlaif.config.lora import LoraSpec
 from rlaif.config.reward_model import RewardModelTrainingSpec
 from rlaif.config.nova import NovaSpec, grpo_settings
@@ -96,6 +97,7 @@ class Recipe(Strict):
     audit: AuditSpec = AuditSpec()  # thresholds for `rlaif judge audit` (rlaif/config/audit.py)
     # `rlaif rm train`: a reward model from preference labels (rlaif/config/reward_model.py)
     reward_model_training: RewardModelTrainingSpec = RewardModelTrainingSpec()
+    labeling: LabelingSpec = LabelingSpec()  # `rlaif label`'s defaults (rlaif/config/labeling.py)
 
     source: str = Field("<recipe>", exclude=True)
 

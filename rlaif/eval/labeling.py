@@ -71,6 +71,16 @@ def content_digest(unit: Unit) -> str:
     return digest({"prompt": unit.prompt, "metadata": unit.metadata, "completions": unit.completions})
 
 
+def options_from(r: Recipe, out: Path, prompts: str | None = None, pairs: str | None = None) -> LabelOptions:
+    """The recipe's labeling: block as LabelOptions (prompts: the given file, labeling.prompts, or data.train)."""
+    spec = r.labeling
+    prompts = prompts or (None if pairs else spec.prompts or r.data.train)
+    if not pairs and not prompts:
+        raise UserError(f"{r.source}: data.train: no prompts (or pass --prompts FILE or --pairs FILE)")
+    return LabelOptions(out=out, prompts=prompts, pairs=pairs, samples_per_prompt=spec.samples_per_prompt,
+                        max_prompts=spec.max_prompts, tie_epsilon=spec.tie_epsilon, batch_prompts=spec.batch_prompts)
+
+
 def check_options(o: LabelOptions) -> None:
     if o.samples_per_prompt < 2:
         raise UserError("--samples-per-prompt: at least 2 (a pair needs two completions)")
