@@ -71,14 +71,16 @@ def test_gpu_check_says_when_there_is_no_gpu():
 
 
 def test_rollouts_benchmark_quick(judge_url, tiny):
-    """benchmarks/rollouts.py in the trainer environment: a row for each engine, none failed."""
-    p = subprocess.run([sys.executable, "benchmarks/rollouts.py", "--quick", "--base-url", judge_url], capture_output=True,
-                       text=True, timeout=900)
+    """benchmarks/rollouts.py in the trainer environment: a row for each engine that has its own timing code (vLLM
+    in process: the weight sync timed; asynchronous: TRL's metrics), none failed. (transformers' row is the vLLM
+    row's code without a sync; its engine trains in most other tests. Three GRPO runs took 85-95 s in CI.)"""
+    p = subprocess.run([sys.executable, "benchmarks/rollouts.py", "--quick", "--engines", "vllm,async",
+                        "--base-url", judge_url], capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stderr[-3000:]
-    for engine in ("transformers", "vllm", "async"):
+    for engine in ("vllm", "async"):
         assert f"| smoke | {engine} |" in p.stdout
     assert "failed:" not in p.stdout
-    assert p.stdout.strip().splitlines()[-1] == "runs=3 failed=0"
+    assert p.stdout.strip().splitlines()[-1] == "runs=2 failed=0"
 
 
 def test_guard_noise_tiny(tiny, tmp_path):
