@@ -108,6 +108,7 @@ def test_pointwise_labels_come_from_bradley_terry_and_ties_failures_and_bad_line
     assert s["flip_rate"] is None and s["mode"] == "pointwise" and s["complete"]
     # one call per distinct completion (identical pairs are not asked), plus the self-test
     assert s["judge_calls"] == 10 and calls == 11
+    assert s["judge_failed_calls"] == 1  # the one completion whose judgment failed (its pair left out)
     assert f"{out}: 3 pair(s) from 6/6 prompt(s)" in err
 
 

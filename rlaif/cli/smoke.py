@@ -175,8 +175,8 @@ def run_smoke(recipe_path: str = "recipes/smoke.yaml", overrides: list[str] | No
     trained = judge_summary(recipe, train) if distilled is None else NO_JUDGE_IN_TRAINING
     asked = [audit["judge"], before["judge"], trained, after["judge"]]
     if distilled is not None:
-        labels = distil["labels"]  # a failed pair is a judgment that failed after the judge's retries
-        asked.append({"calls": labels["judge_calls"], "failed": labels["failures"]})
+        labels = distil["labels"]
+        asked.append({"calls": labels["judge_calls"], "failed": labels["judge_failed_calls"]})
     judge_calls = sum(x["calls"] for x in asked)
     judge_failures = sum(failed_count(x) for x in asked)
     summary = {

@@ -23,7 +23,10 @@ from pathlib import Path
 from rlaif.common.jsonl import dumps_line
 from rlaif.errors import UserError
 
-COUNTS = ("prompts", "pairs", "ties", "failures", "identical", "flips", "both_orders", "judge_calls", "truncated")
+# failures: pairs left out because a judgment failed; failed_calls: the judge calls that failed (in logprob mode one
+# failed call fails every pair its completion is in)
+COUNTS = ("prompts", "pairs", "ties", "failures", "identical", "flips", "both_orders", "judge_calls", "truncated",
+          "failed_calls")
 FOREIGN = "this file was not written by `rlaif label`, or was edited (give another --out)"
 
 

@@ -238,6 +238,7 @@ def label_chunk(judge: Judge, units: list[Unit], tie_epsilon: float) -> tuple[li
             else:
                 todo.append((u, i, j))
     calls_before, cut_before = judge.totals["calls"], judge.totals["truncated"]
+    failed_before = judge.totals["failures"] + judge.totals["parse_failures"]
     if not todo:
         labels = {}
     elif judge.mode == "pairwise":
@@ -246,6 +247,7 @@ def label_chunk(judge: Judge, units: list[Unit], tie_epsilon: float) -> tuple[li
         labels = judge_pointwise(judge, todo)
     counts["judge_calls"] = judge.totals["calls"] - calls_before
     counts["truncated"] = judge.totals["truncated"] - cut_before
+    counts["failed_calls"] = judge.totals["failures"] + judge.totals["parse_failures"] - failed_before
     rows = []
     for u, i, j in todo:
         label = labels[(u.id, i, j)]
@@ -282,7 +284,7 @@ def summarise(store: LabelStore, o: LabelOptions, mode: str, n_units: int, probl
          "prompts_in_input": n_units, "pairs_written": t["pairs"], "ties": t["ties"], "failures": t["failures"],
          "identical": t["identical"], "truncated": t["truncated"], "malformed_lines": len({p.line for p in problems}),
          "flip_rate": round(t["flips"] / t["both_orders"], 4) if t["both_orders"] else None,
-         "judge_calls": t["judge_calls"], "judge_calls_this_run": calls_this_run,
+         "judge_calls": t["judge_calls"], "judge_failed_calls": t["failed_calls"], "judge_calls_this_run": calls_this_run,
          "complete": stopped is None and t["prompts"] >= n_units, "stopped": stopped}
     path = summary_path(o.out)
     path.write_text(json.dumps(s, indent=2) + "\n", encoding="utf-8")
