@@ -5,8 +5,10 @@ backoff and full jitter on transport errors, 408, 429 and 5xx; other 4xx are the
 retried (rlaif/judge/attempts.py: the policy both ways of sending share). Several base URLs are one pool
 (rlaif/judge/pool.py): each request goes to the least-loaded healthy server, a retry goes to another, a server
 that refuses connections or times out twice in a row is out until it answers a real request, and while none is
-up a request waits for one (once, at most `max_outage_wait_s`), so one dead server costs retries, not judgments. One `openai.AsyncOpenAI` per URL per event loop, because TRL runs async reward
-functions on its own loop while evaluation runs on another, and an HTTP connection pool must not cross loops.
+up a request waits for one (once, at most `max_outage_wait_s`), so one dead server costs retries, not judgments.
+Requests are POSTed as JSON with one HTTP client (the openai SDK's httpx2 client class) per event loop, because
+TRL runs async reward functions on its own loop while evaluation runs on another, and an HTTP connection pool must
+not cross loops; the SDK's request and reply objects cost more CPU than the rest of a verdict (issue 27).
 
 One-token requests made together (a reward batch's logprob or pairwise requests) go to vLLM's
 `/v1/chat/completions/batch` as one POST per `max_concurrency` conversations, with the same retries: for
@@ -33,14 +35,12 @@ import httpx
 
 from rlaif.common.dist import rank
 from rlaif.judge.attempts import Attempts
-from rlaif.judge.backend import CallResult
+from rlaif.judge.backend import CallResult, Reply
 from rlaif.judge.pool import Pool
 from rlaif.judge.token_prompts import TokenPrompts
 from rlaif.judge.urls import api_url
 
 if TYPE_CHECKING:
-    import openai
-
     from rlaif.config.judge import JudgeSpec
 
 log = logging.getLogger("rlaif.judge")
@@ -121,11 +121,10 @@ class RateLimiter:
 
 @dataclass
 class _LoopState:
-    clients: dict[str, openai.AsyncOpenAI]
     sem: asyncio.Semaphore
     requests: RateLimiter | None
     tokens: RateLimiter | None
-    http: object = None  # for the batch endpoint, which the SDK has no method for
+    http: object = None  # every request, single or batch, goes through it
     pending: dict = field(default_factory=dict)  # params key -> (params, [(messages, future)])
     flusher: asyncio.Task | None = None
 
@@ -179,31 +178,21 @@ class JudgeClient:
         if loop not in self._per_loop:
             rps, tpm = self.settings.max_requests_per_s, self.settings.max_tokens_per_min
             self._per_loop[loop] = _LoopState(
-                {}, asyncio.Semaphore(self.settings.max_concurrency),
+                asyncio.Semaphore(self.settings.max_concurrency),
                 RateLimiter(rps, max(1.0, rps)) if rps else None,
                 RateLimiter(tpm / 60.0, tpm / 60.0 * 5) if tpm else None,  # up to 5 s of tokens at once
                 self._http())
         return self._per_loop[loop]
 
-    def _sdk(self, st: _LoopState, url: str) -> openai.AsyncOpenAI:
-        """The SDK client for single calls to `url` on this loop, made when first needed (batches do without)."""
-        if url not in st.clients:
-            openai, _ = _sdk_modules()
-            st.clients[url] = openai.AsyncOpenAI(
-                base_url=api_url(url),
-                api_key=self.settings.api_key or "EMPTY",
-                timeout=self.settings.timeout_s,
-                max_retries=0,  # retries are ours: counted, jittered, logged
-                http_client=self._http())
-        return st.clients[url]
-
     async def aclose(self) -> None:
         """Close this loop's connections (call before an `asyncio.run` loop ends)."""
         st = self._per_loop.pop(asyncio.get_running_loop(), None)
         if st is not None:
-            for c in st.clients.values():
-                await c.close()
             await st.http.aclose()
+
+    def _headers(self) -> dict:
+        # the key goes in this header only: never into an error message, a log line or argv
+        return {"Authorization": f"Bearer {self.settings.api_key or 'EMPTY'}"}
 
     def _attempts(self) -> Attempts:
         """A new request's attempts (rlaif/judge/attempts.py): its one outage deadline starts now."""
@@ -257,11 +246,9 @@ class JudgeClient:
     async def _batch_attempts(self, st: _LoopState, params: dict, items: list) -> None:
         _, sdk_http = _sdk_modules()
         conversations = [m for m, _ in items]
-        chat_body = {"model": self.settings.model, "messages": conversations}
-        chat_body.update({k: v for k, v in params.items() if k != "extra_body"})
-        chat_body.update(params.get("extra_body") or {})
+        chat_body = self._chat_body(conversations, params)
         token_body = None  # rendered once, on the first attempt that goes to a server that takes token ids
-        headers = {"Authorization": f"Bearer {self.settings.api_key or 'EMPTY'}"}
+        headers = self._headers()
         t0 = time.perf_counter()
         tries = self._attempts()
         while (url := await tries.next()) is not None:
@@ -332,9 +319,21 @@ class JudgeClient:
         self.batches -= 1
         return await self._batch_attempts(st, params, items)
 
+    def _chat_body(self, messages, params: dict) -> dict:
+        """The JSON the SDK's `chat.completions.create` would send: `extra_body` merged in at the top level."""
+        body = {"model": self.settings.model, "messages": messages}
+        body.update({k: v for k, v in params.items() if k != "extra_body"})
+        body.update(params.get("extra_body") or {})
+        return body
+
     async def _chat_one(self, messages: list[dict], **params) -> CallResult:
-        openai, sdk_http = _sdk_modules()
+        """One chat completion, POSTed with this loop's HTTP client as the batches are: the openai SDK's request
+        building and reply models cost 2.1 ms of a verdict's 2.6 ms of client CPU (benchmarks/RESULTS.md, issue
+        27). The reply is the JSON itself, read through `Reply`."""
+        _, sdk_http = _sdk_modules()
         st = self._state()
+        body = self._chat_body(messages, params)
+        headers = self._headers()
         t0 = time.perf_counter()
         tries = self._attempts()
         while (url := await tries.next()) is not None:
@@ -346,16 +345,18 @@ class JudgeClient:
             try:
                 with self.pool.serving(url):
                     async with st.sem:
-                        resp = await self._sdk(st, url).chat.completions.create(
-                            model=self.settings.model, messages=messages, **params)
-                tries.succeeded()
-                return CallResult(resp, time.perf_counter() - t0, tries.attempt, None, url)
-            except openai.APIStatusError as e:
-                retry = tries.failed(f"HTTP {e.status_code}: {str(e)[:200]}", status=e.status_code, body=str(e))
-            except (openai.APIConnectionError, openai.APITimeoutError, httpx.HTTPError, sdk_http.HTTPError) as e:
+                        r = await st.http.post(api_url(url) + "/chat/completions", json=body, headers=headers)
+                if r.status_code == 200:
+                    reply = r.json()
+                    if not isinstance(reply, dict):
+                        raise ValueError(f"a {type(reply).__name__}, not a JSON object")
+                    tries.succeeded()
+                    return CallResult(Reply(reply), time.perf_counter() - t0, tries.attempt, None, url)
+                retry = tries.failed(f"HTTP {r.status_code}: {r.text[:200]}", status=r.status_code, body=r.text)
+            except (httpx.HTTPError, sdk_http.HTTPError) as e:
                 retry = tries.failed(f"{type(e).__name__}: {str(e)[:200]}", exc=e)
-            except Exception as e:  # a malformed reply the SDK cannot decode: treat as a failed call
-                retry = tries.failed(f"{type(e).__name__}: {str(e)[:200]}")
+            except ValueError as e:  # a 200 whose body is not a JSON object: a failed call, not a verdict
+                retry = tries.failed(f"malformed reply: {type(e).__name__}: {str(e)[:200]}")
             self.per_url[url]["failures"] += 1
             if not retry:
                 break
