@@ -28,7 +28,6 @@ import ssl
 import time
 import weakref
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
 import httpx
@@ -127,15 +126,6 @@ class _LoopState:
     http: object = None  # every request, single or batch, goes through it
     pending: dict = field(default_factory=dict)  # params key -> (params, [(messages, future)])
     flusher: asyncio.Task | None = None
-
-
-def _namespace(obj):
-    """A JSON reply as attribute access (`resp.choices[0].message.content`), as the SDK's models read."""
-    if isinstance(obj, dict):
-        return SimpleNamespace(**{k: _namespace(v) for k, v in obj.items()})
-    if isinstance(obj, list):
-        return [_namespace(v) for v in obj]
-    return obj
 
 
 def estimate_tokens(messages: list[dict], max_tokens: int | None) -> float:
@@ -290,8 +280,8 @@ class JudgeClient:
                     if as_tokens:
                         tp.confirmed.add(url)
                     labels = (token_body or {}).get("logprob_token_ids")
-                    replies = ([SimpleNamespace(choices=[tp.as_chat_choice(c, labels)]) for c in choices] if as_tokens
-                               else [_namespace({"choices": [c]}) for c in choices])
+                    replies = ([Reply({"choices": [tp.as_chat_choice(c, labels)]}) for c in choices] if as_tokens
+                               else [Reply({"choices": [c]}) for c in choices])
                     dt = time.perf_counter() - t0
                     tries.succeeded()
                     for (_, fut), reply in zip(items, replies):
