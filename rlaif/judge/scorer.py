@@ -144,8 +144,18 @@ class Judge:
             gates_ok = gates_ok and items is not None
         return gates_ok, scores, details
 
-    async def _send(self, req: Request) -> dict:
-        res = await self.backend.chat(req.messages, **req.params)
+    async def _send_all(self, reqs: list[Request]) -> list[dict]:
+        """Every request at once: through the backend's `chat_many` where it has one (the HTTP client: batch
+        POSTs without a task per request), else one `chat` each, gathered."""
+        many = getattr(self.backend, "chat_many", None)
+        if many is not None:
+            results = await many([(r.messages, r.params) for r in reqs])
+        else:
+            results = await asyncio.gather(*[self.backend.chat(r.messages, **r.params) for r in reqs])
+        return [self._answer(req, res) for req, res in zip(reqs, results)]
+
+    def _answer(self, req: Request, res) -> dict:
+        """A call's result as the cache, the log and the reward read it; counted."""
         out = {"scores": None, "rationale": "", "latency_s": round(res.latency_s, 4), "attempts": res.attempts,
                "error": res.error, "parse_fail": False, "cached": False, "reasoning": "", "url": res.base_url}
         if res.response is not None:
@@ -162,10 +172,13 @@ class Judge:
         self._count(out)
         return out
 
-    async def _judge(self, req: Request) -> dict:
+    async def _judge_all(self, reqs: list[Request]) -> list[dict]:
+        """Every request of a batch, identical ones once (through the cache, when on)."""
+        if not reqs:
+            return []
         if self.cache is None:
-            return await self._send(req)
-        return await self.cache.get_or_run(req, self._send, self.totals)
+            return await self._send_all(reqs)
+        return await self.cache.get_or_run_many(reqs, self._send_all, self.totals)
 
     async def score_samples(self, samples: list[Sample], step: int | None = None) -> list[Verdict]:
         """Checks first; then every criterion of every ungated sample, concurrently; then the fallbacks."""
@@ -178,7 +191,7 @@ class Judge:
         self.totals["truncated"] += sum(cut for _, cut in fitted)
         flat = [req for p in plans for req in p]
         self.totals["neutralised"] += sum(r.neutralised for r in flat)
-        results = iter(await asyncio.gather(*[self._judge(r) for r in flat]))
+        results = iter(await self._judge_all(flat))
         verdicts, rows = [], []
         for s, plan, (_, truncated), (gates_ok, check_scores, check_details) in zip(samples, plans, fitted, checked):
             own = self.own_criteria(s)
@@ -247,7 +260,7 @@ class Judge:
         label` keeps a pair's two orders apart, which score_samples averages). Per request: `scores` (None when
         the judgment failed), `error`, `rationale`."""
         self.totals["neutralised"] += sum(r.neutralised for r in requests)
-        out = list(await asyncio.gather(*[self._judge(r) for r in requests]))
+        out = await self._judge_all(requests)
         self.failures.check()
         return out
 
