@@ -5,6 +5,7 @@ import asyncio
 import json
 
 from fake_replica import FakeReplica
+from rlaif.config.checks import Length
 from rlaif.config.rubric import load_rubric
 from rlaif.data.samples import Sample
 from rlaif.judge.http_client import ClientSettings, JudgeClient
@@ -16,7 +17,7 @@ PROMPT = [{"role": "user", "content": "Say hi."}]
 def judge(url: str, log=None) -> Judge:
     client = JudgeClient(ClientSettings(url, "judge", max_retries=0, backoff_base_s=0.01))
     return Judge(load_rubric("says_please"), client, on_failure=FailureSettings(min_calls=1000),
-                 judgment_log=log, cache=True)
+                 judgment_log=log, cache=True, checks=[Length(kind="length", max_chars=1000)])
 
 
 def run(j: Judge, *batches: list[Sample]) -> list:
@@ -41,6 +42,12 @@ def test_identical_requests_of_a_batch_are_judged_once_and_count_as_hits(tmp_pat
     judged = {r["sample_id"]: r for r in rows if not r["criterion"].startswith("check:")}
     assert [judged[k]["cached"] for k in "abc"] == [False, False, True]
     assert judged["c"]["attempts"] == 0 and judged["a"]["attempts"] == 1
+    # the log's lines keep their fields and order (readers, `rlaif report`, people's own scripts)
+    assert list(judged["a"]) == ["time", "step", "sample_id", "completion_sha1", "completion", "criterion", "score",
+                                 "rationale", "latency_s", "attempts", "error", "cached", "neutralised", "reward"]
+    checks = [r for r in rows if r["criterion"].startswith("check:")]
+    assert all(list(r) == ["time", "step", "sample_id", "completion_sha1", "completion", "criterion", "score",
+                           "rationale", "error", "reward"] for r in checks)
 
 
 def test_a_request_another_call_is_judging_is_waited_for_not_sent_again():

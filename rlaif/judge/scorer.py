@@ -237,19 +237,21 @@ class Judge:
                                     max((r["latency_s"] for _, r in parts), default=0.0), " ".join(rationales),
                                     check_scores, not gates_ok, truncated))
             for label, value in check_scores.items():
-                rows.append(base | {"criterion": f"check:{label}", "score": value,
-                                    "rationale": check_details[label], "error": None, "reward": reward})
+                rows.append(dict(base, criterion=f"check:{label}", score=value, rationale=check_details[label],
+                                 error=None, reward=reward))
             if gates_ok and not plan:
-                rows += [base | {"criterion": n, "score": None, "error": e, "reward": reward}
-                         for n, e in errors.items()]
+                rows += [dict(base, criterion=n, score=None, error=e, reward=reward) for n, e in errors.items()]
             for req, res in parts:
                 for name in req.criteria:
-                    rows.append(base | {"criterion": name, "score": raw[name],
-                                        "rationale": res["rationale"] or None, "latency_s": res["latency_s"],
-                                        "attempts": res["attempts"], "error": res["error"], "cached": res["cached"],
-                                        "neutralised": req.neutralised, "reward": reward}
-                                | ({"reasoning": res["reasoning"][:4000]} if res.get("reasoning") else {})
-                                | ({"calibrated": scores[name]} if self.calibration is not None else {}))
+                    # one dict per row, built at once (unions of three made two more per judgment)
+                    row = dict(base, criterion=name, score=raw[name], rationale=res["rationale"] or None,
+                               latency_s=res["latency_s"], attempts=res["attempts"], error=res["error"],
+                               cached=res["cached"], neutralised=req.neutralised, reward=reward)
+                    if res.get("reasoning"):
+                        row["reasoning"] = res["reasoning"][:4000]
+                    if self.calibration is not None:
+                        row["calibrated"] = scores[name]
+                    rows.append(row)
         self.totals["samples"] += len(samples)
         self.judgments.write(rows)
         self.failures.check()
