@@ -434,7 +434,7 @@ STAGES = [
      or _in(f, "rlaif/judge/logprob.py", "rlaif/judge/verdict.py", "rlaif/portable/verdicts.py",
             "openai/_models.py", "openai/_response.py", "pydantic")
      or (_in(f, "rlaif/judge/pairwise.py") and n == "p_first_wins")
-     or (_in(f, "rlaif/judge/http_client.py") and n == "_namespace")
+     or _in(f, "rlaif/judge/backend.py")
      or (_in(f, "rlaif/judge/scorer.py") and n == "_parse")),
     ("HTTP client (httpx2, openai SDK, rlaif's batching and pool)",
      lambda f, n: _in(f, "/httpx2/", "/httpcore2/", "/httpx/", "/httpcore/", "/h11/", "/anyio/", "/openai/",

@@ -36,6 +36,7 @@ class FakeReplica:
         self._mode = mode
         self._changed = threading.Condition()
         self.posts: collections.Counter[str] = collections.Counter()
+        self.seen: list[tuple[str, dict, dict]] = []  # (path, headers, JSON body) of every POST
         self.conversations = 0
         self.posts_done = 0  # POSTs that have left the handler (a held one counts once the mode lets it go)
         self.stopped = False
@@ -72,6 +73,7 @@ class FakeReplica:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
                 with replica._changed:
                     replica.posts[self.path] += 1
+                    replica.seen.append((self.path, dict(self.headers), body))
                     while replica._mode == "hang" and not replica.stopped:
                         replica._changed.wait()
                     mode = replica._mode

@@ -32,3 +32,48 @@ def test_a_409_is_the_callers_mistake_and_not_retried(batch):
         (res,) = one_token_batch(client, 1)
     assert res.response is None and "409" in res.error
     assert res.attempts == 1 and rep.chat_posts() == 1
+
+
+def test_a_single_call_posts_what_the_sdk_would_and_reads_the_reply():
+    """Single calls (verdict mode, or a server without the batch endpoint) are POSTed with the loop's HTTP client,
+    not the openai SDK: the body is the SDK's (extra_body merged at the top), the key goes in the Authorization
+    header and nowhere else, and the reply reads as the SDK's models do."""
+    with FakeReplica(p_pass=0.8) as rep:
+        client = JudgeClient(ClientSettings(rep.url, "judge", api_key="sk-secret-123", batch_requests=False))
+
+        async def go():
+            try:
+                return await client.chat([{"role": "user", "content": "q"}], max_tokens=64, temperature=0.0,
+                                         response_format={"type": "json_object"},
+                                         extra_body={"chat_template_kwargs": {"enable_thinking": False}})
+            finally:
+                await client.aclose()
+        res = asyncio.run(go())
+    assert res.error is None and res.attempts == 1 and res.base_url == rep.url
+    msg = res.response.choices[0].message
+    assert msg.content == "PASS" and getattr(msg, "reasoning_content", None) is None
+    assert res.response.choices[0].logprobs.content[0].top_logprobs[0].token == "PASS"
+    (path, headers, body), = rep.seen
+    assert path == "/v1/chat/completions"
+    assert body == {"model": "judge", "messages": [{"role": "user", "content": "q"}], "max_tokens": 64,
+                    "temperature": 0.0, "response_format": {"type": "json_object"},
+                    "chat_template_kwargs": {"enable_thinking": False}}
+    assert {k.lower(): v for k, v in headers.items()}["authorization"] == "Bearer sk-secret-123"
+
+
+def test_a_failed_single_call_is_retried_and_its_error_never_holds_the_key():
+    """A 5xx to a single call is a failed attempt, retried with backoff; the error names the status and the
+    server's words, never the key."""
+    with FakeReplica(mode=500, status_text="engine dead") as rep:
+        client = JudgeClient(ClientSettings(rep.url, "judge", api_key="sk-secret-123", max_retries=2,
+                                            backoff_base_s=0.01, batch_requests=False, breaker_failures=99))
+
+        async def go():
+            try:
+                return await client.chat([{"role": "user", "content": "q"}], max_tokens=64)
+            finally:
+                await client.aclose()
+        res = asyncio.run(go())
+    assert res.response is None and res.attempts == 3 and rep.posts["/v1/chat/completions"] == 3
+    assert res.error.startswith("HTTP 500") and "engine dead" in res.error and "sk-secret" not in res.error
+    assert client.per_url[rep.url] == {"calls": 3, "failures": 3}

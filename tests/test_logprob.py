@@ -4,12 +4,28 @@ from types import SimpleNamespace as NS
 import pytest
 
 from rlaif.config.rubric import Labels
+from rlaif.judge.backend import Reply
 from rlaif.judge.logprob import ParseError, request_params, score_from_response
 
 L = Labels()
 
 
+SHAPE = ["objects"]
+
+
+@pytest.fixture(autouse=True, params=["objects", "json"])
+def shape(request):
+    """Every reply below is read both ways: as objects (the in-process judge's, the SDK's) and as a server's JSON
+    (`Reply`, which the modes score from the dicts)."""
+    SHAPE[0] = request.param
+
+
 def reply(content, tops):
+    if SHAPE[0] == "json":
+        lp = ({"content": [{"token": tops[0][0] if tops else "", "logprob": 0.0,
+                            "top_logprobs": [{"token": t, "logprob": math.log(p)} for t, p in tops]}]}
+              if tops is not None else None)
+        return Reply({"choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "logprobs": lp}]})
     lp = NS(content=[NS(top_logprobs=[NS(token=t, logprob=math.log(p)) for t, p in tops])]) if tops is not None else None
     return NS(choices=[NS(message=NS(content=content), logprobs=lp)])
 
@@ -29,6 +45,11 @@ def test_garbage_reply_is_a_parse_error_not_a_zero():
         score_from_response(reply("maybe", [("maybe", 0.9)]), L)
     with pytest.raises(ParseError):
         score_from_response(NS(choices=[]), L)
+    with pytest.raises(ParseError):
+        score_from_response(Reply({"choices": []}), L)
+    with pytest.raises(ParseError):
+        score_from_response(Reply({"choices": [{"index": 0, "message": {"content": "PASS"},
+                                                "logprobs": {"content": [{"token": "PASS"}]}}]}), L)
 
 
 def test_request_uses_structured_outputs_not_the_ignored_guided_fields():

@@ -30,3 +30,31 @@ class JudgeBackend(Protocol):
 
     async def aclose(self) -> None:
         """Close this event loop's connections (call before an `asyncio.run` loop ends)."""
+
+
+class Reply:
+    """A judge server's JSON reply with attribute access, as the SDK's models read (`reply.choices[0].message
+    .content`), wrapped only where read: the judge modes score from `reply.json`, the dict itself, and building an
+    object per field of every reply cost more than the scoring (benchmarks/RESULTS.md, issue 27). A field the
+    reply lacks raises AttributeError, as a missing attribute does, so `getattr(msg, "reasoning", None)` works."""
+    __slots__ = ("json",)
+
+    def __init__(self, json: dict):
+        self.json = json
+
+    def __getattr__(self, name: str):
+        try:
+            return _wrapped(self.json[name])
+        except (KeyError, TypeError):
+            raise AttributeError(name) from None
+
+    def __repr__(self) -> str:
+        return f"Reply({self.json!r})"
+
+
+def _wrapped(v):
+    if isinstance(v, dict):
+        return Reply(v)
+    if isinstance(v, list):
+        return [_wrapped(x) for x in v]
+    return v

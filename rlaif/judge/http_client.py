@@ -5,8 +5,10 @@ backoff and full jitter on transport errors, 408, 429 and 5xx; other 4xx are the
 retried (rlaif/judge/attempts.py: the policy both ways of sending share). Several base URLs are one pool
 (rlaif/judge/pool.py): each request goes to the least-loaded healthy server, a retry goes to another, a server
 that refuses connections or times out twice in a row is out until it answers a real request, and while none is
-up a request waits for one (once, at most `max_outage_wait_s`), so one dead server costs retries, not judgments. One `openai.AsyncOpenAI` per URL per event loop, because TRL runs async reward
-functions on its own loop while evaluation runs on another, and an HTTP connection pool must not cross loops.
+up a request waits for one (once, at most `max_outage_wait_s`), so one dead server costs retries, not judgments.
+Requests are POSTed as JSON with one HTTP client (the openai SDK's httpx2 client class) per event loop, because
+TRL runs async reward functions on its own loop while evaluation runs on another, and an HTTP connection pool must
+not cross loops; the SDK's request and reply objects cost more CPU than the rest of a verdict (issue 27).
 
 One-token requests made together (a reward batch's logprob or pairwise requests) go to vLLM's
 `/v1/chat/completions/batch` as one POST per `max_concurrency` conversations, with the same retries: for
@@ -26,21 +28,18 @@ import ssl
 import time
 import weakref
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
 import httpx
 
 from rlaif.common.dist import rank
 from rlaif.judge.attempts import Attempts
-from rlaif.judge.backend import CallResult
+from rlaif.judge.backend import CallResult, Reply
 from rlaif.judge.pool import Pool
 from rlaif.judge.token_prompts import TokenPrompts
 from rlaif.judge.urls import api_url
 
 if TYPE_CHECKING:
-    import openai
-
     from rlaif.config.judge import JudgeSpec
 
 log = logging.getLogger("rlaif.judge")
@@ -121,22 +120,12 @@ class RateLimiter:
 
 @dataclass
 class _LoopState:
-    clients: dict[str, openai.AsyncOpenAI]
     sem: asyncio.Semaphore
     requests: RateLimiter | None
     tokens: RateLimiter | None
-    http: object = None  # for the batch endpoint, which the SDK has no method for
+    http: object = None  # every request, single or batch, goes through it
     pending: dict = field(default_factory=dict)  # params key -> (params, [(messages, future)])
     flusher: asyncio.Task | None = None
-
-
-def _namespace(obj):
-    """A JSON reply as attribute access (`resp.choices[0].message.content`), as the SDK's models read."""
-    if isinstance(obj, dict):
-        return SimpleNamespace(**{k: _namespace(v) for k, v in obj.items()})
-    if isinstance(obj, list):
-        return [_namespace(v) for v in obj]
-    return obj
 
 
 def estimate_tokens(messages: list[dict], max_tokens: int | None) -> float:
@@ -179,31 +168,21 @@ class JudgeClient:
         if loop not in self._per_loop:
             rps, tpm = self.settings.max_requests_per_s, self.settings.max_tokens_per_min
             self._per_loop[loop] = _LoopState(
-                {}, asyncio.Semaphore(self.settings.max_concurrency),
+                asyncio.Semaphore(self.settings.max_concurrency),
                 RateLimiter(rps, max(1.0, rps)) if rps else None,
                 RateLimiter(tpm / 60.0, tpm / 60.0 * 5) if tpm else None,  # up to 5 s of tokens at once
                 self._http())
         return self._per_loop[loop]
 
-    def _sdk(self, st: _LoopState, url: str) -> openai.AsyncOpenAI:
-        """The SDK client for single calls to `url` on this loop, made when first needed (batches do without)."""
-        if url not in st.clients:
-            openai, _ = _sdk_modules()
-            st.clients[url] = openai.AsyncOpenAI(
-                base_url=api_url(url),
-                api_key=self.settings.api_key or "EMPTY",
-                timeout=self.settings.timeout_s,
-                max_retries=0,  # retries are ours: counted, jittered, logged
-                http_client=self._http())
-        return st.clients[url]
-
     async def aclose(self) -> None:
         """Close this loop's connections (call before an `asyncio.run` loop ends)."""
         st = self._per_loop.pop(asyncio.get_running_loop(), None)
         if st is not None:
-            for c in st.clients.values():
-                await c.close()
             await st.http.aclose()
+
+    def _headers(self) -> dict:
+        # the key goes in this header only: never into an error message, a log line or argv
+        return {"Authorization": f"Bearer {self.settings.api_key or 'EMPTY'}"}
 
     def _attempts(self) -> Attempts:
         """A new request's attempts (rlaif/judge/attempts.py): its one outage deadline starts now."""
@@ -229,44 +208,76 @@ class JudgeClient:
             st.flusher = asyncio.ensure_future(self._flush(st))
         return await fut
 
+    async def chat_many(self, calls: list[tuple[list[dict], dict]]) -> list[CallResult]:
+        """Many chat completions, `(messages, params)` each, made at once: a reward batch's. The one-token ones go
+        out in batch POSTs of the same parameters, the rest as single calls, all concurrently; one CallResult
+        each, in order. What `chat` does for requests gathered together, without a task and a future per request
+        (issue 27: they were a tenth of a one-token judgment's client CPU)."""
+        out: list = [None] * len(calls)
+        singles: list[int] = []
+        groups: dict[str, tuple[dict, list[int]]] = {}
+        keys: dict[int, str] = {}  # id(params) -> its key: a batch's requests share a few params dicts
+        for i, (_, params) in enumerate(calls):
+            if not self._batchable(params):
+                singles.append(i)
+                continue
+            k = keys.get(id(params))
+            if k is None:
+                k = keys[id(params)] = json.dumps(params, sort_keys=True, default=str)
+            groups.setdefault(k, (params, []))[1].append(i)
+        jobs = [self._chat_one(calls[i][0], **calls[i][1]) for i in singles]
+        parts: list[list[int]] = []
+        if groups:
+            st, size = self._state(), self.settings.max_concurrency
+            for params, idx in groups.values():
+                for a in range(0, len(idx), size):
+                    parts.append(idx[a:a + size])
+                    jobs.append(self._batch(st, params, [calls[i][0] for i in parts[-1]]))
+        results = await asyncio.gather(*jobs)
+        for i, res in zip(singles, results):
+            out[i] = res
+        for part, batch in zip(parts, results[len(singles):]):
+            for i, res in zip(part, batch):
+                out[i] = res
+        return out
+
     async def _flush(self, st: _LoopState) -> None:
         await asyncio.sleep(0)  # one turn of the loop: every request of the caller's gather is queued by then
         tasks = []
         while st.pending:
             _, (params, items) = st.pending.popitem()
             size = self.settings.max_concurrency
-            tasks += [asyncio.ensure_future(self._batch(st, params, items[i:i + size]))
+            tasks += [asyncio.ensure_future(self._answer(st, params, items[i:i + size]))
                       for i in range(0, len(items), size)]
         await asyncio.gather(*tasks)
 
-    async def _singly(self, params: dict, items: list) -> None:
-        results = await asyncio.gather(*[self._chat_one(m, **params) for m, _ in items])
+    async def _answer(self, st: _LoopState, params: dict, items: list) -> None:
+        results = await self._batch(st, params, [m for m, _ in items])
         for (_, fut), res in zip(items, results):
             if not fut.done():
                 fut.set_result(res)
 
-    async def _batch(self, st: _LoopState, params: dict, items: list) -> None:
+    async def _singly(self, params: dict, conversations: list) -> list[CallResult]:
+        return list(await asyncio.gather(*[self._chat_one(m, **params) for m in conversations]))
+
+    async def _batch(self, st: _LoopState, params: dict, conversations: list) -> list[CallResult]:
         """One POST for many conversations with the same parameters; retried as a whole like a single call."""
         try:
-            await self._batch_attempts(st, params, items)
-        except Exception as e:  # never leave a caller waiting
-            for _, fut in items:
-                if not fut.done():
-                    fut.set_result(CallResult(None, 0.0, 1, f"{type(e).__name__}: {str(e)[:200]}"))
+            return await self._batch_attempts(st, params, conversations)
+        except Exception as e:  # never leave a caller without an answer
+            return [CallResult(None, 0.0, 1, f"{type(e).__name__}: {str(e)[:200]}") for _ in conversations]
 
-    async def _batch_attempts(self, st: _LoopState, params: dict, items: list) -> None:
+    async def _batch_attempts(self, st: _LoopState, params: dict, conversations: list) -> list[CallResult]:
         _, sdk_http = _sdk_modules()
-        conversations = [m for m, _ in items]
-        chat_body = {"model": self.settings.model, "messages": conversations}
-        chat_body.update({k: v for k, v in params.items() if k != "extra_body"})
-        chat_body.update(params.get("extra_body") or {})
+        n = len(conversations)
+        chat_body = self._chat_body(conversations, params)
         token_body = None  # rendered once, on the first attempt that goes to a server that takes token ids
-        headers = {"Authorization": f"Bearer {self.settings.api_key or 'EMPTY'}"}
+        headers = self._headers()
         t0 = time.perf_counter()
         tries = self._attempts()
         while (url := await tries.next()) is not None:
             if url in self.no_batch:
-                return await self._singly(params, items)
+                return await self._singly(params, conversations)
             tp = self.token_prompts
             as_tokens = tp is not None and await tp.check(st.http, url, headers, self.settings.model, conversations[0],
                                                           (params.get("extra_body") or {}).get("chat_template_kwargs"))
@@ -277,64 +288,71 @@ class JudgeClient:
                     log.warning("token prompts: rendering a batch failed (%s); it goes to the chat endpoint", e)
                     as_tokens = False
             endpoint, body = ("/completions", token_body) if as_tokens else ("/chat/completions/batch", chat_body)
-            self.per_url[url]["calls"] += len(items)  # counted per judge request, as single calls are
+            self.per_url[url]["calls"] += n  # counted per judge request, as single calls are
             self.batches += 1
             try:
-                with self.pool.serving(url, len(items)):  # queued for the semaphore counts as load too
+                with self.pool.serving(url, n):  # queued for the semaphore counts as load too
                     async with st.sem:
                         r = await st.http.post(api_url(url) + endpoint, json=body, headers=headers)
                 if r.status_code in (404, 405) and as_tokens:  # /tokenize, but no /v1/completions
-                    return await self._without_tokens(st, params, items, url,
+                    return await self._without_tokens(st, params, conversations, url,
                                                       f"its /v1/completions answered HTTP {r.status_code}")
                 if r.status_code in (404, 405):  # not vLLM, or a vLLM without the endpoint: single calls from now
                     self.no_batch.add(url)
-                    return await self._singly(params, items)
+                    return await self._singly(params, conversations)
                 if r.status_code == 400:  # one bad conversation refuses the batch: single calls say which
-                    return await self._singly(params, items)
+                    return await self._singly(params, conversations)
                 if r.status_code == 200:
                     choices = sorted(r.json()["choices"], key=lambda c: c["index"])
-                    if len(choices) != len(items):
-                        raise ValueError(f"{len(choices)} choices for {len(items)} conversations")
+                    if len(choices) != n:
+                        raise ValueError(f"{len(choices)} choices for {n} conversations")
                     if as_tokens and not tp.answered(token_body, choices):
                         if url not in tp.confirmed:  # the first reply: a vLLM that ignores logprob_token_ids
-                            return await self._without_tokens(st, params, items, url, "its /v1/completions gives "
-                                                              "no logprobs for chosen tokens")
+                            return await self._without_tokens(st, params, conversations, url, "its /v1/completions "
+                                                              "gives no logprobs for chosen tokens")
                         raise ValueError("a reply without the logprobs of the label tokens")
                     if as_tokens:
                         tp.confirmed.add(url)
-                    labels = (token_body or {}).get("logprob_token_ids")
-                    replies = ([SimpleNamespace(choices=[tp.as_chat_choice(c, labels)]) for c in choices] if as_tokens
-                               else [_namespace({"choices": [c]}) for c in choices])
+                        labels = token_body.get("logprob_token_ids")
+                        choices = [tp.as_chat_choice(c, labels) for c in choices]
                     dt = time.perf_counter() - t0
                     tries.succeeded()
-                    for (_, fut), reply in zip(items, replies):
-                        if not fut.done():
-                            fut.set_result(CallResult(reply, dt, tries.attempt, None, url))
-                    return
+                    return [CallResult(Reply({"choices": [c]}), dt, tries.attempt, None, url) for c in choices]
                 retry = tries.failed(f"HTTP {r.status_code}: {r.text[:200]}", status=r.status_code, body=r.text)
             except (httpx.HTTPError, sdk_http.HTTPError) as e:
                 retry = tries.failed(f"{type(e).__name__}: {str(e)[:200]}", exc=e)
             except (ValueError, KeyError, TypeError, IndexError) as e:  # a reply that is not the batch answer
                 retry = tries.failed(f"malformed batch reply: {type(e).__name__}: {str(e)[:200]}")
-            self.per_url[url]["failures"] += len(items)
+            self.per_url[url]["failures"] += n
             if not retry:
                 break
         dt = time.perf_counter() - t0
-        for _, fut in items:
-            if not fut.done():
-                fut.set_result(CallResult(None, dt, tries.attempt, tries.error, tries.url))
+        return [CallResult(None, dt, tries.attempt, tries.error, tries.url) for _ in conversations]
 
-    async def _without_tokens(self, st: _LoopState, params: dict, items: list, url: str, why: str) -> None:
+    async def _without_tokens(self, st: _LoopState, params: dict, conversations: list, url: str,
+                              why: str) -> list[CallResult]:
         """`url` cannot take token prompts: turn them off there and send this batch again, as a chat batch. The
         token attempt is not counted: the batch is one judge request per conversation, sent once."""
         self.token_prompts.turn_off(url, why)
-        self.per_url[url]["calls"] -= len(items)
+        self.per_url[url]["calls"] -= len(conversations)
         self.batches -= 1
-        return await self._batch_attempts(st, params, items)
+        return await self._batch_attempts(st, params, conversations)
+
+    def _chat_body(self, messages, params: dict) -> dict:
+        """The JSON the SDK's `chat.completions.create` would send: `extra_body` merged in at the top level."""
+        body = {"model": self.settings.model, "messages": messages}
+        body.update({k: v for k, v in params.items() if k != "extra_body"})
+        body.update(params.get("extra_body") or {})
+        return body
 
     async def _chat_one(self, messages: list[dict], **params) -> CallResult:
-        openai, sdk_http = _sdk_modules()
+        """One chat completion, POSTed with this loop's HTTP client as the batches are: the openai SDK's request
+        building and reply models cost 2.1 ms of a verdict's 2.6 ms of client CPU (benchmarks/RESULTS.md, issue
+        27). The reply is the JSON itself, read through `Reply`."""
+        _, sdk_http = _sdk_modules()
         st = self._state()
+        body = self._chat_body(messages, params)
+        headers = self._headers()
         t0 = time.perf_counter()
         tries = self._attempts()
         while (url := await tries.next()) is not None:
@@ -346,16 +364,18 @@ class JudgeClient:
             try:
                 with self.pool.serving(url):
                     async with st.sem:
-                        resp = await self._sdk(st, url).chat.completions.create(
-                            model=self.settings.model, messages=messages, **params)
-                tries.succeeded()
-                return CallResult(resp, time.perf_counter() - t0, tries.attempt, None, url)
-            except openai.APIStatusError as e:
-                retry = tries.failed(f"HTTP {e.status_code}: {str(e)[:200]}", status=e.status_code, body=str(e))
-            except (openai.APIConnectionError, openai.APITimeoutError, httpx.HTTPError, sdk_http.HTTPError) as e:
+                        r = await st.http.post(api_url(url) + "/chat/completions", json=body, headers=headers)
+                if r.status_code == 200:
+                    reply = r.json()
+                    if not isinstance(reply, dict):
+                        raise ValueError(f"a {type(reply).__name__}, not a JSON object")
+                    tries.succeeded()
+                    return CallResult(Reply(reply), time.perf_counter() - t0, tries.attempt, None, url)
+                retry = tries.failed(f"HTTP {r.status_code}: {r.text[:200]}", status=r.status_code, body=r.text)
+            except (httpx.HTTPError, sdk_http.HTTPError) as e:
                 retry = tries.failed(f"{type(e).__name__}: {str(e)[:200]}", exc=e)
-            except Exception as e:  # a malformed reply the SDK cannot decode: treat as a failed call
-                retry = tries.failed(f"{type(e).__name__}: {str(e)[:200]}")
+            except ValueError as e:  # a 200 whose body is not a JSON object: a failed call, not a verdict
+                retry = tries.failed(f"malformed reply: {type(e).__name__}: {str(e)[:200]}")
             self.per_url[url]["failures"] += 1
             if not retry:
                 break

@@ -43,8 +43,8 @@ def request_params(top_logprobs: int = 5, temperature: float = 0.0) -> dict:
 
 def p_first_wins(resp) -> float:
     content, tops = first_token(resp)
-    pa = sum(math.exp(t.logprob) for t in tops if t.token.strip() == "A")
-    pb = sum(math.exp(t.logprob) for t in tops if t.token.strip() == "B")
+    pa = sum(math.exp(lp) for t, lp in tops if t.strip() == "A")
+    pb = sum(math.exp(lp) for t, lp in tops if t.strip() == "B")
     if pa + pb > 0:
         return pa / (pa + pb)
     if content in CHOICES:

@@ -144,8 +144,18 @@ class Judge:
             gates_ok = gates_ok and items is not None
         return gates_ok, scores, details
 
-    async def _send(self, req: Request) -> dict:
-        res = await self.backend.chat(req.messages, **req.params)
+    async def _send_all(self, reqs: list[Request]) -> list[dict]:
+        """Every request at once: through the backend's `chat_many` where it has one (the HTTP client: batch
+        POSTs without a task per request), else one `chat` each, gathered."""
+        many = getattr(self.backend, "chat_many", None)
+        if many is not None:
+            results = await many([(r.messages, r.params) for r in reqs])
+        else:
+            results = await asyncio.gather(*[self.backend.chat(r.messages, **r.params) for r in reqs])
+        return [self._answer(req, res) for req, res in zip(reqs, results)]
+
+    def _answer(self, req: Request, res) -> dict:
+        """A call's result as the cache, the log and the reward read it; counted."""
         out = {"scores": None, "rationale": "", "latency_s": round(res.latency_s, 4), "attempts": res.attempts,
                "error": res.error, "parse_fail": False, "cached": False, "reasoning": "", "url": res.base_url}
         if res.response is not None:
@@ -162,10 +172,13 @@ class Judge:
         self._count(out)
         return out
 
-    async def _judge(self, req: Request) -> dict:
+    async def _judge_all(self, reqs: list[Request]) -> list[dict]:
+        """Every request of a batch, identical ones once (through the cache, when on)."""
+        if not reqs:
+            return []
         if self.cache is None:
-            return await self._send(req)
-        return await self.cache.get_or_run(req, self._send, self.totals)
+            return await self._send_all(reqs)
+        return await self.cache.get_or_run_many(reqs, self._send_all, self.totals)
 
     async def score_samples(self, samples: list[Sample], step: int | None = None) -> list[Verdict]:
         """Checks first; then every criterion of every ungated sample, concurrently; then the fallbacks."""
@@ -178,7 +191,7 @@ class Judge:
         self.totals["truncated"] += sum(cut for _, cut in fitted)
         flat = [req for p in plans for req in p]
         self.totals["neutralised"] += sum(r.neutralised for r in flat)
-        results = iter(await asyncio.gather(*[self._judge(r) for r in flat]))
+        results = iter(await self._judge_all(flat))
         verdicts, rows = [], []
         for s, plan, (_, truncated), (gates_ok, check_scores, check_details) in zip(samples, plans, fitted, checked):
             own = self.own_criteria(s)
@@ -224,19 +237,21 @@ class Judge:
                                     max((r["latency_s"] for _, r in parts), default=0.0), " ".join(rationales),
                                     check_scores, not gates_ok, truncated))
             for label, value in check_scores.items():
-                rows.append(base | {"criterion": f"check:{label}", "score": value,
-                                    "rationale": check_details[label], "error": None, "reward": reward})
+                rows.append(dict(base, criterion=f"check:{label}", score=value, rationale=check_details[label],
+                                 error=None, reward=reward))
             if gates_ok and not plan:
-                rows += [base | {"criterion": n, "score": None, "error": e, "reward": reward}
-                         for n, e in errors.items()]
+                rows += [dict(base, criterion=n, score=None, error=e, reward=reward) for n, e in errors.items()]
             for req, res in parts:
                 for name in req.criteria:
-                    rows.append(base | {"criterion": name, "score": raw[name],
-                                        "rationale": res["rationale"] or None, "latency_s": res["latency_s"],
-                                        "attempts": res["attempts"], "error": res["error"], "cached": res["cached"],
-                                        "neutralised": req.neutralised, "reward": reward}
-                                | ({"reasoning": res["reasoning"][:4000]} if res.get("reasoning") else {})
-                                | ({"calibrated": scores[name]} if self.calibration is not None else {}))
+                    # one dict per row, built at once (unions of three made two more per judgment)
+                    row = dict(base, criterion=name, score=raw[name], rationale=res["rationale"] or None,
+                               latency_s=res["latency_s"], attempts=res["attempts"], error=res["error"],
+                               cached=res["cached"], neutralised=req.neutralised, reward=reward)
+                    if res.get("reasoning"):
+                        row["reasoning"] = res["reasoning"][:4000]
+                    if self.calibration is not None:
+                        row["calibrated"] = scores[name]
+                    rows.append(row)
         self.totals["samples"] += len(samples)
         self.judgments.write(rows)
         self.failures.check()
@@ -247,7 +262,7 @@ class Judge:
         label` keeps a pair's two orders apart, which score_samples averages). Per request: `scores` (None when
         the judgment failed), `error`, `rationale`."""
         self.totals["neutralised"] += sum(r.neutralised for r in requests)
-        out = list(await asyncio.gather(*[self._judge(r) for r in requests]))
+        out = await self._judge_all(requests)
         self.failures.check()
         return out
 

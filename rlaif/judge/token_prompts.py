@@ -35,7 +35,6 @@ import logging
 import os
 import re
 from pathlib import Path
-from types import SimpleNamespace
 
 from rlaif.judge.urls import server_root
 
@@ -306,8 +305,8 @@ class TokenPrompts:
         want = _keys(body.get("logprob_token_ids"))
         return all(want <= _first_tops(c).keys() for c in reply_choices)
 
-    def as_chat_choice(self, c: dict, labels: list[int] | None = None) -> SimpleNamespace:
-        """A /v1/completions choice in the shape of a parsed chat choice (`.message.content`, `.logprobs.content[0]
+    def as_chat_choice(self, c: dict, labels: list[int] | None = None) -> dict:
+        """A /v1/completions choice in the shape of a chat choice's JSON (`message.content`, `logprobs.content[0]
         .top_logprobs`), which the judge modes read; built directly, as this runs for every judgment.
 
         With `labels` (the request's logprob_token_ids) the reply reads as the grammar-constrained chat reply
@@ -330,11 +329,9 @@ class TokenPrompts:
             else:
                 first, first_lp = lp["tokens"][0], lp["token_logprobs"][0]
             token = self.text(first)
-            content = [SimpleNamespace(token=token, logprob=first_lp,
-                                       top_logprobs=[SimpleNamespace(token=self.text(t), logprob=v)
-                                                     for t, v in tops.items()])]
+            content = [{"token": token, "logprob": first_lp,
+                        "top_logprobs": [{"token": self.text(t), "logprob": v} for t, v in tops.items()]}]
             if first.startswith(ID_PREFIX):
                 text = token
-        return SimpleNamespace(index=c["index"], finish_reason=c.get("finish_reason"),
-                               message=SimpleNamespace(role="assistant", content=text),
-                               logprobs=SimpleNamespace(content=content) if content else None)
+        return {"index": c["index"], "finish_reason": c.get("finish_reason"),
+                "message": {"role": "assistant", "content": text}, "logprobs": {"content": content} if content else None}
