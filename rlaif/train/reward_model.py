@@ -9,6 +9,9 @@ tokenization. A held-out share of the pairs is never trained on: the summary rep
 with the labels there, and, when the recipe's world has a truth rule (eval.truth_regex), with the rule on the
 held-out pairs where exactly one answer follows it. The saved model is whole (a LoRA merged into its base), so
 that vLLM's pooling runner serves it as transformers loads it.
+
+torch, transformers and TRL are imported in the functions that use them: `rlaif --help` imports this module
+(through rlaif/cli/rm.py) and must not pay for them.
 """
 from __future__ import annotations
 
@@ -19,9 +22,7 @@ import re
 import sys
 import time
 from pathlib import Path
-
-import torch
-import torch.nn.functional as F
+from typing import TYPE_CHECKING
 
 from rlaif.common.console import say
 from rlaif.config.recipe import Recipe
@@ -29,9 +30,14 @@ from rlaif.data.preferences import Preference, as_dataset_rows, read_preferences
 from rlaif.errors import UserError
 from rlaif.judge.reward_model import LocalRewardModel, conversation_ids, load_tokenizer
 
+if TYPE_CHECKING:
+    import torch
+
 
 def soft_label_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     """The RLAIF paper's cross-entropy against a soft preference label, averaged over the pairs."""
+    import torch.nn.functional as F
+
     d = r_chosen - r_rejected
     return -(p * F.logsigmoid(d) + (1 - p) * F.logsigmoid(-d)).mean()
 
@@ -39,6 +45,7 @@ def soft_label_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor, p: torch.T
 def _trainer_classes():
     """TRL's RewardTrainer and collator with the soft label carried along (imported when training: TRL is slow
     to import and most commands never train a reward model)."""
+    import torch
     from trl import RewardTrainer
     from trl.trainer.reward_trainer import DataCollatorForPreference
 
@@ -125,6 +132,7 @@ def _peft_config(spec):
 def train_reward_model(recipe: Recipe, prefs_path: str | Path, out: str | Path) -> dict:
     """Train the recipe's reward model on the preference file, save it whole in `out` with rm_summary.json, and
     return the summary."""
+    import torch
     from datasets import Dataset
     from transformers import AutoModelForSequenceClassification
     from trl import RewardConfig
