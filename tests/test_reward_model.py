@@ -108,3 +108,33 @@ def test_each_loss_gets_the_label_column_it_needs(tmp_path):
     assert "p_chosen" not in hard[0] and "margin" not in hard[0]  # TRL's own loss: every label as 1.0
     assert margin[0]["margin"] == pytest.approx(2.0 * (2 * 0.75 - 1))  # TRL's margin column
     assert soft[0]["chosen"] == [{"role": "assistant", "content": prefs[0].chosen}] and soft[0]["prompt"] == prefs[0].prompt
+
+
+def _prompt_pairs(sizes: list[int], ids: bool = True) -> list:
+    """Preferences as `rlaif label` writes them: prompt k has sizes[k] pairs of its completions, ids
+    `<prompt id>:<i>-<j>` (or ids of another shape, `ids=False`)."""
+    from rlaif.data.preferences import Preference
+    out = []
+    for k, n in enumerate(sizes):
+        prompt = [{"role": "user", "content": f"prompt {k}"}]
+        for i in range(n):
+            out.append(Preference(f"train-{k:04d}:{i}-{i + 1}" if ids else f"pref-{len(out)}", prompt,
+                                  f"good {k}.{i}", f"bad {k}.{i}", 0.9))
+    return out
+
+
+@pytest.mark.parametrize("ids", [True, False])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_no_heldout_pair_shares_a_prompt_with_a_trained_pair(ids, seed):
+    """A prompt's pairs share its completions: the held-out accuracy is on unseen data only when all of a prompt's
+    pairs are on one side (grouped by the id's prompt part, or by the prompt's messages when the ids do not say)."""
+    from rlaif.train.reward_model import split
+    sizes = [15, 1, 9, 5, 5, 3, 15, 2, 8, 5, 5, 6, 10, 1, 4, 5, 12, 5, 7, 3]
+    prefs = _prompt_pairs(sizes, ids)
+    train, held = split(prefs, 0.25, seed)
+    assert sorted(p.id for p in train + held) == sorted(p.id for p in prefs)
+    prompts = lambda pairs: {p.prompt[0]["content"] for p in pairs}  # noqa: E731
+    assert held and not prompts(train) & prompts(held)
+    assert abs(len(held) - 0.25 * len(prefs)) <= max(sizes) / 2  # close to the share asked for
+    # one prompt alone cannot be split by prompt: nothing is held out rather than a pair of a trained prompt
+    assert split(_prompt_pairs([6], ids), 0.25, seed) == (_prompt_pairs([6], ids), [])
