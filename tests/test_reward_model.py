@@ -138,3 +138,32 @@ def test_no_heldout_pair_shares_a_prompt_with_a_trained_pair(ids, seed):
     assert abs(len(held) - 0.25 * len(prefs)) <= max(sizes) / 2  # close to the share asked for
     # one prompt alone cannot be split by prompt: nothing is held out rather than a pair of a trained prompt
     assert split(_prompt_pairs([6], ids), 0.25, seed) == (_prompt_pairs([6], ids), [])
+
+
+def test_a_template_that_ends_with_eos_as_pad_is_pooled_on_the_same_token_in_and_out_of_process():
+    """pad == eos (what `rlaif rm train` sets when a tokenizer has no pad) and a chat template ending with eos:
+    transformers' classifier pools the rightmost token that is not padding, vLLM's pooler the last token. The ids
+    carry no trailing pad, so both read the same token."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForSequenceClassification
+
+    from rlaif.judge.reward_model import LocalRewardModel, conversation_ids
+
+    tok = AutoTokenizer.from_pretrained("artifacts/tiny/policy")
+    tok.pad_token = tok.eos_token
+    tok.chat_template = ("{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>' }}"
+                         "{% endfor %}")
+    prompt, answers = [{"role": "user", "content": "a story about a lake"}], ["please, a lake.", "a green lake"]
+    templated = list(tok.apply_chat_template(prompt + [{"role": "assistant", "content": answers[0]}],
+                                             return_dict=True)["input_ids"])
+    assert templated[-1] == tok.pad_token_id  # the case at hand
+    ids = conversation_ids(tok, prompt, answers[0])
+    assert ids == templated[:-1] and ids[-1] != tok.pad_token_id
+    torch.manual_seed(0)
+    model = LlamaForSequenceClassification(LlamaConfig(
+        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=2,
+        num_key_value_heads=2, num_labels=1, pad_token_id=tok.pad_token_id)).eval()
+    in_process = LocalRewardModel("unused", device="cpu", model=model, tok=tok).score([prompt, prompt], answers)
+    with torch.no_grad():  # vLLM's LAST pooling: the score head on the last token's hidden state
+        last = [model.score(model.model(input_ids=torch.tensor([conversation_ids(tok, prompt, a)]))
+                            .last_hidden_state[:, -1]).item() for a in answers]
+    assert in_process == pytest.approx(last, abs=1e-5)

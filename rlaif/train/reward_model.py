@@ -183,8 +183,6 @@ def train_reward_model(recipe: Recipe, prefs_path: str | Path, out: str | Path) 
     held_prompts = len(prompt_groups(held))
     base = spec.base or recipe.policy.model
     tok = load_tokenizer(base)
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
     rows, too_long = _rows(tok, train_p, spec.loss, spec.margin_scale, spec.max_length)
     if not rows:
         raise UserError(f"{prefs_path}: no pair to train on ({len(held)} held out, {too_long} longer than "
