@@ -75,39 +75,61 @@ def launch_replicas(recipe: Recipe, run_dir: Path, fixed_port: bool = False) -> 
     return servers
 
 
-def check_launch(recipe: Recipe) -> None:
-    """Refuse a judge launch that the run's other nodes could not reach. Every process decides it alike from its
+def refuse_launch_across_nodes(who: str, host: str, api_key: str | None, key: str, instead: str) -> None:
+    """Refuse a server launch (a judge's, a reward model's) that the run's other nodes could not reach: on
+    loopback, or beyond it with no key (`key`: where the key is set). Every process decides it alike from its
     launcher's environment, so all stop together, none waiting for a URL that will never come."""
-    j = recipe.judge
-    if not spans_nodes() or (not is_loopback(j.serve.host) and j.api_key):
+    if not spans_nodes() or (not is_loopback(host) and api_key):
         return
-    where = (f"at {j.serve.host}, which only node 0 reaches" if is_loopback(j.serve.host) else
-             f"at {j.serve.host} with no key (judge.api_key or RLAIF_JUDGE_API_KEY)")
-    raise UserError(
-        f"{recipe.source}: judge: this run spans several nodes ({world_size()} processes, {local_world_size()} on "
-        f"this node), and the judge it would launch on node 0 listens {where}. Start the judge on a node of its "
+    where = f"at {host}, which only node 0 reaches" if is_loopback(host) else f"at {host} with no key ({key})"
+    raise UserError(f"{who}: this run spans several nodes ({world_size()} processes, {local_world_size()} on this "
+                    f"node), and the server it would launch on node 0 listens {where}. {instead}")
+
+
+def check_launch(recipe: Recipe) -> None:
+    """Refuse a judge launch that the run's other nodes could not reach (refuse_launch_across_nodes)."""
+    j = recipe.judge
+    refuse_launch_across_nodes(
+        f"{recipe.source}: judge", j.serve.host, j.api_key, "judge.api_key or RLAIF_JUDGE_API_KEY",
+        f"Start the judge on a node of its "
         f"own:\n  RLAIF_JUDGE_API_KEY=KEY rlaif judge serve {recipe.source} --set judge.serve.host=0.0.0.0 --port 8100\n"
         f"and give every training node --set judge.base_url=http://JUDGE_NODE:8100 (and RLAIF_JUDGE_API_KEY=KEY in its "
         f"environment). Or have rank 0 launch it on an address the nodes share, with a key: "
         f"--set judge.serve.host=0.0.0.0 (or this node's address) and RLAIF_JUDGE_API_KEY=KEY")
 
 
-def check_judge_devices(recipe: Recipe) -> None:
-    """Refuse judge devices (judge.serve.devices) that this node's training processes use too: vLLM reserves its
-    share of each device as it starts, before the policy and its rollout engine load, which then do not fit."""
-    devices = recipe.judge.serve.devices
-    if not devices:  # the judge shares the trainer's devices on purpose (the one-GPU recipes) or is on a CPU
+def check_reward_model_launch(spec: RewardModelSourceSpec) -> None:
+    """Refuse a reward-model server launch that the run's other nodes could not reach, as the judge's."""
+    refuse_launch_across_nodes(
+        f"rewards: {spec.name}", spec.serve.host, spec.api_key, "its api_key or RLAIF_RM_API_KEY",
+        f"Start the reward model on a node of its own:\n  VLLM_API_KEY=KEY vllm serve {spec.model} --runner pooling "
+        f"--served-model-name {spec.label} --host 0.0.0.0 --port 8200\nand give the source base_url: "
+        f"http://RM_NODE:8200 (and RLAIF_RM_API_KEY=KEY in every training node's environment). Or have rank 0 "
+        f"launch it on an address the nodes share, with a key: serve.host: 0.0.0.0 (or this node's address) and "
+        f"RLAIF_RM_API_KEY=KEY")
+
+
+def check_devices(who: str, field: str, devices: list[str] | None) -> None:
+    """Refuse server devices (a judge's or a reward model's serve.devices) that this node's training processes use
+    too: vLLM reserves its share of each device as it starts, before the policy and its rollout engine load, which
+    then do not fit."""
+    if not devices:  # the server shares the trainer's devices on purpose (the one-GPU recipes) or is on a CPU
         return
     used, where = training_gpus(local_world_size())
     for i, d in enumerate(devices):
         both = [g for g in d.split(",") if g.strip() in used]
         if both:
             raise UserError(
-                f"{recipe.source}: judge.serve.devices[{i}] '{d}' names GPU {', '.join(both)}, which the training "
+                f"{who}{field}[{i}] '{d}' names GPU {', '.join(both)}, which the training "
                 f"processes use too ({where}). Give "
-                "the judge GPUs of its own: train on the others (accelerate launch --gpu_ids and --num_processes, "
-                "or CUDA_VISIBLE_DEVICES for torchrun), or name others in judge.serve.devices. To share a GPU on "
-                "purpose, leave judge.serve.devices unset and give the judge a --gpu-memory-utilization share")
+                "the server GPUs of its own: train on the others (accelerate launch --gpu_ids and --num_processes, "
+                f"or CUDA_VISIBLE_DEVICES for torchrun), or name others in {field}. To share a GPU on "
+                "purpose, leave it unset and give the server a --gpu-memory-utilization share")
+
+
+def check_judge_devices(recipe: Recipe) -> None:
+    """Refuse judge devices (judge.serve.devices) that this node's training processes use too (check_devices)."""
+    check_devices(f"{recipe.source}: ", "judge.serve.devices", recipe.judge.serve.devices)
 
 
 @contextlib.contextmanager
@@ -330,6 +352,7 @@ def reward_model_endpoint(spec: RewardModelSourceSpec, run_dir: Path):
     if not spec.serve.launch:
         raise UserError(f"rewards: {spec.name}: give base_url (a running `vllm serve {spec.model} --runner pooling`) "
                         "or set serve.launch: true")
+    check_reward_model_launch(spec)
     if world_size() > 1 and not is_main_process():
         shared = broadcast_from_main(None)
         if shared.get("error"):
@@ -337,6 +360,7 @@ def reward_model_endpoint(spec: RewardModelSourceSpec, run_dir: Path):
         yield Endpoint(shared["url"], shared["start_s"])
         return
     try:
+        check_devices(f"rewards: {spec.name}: ", "serve.devices", spec.serve.devices)  # this node's: it launches
         servers = reward_model_servers(spec, run_dir)
         start_servers(servers)
     except BaseException as e:

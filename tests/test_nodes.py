@@ -14,7 +14,8 @@ import pytest
 from rlaif.config.recipe import load_recipe
 from rlaif.errors import UserError
 from rlaif import factory
-from rlaif.factory import judge_endpoint
+from rlaif.config.rewards import RewardModelSourceSpec
+from rlaif.factory import judge_endpoint, reward_model_endpoint
 from rlaif.judge.server import VLLMServer
 
 SMOKE = "recipes/smoke.yaml"
@@ -137,6 +138,38 @@ def test_judge_devices_are_checked_against_the_training_processes_gpus(eight_gpu
 def test_without_gpus_the_devices_are_not_checked(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))  # no nvidia-smi: a CPU machine, the trainers use no GPU
     factory.check_judge_devices(recipe('judge.serve.devices=["0"]'))
+
+
+def reward_model(tmp_path, **serve) -> RewardModelSourceSpec:
+    # a reward model the run would launch; were anything launched, it would be this Python, not a server
+    return RewardModelSourceSpec(kind="reward_model", model=str(tmp_path / "rm"),
+                                 serve={"python": sys.executable, "startup_timeout_s": 10} | serve)
+
+
+@pytest.mark.parametrize("rank", [0, 1, 8])
+def test_a_reward_model_the_run_would_launch_across_nodes_is_refused_in_every_process(monkeypatch, tmp_path, rank):
+    nodes(monkeypatch, world=16, local=8, rank=rank)
+    run_dir = tmp_path / "run"
+    with pytest.raises(UserError) as e:
+        with reward_model_endpoint(reward_model(tmp_path), run_dir):
+            pass
+    msg = str(e.value)
+    assert msg.startswith("rewards: reward_model: ") and "several nodes" in msg and "base_url" in msg
+    assert "--runner pooling" in msg and "RLAIF_RM_API_KEY" in msg  # the server's launch line, its key
+    assert not run_dir.exists()  # nothing started: no server log, no pid file
+    with pytest.raises(UserError, match="with no key"):
+        factory.check_reward_model_launch(reward_model(tmp_path, host="0.0.0.0"))
+    factory.check_reward_model_launch(reward_model(tmp_path, host="0.0.0.0").model_copy(update={"api_key": "k"}))
+
+
+def test_reward_model_devices_the_training_processes_use_are_refused_by_name(eight_gpus, tmp_path):
+    run_dir = tmp_path / "run"
+    with pytest.raises(UserError) as e:
+        with reward_model_endpoint(reward_model(tmp_path, devices=["3"]), run_dir):
+            pass
+    msg = str(e.value)
+    assert "rewards: reward_model: serve.devices[0] '3'" in msg and "GPU 3" in msg and "all 8 GPUs" in msg
+    assert not run_dir.exists()
 
 
 # -- one run directory for every node ----------------------------------------------------------------------------

@@ -108,3 +108,62 @@ def test_each_loss_gets_the_label_column_it_needs(tmp_path):
     assert "p_chosen" not in hard[0] and "margin" not in hard[0]  # TRL's own loss: every label as 1.0
     assert margin[0]["margin"] == pytest.approx(2.0 * (2 * 0.75 - 1))  # TRL's margin column
     assert soft[0]["chosen"] == [{"role": "assistant", "content": prefs[0].chosen}] and soft[0]["prompt"] == prefs[0].prompt
+
+
+def _prompt_pairs(sizes: list[int], ids: bool = True) -> list:
+    """Preferences as `rlaif label` writes them: prompt k has sizes[k] pairs of its completions, ids
+    `<prompt id>:<i>-<j>` (or ids of another shape, `ids=False`)."""
+    from rlaif.data.preferences import Preference
+    out = []
+    for k, n in enumerate(sizes):
+        prompt = [{"role": "user", "content": f"prompt {k}"}]
+        for i in range(n):
+            out.append(Preference(f"train-{k:04d}:{i}-{i + 1}" if ids else f"pref-{len(out)}", prompt,
+                                  f"good {k}.{i}", f"bad {k}.{i}", 0.9))
+    return out
+
+
+@pytest.mark.parametrize("ids", [True, False])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_no_heldout_pair_shares_a_prompt_with_a_trained_pair(ids, seed):
+    """A prompt's pairs share its completions: the held-out accuracy is on unseen data only when all of a prompt's
+    pairs are on one side (grouped by the id's prompt part, or by the prompt's messages when the ids do not say)."""
+    from rlaif.train.reward_model import split
+    sizes = [15, 1, 9, 5, 5, 3, 15, 2, 8, 5, 5, 6, 10, 1, 4, 5, 12, 5, 7, 3]
+    prefs = _prompt_pairs(sizes, ids)
+    train, held = split(prefs, 0.25, seed)
+    assert sorted(p.id for p in train + held) == sorted(p.id for p in prefs)
+    prompts = lambda pairs: {p.prompt[0]["content"] for p in pairs}  # noqa: E731
+    assert held and not prompts(train) & prompts(held)
+    assert abs(len(held) - 0.25 * len(prefs)) <= max(sizes) / 2  # close to the share asked for
+    # one prompt alone cannot be split by prompt: nothing is held out rather than a pair of a trained prompt
+    assert split(_prompt_pairs([6], ids), 0.25, seed) == (_prompt_pairs([6], ids), [])
+
+
+def test_a_template_that_ends_with_eos_as_pad_is_pooled_on_the_same_token_in_and_out_of_process():
+    """pad == eos (what `rlaif rm train` sets when a tokenizer has no pad) and a chat template ending with eos:
+    transformers' classifier pools the rightmost token that is not padding, vLLM's pooler the last token. The ids
+    carry no trailing pad, so both read the same token."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForSequenceClassification
+
+    from rlaif.judge.reward_model import LocalRewardModel, conversation_ids
+
+    tok = AutoTokenizer.from_pretrained("artifacts/tiny/policy")
+    tok.pad_token = tok.eos_token
+    tok.chat_template = ("{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>' }}"
+                         "{% endfor %}")
+    prompt, answers = [{"role": "user", "content": "a story about a lake"}], ["please, a lake.", "a green lake"]
+    templated = list(tok.apply_chat_template(prompt + [{"role": "assistant", "content": answers[0]}],
+                                             return_dict=True)["input_ids"])
+    assert templated[-1] == tok.pad_token_id  # the case at hand
+    ids = conversation_ids(tok, prompt, answers[0])
+    assert ids == templated[:-1] and ids[-1] != tok.pad_token_id
+    torch.manual_seed(0)
+    model = LlamaForSequenceClassification(LlamaConfig(
+        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=2,
+        num_key_value_heads=2, num_labels=1, pad_token_id=tok.pad_token_id)).eval()
+    in_process = LocalRewardModel("unused", device="cpu", model=model, tok=tok).score([prompt, prompt], answers)
+    with torch.no_grad():  # vLLM's LAST pooling: the score head on the last token's hidden state
+        last = [model.score(model.model(input_ids=torch.tensor([conversation_ids(tok, prompt, a)]))
+                            .last_hidden_state[:, -1]).item() for a in answers]
+    assert in_process == pytest.approx(last, abs=1e-5)

@@ -85,6 +85,7 @@ def test_an_unreachable_pooling_server_fails_the_batch_counted_and_left_out(tiny
     scored = asyncio.run(go())
     assert scored.rewards == [None] * 40 and scored.metrics["rm/fail_rate"] == 1.0
     assert src.summary()["failed"] == 40 and client.requests == 2  # one request for the batch, one retry
+    assert src.summary()["fallbacks"] == 0  # left out: no value stood in for them
     assert src.failures.stop_reason and "reward model" in src.failures.stop_reason
 
 
@@ -93,3 +94,19 @@ def test_a_missing_reward_model_folder_is_named(tiny, tmp_path):
     recipe = load_recipe("recipes/smoke.yaml", ["rewards=[{kind: reward_model, model: runs/nothing-rm}]"])
     with contextlib.ExitStack() as stack, pytest.raises(UserError, match="model folder not found: runs/nothing-rm"):
         make_sources(recipe, Endpoints(recipe, tmp_path, None, stack), JudgmentLog(None), self_test=False)
+
+
+def test_the_reward_model_key_comes_from_the_environment_and_is_never_shown(monkeypatch, tmp_path):
+    from rlaif.config.rewards import RewardModelSourceSpec
+    from rlaif.errors import UserError
+    from rlaif.judge.server import VLLMServer
+
+    monkeypatch.setenv("RLAIF_RM_API_KEY", "s3cret-rm")
+    spec = RewardModelSourceSpec(kind="reward_model", model=str(tmp_path / "rm"))
+    assert spec.api_key == "s3cret-rm" and "s3cret-rm" not in repr(spec) and "s3cret-rm" not in str(spec)
+    monkeypatch.delenv("RLAIF_RM_API_KEY")
+    assert RewardModelSourceSpec(kind="reward_model", model="rm").api_key is None
+    # bound beyond loopback with no key: the message names the reward model's settings, not the judge's
+    with pytest.raises(UserError) as e:
+        VLLMServer("rm", "rm", host="0.0.0.0", role="reward model", python="python")
+    assert "reward model" in str(e.value) and "RLAIF_RM_API_KEY" in str(e.value) and "judge" not in str(e.value)

@@ -6,6 +6,7 @@ import json
 
 from rlaif.common.console import say
 from rlaif.config.recipe import load_recipe
+from rlaif.train.reward_model import train_reward_model  # imports torch and TRL only when it trains
 
 DESCRIPTION = """Train a reward model on preference labels (what `rlaif label` writes: TRL's conversational
 preference format, prompt / chosen / rejected, with the labeler's soft label p_chosen).
@@ -35,8 +36,6 @@ def add_parser(sub) -> None:
 
 
 def cmd_train(a) -> int:
-    from rlaif.train.reward_model import train_reward_model  # torch and TRL: not for `rlaif --help`
-
     recipe = load_recipe(a.recipe, a.overrides)
     s = train_reward_model(recipe, a.prefs, a.out)
     print(json.dumps({k: s[k] for k in ("model", "pairs", "trained_pairs", "heldout_pairs", "accuracy_vs_labels",

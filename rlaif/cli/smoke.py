@@ -27,11 +27,13 @@ from rlaif.config.recipe import Recipe, check_paths, load_recipe
 from rlaif.config.rewards import JudgeSourceSpec, RewardModelSourceSpec
 from rlaif.errors import UserError
 from rlaif.eval.audit import audit_labels, print_audit
+from rlaif.eval.labeling import label, options_from
 from rlaif.eval.policy_eval import compare, evaluate_policy, print_comparison, without_rows
 from rlaif.eval.report import write_report
 from rlaif.factory import judge_endpoint
 from rlaif.rewards.source import failed_count
 from rlaif.tiny.shipped import shipped
+from rlaif.train.reward_model import train_reward_model
 from rlaif.train.run import run_training
 
 BARS = {  # what the smoke run must show
@@ -356,9 +358,6 @@ def with_reward_model_at(recipe: Recipe, folder: Path) -> Recipe:
 def label_and_distil(recipe: Recipe, judge_url: str | list[str], run_dir: Path) -> dict:
     """`rlaif label` with the recipe's labeling: block against the running judge, then `rlaif rm train` into the
     recipe's reward-model folder. Returns both summaries."""
-    from rlaif.eval.labeling import label, options_from
-    from rlaif.train.reward_model import train_reward_model
-
     labeller = recipe.model_copy(deep=True)
     labeller.judge.base_url = judge_url
     prefs = run_dir / "prefs.jsonl"

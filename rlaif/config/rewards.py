@@ -234,7 +234,9 @@ class RewardModelSourceSpec(_Source):
     normalize: Literal["sigmoid", "none", "zscore"] = "sigmoid"
     base_url: str | list[str] | None = None  # a running pooling server (`vllm serve DIR --runner pooling`)
     served_model_name: str | None = None  # default: the model folder's name
-    api_key: str | None = None
+    # the pooling server's key (sent to base_url, given to a launched server); by default $RLAIF_RM_API_KEY, as the
+    # judge's is $RLAIF_JUDGE_API_KEY: neither in the recipe nor on a command line, nor shown in a repr
+    api_key: str | None = Field(default_factory=lambda: os.environ.get("RLAIF_RM_API_KEY") or None, repr=False)
     serve: ServeSpec = ServeSpec()  # how rlaif launches its pooling server (backend: vllm, no base_url)
     local: LocalJudgeSpec = LocalJudgeSpec()  # backend: transformers: device, dtype, sequences per forward
     batch_size: int = Field(256, gt=0)  # sequences per /classify request

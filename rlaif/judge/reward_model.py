@@ -15,14 +15,23 @@ log = logging.getLogger("rlaif.judge")
 
 
 def conversation_ids(tok, prompt: list[dict], response: str) -> list[int]:
-    """The token ids of `prompt` followed by `response` as the assistant's turn, through the chat template."""
+    """The token ids of `prompt` followed by `response` as the assistant's turn, through the chat template, less
+    any trailing padding: where pad is eos and the template ends with it, transformers' classifier pools the
+    rightmost token that is not padding and vLLM's pooler the last token; without it, both read the same one."""
     msgs = [dict(m) for m in prompt] + [{"role": "assistant", "content": response}]
-    return list(tok.apply_chat_template(msgs, tokenize=True, return_dict=True)["input_ids"])
+    ids = list(tok.apply_chat_template(msgs, tokenize=True, return_dict=True)["input_ids"])
+    while len(ids) > 1 and tok.pad_token_id is not None and ids[-1] == tok.pad_token_id:
+        ids.pop()
+    return ids
 
 
 def load_tokenizer(folder: str):
+    """The model's tokenizer, its pad token eos where it has none (what the classifier and the padding read)."""
     from transformers import AutoTokenizer
-    return AutoTokenizer.from_pretrained(folder)
+    tok = AutoTokenizer.from_pretrained(folder)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
 
 
 class LocalRewardModel:

@@ -86,6 +86,11 @@ def _child_setup(nice: int):
     return setup
 
 
+# where a server's host and key are set, by its role (what the refusal of a host with no key names)
+KEY_SETTINGS = {"judge": ("judge.serve.host", "judge.api_key (or RLAIF_JUDGE_API_KEY)"),
+                "reward model": ("the reward model's serve.host", "its api_key (or RLAIF_RM_API_KEY)")}
+
+
 class VLLMServer:
     def __init__(self, model: str, served_model_name: str, *, host: str = "127.0.0.1", port: int | None = None,
                  python: str | None = None, dtype: str = "auto", max_model_len: int | None = None,
@@ -98,8 +103,9 @@ class VLLMServer:
         # completion; a pooling server (a reward model) has no chat endpoint and is asked to score instead
         self.probe_request = probe
         if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
-            raise UserError(f"judge.serve.host {host!r} would expose the judge beyond this machine; "
-                            "set judge.api_key to do that deliberately")
+            settings = KEY_SETTINGS.get(role, (f"the {role}'s serve.host", f"the {role}'s key"))
+            raise UserError(f"{settings[0]} {host!r} would expose the {role} beyond this machine; "
+                            f"set {settings[1]} to do that deliberately")
         if taken := reserved_flags(list(extra_args or [])):
             raise UserError(f"the {role} server's extra arguments set {taken[0]}, which rlaif sets itself")
         self.model, self.name, self.host, self.port = model, served_model_name, host, port

@@ -137,7 +137,7 @@ class RewardModelSource:
 
     def summary(self) -> dict:
         pool = self.backend.pool
-        return dict(self.totals, failed=self.totals["failures"], fallbacks=self.totals["failures"],
+        return dict(self.totals, failed=self.totals["failures"], fallbacks=0,  # left out, never replaced
                     latency_p50_s=round(percentile(self.latencies, 0.5), 4),
                     outage_wait_s=round(pool.waited_s, 1) if pool is not None else 0.0)
 

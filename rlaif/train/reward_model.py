@@ -9,6 +9,9 @@ tokenization. A held-out share of the pairs is never trained on: the summary rep
 with the labels there, and, when the recipe's world has a truth rule (eval.truth_regex), with the rule on the
 held-out pairs where exactly one answer follows it. The saved model is whole (a LoRA merged into its base), so
 that vLLM's pooling runner serves it as transformers loads it.
+
+torch, transformers and TRL are imported in the functions that use them: `rlaif --help` imports this module
+(through rlaif/cli/rm.py) and must not pay for them.
 """
 from __future__ import annotations
 
@@ -19,9 +22,7 @@ import re
 import sys
 import time
 from pathlib import Path
-
-import torch
-import torch.nn.functional as F
+from typing import TYPE_CHECKING
 
 from rlaif.common.console import say
 from rlaif.config.recipe import Recipe
@@ -29,9 +30,14 @@ from rlaif.data.preferences import Preference, as_dataset_rows, read_preferences
 from rlaif.errors import UserError
 from rlaif.judge.reward_model import LocalRewardModel, conversation_ids, load_tokenizer
 
+if TYPE_CHECKING:
+    import torch
+
 
 def soft_label_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     """The RLAIF paper's cross-entropy against a soft preference label, averaged over the pairs."""
+    import torch.nn.functional as F
+
     d = r_chosen - r_rejected
     return -(p * F.logsigmoid(d) + (1 - p) * F.logsigmoid(-d)).mean()
 
@@ -39,6 +45,7 @@ def soft_label_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor, p: torch.T
 def _trainer_classes():
     """TRL's RewardTrainer and collator with the soft label carried along (imported when training: TRL is slow
     to import and most commands never train a reward model)."""
+    import torch
     from trl import RewardTrainer
     from trl.trainer.reward_trainer import DataCollatorForPreference
 
@@ -70,14 +77,52 @@ def _trainer_classes():
     return SoftLabelRewardTrainer, SoftLabelCollator
 
 
+# `rlaif label`'s pair ids: `<prompt id>:<i>-<j>`, the pair of the prompt's completions i and j
+PAIR_ID = re.compile(r"(.+):\d+-\d+")
+
+
+def prompt_groups(prefs: list[Preference]) -> list[list[Preference]]:
+    """The pairs grouped by prompt, in file order: two pairs are in one group when their ids name the same prompt
+    (PAIR_ID) or their prompt messages are the same (files whose ids do not say, or one prompt under two ids)."""
+    parent = list(range(len(prefs)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    first: dict[tuple[str, str], int] = {}
+    for i, p in enumerate(prefs):
+        m = PAIR_ID.fullmatch(p.id)
+        keys = [("messages", json.dumps(p.prompt, sort_keys=True))] + ([("id", m.group(1))] if m else [])
+        for key in keys:
+            parent[root(i)] = root(first.setdefault(key, i))
+    groups: dict[int, list[Preference]] = {}
+    for i, p in enumerate(prefs):
+        groups.setdefault(root(i), []).append(p)
+    return list(groups.values())
+
+
 def split(prefs: list[Preference], fraction: float, seed: int) -> tuple[list[Preference], list[Preference]]:
-    """(train, held out): a seeded shuffle, the first `fraction` held out (at least one pair when asked for)."""
-    order = list(prefs)
-    random.Random(seed).shuffle(order)
-    k = round(len(order) * fraction)
-    if fraction > 0 and len(order) > 1:
-        k = min(max(k, 1), len(order) - 1)
-    return order[k:], order[:k]
+    """(train, held out), split by prompt: a prompt's pairs share its completions, so a pair held out beside its
+    prompt's trained pairs would measure memory, not generalisation. The prompts are shuffled (seeded) and taken
+    for the held-out side while a prompt brings its size closer to `fraction` of the pairs (at least one prompt
+    when asked for, never every prompt: one prompt alone holds nothing out)."""
+    groups = prompt_groups(prefs)
+    random.Random(seed).shuffle(groups)
+    want = len(prefs) * fraction
+    held: list[list[Preference]] = []
+    n = 0
+    if fraction > 0 and len(groups) > 1:
+        for g in groups[:-1]:  # the last prompt always trains
+            if abs(n + len(g) - want) < abs(n - want):
+                held.append(g)
+                n += len(g)
+        if not held:  # a share smaller than half of every prompt's pairs: the smallest prompt
+            held.append(min(groups[:-1], key=len))
+    taken = {id(g) for g in held}
+    return ([p for g in groups if id(g) not in taken for p in g], [p for g in held for p in g])
 
 
 def heldout_accuracy(rm: LocalRewardModel, pairs: list[Preference], truth_regex: str | None) -> dict:
@@ -125,6 +170,7 @@ def _peft_config(spec):
 def train_reward_model(recipe: Recipe, prefs_path: str | Path, out: str | Path) -> dict:
     """Train the recipe's reward model on the preference file, save it whole in `out` with rm_summary.json, and
     return the summary."""
+    import torch
     from datasets import Dataset
     from transformers import AutoModelForSequenceClassification
     from trl import RewardConfig
@@ -134,15 +180,15 @@ def train_reward_model(recipe: Recipe, prefs_path: str | Path, out: str | Path) 
     t0 = time.perf_counter()
     prefs = read_preferences(prefs_path)
     train_p, held = split(prefs, spec.heldout_fraction, spec.seed)
+    held_prompts = len(prompt_groups(held))
     base = spec.base or recipe.policy.model
     tok = load_tokenizer(base)
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
     rows, too_long = _rows(tok, train_p, spec.loss, spec.margin_scale, spec.max_length)
     if not rows:
         raise UserError(f"{prefs_path}: no pair to train on ({len(held)} held out, {too_long} longer than "
                         f"reward_model_training.max_length={spec.max_length} tokens)")
-    say(f"reward model: {len(rows)} pairs to train on, {len(held)} held out, {too_long} too long; {spec.method}, "
+    say(f"reward model: {len(rows)} pairs to train on, {len(held)} held out ({held_prompts} prompts never trained "
+        f"on), {too_long} too long; {spec.method}, "
         f"{spec.loss} loss, on {base}")
     cpu = not torch.cuda.is_available()
     settings = dict(output_dir=str(out / "checkpoints"), learning_rate=spec.learning_rate,
@@ -169,7 +215,7 @@ def train_reward_model(recipe: Recipe, prefs_path: str | Path, out: str | Path) 
     acc = heldout_accuracy(LocalRewardModel(str(out), device="cpu", dtype="float32", model=fresh, tok=tok),
                            held, recipe.eval.truth_regex)
     summary = {"model": str(out), "base": base, "prefs": str(prefs_path), "pairs": len(prefs),
-               "trained_pairs": len(rows), "too_long": too_long, **acc,
+               "trained_pairs": len(rows), "too_long": too_long, **acc, "heldout_prompts": held_prompts,
                "train_loss": round(float(result.training_loss), 4), "steps": int(result.global_step),
                "wall_s": round(time.perf_counter() - t0, 1),
                "settings": spec.model_dump() | {"soft_labels": sum(p.p_chosen < 1 for p in prefs)}}
