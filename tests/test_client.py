@@ -1,4 +1,5 @@
 import asyncio
+import json
 import time
 
 import pytest
@@ -77,3 +78,45 @@ def test_a_failed_single_call_is_retried_and_its_error_never_holds_the_key():
     assert res.response is None and res.attempts == 3 and rep.posts["/v1/chat/completions"] == 3
     assert res.error.startswith("HTTP 500") and "engine dead" in res.error and "sk-secret" not in res.error
     assert client.per_url[rep.url] == {"calls": 3, "failures": 3}
+
+
+@pytest.mark.parametrize("batch", [False, True])
+def test_a_key_that_no_header_can_carry_never_reaches_the_error(batch):
+    """A pasted key with a newline: httpx refuses the header and says what it refused. Single calls (verdict mode)
+    and batch POSTs (logprob) must both keep the key out of the error, which goes to judgments.jsonl and the report."""
+    with FakeReplica() as rep:
+        client = JudgeClient(ClientSettings(rep.url, "judge", api_key="sk-secret-123\n", max_retries=0,
+                                            batch_requests=batch, breaker_failures=99))
+
+        async def go():
+            try:
+                if batch:
+                    return (await client.chat_many([([{"role": "user", "content": "q"}], {"max_tokens": 1})] * 2))[0]
+                return await client.chat([{"role": "user", "content": "q"}], max_tokens=64)
+            finally:
+                await client.aclose()
+        res = asyncio.run(go())
+    assert res.response is None and res.error, res
+    assert "secret" not in res.error, res.error
+
+
+@pytest.mark.parametrize("key", ["sk-1\n", " sk-1", "sk\x00-1", "sk-1 "])
+def test_a_judge_key_with_whitespace_or_control_characters_is_refused_at_load_without_showing_it(key):
+    from rlaif.config.recipe import load_recipe
+    from rlaif.errors import UserError
+
+    with pytest.raises(UserError) as e:
+        load_recipe("recipes/smoke.yaml", [f"judge.api_key={json.dumps(key)}"])
+    assert "judge.api_key" in str(e.value) and "sk" not in str(e.value).replace("judge.api_key", "")
+
+
+def test_a_reply_copies_and_pickles_like_the_dict_it_wraps():
+    import copy
+    import pickle
+
+    from rlaif.judge.backend import Reply
+
+    r = Reply({"choices": [{"message": {"content": "PASS"}}]})
+    for twin in (copy.copy(r), copy.deepcopy(r), pickle.loads(pickle.dumps(r))):
+        assert twin.choices[0].message.content == "PASS"
+    assert getattr(Reply({"choices": [{"message": {}}]}).choices[0].message, "content", None) is None

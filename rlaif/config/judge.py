@@ -26,6 +26,15 @@ def reserved_flags(args: list[str]) -> list[str]:
     return found
 
 
+def header_safe_key(v: str | None, what: str) -> str | None:
+    """A server key as it will travel, in an HTTP header: one with whitespace or a control character at either end
+    or inside (a pasted newline) would be refused by the HTTP library, which quotes the header it refused in its
+    error. Refused here instead, without showing it."""
+    if v is not None and (v != v.strip() or any(ord(c) < 33 or ord(c) == 127 for c in v)):
+        raise ValueError(f"the {what} server's key has whitespace or a control character (a pasted newline?); "
+                         "HTTP headers cannot carry it: give the key alone")
+    return v
+
 class ServeSpec(Strict):
     """How rlaif launches the judge's vLLM server when the recipe does not name a running one."""
     launch: bool = True
@@ -160,6 +169,11 @@ class JudgeSpec(Strict):
     calibration: str | None = None
     canaries: CanarySpec | None = None  # live canaries beside every batch (CanarySpec)
     cascade: CascadeSpec | None = None  # a larger judge for the samples this one is unsure of (CascadeSpec)
+
+    @field_validator("api_key")
+    @classmethod
+    def _a_key_a_header_can_carry(cls, v):
+        return header_safe_key(v, "judge")
 
     @field_validator("canaries", mode="before")
     @classmethod

@@ -30,9 +30,9 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import Field, PrivateAttr, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
-from rlaif.config.judge import JudgeSpec, LocalJudgeSpec, ServeSpec
+from rlaif.config.judge import JudgeSpec, LocalJudgeSpec, ServeSpec, header_safe_key
 from rlaif.config.strict import Strict
 from rlaif.portable.verifiable import VERIFIABLE_CHECKS
 
@@ -237,6 +237,11 @@ class RewardModelSourceSpec(_Source):
     # the pooling server's key (sent to base_url, given to a launched server); by default $RLAIF_RM_API_KEY, as the
     # judge's is $RLAIF_JUDGE_API_KEY: neither in the recipe nor on a command line, nor shown in a repr
     api_key: str | None = Field(default_factory=lambda: os.environ.get("RLAIF_RM_API_KEY") or None, repr=False)
+
+    @field_validator("api_key")
+    @classmethod
+    def _a_key_a_header_can_carry(cls, v):
+        return header_safe_key(v, "reward model")
     serve: ServeSpec = ServeSpec()  # how rlaif launches its pooling server (backend: vllm, no base_url)
     local: LocalJudgeSpec = LocalJudgeSpec()  # backend: transformers: device, dtype, sequences per forward
     batch_size: int = Field(256, gt=0)  # sequences per /classify request

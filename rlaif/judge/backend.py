@@ -43,6 +43,8 @@ class Reply:
         self.json = json
 
     def __getattr__(self, name: str):
+        if name == "json" or name.startswith("__"):  # copy and pickle ask before `json` is set: no recursion
+            raise AttributeError(name)
         try:
             return _wrapped(self.json[name])
         except (KeyError, TypeError):

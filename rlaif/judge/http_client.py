@@ -184,6 +184,17 @@ class JudgeClient:
         # the key goes in this header only: never into an error message, a log line or argv
         return {"Authorization": f"Bearer {self.settings.api_key or 'EMPTY'}"}
 
+    def _described(self, e: BaseException) -> str:
+        """An exception as an error string, with the key taken out: a transport library may quote the header it
+        refused (h11: "Illegal header value b'Bearer ...'"), and errors go to the judgment log and the report."""
+        text = f"{type(e).__name__}: {str(e)[:300]}"
+        key = self.settings.api_key
+        if key:
+            for form in {key, key.strip(), repr(key.encode())[2:-1], repr(key)[1:-1]}:
+                if form:
+                    text = text.replace(form, "***")
+        return text[:200 + len(type(e).__name__) + 2]
+
     def _attempts(self) -> Attempts:
         """A new request's attempts (rlaif/judge/attempts.py): its one outage deadline starts now."""
         st = self.settings
@@ -320,9 +331,9 @@ class JudgeClient:
                     return [CallResult(Reply({"choices": [c]}), dt, tries.attempt, None, url) for c in choices]
                 retry = tries.failed(f"HTTP {r.status_code}: {r.text[:200]}", status=r.status_code, body=r.text)
             except (httpx.HTTPError, sdk_http.HTTPError) as e:
-                retry = tries.failed(f"{type(e).__name__}: {str(e)[:200]}", exc=e)
+                retry = tries.failed(self._described(e), exc=e)
             except (ValueError, KeyError, TypeError, IndexError) as e:  # a reply that is not the batch answer
-                retry = tries.failed(f"malformed batch reply: {type(e).__name__}: {str(e)[:200]}")
+                retry = tries.failed(f"malformed batch reply: {self._described(e)}")
             self.per_url[url]["failures"] += n
             if not retry:
                 break
@@ -373,9 +384,11 @@ class JudgeClient:
                     return CallResult(Reply(reply), time.perf_counter() - t0, tries.attempt, None, url)
                 retry = tries.failed(f"HTTP {r.status_code}: {r.text[:200]}", status=r.status_code, body=r.text)
             except (httpx.HTTPError, sdk_http.HTTPError) as e:
-                retry = tries.failed(f"{type(e).__name__}: {str(e)[:200]}", exc=e)
+                retry = tries.failed(self._described(e), exc=e)
             except ValueError as e:  # a 200 whose body is not a JSON object: a failed call, not a verdict
-                retry = tries.failed(f"malformed reply: {type(e).__name__}: {str(e)[:200]}")
+                retry = tries.failed(f"malformed reply: {self._described(e)}")
+            except Exception as e:  # anything else the send raised (the SDK turned these into connection errors):
+                retry = tries.failed(self._described(e))  # this request's failed attempt, not the whole batch's
             self.per_url[url]["failures"] += 1
             if not retry:
                 break

@@ -333,7 +333,7 @@ class Judge:
         res = await self.backend.chat(req.messages, **req.params)
         if res.response is None:
             raise JudgeUnavailable(f"judge self-test failed: {res.error}")
-        content = (res.response.choices[0].message.content or "").strip()
+        content = (getattr(res.response.choices[0].message, "content", None) or "").strip()  # a server may omit it
         if self.mode == "verdict":
             try:
                 verdict.parse(res.response, self.rubric)

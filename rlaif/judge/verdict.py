@@ -41,7 +41,7 @@ def reasoning_of(resp) -> str:
     except (AttributeError, IndexError, TypeError):
         return ""
     apart = getattr(msg, "reasoning_content", None) or getattr(msg, "reasoning", None)
-    return apart if isinstance(apart, str) else final_answer(msg.content or "")[1]
+    return apart if isinstance(apart, str) else final_answer(getattr(msg, "content", None) or "")[1]
 
 
 def reply_text(resp) -> str:
