@@ -145,15 +145,27 @@ def judge_endpoint(recipe: Recipe, run_dir: Path, base_url: str | list[str] | No
     if not recipe.judge.serve.launch:
         raise UserError(f"{recipe.source}: judge: give judge.base_url or set judge.serve.launch: true")
     check_launch(recipe)
-    if world_size() > 1 and not is_main_process():  # one judge pool per run: the main process launches it
+
+    def launch():
+        check_judge_devices(recipe)  # the devices of the node that launches it: this one
+        return launch_replicas(recipe, run_dir)
+    with launched_by_main(launch, "judge") as ep:
+        yield ep
+
+
+@contextlib.contextmanager
+def launched_by_main(launch, role: str):
+    """Yield the Endpoint of server(s) that `launch()` starts in the main process and stops at the end; the other
+    processes of a multi-process run get their URLs (or the main process's start error) by broadcast: one server
+    pool per run, whoever uses it (the judge, a reward model)."""
+    if world_size() > 1 and not is_main_process():
         shared = broadcast_from_main(None)
         if shared.get("error"):
-            raise UserError(f"the main process could not start the judge server: {shared['error']}")
+            raise UserError(f"the main process could not start the {role} server: {shared['error']}")
         yield Endpoint(shared["url"], shared["start_s"])
         return
     try:
-        check_judge_devices(recipe)  # the devices of the node that launches it: this one
-        servers = launch_replicas(recipe, run_dir)
+        servers = launch()
     except BaseException as e:  # the other processes wait for the URL: tell them, then fail here
         broadcast_from_main({"error": str(e).splitlines()[0] if str(e) else type(e).__name__})
         raise
@@ -353,27 +365,14 @@ def reward_model_endpoint(spec: RewardModelSourceSpec, run_dir: Path):
         raise UserError(f"rewards: {spec.name}: give base_url (a running `vllm serve {spec.model} --runner pooling`) "
                         "or set serve.launch: true")
     check_reward_model_launch(spec)
-    if world_size() > 1 and not is_main_process():
-        shared = broadcast_from_main(None)
-        if shared.get("error"):
-            raise UserError(f"the main process could not start the reward model server: {shared['error']}")
-        yield Endpoint(shared["url"], shared["start_s"])
-        return
-    try:
+
+    def launch():
         check_devices(f"rewards: {spec.name}: ", "serve.devices", spec.serve.devices)  # this node's: it launches
         servers = reward_model_servers(spec, run_dir)
         start_servers(servers)
-    except BaseException as e:
-        broadcast_from_main({"error": str(e).splitlines()[0] if str(e) else type(e).__name__})
-        raise
-    try:
-        urls = [s.base_url for s in servers]
-        ep = Endpoint(urls[0] if len(urls) == 1 else urls, max(s.start_s for s in servers), tuple(servers))
-        broadcast_from_main({"url": ep.url, "start_s": ep.start_s})
+        return servers
+    with launched_by_main(launch, "reward model") as ep:
         yield ep
-    finally:
-        for s in servers:
-            s.stop()
 
 
 def _reward_model_source(spec: RewardModelSourceSpec, endpoints: Endpoints, log: SourceLog) -> RewardModelSource:
