@@ -107,3 +107,48 @@ def test_a_chromium_that_cannot_start_and_an_apt_get_that_fails_are_not_fatal(ho
 def test_pyproject_asks_for_the_python_setup_checks_for():
     text = (ROOT / "pyproject.toml").read_text()
     assert 'requires-python = ">=3.11"' in text
+
+
+def _uv_stand_in(bin_: Path, record: Path, answer: str) -> None:
+    """A `uv` on PATH that writes down its argv and environment, then fails as uv does: `answer` on stderr."""
+    _script(bin_ / "uv", f"""echo "$@" > {record}.argv
+env > {record}.env
+echo "{answer}" >&2
+exit 1
+""")
+
+
+def test_uv_installs_with_the_indexes_and_wheel_folders_pip_is_configured_with_and_none_reach_argv(host, tmp_path):
+    bin_, run = host
+    record = tmp_path / "uv"
+    _uv_stand_in(bin_, record, "Because torch==2.13.0+cpu was not found in the package registry, no solution")
+    r, _ = run("trainer", PIP_EXTRA_INDEX_URL="https://user:tok3n@wheels.example/simple file:///srv/simple",
+                  PIP_FIND_LINKS="/srv/wheels")
+    assert r.returncode == 1
+    # the CPU torch pin that no index serves is explained, whichever installer met it
+    assert "torch==2.13.0+cpu" in r.stderr and "PIP_EXTRA_INDEX_URL" in r.stderr
+    argv = (tmp_path / "uv.argv").read_text()
+    env = dict(line.split("=", 1) for line in (tmp_path / "uv.env").read_text().splitlines() if "=" in line)
+    assert argv.split()[:3] == ["pip", "install", "-q"] and "--python .venv/bin/python" in argv
+    assert "tok3n" not in argv and "/srv/" not in argv
+    assert env["UV_EXTRA_INDEX_URL"].split() == ["https://user:tok3n@wheels.example/simple", "file:///srv/simple"]
+    assert env["UV_FIND_LINKS"] == "/srv/wheels"
+    assert env["UV_INDEX_STRATEGY"] == "unsafe-best-match"
+
+
+def test_when_uv_fails_pip_installs_instead_and_says_so(host, tmp_path):
+    bin_, run = host
+    _uv_stand_in(bin_, tmp_path / "uv", "error: Failed to fetch: connection reset")
+    # pip finds nothing either (no index at all), so the run ends quickly at pip's own answer
+    r, _ = run("trainer", PIP_NO_INDEX="1")
+    assert r.returncode == 1
+    assert "installing with pip instead" in r.stderr
+    assert "No matching distribution found for torch" in r.stderr or "torch==2.13.0+cpu" in r.stderr
+
+
+def test_rlaif_pip_1_skips_uv(host, tmp_path):
+    bin_, run = host
+    _uv_stand_in(bin_, tmp_path / "uv", "never asked")
+    r, _ = run("trainer", RLAIF_PIP="1", PIP_NO_INDEX="1")
+    assert r.returncode == 1
+    assert not (tmp_path / "uv.argv").exists() and "installing with pip instead" not in r.stderr
