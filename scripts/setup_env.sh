@@ -152,7 +152,7 @@ setup_judge() {
   if [[ -f .venv-judge/.rlaif-stamp && "$(cat .venv-judge/.rlaif-stamp)" == "$want" ]]; then
     echo "[setup] judge env .venv-judge is up to date"; return
   fi
-  echo "[setup] building judge env .venv-judge from $req (a few minutes the first time)"
+  echo "[setup] building judge env .venv-judge from $req (under a minute with uv; minutes with pip)"
   [[ -x .venv-judge/bin/python ]] || "$PY" -m venv .venv-judge
   pkg_install .venv-judge "${cons[@]}" -r "$req"
   if ! has_gpu; then
