@@ -106,15 +106,8 @@ def child(world: str, engine: str, steps: int, base_url: str) -> dict:
     walls = summary["step_wall_s"][WARMUP:]
     row = {"world": world, "engine": engine, "steps_timed": len(walls), "s_per_step": sum(walls) / len(walls),
            "startup_s": init[0] if init else None, "guard": (summary.get("rollouts") or {}).get("stale_weight_guard")}
-    a = (summary.get("rollouts") or {}).get("async")
-    if a:  # TRL's own metrics: generation and judging happen in the rollout worker, beside the optimiser
-        return row | {"generated_tokens_per_s": a.get("rollout/generated_tok_s"),
-                      "weight_sync_s": a.get("perf/weight_sync_s"), "rollout_wait_s": a.get("perf/rollout_wait_s"),
-                      "judge_s_per_step": None, "generation_s_per_step": None, "tokens_per_step": None,
-                      "startup_s": (init[0] if init else 0) + a["policy_server_start_s"],
-                      "staleness_mean": a.get("sample/staleness_mean"),
-                      "dropped_stale": a.get("sample/dropped_stale_total"),
-                      "judge_calls": summary["judge"].get("calls")}
+    if (summary.get("rollouts") or {}).get("async"):
+        return row | async_columns(summary, init[0] if init else 0.0)
     # one generation per step here (steps_per_generation 1); the sync happens inside the step's generation
     g, t, j = gen[WARMUP:], tokens[WARMUP:], judge[WARMUP:]
     s = sync[-len(g):] if sync and g else []
@@ -124,6 +117,19 @@ def child(world: str, engine: str, steps: int, base_url: str) -> dict:
                   "rollout_wait_s": sum(g) / len(g) + sum(j) / len(j),
                   "generated_tokens_per_s": sum(t) / (sum(g) - sum(s)), "tokens_per_step": sum(t) / len(t),
                   "weight_sync_s": sync_s if sync else None, "judge_calls": summary["judge"].get("calls")}
+
+
+def async_columns(summary: dict, init_s: float) -> dict:
+    """The asynchronous trainer's columns, from TRL's own metrics in the run's summary (generation and judging
+    happen in its rollout worker, beside the optimiser, where no timer of ours reaches). `init_s`: the trainer's
+    construction, timed here; the policy server's start is added to it."""
+    a = summary["rollouts"]["async"]
+    return {"generated_tokens_per_s": a.get("rollout/generated_tok_s"),
+            "weight_sync_s": a.get("perf/weight_sync_s"), "rollout_wait_s": a.get("perf/rollout_wait_s"),
+            "judge_s_per_step": None, "generation_s_per_step": None, "tokens_per_step": None,
+            "startup_s": init_s + a["policy_server_start_s"],
+            "staleness_mean": a.get("sample/staleness_mean"), "dropped_stale": a.get("sample/dropped_stale_total"),
+            "judge_calls": summary["judge"].get("calls")}
 
 
 def main() -> None:

@@ -100,6 +100,9 @@ export_pip_indexes_for_uv() {
   if ((${#links[@]})); then local IFS=,; export UV_FIND_LINKS="${links[*]}"; fi
   # pip takes the best version across all its indexes; uv's default would stop at the first index that has a name
   export UV_INDEX_STRATEGY=unsafe-best-match
+  # pip compiles every module to bytecode as it installs; uv does not by default, and with PYTHONDONTWRITEBYTECODE set
+  # (CI images, containers) nothing would ever write it: every process would compile torch and transformers afresh
+  export UV_COMPILE_BYTECODE=1
 }
 
 # uv on PATH, else one installed into the venv being built (a single wheel, a few seconds)

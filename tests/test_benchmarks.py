@@ -71,16 +71,19 @@ def test_gpu_check_says_when_there_is_no_gpu():
 
 
 def test_rollouts_benchmark_quick(judge_url, tiny):
-    """benchmarks/rollouts.py in the trainer environment: a row for each engine that has its own timing code (vLLM
-    in process: the weight sync timed; asynchronous: TRL's metrics), none failed. (transformers' row is the vLLM
-    row's code without a sync; its engine trains in most other tests. Three GRPO runs took 85-95 s in CI.)"""
-    p = subprocess.run([sys.executable, "benchmarks/rollouts.py", "--quick", "--engines", "vllm,async",
+    """benchmarks/rollouts.py in the trainer environment: the vLLM-in-process row (its timers around TRL's
+    construction, generation and weight sync), not failed. The transformers row is the same code without a sync
+    (its engine trains in most other tests); the asynchronous row's columns are TRL's metrics, read by
+    `async_columns`, which test_vllm_rollouts.py's asynchronous run checks on its own summary (each run costs a
+    vLLM start: three took 85-95 s here)."""
+    p = subprocess.run([sys.executable, "benchmarks/rollouts.py", "--quick", "--engines", "vllm",
                         "--base-url", judge_url], capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stderr[-3000:]
-    for engine in ("vllm", "async"):
-        assert f"| smoke | {engine} |" in p.stdout
+    row = next(line for line in p.stdout.splitlines() if line.startswith("| smoke | vllm |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert all(c not in ("-", "") for c in cells[2:9]), row  # every timer measured something, the sync included
     assert "failed:" not in p.stdout
-    assert p.stdout.strip().splitlines()[-1] == "runs=2 failed=0"
+    assert p.stdout.strip().splitlines()[-1] == "runs=1 failed=0"
 
 
 def test_guard_noise_tiny(tiny, tmp_path):

@@ -1,5 +1,7 @@
 """A reward model trained by `rlaif rm train`, served by a real vLLM pooling server on 127.0.0.1: it scores as
-transformers does, a short GRPO run trains against it, and a server killed mid-run costs no sample."""
+transformers does, a short GRPO run trains against it, and a server killed mid-run costs no sample. One server
+serves the module, launched and supervised as a recipe's source launches it (a vLLM start is the slow part here);
+the kill test comes last and leaves it restarted."""
 from __future__ import annotations
 
 import asyncio
@@ -15,12 +17,10 @@ from prefs_world import train_tiny_rm
 from test_reward_model_source import samples
 
 from rlaif.config.recipe import load_recipe
-from rlaif.config.rewards import RewardModelSourceSpec
-from rlaif.factory import Endpoints, make_sources, reward_model_servers
+from rlaif.factory import Endpoints, make_sources
 from rlaif.judge.judgment_log import JudgmentLog
 from rlaif.judge.reward_model import LocalRewardModel
 from rlaif.judge.rm_client import PoolingClient
-from rlaif.judge.server import start_servers
 
 pytestmark = pytest.mark.integration
 RLAIF = [sys.executable, "-m", "rlaif.cli"]
@@ -33,15 +33,21 @@ def tiny_rm(tiny, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def pooling_url(tiny_rm, tmp_path_factory):
-    """The reward model on vLLM's pooling runner, started as a recipe's source would start it."""
-    spec = RewardModelSourceSpec.model_validate({"kind": "reward_model", "name": "rm", "model": str(tiny_rm),
-                                                 "serve": {"extra_args": ["--enforce-eager", "--block-size", "32"],
-                                                           "dtype": "float32"}})
-    servers = reward_model_servers(spec, tmp_path_factory.mktemp("rm_server"))
-    start_servers(servers)
-    yield servers[0].base_url
-    servers[0].stop()
+def launched(tiny_rm, tmp_path_factory):
+    """The reward model's source as a recipe builds it: its pooling server (vLLM `--runner pooling`) launched and
+    supervised, stopped when the module ends. Yields (source, run dir, the server's URL)."""
+    run_dir = tmp_path_factory.mktemp("rm_server")
+    recipe = load_recipe("recipes/smoke.yaml", [
+        f"rewards=[{{kind: reward_model, name: rm, model: '{tiny_rm}', serve: {CPU_SERVE}}}]"])
+    with contextlib.ExitStack() as stack:
+        (src,) = make_sources(recipe, Endpoints(recipe, run_dir, None, stack), JudgmentLog(None), self_test=False)
+        (url,) = src.backend.urls
+        yield src, run_dir, url
+
+
+@pytest.fixture(scope="module")
+def pooling_url(launched):
+    return launched[2]
 
 
 def test_vllm_pooling_scores_as_transformers(tiny_rm, pooling_url):
@@ -79,25 +85,21 @@ def test_grpo_trains_against_the_served_reward_model(tiny_rm, pooling_url, tmp_p
     assert len(rows) == 10 * 16 and {r["source"] for r in rows} == {"rm"}
 
 
-def test_a_killed_pooling_server_is_restarted_and_costs_no_sample(tiny_rm, tmp_path):
-    """The source launches its server (supervised, like the judge's); killed before a batch, the batch waits for
-    the restart in the pool and is scored whole."""
-    recipe = load_recipe("recipes/smoke.yaml", [
-        f"rewards=[{{kind: reward_model, name: rm, model: '{tiny_rm}', serve: {CPU_SERVE}}}]"])
-    with contextlib.ExitStack() as stack:
-        (src,) = make_sources(recipe, Endpoints(recipe, tmp_path, None, stack), JudgmentLog(None), self_test=False)
-        batch, _ = samples(16)
+def test_a_killed_pooling_server_is_restarted_and_costs_no_sample(launched):
+    """The source's server (supervised, like the judge's), killed before a batch: the batch waits for the restart in
+    the pool and is scored whole. (Last in the module: the server it leaves is the restarted one.)"""
+    src, run_dir, _ = launched
+    batch, _ = samples(16)
 
-        async def score():
-            try:
-                return await src.score(batch, step=0)
-            finally:
-                await src.aclose()
-        before = asyncio.run(score())
-        pid = int((tmp_path / "rm_server.pid").read_text())
-        os.killpg(pid, signal.SIGKILL)
-        after = asyncio.run(score())
-        summary = src.summary()
+    async def score():
+        try:
+            return await src.score(batch, step=0)
+        finally:
+            await src.aclose()
+    before = asyncio.run(score())
+    os.killpg(int((run_dir / "rm_server.pid").read_text()), signal.SIGKILL)
+    after = asyncio.run(score())
+    summary = src.summary()
     assert None not in before.rewards and None not in after.rewards
     assert after.rewards == pytest.approx(before.rewards, abs=1e-4)
     assert summary["failed"] == 0 and summary["server_restarts"] == 1 and summary["outage_wait_s"] > 0

@@ -134,6 +134,7 @@ def test_uv_installs_with_the_indexes_and_wheel_folders_pip_is_configured_with_a
     assert env["UV_EXTRA_INDEX_URL"].split() == ["https://user:tok3n@wheels.example/simple", "file:///srv/simple"]
     assert env["UV_FIND_LINKS"] == "/srv/wheels"
     assert env["UV_INDEX_STRATEGY"] == "unsafe-best-match"
+    assert env["UV_COMPILE_BYTECODE"] == "1"  # as pip does: without it, every process compiles torch afresh
 
 
 def test_when_uv_fails_pip_installs_instead_and_says_so(host, tmp_path):

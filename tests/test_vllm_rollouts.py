@@ -417,6 +417,26 @@ def test_async_grpo_trains_on_the_judge_reward_from_its_rollout_worker(judge_url
     assert all(isinstance(j["step"], int) for j in judged)  # the rollout batch each was scored in
     assert (out / "checkpoint-6").is_dir() and (out / "adapter" / "adapter_model.safetensors").exists()
     assert any("reward" in h for h in s["log_history"])
+    # benchmarks/rollouts.py's asynchronous row reads these metrics from a summary like this one
+    columns = _rollouts_benchmark().async_columns(s, init_s=1.0)
+    assert columns["generated_tokens_per_s"] > 0 and columns["weight_sync_s"] > 0 and columns["rollout_wait_s"] >= 0
+    assert columns["startup_s"] == pytest.approx(1.0 + a["policy_server_start_s"])
+    assert columns["judge_calls"] == s["judge"]["calls"] and columns["staleness_mean"] is not None
+
+
+def _rollouts_benchmark():
+    """benchmarks/rollouts.py as a module (it imports benchmarks/step_breakdown.py beside it)."""
+    import importlib.util
+
+    folder = Path(__file__).resolve().parents[1] / "benchmarks"
+    spec = importlib.util.spec_from_file_location("rollouts_benchmark", folder / "rollouts.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(folder))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(folder))
+    return module
 
 
 @pytest.mark.integration
