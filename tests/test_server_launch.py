@@ -197,11 +197,17 @@ def test_judge_serve_refuses_a_taken_port(tmp_path):
 
 def serve_survives_a_killed_replica(tmp_path, *args, timeout=120):
     """`rlaif judge serve` with two replicas: SIGKILL one's process group; the other keeps answering, the killed
-    one answers again on its own port, and Ctrl-C still stops everything."""
+    one answers again on its own port, and Ctrl-C (SIGINT, exit 130) stops every child process, the restarted
+    replica's included."""
+    import psutil
+
+    from rlaif.judge.server import served_models
+
     p = run_serve(tmp_path, "--set", "judge.serve.replicas=2", *args)
     try:
-        urls = p.stdout.readline().split()
+        urls = p.stdout.readline().split()  # printed once every replica answers with the right model
         assert len(urls) == 2 and all(answers(u) == 200 for u in urls), p.stderr.read() if p.poll() else urls
+        assert all(served_models(u) == ["judge"] for u in urls)
         pidfile = tmp_path / "judge_server.1.pid"
         killed = int(pidfile.read_text())
         os.killpg(killed, signal.SIGKILL)
@@ -209,14 +215,20 @@ def serve_survives_a_killed_replica(tmp_path, *args, timeout=120):
         assert answers(urls[0]) == 200 and p.poll() is None  # the other serves on
         wait_for(lambda: answers(urls[1]) == 200, timeout, "the killed replica back on its port")
         assert int(pidfile.read_text()) != killed and answers(urls[0]) == 200
+        tree = psutil.Process(p.pid).children(recursive=True)  # the servers run as child processes
+        assert any(c.pid == int(pidfile.read_text()) for c in tree), [c.pid for c in tree]
         p.send_signal(signal.SIGINT)
         assert p.wait(timeout=60) == 130
         _, err = p.communicate(timeout=10)
+
+        def orphans():
+            return [c for c in tree if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+        wait_for(lambda: not orphans(), 10, "every child of `judge serve` to end after Ctrl-C")
     finally:
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)
     assert "died (exit code -9); restarting it (1 of at most 3)" in " ".join(err.split())
-    assert all(answers(u) is None for u in urls)  # Ctrl-C stopped both
+    assert all(answers(u) is None and served_models(u) is None for u in urls)  # Ctrl-C stopped both
 
 
 def test_judge_serve_keeps_serving_when_a_replica_is_killed(tmp_path):
@@ -225,4 +237,6 @@ def test_judge_serve_keeps_serving_when_a_replica_is_killed(tmp_path):
 
 @pytest.mark.integration
 def test_judge_serve_with_vllm_keeps_serving_when_a_replica_is_killed(tiny, tmp_path):
+    """With vLLM (its engine processes renamed VLLM::EngineCore): also what test_judge_serve_stops_every_child_on_ctrl_c
+    checked with one replica (the same code path), without a third vLLM start."""
     serve_survives_a_killed_replica(tmp_path, timeout=600)
