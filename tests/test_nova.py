@@ -505,3 +505,19 @@ def test_data_check_reads_parquet_with_a_column_mapping(tmp_path):
     assert first["reference_answer"] == "0" and json.loads(first["metadata"]) == {"topic": "math"}
     bad = check(p, "--columns", "prompt=nope")
     assert bad.returncode == 1 and "no such column for prompt=nope" in bad.stderr
+
+
+def test_the_gateway_takes_connections_from_the_moment_its_url_is_known():
+    """`rlaif nova gateway` prints its URL before uvicorn starts serving; a client that connects at once (boto3's
+    three quick tries) was refused: the socket was bound but not listening. Now it listens on construction, and
+    connections wait in its backlog until uvicorn accepts them."""
+    import socket
+
+    from rlaif.nova.gateway import Gateway
+
+    gw = Gateway(app=None)  # never served: only the socket is under test
+    try:
+        with socket.create_connection(("127.0.0.1", gw.port), timeout=5):
+            pass
+    finally:
+        gw.sock.close()

@@ -237,6 +237,9 @@ class Gateway:
         except OSError as e:
             raise UserError(f"gateway: cannot bind {host}:{port}: {e.strerror}") from None
         self.port = self.sock.getsockname()[1]
+        # listening from here: the URL is printed before uvicorn starts, and a client that connects at once must
+        # wait in the backlog, not be refused (uvicorn's own listen() on this socket only sets the backlog again)
+        self.sock.listen(128)
         self._server = None
         self._thread = None
 

@@ -80,3 +80,29 @@ def unread_bytes_at(port):
             if local_port == port:
                 total += rx_queue
     return total
+
+
+def held_request_ports(port, min_bytes=1):
+    """The client-side ports of the connections to `port` with at least `min_bytes` the server has not read (see
+    unread_bytes_at): which clients have a request a stopped server holds."""
+    held = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = open(table).read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and int(fields[4].split(":")[1], 16) >= min_bytes:
+                held.add(int(fields[2].rsplit(":", 1)[1], 16))
+    return held
+
+
+def holds_a_request_from(pid, port, held):
+    """Whether process `pid` has a connection to `port` among those whose request is held (`held_request_ports`)."""
+    import psutil
+    try:
+        conns = psutil.Process(pid).net_connections(kind="tcp")
+    except psutil.NoSuchProcess:
+        return False
+    return any(c.raddr and c.raddr.port == port and c.laddr.port in held for c in conns)

@@ -6,9 +6,10 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
-from procs import kill_tree, lines, session, wait_for
+from procs import held_request_ports, holds_a_request_from, kill_tree, lines, listening_port, session, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -49,6 +50,9 @@ def test_two_processes_share_one_judge_the_run_launched_wait_out_its_kill_and_le
     """One judge for both processes, launched by the main one. SIGKILLed after 5 steps: only the main process
     supervises it; the other learns of the outage by a refused connection and of the restart by the server's
     /health (rlaif/judge/pool.py). Both wait: no judgment fails, no step is lost, and the policy still learns.
+    The judge is killed while it holds a request of each process, so both meet the outage. (Killed at a random
+    moment, the process that had finished its step's judging waits at the step's gather instead and never sees it:
+    rank 1's outage_wait_s was 0.0 in a CI run.)
     (One run for what were three tests: two processes learning, the judge killed under two processes, and the judge
     killed under one, whose main process is this run's rank 0: each started its own judge and trainer.)"""
     import psutil
@@ -59,6 +63,7 @@ def test_two_processes_share_one_judge_the_run_launched_wait_out_its_kill_and_le
         p = subprocess.Popen(run_cmd(out, steps, "--set", f"eval.every_steps={steps}"), stdout=subprocess.DEVNULL,
                              stderr=f, start_new_session=True)
     pidfile = out / "judge_server.pid"
+    stopped = False
     try:
         wait_for(lambda: lines(out / "judgments.rank1.jsonl"), 600, "the second process's first judgments")
         engines = engines_under(p.pid)
@@ -67,11 +72,38 @@ def test_two_processes_share_one_judge_the_run_launched_wait_out_its_kill_and_le
         first = int(pidfile.read_text())
         assert sessions == {first}
         wait_for(lambda: len(lines(out / "judgments.rank1.jsonl")) >= 5 * 32, 600, "5 steps in both processes")
+        port, workers = listening_port(first), psutil.Process(p.pid).children()  # torchrun's two processes
+        assert len(workers) == 2, [w.name() for w in workers]
+
+        def both_held():  # a judge batch from each process (KBs of token ids; a liveness probe is a few hundred)
+            held = held_request_ports(port, min_bytes=2048)
+            return all(holds_a_request_from(w.pid, port, held) for w in workers)
+        # stop the judge; if a process had already judged its step, it waits at the step's gather for the other
+        # and sends nothing: let the step end and stop the judge again
+        for _ in range(30):
+            os.killpg(first, signal.SIGSTOP)
+            stopped = True
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and not both_held():
+                time.sleep(0.1)
+            if both_held():
+                break
+            os.killpg(first, signal.SIGCONT)
+            stopped = False
+            time.sleep(0.3)
+        assert stopped, "never held a judge request of both processes at once in 30 tries"
         os.killpg(first, signal.SIGKILL)  # the server and its engine, as an OOM killer or a crash would
+        stopped = False
         wait_for(lambda: pid_in(pidfile) not in (None, first), 300, "the restarted judge's pid file")
         second = pid_in(pidfile)
         p.wait(timeout=900)
     finally:
+        if stopped:  # whatever failed above: a stopped judge would hold its requests (and a SIGTERM) forever
+            for sig in (signal.SIGKILL, signal.SIGCONT):
+                try:
+                    os.killpg(first, sig)
+                except ProcessLookupError:
+                    pass
         if p.poll() is None:
             kill_tree(p.pid)
     err = log.read_text()
