@@ -85,17 +85,24 @@ install_or_explain() {  # pip install that, on the CPU path, explains the one re
 }
 
 # pip's configured indexes and wheel folders (its config files and PIP_* variables, as `pip config list` shows them),
-# exported as the UV_* variables that say the same to uv
+# exported as the UV_* variables that say the same to uv. A PIP_* variable wins over the files, as in pip; a value
+# listed over several lines in pip.conf comes out with literal "\n"s; a wheel folder that is not there is left out
+# (pip warns about it, uv would stop).
 export_pip_indexes_for_uv() {
-  local pip=$1 key val extra=() links=()
+  local pip=$1 key val name scope v index="" env_index="" extra=() links=()
   while IFS='=' read -r key val; do
-    val=${val#\'}; val=${val%\'}
-    case "${key##*.}" in
-      index-url) export UV_DEFAULT_INDEX=$val ;;
-      extra-index-url) extra+=($val) ;;
-      find-links) links+=($val) ;;
+    val=${val#\'}; val=${val%\'}; val=${val//\\n/ }
+    name=${key##*.}; scope=${key%%.*}
+    local -a vals; read -ra vals <<< "$val"
+    case "$name" in
+      index-url) if [[ $scope == ":env:" ]]; then env_index=${vals[0]:-}; else index=${vals[0]:-}; fi ;;
+      extra-index-url) extra+=("${vals[@]}") ;;
+      find-links) for v in "${vals[@]}"; do [[ $v == *://* || -e $v ]] && links+=("$v"); done ;;
+      no-index) [[ ${val,,} =~ ^(1|true|yes|on)$ ]] && export UV_NO_INDEX=1 ;;
     esac
   done < <("$pip" config list 2>/dev/null)
+  index=${env_index:-$index}
+  if [[ -n $index ]]; then export UV_DEFAULT_INDEX=$index; fi
   if ((${#extra[@]})); then export UV_EXTRA_INDEX_URL="${extra[*]}"; fi
   if ((${#links[@]})); then local IFS=,; export UV_FIND_LINKS="${links[*]}"; fi
   # pip takes the best version across all its indexes; uv's default would stop at the first index that has a name
@@ -115,9 +122,11 @@ find_uv() {
 
 pkg_install() {  # pkg_install VENV ARGS...: install ARGS (pip's syntax) into VENV with uv, or with pip
   local venv=$1; shift
-  if [[ -z "${RLAIF_PIP:-}" ]] && find_uv "$venv"; then
+  if [[ "${RLAIF_PIP:-0}" == 0 ]] && find_uv "$venv"; then
     export_pip_indexes_for_uv "$venv/bin/pip"  # UV_* only: pip, the fallback, reads its own configuration
-    install_or_explain "$UV" pip install -q --python "$venv/bin/python" "$@" && return
+    # any uv failure goes on to pip (an index uv cannot use, say one pip reaches through keyring, looks empty to
+    # uv): pip's own failure, if it fails too, is the one explained
+    pipq "$UV" pip install -q --python "$venv/bin/python" "$@" && return
     echo "[setup] uv could not install into $venv (above); installing with pip instead (minutes)" >&2
   fi
   install_or_explain "$venv/bin/pip" install -q "$@"

@@ -222,7 +222,14 @@ def serve_survives_a_killed_replica(tmp_path, *args, timeout=120):
         _, err = p.communicate(timeout=10)
 
         def orphans():
-            return [c for c in tree if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+            left = []
+            for c in tree:
+                try:
+                    if c.is_running() and c.status() != psutil.STATUS_ZOMBIE:
+                        left.append(c)
+                except psutil.NoSuchProcess:  # ended (and reaped) between the two questions
+                    pass
+            return left
         wait_for(lambda: not orphans(), 10, "every child of `judge serve` to end after Ctrl-C")
     finally:
         if p.poll() is None:

@@ -122,17 +122,27 @@ def test_uv_installs_with_the_indexes_and_wheel_folders_pip_is_configured_with_a
     bin_, run = host
     record = tmp_path / "uv"
     _uv_stand_in(bin_, record, "Because torch==2.13.0+cpu was not found in the package registry, no solution")
-    r, _ = run("trainer", PIP_EXTRA_INDEX_URL="https://user:tok3n@wheels.example/simple file:///srv/simple",
-                  PIP_FIND_LINKS="/srv/wheels")
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    # pip.conf as people write it: a list over several lines, and an index the environment overrides
+    conf = tmp_path / ".config" / "pip" / "pip.conf"
+    conf.parent.mkdir(parents=True)
+    conf.write_text("[global]\nindex-url = https://from-the-file.example/simple\n"
+                    "extra-index-url =\n    https://user:tok3n@wheels.example/simple\n    file:///srv/simple\n")
+    r, _ = run("trainer", PIP_INDEX_URL="https://from-the-env.example/simple",
+               PIP_FIND_LINKS=f"{wheels} /no/such/folder", PIP_NO_INDEX="1")
     assert r.returncode == 1
-    # the CPU torch pin that no index serves is explained, whichever installer met it
+    # uv failed: pip was asked next (it has no index here), and its failure on the CPU torch pin is explained
+    assert "installing with pip instead" in r.stderr
     assert "torch==2.13.0+cpu" in r.stderr and "PIP_EXTRA_INDEX_URL" in r.stderr
     argv = (tmp_path / "uv.argv").read_text()
     env = dict(line.split("=", 1) for line in (tmp_path / "uv.env").read_text().splitlines() if "=" in line)
     assert argv.split()[:3] == ["pip", "install", "-q"] and "--python .venv/bin/python" in argv
-    assert "tok3n" not in argv and "/srv/" not in argv
+    assert "tok3n" not in argv and "example" not in argv and str(wheels) not in argv
     assert env["UV_EXTRA_INDEX_URL"].split() == ["https://user:tok3n@wheels.example/simple", "file:///srv/simple"]
-    assert env["UV_FIND_LINKS"] == "/srv/wheels"
+    assert env["UV_DEFAULT_INDEX"] == "https://from-the-env.example/simple"  # PIP_INDEX_URL wins, as in pip
+    assert env["UV_FIND_LINKS"] == str(wheels)  # the missing folder left out: pip warns, uv would stop
+    assert env["UV_NO_INDEX"] == "1"
     assert env["UV_INDEX_STRATEGY"] == "unsafe-best-match"
     assert env["UV_COMPILE_BYTECODE"] == "1"  # as pip does: without it, every process compiles torch afresh
 

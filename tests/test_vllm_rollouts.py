@@ -419,6 +419,7 @@ def test_async_grpo_trains_on_the_judge_reward_from_its_rollout_worker(judge_url
     assert any("reward" in h for h in s["log_history"])
     # benchmarks/rollouts.py's asynchronous row reads these metrics from a summary like this one
     columns = _rollouts_benchmark().async_columns(s, init_s=1.0)
+    assert None not in (columns["generated_tokens_per_s"], columns["weight_sync_s"], columns["rollout_wait_s"]), columns
     assert columns["generated_tokens_per_s"] > 0 and columns["weight_sync_s"] > 0 and columns["rollout_wait_s"] >= 0
     assert columns["startup_s"] == pytest.approx(1.0 + a["policy_server_start_s"])
     assert columns["judge_calls"] == s["judge"]["calls"] and columns["staleness_mean"] is not None

@@ -79,18 +79,19 @@ def test_two_processes_share_one_judge_the_run_launched_wait_out_its_kill_and_le
             held = held_request_ports(port, min_bytes=2048)
             return all(holds_a_request_from(w.pid, port, held) for w in workers)
         # stop the judge; if a process had already judged its step, it waits at the step's gather for the other
-        # and sends nothing: let the step end and stop the judge again
+        # and sends nothing: let the step end and stop the judge again. Short stops with a second of serving
+        # between them: the judge is never held long enough for a request to reach its 30 s timeout
         for _ in range(30):
             os.killpg(first, signal.SIGSTOP)
             stopped = True
-            deadline = time.monotonic() + 5
+            deadline = time.monotonic() + 1.5
             while time.monotonic() < deadline and not both_held():
                 time.sleep(0.1)
             if both_held():
                 break
             os.killpg(first, signal.SIGCONT)
             stopped = False
-            time.sleep(0.3)
+            time.sleep(1.0)
         assert stopped, "never held a judge request of both processes at once in 30 tries"
         os.killpg(first, signal.SIGKILL)  # the server and its engine, as an OOM killer or a crash would
         stopped = False
