@@ -14,7 +14,7 @@ import sys
 
 import pytest
 from prefs_world import train_tiny_rm
-from test_reward_model_source import samples
+from test_reward_model_source import samples, score_once
 
 from rlaif.config.recipe import load_recipe
 from rlaif.factory import Endpoints, make_sources
@@ -90,15 +90,9 @@ def test_a_killed_pooling_server_is_restarted_and_costs_no_sample(launched):
     the pool and is scored whole. (Last in the module: the server it leaves is the restarted one.)"""
     src, run_dir, _ = launched
     batch, _ = samples(16)
-
-    async def score():
-        try:
-            return await src.score(batch, step=0)
-        finally:
-            await src.aclose()
-    before = asyncio.run(score())
+    before = score_once(src, batch)
     os.killpg(int((run_dir / "rm_server.pid").read_text()), signal.SIGKILL)
-    after = asyncio.run(score())
+    after = score_once(src, batch)
     summary = src.summary()
     assert None not in before.rewards and None not in after.rewards
     assert after.rewards == pytest.approx(before.rewards, abs=1e-4)

@@ -69,6 +69,16 @@ def test_in_process_reward_model_mixes_with_a_rule_and_logs_like_every_source(ti
     assert rm.summary()["samples"] == 2 * len(batch) and rm.summary()["failed"] == 0
 
 
+def score_once(src, batch):
+    """One batch through a reward source, as a training step scores it, its clients closed after."""
+    async def go():
+        try:
+            return await src.score(batch, step=0)
+        finally:
+            await src.aclose()
+    return asyncio.run(go())
+
+
 def test_an_unreachable_pooling_server_fails_the_batch_counted_and_left_out(tiny_rm):
     """Nothing listens at the URL (never answered, so not waited for): every sample is None, counted, and the
     failure window stops the run once it has seen enough."""
@@ -76,13 +86,7 @@ def test_an_unreachable_pooling_server_fails_the_batch_counted_and_left_out(tiny
     client = PoolingClient([url], "rm", str(tiny_rm), max_retries=1, timeout_s=5, backoff_base_s=0.01)
     src = RewardModelSource(client, name="rm", model=str(tiny_rm), max_fail_rate=0.2)
     batch, _ = samples(40)
-
-    async def go():
-        try:
-            return await src.score(batch, step=0)
-        finally:
-            await src.aclose()
-    scored = asyncio.run(go())
+    scored = score_once(src, batch)
     assert scored.rewards == [None] * 40 and scored.metrics["rm/fail_rate"] == 1.0
     assert src.summary()["failed"] == 40 and client.requests == 2  # one request for the batch, one retry
     assert src.summary()["fallbacks"] == 0  # left out: no value stood in for them

@@ -64,10 +64,9 @@ def listening_port(pid):
     return ports[0]
 
 
-def unread_bytes_at(port):
-    """Bytes that have reached the server side of a connection to `port` and that nobody has read yet (the
-    rx_queue of /proc/net/tcp and tcp6): a request a stopped server holds, and its client waits for."""
-    total = 0
+def _server_side(port):
+    """(client port, unread bytes) of every connection to `port`, from the server's side: the rx_queue column of
+    /proc/net/tcp and tcp6 (local address in field 1, remote in field 2, hex ports)."""
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             rows = open(table).read().splitlines()[1:]
@@ -75,27 +74,20 @@ def unread_bytes_at(port):
             continue
         for row in rows:
             fields = row.split()
-            local_port = int(fields[1].rsplit(":", 1)[1], 16)
-            rx_queue = int(fields[4].split(":")[1], 16)
-            if local_port == port:
-                total += rx_queue
-    return total
+            if int(fields[1].rsplit(":", 1)[1], 16) == port:
+                yield int(fields[2].rsplit(":", 1)[1], 16), int(fields[4].split(":")[1], 16)
+
+
+def unread_bytes_at(port):
+    """Bytes that have reached the server side of a connection to `port` and that nobody has read yet: a request a
+    stopped server holds, and its client waits for."""
+    return sum(unread for _, unread in _server_side(port))
 
 
 def held_request_ports(port, min_bytes=1):
     """The client-side ports of the connections to `port` with at least `min_bytes` the server has not read (see
     unread_bytes_at): which clients have a request a stopped server holds."""
-    held = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            rows = open(table).read().splitlines()[1:]
-        except OSError:
-            continue
-        for row in rows:
-            fields = row.split()
-            if int(fields[1].rsplit(":", 1)[1], 16) == port and int(fields[4].split(":")[1], 16) >= min_bytes:
-                held.add(int(fields[2].rsplit(":", 1)[1], 16))
-    return held
+    return {client for client, unread in _server_side(port) if unread >= min_bytes}
 
 
 def holds_a_request_from(pid, port, held):
