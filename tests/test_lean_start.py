@@ -39,3 +39,14 @@ def test_the_command_line_starts_without_torch_transformers_or_trl():
              "print(sorted(m for m in ('torch', 'transformers', 'trl', 'vllm', 'peft') if m in sys.modules))")
     r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr[-2000:]
+
+
+def test_a_recipe_with_a_grpo_block_loads_without_importing_trl():
+    """The grpo: block's keys are checked against GRPOConfig's fields read from TRL's source, not by importing TRL
+    (5-13 s here): `rlaif label`, `reward score`, `nova job-config` and `data check` load recipes and train nothing."""
+    import subprocess
+
+    probe = ("import sys; from rlaif.config.recipe import load_recipe; r = load_recipe('recipes/smoke.yaml'); "
+             "assert r.grpo; print(sorted(m for m in ('torch', 'transformers', 'trl', 'peft') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr[-2000:]

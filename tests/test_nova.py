@@ -370,7 +370,7 @@ def test_a_hung_lambda_is_cut_at_its_timeout_and_counted(tmp_path):
     import threading
     path = tmp_path / "hangs.py"
     path.write_text(HANGING_LAMBDA)
-    source = LambdaSource(path, batch_size=1, concurrency=2, timeout_s=5.0, on_error="none", min_calls=1,
+    source = LambdaSource(path, batch_size=1, concurrency=2, timeout_s=2.0, on_error="none", min_calls=1,
                           max_fail_rate=0.9)
     got = {}
     worker = threading.Thread(target=lambda: got.update(out=asyncio.run(source.score(

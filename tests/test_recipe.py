@@ -38,6 +38,20 @@ def test_typo_in_a_recipe_key_names_file_and_field(tmp_path):
     assert str(p) in str(e.value) and "judge.modle" in str(e.value) and "unknown key" in str(e.value)
 
 
+def test_grpo_fields_read_from_the_installed_source_are_grpo_configs_fields():
+    """Recipes check their grpo: keys against names read from TRL's and transformers' source (no TRL import): on the
+    installed versions they are exactly the dataclass's fields; where the class chain is not the expected one, the
+    reader says so (None) and the check imports GRPOConfig instead."""
+    from rlaif.config import grpo_fields
+
+    source = grpo_fields.fields_from_source(grpo_fields.CLASS_CHAIN)
+    assert source is not None and source == grpo_fields.fields_from_import()
+    assert {"learning_rate", "num_generations", "beta", "output_dir"} <= source
+    moved = (("trl", "trainer/grpo_config.py", "GRPOConfig", "SomeOtherBase"),) + grpo_fields.CLASS_CHAIN[1:]
+    assert grpo_fields.fields_from_source(moved) is None
+    assert grpo_fields.fields_from_source((("trl", "trainer/no_such_file.py", "GRPOConfig", None),)) is None
+
+
 def test_typo_in_grpo_key_suggests_the_real_field(tmp_path):
     p = write_recipe(tmp_path, lambda d: d["grpo"].update(lerning_rate=1e-3))
     with pytest.raises(UserError, match=r"grpo\.lerning_rate.*did you mean 'learning_rate'"):

@@ -3,11 +3,10 @@
 Precedence: `--set key=value` on the command line over the recipe file over the defaults below. Every error
 names the recipe file and the field (`recipes/x.yaml: judge.modle: unknown key (typo?)`), so a typo never
 turns into a silent default. The `grpo:` block goes to TRL's `GRPOConfig` as it is, after its keys are checked
-against GRPOConfig's own fields.
+against GRPOConfig's own fields (read from TRL's source: loading a recipe does not import TRL).
 """
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import json
 import re
@@ -18,6 +17,7 @@ from pydantic import Field, SerializationInfo, SerializerFunctionWrapHandler, mo
 
 from rlaif.config.audit import AuditSpec
 from rlaif.config.checks import Check
+from rlaif.config.grpo_fields import grpo_config_fields
 from rlaif.config.judge import JudgeSpec
 from rlaif.config.labeling import LabelingSpec
 from rlaif.config.lora import LoraSpec
@@ -223,16 +223,11 @@ def _apply(data: dict, path: list[str], value: Any, flag: str) -> None:
     cur[path[-1]] = value
 
 
-def _grpo_fields() -> set[str]:
-    from trl import GRPOConfig
-    return {f.name for f in dataclasses.fields(GRPOConfig)}
-
-
 def _check_grpo(block: dict, source: str) -> None:
-    known = _grpo_fields()
+    known = grpo_config_fields()
     for key in block:
         if key not in known:
-            close = difflib.get_close_matches(key, known, n=1)
+            close = difflib.get_close_matches(key, sorted(known), n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
             raise UserError(f"{source}: grpo.{key}: not a field of TRL's GRPOConfig{hint}")
     if "output_dir" in block:
