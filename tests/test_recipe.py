@@ -52,6 +52,25 @@ def test_grpo_fields_read_from_the_installed_source_are_grpo_configs_fields():
     assert grpo_fields.fields_from_source((("trl", "trainer/no_such_file.py", "GRPOConfig", None),)) is None
 
 
+@pytest.mark.parametrize("body, fields", [
+    ("    a: int = 1\n    b: ClassVar[int] = 2\n    def f(self):\n        x: int = 3\n", {"a", "c"}),
+    ("    a: int = 1\n    if FLAG:\n        b: int = 2\n", None),  # only importing knows whether b exists
+    ("    a: int = 1\n    _: KW_ONLY\n    b: int = 2\n", None),
+    ("    a: int = 1\n    c: ClassVar[int] = 2\n", None),  # the base's field c made a ClassVar
+])
+def test_grpo_fields_read_from_source_leave_what_a_flat_reading_gets_wrong_to_the_import(tmp_path, monkeypatch,
+                                                                                          body, fields):
+    from rlaif.config import grpo_fields
+
+    (tmp_path / "fakecfg").mkdir()
+    (tmp_path / "fakecfg" / "__init__.py").write_text("")
+    (tmp_path / "fakecfg" / "base.py").write_text("@dataclass\nclass Base:\n    c: int = 0\n")
+    (tmp_path / "fakecfg" / "config.py").write_text(f"@dataclasses.dataclass(frozen=True)\nclass Config(Base):\n{body}")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    chain = (("fakecfg", "config.py", "Config", "Base"), ("fakecfg", "base.py", "Base", None))
+    assert grpo_fields.fields_from_source(chain) == fields
+
+
 def test_typo_in_grpo_key_suggests_the_real_field(tmp_path):
     p = write_recipe(tmp_path, lambda d: d["grpo"].update(lerning_rate=1e-3))
     with pytest.raises(UserError, match=r"grpo\.lerning_rate.*did you mean 'learning_rate'"):

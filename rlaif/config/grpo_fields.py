@@ -32,18 +32,28 @@ def fields_from_import() -> frozenset[str]:
 
 
 def fields_from_source(chain) -> frozenset[str] | None:
-    """The dataclass fields along `chain`, or None where a file, class or base is not the one expected."""
+    """The dataclass fields along `chain`, or None where a file, class or base is not the one expected, or where a
+    class body declares fields in a way a flat reading would get wrong (a field inside an `if` or `try`, a KW_ONLY
+    marker, a name that is a field in one class and a ClassVar in another)."""
     names: set[str] = set()
+    class_vars: set[str] = set()
     for package, rel, cls, base in chain:
         body = _class_body(package, rel, cls, base)
         if body is None:
             return None
         for node in body:
             if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
-                if "ClassVar" in ast.unparse(node.annotation) or "InitVar" in ast.unparse(node.annotation):
-                    continue  # not dataclass fields
-                names.add(node.target.id)
-    return frozenset(names)
+                annotation = ast.unparse(node.annotation)
+                if "KW_ONLY" in annotation:
+                    return None
+                if "ClassVar" in annotation or "InitVar" in annotation:
+                    class_vars.add(node.target.id)  # not dataclass fields
+                else:
+                    names.add(node.target.id)
+            elif not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and any(
+                    isinstance(inner, ast.AnnAssign) for inner in ast.walk(node)):
+                return None  # a conditional field: only the import knows whether it exists
+    return None if names & class_vars else frozenset(names)
 
 
 def _class_body(package: str, rel: str, cls: str, base: str | None) -> list[ast.stmt] | None:
