@@ -11,10 +11,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 from prefs_world import train_tiny_rm
+from procs import wait_for
 from test_reward_model_source import samples, score_once
 
 from rlaif.config.recipe import load_recipe
@@ -96,9 +96,7 @@ def test_a_killed_pooling_server_is_restarted_and_costs_no_sample(launched):
     after = score_once(src, batch)
     # the supervisor counts the restart when its restart() returns, and the pool may have put the server back (a
     # real request answered) a moment before that: CI run 4 of stop 32 read the summary in between (restarts 0)
-    deadline = time.monotonic() + 60
-    while src.summary()["server_restarts"] == 0 and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_for(lambda: src.summary()["server_restarts"] > 0, 60, "the supervisor to count the restart", poll_s=0.1)
     summary = src.summary()
     assert None not in before.rewards and None not in after.rewards
     assert after.rewards == pytest.approx(before.rewards, abs=1e-4)
