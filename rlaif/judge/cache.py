@@ -6,8 +6,9 @@ import hashlib
 import json
 from collections import OrderedDict
 
+from rlaif.common import fastjson
 
-_KEY_ENCODER = json.JSONEncoder(sort_keys=True, ensure_ascii=False)
+
 _HIT = {"cached": True, "latency_s": 0.0, "attempts": 0}  # what a cached answer says about its call
 
 
@@ -30,7 +31,7 @@ class VerdictCache:
 
     def key(self, req) -> str:
         h = self._salted.copy()
-        h.update(_KEY_ENCODER.encode([req.messages, req.params]).encode())
+        h.update(fastjson.dumps([req.messages, req.params], sort_keys=True))
         return h.hexdigest()
 
     async def get_or_run_many(self, reqs: list, run_many, totals: dict) -> list[dict]:

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 
+from rlaif.common import fastjson
 from rlaif.common.dist import rank
 from rlaif.judge.attempts import Attempts
 from rlaif.judge.backend import CallResult, Reply
@@ -43,6 +44,14 @@ if TYPE_CHECKING:
     from rlaif.config.judge import JudgeSpec
 
 log = logging.getLogger("rlaif.judge")
+
+
+def _params_key(params: dict) -> bytes:
+    """Which batch a request's parameters put it in: equal parameters, equal keys, whatever their order."""
+    try:
+        return fastjson.dumps(params, sort_keys=True)
+    except TypeError:  # a value JSON has no form for: its str, as before
+        return json.dumps(params, sort_keys=True, default=str).encode()
 
 
 @functools.cache
@@ -181,8 +190,9 @@ class JudgeClient:
             await st.http.aclose()
 
     def _headers(self) -> dict:
-        # the key goes in this header only: never into an error message, a log line or argv
-        return {"Authorization": f"Bearer {self.settings.api_key or 'EMPTY'}"}
+        # the key goes in this header only: never into an error message, a log line or argv. The bodies are
+        # encoded here (orjson: httpx's `json=` ran the standard library's encoder, issue 27), so the type is said
+        return {"Authorization": f"Bearer {self.settings.api_key or 'EMPTY'}", "Content-Type": "application/json"}
 
     def _described(self, e: BaseException) -> str:
         """An exception as an error string, with the key taken out: a transport library may quote the header it
@@ -233,8 +243,8 @@ class JudgeClient:
                 singles.append(i)
                 continue
             k = keys.get(id(params))
-            if k is None:
-                k = keys[id(params)] = json.dumps(params, sort_keys=True, default=str)
+            if k is None:  # once per params dict; each request of a reward batch has its own (issue 27)
+                k = keys[id(params)] = _params_key(params)
             groups.setdefault(k, (params, []))[1].append(i)
         jobs = [self._chat_one(calls[i][0], **calls[i][1]) for i in singles]
         parts: list[list[int]] = []
@@ -304,7 +314,8 @@ class JudgeClient:
             try:
                 with self.pool.serving(url, n):  # queued for the semaphore counts as load too
                     async with st.sem:
-                        r = await st.http.post(api_url(url) + endpoint, json=body, headers=headers)
+                        r = await st.http.post(api_url(url) + endpoint, content=fastjson.dumps(body),
+                                               headers=headers)
                 if r.status_code in (404, 405) and as_tokens:  # /tokenize, but no /v1/completions
                     return await self._without_tokens(st, params, conversations, url,
                                                       f"its /v1/completions answered HTTP {r.status_code}")
@@ -314,7 +325,7 @@ class JudgeClient:
                 if r.status_code == 400:  # one bad conversation refuses the batch: single calls say which
                     return await self._singly(params, conversations)
                 if r.status_code == 200:
-                    choices = sorted(r.json()["choices"], key=lambda c: c["index"])
+                    choices = sorted(fastjson.loads(r.content)["choices"], key=lambda c: c["index"])
                     if len(choices) != n:
                         raise ValueError(f"{len(choices)} choices for {n} conversations")
                     if as_tokens and not tp.answered(token_body, choices):
@@ -375,9 +386,10 @@ class JudgeClient:
             try:
                 with self.pool.serving(url):
                     async with st.sem:
-                        r = await st.http.post(api_url(url) + "/chat/completions", json=body, headers=headers)
+                        r = await st.http.post(api_url(url) + "/chat/completions", content=fastjson.dumps(body),
+                                               headers=headers)
                 if r.status_code == 200:
-                    reply = r.json()
+                    reply = fastjson.loads(r.content)
                     if not isinstance(reply, dict):
                         raise ValueError(f"a {type(reply).__name__}, not a JSON object")
                     tries.succeeded()

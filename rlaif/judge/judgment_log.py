@@ -6,7 +6,7 @@ import re
 import threading
 from pathlib import Path
 
-from rlaif.common.jsonl import dumps_line
+from rlaif.common.fastjson import dumps_line  # strict JSON, about 8x faster than json's (issue 27)
 
 
 def run_logs(run_dir: Path) -> list[Path]:

@@ -12,10 +12,10 @@ report read); any other judge source logs the same numbers under its own name (`
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import statistics
 
+from rlaif.common import fastjson
 from rlaif.common.failure_window import FirstStop
 from rlaif.common.stats import percentile
 from rlaif.data.samples import Sample
@@ -66,8 +66,8 @@ class JudgeSource:
         hit_rate = j.prefix_cache.latest()  # never waits for /metrics
         if hit_rate is not None:
             metrics["judge/prefix_cache_hit_rate"] = hit_rate
-        columns = {"judge_scores": [json.dumps({k: (None if x is None else round(x, 3)) for k, x in v.scores.items()})
-                                    for v in verdicts]}
+        columns = {"judge_scores": [fastjson.dumps({k: (None if x is None else round(x, 3))
+                                                    for k, x in v.scores.items()}).decode() for v in verdicts]}
         if j.mode == "verdict":
             columns["judge_rationale"] = [v.rationale for v in verdicts]
         # a failed judgment's reward is the recipe's fallback (None, or neutral), and it is a failure all the same:

@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from rlaif.common import fastjson
 from rlaif.common.failure_window import FailureWindow
 from rlaif.data.samples import Sample
 from rlaif.portable.composed import record_columns
@@ -69,7 +70,7 @@ def _reference(raw):
     if raw is None:
         return None
     try:
-        return json.loads(raw)
+        return fastjson.loads(raw)  # per sample of every batch: orjson (rlaif/common/fastjson.py)
     except (TypeError, json.JSONDecodeError):
         return raw
 
@@ -78,7 +79,7 @@ def record_metadata(row: dict) -> dict:
     """A dataset row's metadata as a sample carries it: the record's extra keys (kept as JSON text in `metadata`)
     with `reference_answer` as the record had it (string or object), which is what a Bedrock reward Lambda gets."""
     meta = row.get("metadata")
-    meta = json.loads(meta) if isinstance(meta, str) else dict(meta or {})
+    meta = fastjson.loads(meta) if isinstance(meta, str) else dict(meta or {})
     ref = _reference(row["nova_reference"]) if row.get("nova_reference") is not None else row.get("reference_answer")
     if ref is not None:
         meta["reference_answer"] = ref
