@@ -4,7 +4,7 @@ A logprob or pairwise judgment is one constrained token after a prompt of a hund
 server's per-conversation work (chat template, tokenisation, a structured-output grammar) costs about as much as
 the model on a small judge, and it runs in one API-server process. rlaif has the judge's tokenizer (the recipe
 names the checkpoint it serves), so it renders and tokenises a whole batch in one call (a fast tokenizer batches
-in Rust) and sends the ids to `/v1/completions` as one POST: `prompt` is a list of id lists. Instead of the chat
+in Rust; the template runs once per conversation shape, rlaif/judge/template_splice.py) and sends the ids to `/v1/completions` as one POST: `prompt` is a list of id lists. Instead of the chat
 request's `choice` grammar, it asks for the logprobs of exactly the tokens that grammar would let the answer
 start with (`logprob_token_ids`). vLLM reports a grammar-constrained reply's logprobs after the mask, so the
 chat path's top logprobs are those tokens' renormalised probabilities: the same numbers, with no grammar per
@@ -32,15 +32,18 @@ instead.
 from __future__ import annotations
 
 import logging
+import operator
 import os
 import re
 from pathlib import Path
 
+from rlaif.judge.template_splice import TemplateSplice
 from rlaif.judge.urls import server_root
 
 log = logging.getLogger("rlaif.judge")
 ID_PREFIX = "token_id:"  # vLLM's `return_tokens_as_token_ids`: top logprobs keyed by id, not by (ambiguous) text
 MAX_LABEL_IDS = 128  # vLLM's bound on logprob_token_ids per request
+_LOGPROB = operator.itemgetter("logprob")
 MIN_SHARED = 64  # characters two conversations must share before the shared part is tokenised apart
 # cuts a tokenizer is tried on before its texts are cut: a line break after a non-space character, then a letter
 _CUT_PROBES = [(left, right) for left in ("x\n", "Word.\n", "```\n", "````\n", "~~~\n", "42\n", "\u00e9t\u00e9\n",
@@ -93,11 +96,12 @@ class TokenPrompts:
         self.usable: dict[str, bool] = {}  # server url -> its /tokenize agreed with ours
         self.confirmed: set[str] = set()  # servers whose first reply held the label tokens' logprobs
         self._text: dict[str, str] = {}  # a reply's token ("token_id:N") -> its text
-        self._label_keys: tuple = (None, set())  # (a request's label ids, their reply keys): one set per batch
+        self._label_keys: tuple = (None, {})  # (a request's label ids, their reply keys -> texts): once per batch
         self._labels: dict[tuple, list[int]] = {}
         self._heads: dict[str, list[int] | None] = {}  # a batch's shared head text -> its ids (None: don't split)
         self._cut_tokens: list[str] | None = None
         self._cuts_ok: bool | None = None  # whether line-break cuts keep the ids (tried once per tokenizer)
+        self._splice: TemplateSplice | None = None
 
     def tokenizer(self):
         if self._tok is None and self.unavailable is None:
@@ -120,10 +124,16 @@ class TokenPrompts:
         `chat_template_kwargs`, e.g. a reasoning judge's `enable_thinking: false`).
 
         A batch's conversations share a long head (the rubric's system turn). With `reuse_head`, that head is
-        tokenised once per distinct head and each conversation's own tail alone."""
+        tokenised once per distinct head and each conversation's own tail alone, and the template is rendered once
+        per conversation shape with the contents spliced in; without it, each conversation is rendered whole."""
         tok = self.tokenizer()
-        texts = tok.apply_chat_template(conversations, add_generation_prompt=True, tokenize=False,
-                                        **(template_kwargs or {}))
+        if reuse_head:  # the template rendered once per conversation shape (rlaif/judge/template_splice.py)
+            if self._splice is None:
+                self._splice = TemplateSplice(tok)
+            texts = self._splice.render(conversations, template_kwargs)
+        else:  # one conversation rendered as the template would (what the /tokenize check compares)
+            texts = tok.apply_chat_template(conversations, add_generation_prompt=True, tokenize=False,
+                                            **(template_kwargs or {}))
         cut = self._head_cut(texts) if reuse_head and len(texts) > 1 else 0
         head = self._head_ids(texts[0], cut) if cut else None
         if head is None:
@@ -319,18 +329,20 @@ class TokenPrompts:
         if lp.get("tokens"):
             tops = _first_tops(c)
             if labels:
-                cached, keep = self._label_keys  # one read: another thread's batch may set it meanwhile
-                if cached is not labels:  # every choice of a batch has the same labels
-                    keep = _keys(labels)
-                    self._label_keys = (labels, keep)
-                tops = {t: v for t, v in tops.items() if t in keep}
-                best = max(tops, key=tops.get) if tops else lp["tokens"][0]
-                first, first_lp = best, tops.get(best, lp["token_logprobs"][0])
+                cached, names = self._label_keys  # one read: another thread's batch may set it meanwhile
+                if cached is not labels:  # every choice of a batch has the same labels: their texts decoded once
+                    names = {k: self.text(k) for k in _keys(labels)}
+                    self._label_keys = (labels, names)
+                top = [{"token": names[t], "logprob": v} for t, v in tops.items() if t in names]
+            else:
+                top = [{"token": self.text(t), "logprob": v} for t, v in tops.items()]
+            if labels and top:  # the likeliest label (the first of equals)
+                best = max(top, key=_LOGPROB)
+                first, token, first_lp = ID_PREFIX, best["token"], best["logprob"]
             else:
                 first, first_lp = lp["tokens"][0], lp["token_logprobs"][0]
-            token = self.text(first)
-            content = [{"token": token, "logprob": first_lp,
-                        "top_logprobs": [{"token": self.text(t), "logprob": v} for t, v in tops.items()]}]
+                token = self.text(first)
+            content = [{"token": token, "logprob": first_lp, "top_logprobs": top}]
             if first.startswith(ID_PREFIX):
                 text = token
         return {"index": c["index"], "finish_reason": c.get("finish_reason"),
