@@ -22,6 +22,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
+from rlaif.config.strict import private_value
 from rlaif.portable import checks as rules
 
 
@@ -132,14 +133,14 @@ class RegexMust(_Regex):
     kind: Literal["regex_must"]
 
     def run(self, text, prompt=""):
-        return rules.regex_must(self._rx, text)
+        return rules.regex_must(private_value(self, "_rx"), text)
 
 
 class RegexMustNot(_Regex):
     kind: Literal["regex_must_not"]
 
     def run(self, text, prompt=""):
-        return rules.regex_must_not(self._rx, text)
+        return rules.regex_must_not(private_value(self, "_rx"), text)
 
 
 class Blocklist(_Check):
@@ -154,7 +155,7 @@ class Blocklist(_Check):
         return self
 
     def run(self, text, prompt=""):
-        return rules.blocklist(self._rx, text)
+        return rules.blocklist(private_value(self, "_rx"), text)
 
 
 Check = Annotated[Union[JsonValid, JsonSchema, Length, LanguageMatch, RegexMust, RegexMustNot, Blocklist],

@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
+from rlaif.config.strict import private_value
 from rlaif.config.yaml import path_exists, read_yaml
 from rlaif.errors import UserError, format_validation_error
 from rlaif.portable import formula
@@ -99,7 +100,7 @@ class Rubric(BaseModel):
     def aggregate(self, scores: dict[str, float]) -> float:
         """One reward in [0, 1] from per-criterion scores in [0, 1]."""
         return aggregate_scores(scores, [(c.name, c.weight, c.essential) for c in self.criteria],
-                                self.aggregation, self._formula_tree)
+                                self.aggregation, private_value(self, "_formula_tree"))
 
 
 class RecordRubric(BaseModel):

@@ -40,6 +40,7 @@ class Planner:
         self.rubric_in_user_turn = rubric_in_user_turn
         self.reasoning_budget = reasoning_budget  # a reasoning judge: its thinking budget in verdict mode
         self._prefix: tuple = (None, "")  # (the rubric it was made from, logprob mode's system turn)
+        self._params: dict[tuple, dict] = {}  # logprob mode's request parameters, per kind of criterion
 
     def plan(self, sample: Sample, opponents: list[str] | None = None) -> list[Request]:
         """The judge requests one sample needs: one per criterion (logprob), one for all (verdict), or two per
@@ -91,11 +92,21 @@ class Planner:
             return [Request([c.name for c in specs], rd.messages, params, rd.neutralised, specs=specs)]
         out = []
         for c in list(self.rubric.criteria) + own:
+            params = self._logprob_params(c)
             rd = render(self.rubric, c, sample.prompt, sample.response, ref if c.uses_reference else None,
                         own=c in own, system=self._system())
-            params = logprob.request_params(self.rubric.labels, self.top_logprobs, self.temperature, c)
             out.append(Request([c.name], rd.messages, params, rd.neutralised, specs=[c]))
         return out
+
+    def _logprob_params(self, c) -> dict:
+        """A logprob request's parameters: one dict per kind of criterion, shared by every request of that kind
+        (nothing changes a request's params; the client groups requests into batches by them, issue 27)."""
+        labels = self.rubric.labels
+        key = (c.kind == "scale", labels.pass_, labels.fail, self.top_logprobs, self.temperature)
+        params = self._params.get(key)
+        if params is None:
+            params = self._params[key] = logprob.request_params(labels, self.top_logprobs, self.temperature, c)
+        return params
 
     def own_criteria(self, sample: Sample) -> list:
         """The record's own criteria (its `rubric`, validated when the data was read), after the shared ones.

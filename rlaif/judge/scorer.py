@@ -220,8 +220,8 @@ class Judge:
                 self.totals["failures"] += 1  # a judgment that could not be asked is a failed one
                 self.failures.record(True)
             # pairwise asks several times per criterion (opponents x orders): the score is their mean
-            raw: dict[str, float | None] = {n: (statistics.fmean(v) if v and n not in errors else None)
-                                            for n, v in got.items()}
+            raw: dict[str, float | None] = {n: (v[0] if len(v) == 1 else statistics.fmean(v)) if v and n not in errors
+                                            else None for n, v in got.items()}
             scores = raw if self.calibration is None else {
                 n: None if v is None else self.calibration.apply(n, v) for n, v in raw.items()}
             if not gates_ok:
