@@ -63,3 +63,24 @@ def test_replies_with_what_only_the_standard_library_reads_are_read(encoder):
     tops = fastjson.loads(reply)["choices"][0]["logprobs"]["top_logprobs"][0]
     assert tops["Yes"] == -0.1 and tops["No"] == float("-inf") and tops["x"] != tops["x"]
     assert fastjson.loads('{"a": [1, "\u00e9"]}') == {"a": [1, "\u00e9"]}
+
+
+def test_integers_past_64_bits_are_read_exactly_not_as_floats(encoder):
+    """orjson reads an integer past 64 bits as a float (2**64 as 1.8446744073709552e+19); a reference answer of 21!
+    or a big id in a record's metadata must reach the judge and the rules as written."""
+    from rlaif.rewards.source import record_metadata
+    for n in (2 ** 64, 2 ** 70, -(2 ** 63) - 1, 51090942171709440000, 2 ** 64 - 1, -(2 ** 63)):
+        assert fastjson.loads(str(n)) == n and type(fastjson.loads(str(n))) is int, n
+        assert fastjson.loads(f'{{"a": [{n}]}}'.encode()) == {"a": [n]}
+    meta = record_metadata({"metadata": '{"id": 123456789012345678901234}', "nova_reference": "51090942171709440000"})
+    assert meta == {"id": 123456789012345678901234, "reference_answer": 51090942171709440000}
+    assert fastjson.loads("[0.30000000000000004, 1e-05, -2.3129999999999997]") == [0.30000000000000004, 1e-05,
+                                                                                   -2.3129999999999997]
+
+
+def test_a_reply_read_without_the_big_integer_scan_is_read_as_orjson_reads_it(encoder):
+    """`big_ints=False` (a server's reply: ids, counts, logprobs) reads the same as the exact path for what a reply
+    holds, NaN and -Infinity included."""
+    reply = (b'{"id": "cmpl-1", "created": 1765090000, "choices": [{"index": 3, "logprobs": {"top_logprobs": '
+             b'[{"token_id:151643": -0.10500000000000001, "x": -Infinity}]}}]}')
+    assert fastjson.loads(reply, big_ints=False) == fastjson.loads(reply) == json.loads(reply)

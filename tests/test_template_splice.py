@@ -119,3 +119,33 @@ def test_mixed_shapes_and_messages_with_more_than_a_content_are_rendered_whole()
     calls = counting(tok)
     assert splice.render(mixed) == tok.apply_chat_template(mixed, add_generation_prompt=True, tokenize=False)
     assert calls[0] == 3  # one whole render of the batch, no probe
+
+
+def test_templates_with_transformers_own_tags_are_spliced():
+    """transformers renders with jinja's loop controls and its `{% generation %}` tag; the literal pass reads them."""
+    tok = tokenizer("{% for m in messages %}{% if m.role == 'tool' %}{% break %}{% endif %}"
+                    "{% if m.role == 'assistant' %}{% generation %}{{ m.content }}{% endgeneration %}{% else %}"
+                    "<|{{ m.role }}|>{{ m.content }}<|end|>{% endif %}{% endfor %}<|assistant|>")
+    convs = batch()
+    want = tok.apply_chat_template(convs, add_generation_prompt=True, tokenize=False)
+    splice, calls = TemplateSplice(tok), counting(tok)
+    assert splice.render(convs) == want
+    assert splice.on and sum(calls) < len(convs)
+
+
+def test_a_skeleton_that_went_stale_is_probed_again_not_given_up():
+    """A template that writes today's date (Llama 3.1's, gpt-oss's) makes another skeleton after midnight: the check
+    sees it, the shape is probed again, and splicing goes on."""
+    tok = tokenizer("Today: {{ day }}\n{% for m in messages %}[{{ m.role }}] {{ m.content }}\n{% endfor %}> ")
+    today = {"day": "6 Dec 2026"}
+    real = tok.apply_chat_template
+    tok.apply_chat_template = lambda conversations, **kw: real(conversations, day=today["day"], **kw)
+    splice, convs = TemplateSplice(tok), batch()
+    assert splice.render(convs) == real(convs, add_generation_prompt=True, tokenize=False, day="6 Dec 2026")
+    today["day"] = "7 Dec 2026"
+    calls = counting(tok)
+    assert splice.render(convs) == real(convs, add_generation_prompt=True, tokenize=False, day="7 Dec 2026")
+    assert splice.on  # probed again: the check, the probes, the check again
+    calls.clear()
+    assert splice.render(convs) == real(convs, add_generation_prompt=True, tokenize=False, day="7 Dec 2026")
+    assert sum(calls) == 2  # spliced again: only the first and last checked

@@ -325,7 +325,8 @@ class JudgeClient:
                 if r.status_code == 400:  # one bad conversation refuses the batch: single calls say which
                     return await self._singly(params, conversations)
                 if r.status_code == 200:
-                    choices = sorted(fastjson.loads(r.content)["choices"], key=lambda c: c["index"])
+                    reply = fastjson.loads(r.content, big_ints=False)  # ids, counts, logprobs: no big integers
+                    choices = sorted(reply["choices"], key=lambda c: c["index"])
                     if len(choices) != n:
                         raise ValueError(f"{len(choices)} choices for {n} conversations")
                     if as_tokens and not tp.answered(token_body, choices):
@@ -389,7 +390,7 @@ class JudgeClient:
                         r = await st.http.post(api_url(url) + "/chat/completions", content=fastjson.dumps(body),
                                                headers=headers)
                 if r.status_code == 200:
-                    reply = fastjson.loads(r.content)
+                    reply = fastjson.loads(r.content, big_ints=False)
                     if not isinstance(reply, dict):
                         raise ValueError(f"a {type(reply).__name__}, not a JSON object")
                     tries.succeeded()

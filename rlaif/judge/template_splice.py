@@ -14,8 +14,13 @@ Whether a template does that is read from the template, not assumed, and checked
 - a content holding one of the template's own string literals that could be tested against it (`</think>`,
   `<tool_response>`, `<|im_start|>`: any literal with a character other than a letter, digit, space, `_` or `-`)
   is rendered whole, as it might take another branch;
-- the first and last conversation of every batch are also rendered whole and compared; a difference turns
-  splicing off for this tokenizer, with one log line, and the batch is rendered whole.
+- the first and last conversation of every batch are also rendered whole and compared: a difference with a shape
+  probed earlier has it probed again (a template that writes today's date changes at midnight); a difference with
+  a shape just probed turns splicing off for this tokenizer, with one log line, and the batch is rendered whole.
+What the checks cannot see: a template that branches on a content through a plain word (`'urgent' in content`), a
+whitespace-only literal or the content's length, where neither the first nor the last conversation of a batch
+takes the other branch. No template of a judge family rlaif knows does (Qwen, Llama, Gemma, gpt-oss, DeepSeek,
+Mistral, Granite, Hermes).
 A message with more than a role and a string content, or a batch of mixed shapes, is rendered whole too.
 """
 from __future__ import annotations
@@ -30,10 +35,17 @@ _PLAIN_LITERAL = re.compile(r"[A-Za-z0-9 _\-]*")
 
 
 def _literals(template: str) -> re.Pattern | None:
-    """A pattern for the template's string literals a content might be tested against, or None for none."""
-    import jinja2
+    """A pattern for the template's string literals a content might be tested against, or None for none. Read with
+    the environment transformers renders with (jinja's loop controls, its `{% generation %}` tag), which a plain
+    jinja environment cannot parse."""
     from jinja2 import nodes
-    found = {n.value for n in jinja2.Environment().parse(template).find_all(nodes.Const) if isinstance(n.value, str)}
+    try:
+        from transformers.utils.chat_template_utils import _compile_jinja_template
+        env = _compile_jinja_template(template).environment
+    except ImportError:  # another transformers: jinja's loop controls at least
+        import jinja2
+        env = jinja2.Environment(extensions=["jinja2.ext.loopcontrols"])
+    found = {n.value for n in env.parse(template).find_all(nodes.Const) if isinstance(n.value, str)}
     found = sorted((s for s in found if len(s) > 1 and s.strip() and not _PLAIN_LITERAL.fullmatch(s)),
                    key=len, reverse=True)
     return re.compile("|".join(map(re.escape, found))) if found else None
@@ -66,8 +78,7 @@ class TemplateSplice:
     def _whole(self, conversations: list[list[dict]], kwargs: dict) -> list[str]:
         return self.tok.apply_chat_template(conversations, add_generation_prompt=True, tokenize=False, **kwargs)
 
-    def _skeleton(self, roles: tuple, kwargs: dict) -> list[str] | None:
-        key = (roles, repr(sorted(kwargs.items())))
+    def _skeleton(self, key: tuple, roles: tuple, kwargs: dict) -> list[str] | None:
         if key not in self._shapes:
             cuts = None
             try:
@@ -86,7 +97,7 @@ class TemplateSplice:
             self._shapes[key] = cuts
         return self._shapes[key]
 
-    def render(self, conversations: list[list[dict]], kwargs: dict | None = None) -> list[str]:
+    def render(self, conversations: list[list[dict]], kwargs: dict | None = None, _again: bool = False) -> list[str]:
         """Each conversation as the template renders it, with a generation prompt."""
         kwargs = kwargs or {}
         if not self.on or not conversations:
@@ -97,7 +108,9 @@ class TemplateSplice:
                                                 and type(m["content"]) is str for m, r in zip(c, roles))
                    for c in conversations):
             return self._whole(conversations, kwargs)
-        cuts = self._skeleton(roles, kwargs)
+        key = (roles, repr(sorted(kwargs.items())))
+        fresh = _again or key not in self._shapes
+        cuts = self._skeleton(key, roles, kwargs)
         if cuts is None:
             return self._whole(conversations, kwargs)
         branchy = self._branchy
@@ -114,8 +127,12 @@ class TemplateSplice:
         checked = sorted({0, len(out) - 1} - set(whole_at))
         rendered = dict(zip(whole_at + checked, self._whole([conversations[k] for k in whole_at + checked], kwargs)))
         if any(rendered[k] != out[k] for k in checked):
-            log.warning("template splice: a spliced conversation differs from the template's rendering; every "
-                        "conversation is rendered whole from now on")
-            self.on = False
-            return self._whole(conversations, kwargs)
+            if fresh:  # a skeleton just made from the probes, and already wrong: the template is not what it seemed
+                log.warning("template splice: a spliced conversation differs from the template's rendering; every "
+                            "conversation is rendered whole from now on")
+                self.on = False
+                return self._whole(conversations, kwargs)
+            # made earlier: the template may write something that changed since (today's date); probe it again
+            self._shapes.pop(key, None)
+            return self.render(conversations, kwargs, _again=True)
         return [rendered[k] if t is None else t for k, t in enumerate(out)]
